@@ -1,0 +1,45 @@
+'use strict'
+// Shared helpers for the Jest suites. No sleeps: every wait is on an event.
+const { spawn } = require('node:child_process')
+const path = require('node:path')
+
+const ROOT = path.resolve(__dirname, '..')
+
+/** Resolves after the current microtasks, nextTicks and one macrotask turn. */
+const nextTurn = () => new Promise((resolve) => setImmediate(resolve))
+
+/** Runs `node file args...`, resolving with its exit code, signal and output. */
+function runNode(file, args = [], opts = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [file, ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...opts,
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    child.on('error', reject)
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, pid: child.pid }))
+  })
+}
+
+/**
+ * True for an Error from any realm. Jest runs tests in a vm context, so errors
+ * made by the addon are not `instanceof` the test's own `Error`.
+ */
+const isError = (e) => Object.prototype.toString.call(e) === '[object Error]'
+
+/** The `code` of the error that `fn` throws, or of its rejection. */
+async function codeOf(fn) {
+  try {
+    await fn()
+  } catch (e) {
+    if (!isError(e)) throw new Error(`threw a non-Error: ${String(e)}`)
+    return e.code
+  }
+  return 'did not throw'
+}
+
+module.exports = { ROOT, nextTurn, runNode, isError, codeOf }

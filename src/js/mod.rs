@@ -1,0 +1,6 @@
+//! The napi binding: type conversion and error codes only. Every behaviour
+//! lives in the core modules; nothing here is reachable from `cargo test`.
+
+mod args;
+mod error;
+mod registry;

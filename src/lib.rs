@@ -1,0 +1,3 @@
+pub mod error;
+mod js;
+pub mod registry;
