@@ -1,3 +1,5 @@
+pub mod bridge;
 pub mod error;
 mod js;
 pub mod registry;
+pub mod store;

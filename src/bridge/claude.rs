@@ -1,0 +1,210 @@
+//! Claude CLI stream-json events into the store.
+
+use crate::error::Error;
+use crate::store::{AgentStatus, Message, Pending, SessionWriter};
+
+/// Checks that `raw_json` is a single JSON object.
+pub fn parse_event(
+  session_id: &str,
+  raw_json: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+  let invalid = |reason: String| Error::InvalidJson {
+    session_id: session_id.to_owned(),
+    reason,
+  };
+  match serde_json::from_str::<serde_json::Value>(raw_json) {
+    Ok(serde_json::Value::Object(event)) => Ok(event),
+    Ok(other) => Err(invalid(format!(
+      "expected a JSON object, got {}",
+      json_kind(&other)
+    ))),
+    Err(e) => Err(invalid(e.to_string())),
+  }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+  match value {
+    serde_json::Value::Null => "null",
+    serde_json::Value::Bool(_) => "a boolean",
+    serde_json::Value::Number(_) => "a number",
+    serde_json::Value::String(_) => "a string",
+    serde_json::Value::Array(_) => "an array",
+    serde_json::Value::Object(_) => "an object",
+  }
+}
+
+/// Stores `raw_json` byte for byte, after checking it is one JSON object.
+pub fn store_event(
+  writer: &impl SessionWriter,
+  session_id: &str,
+  raw_json: String,
+) -> Pending<Message> {
+  match parse_event(session_id, &raw_json) {
+    Ok(_) => writer.append(session_id, raw_json),
+    Err(e) => Pending::ready(Err(e)),
+  }
+}
+
+/// Resolves `false` for an unknown session.
+pub fn update_claude_session_id(
+  writer: &impl SessionWriter,
+  session_id: &str,
+  claude_session_id: &str,
+) -> Pending<bool> {
+  writer.update_claude_session_id(session_id, claude_session_id)
+}
+
+pub fn set_running(writer: &impl SessionWriter, session_id: &str) -> Pending<()> {
+  writer.update_agent_status(session_id, AgentStatus::Running, None)
+}
+
+pub fn set_idle(writer: &impl SessionWriter, session_id: &str) -> Pending<()> {
+  writer.update_agent_status(session_id, AgentStatus::Idle, None)
+}
+
+pub fn set_waiting(writer: &impl SessionWriter, session_id: &str) -> Pending<()> {
+  writer.update_agent_status(session_id, AgentStatus::Waiting, None)
+}
+
+pub fn set_error(writer: &impl SessionWriter, session_id: &str, message: String) -> Pending<()> {
+  writer.update_agent_status(session_id, AgentStatus::Error, Some(message))
+}
+
+pub fn set_not_available(writer: &impl SessionWriter, session_id: &str) -> Pending<()> {
+  writer.update_agent_status(session_id, AgentStatus::NotAvailable, None)
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::store::{SessionReader, SessionStore};
+
+  fn store_with(session_id: &str) -> SessionStore {
+    let store = SessionStore::in_memory().unwrap();
+    store.create_session(Some(session_id)).wait().unwrap();
+    store
+  }
+
+  #[test]
+  fn stores_an_event_byte_for_byte() {
+    let store = store_with("s");
+    let raw = r#"{"type":"system", "subtype":"init","session_id":"abc"}"#;
+    let message = store_event(&store, "s", raw.to_owned()).wait().unwrap();
+    assert_eq!(message.content, raw);
+    assert_eq!(message.sequence_number, 1);
+    let stored = store.messages("s", 0, None).wait().unwrap();
+    assert_eq!(stored, vec![message]);
+  }
+
+  #[test]
+  fn sequences_increase_over_many_events() {
+    let store = store_with("s");
+    let pending: Vec<_> = (0..100)
+      .map(|i| store_event(&store, "s", format!(r#"{{"n":{i}}}"#)))
+      .collect();
+    let sequences: Vec<i64> = pending
+      .into_iter()
+      .map(|p| p.wait().unwrap().sequence_number)
+      .collect();
+    assert_eq!(sequences, (1..=100).collect::<Vec<_>>());
+    assert_eq!(
+      store
+        .get_session("s")
+        .wait()
+        .unwrap()
+        .unwrap()
+        .last_sequence,
+      100
+    );
+  }
+
+  #[test]
+  fn running_then_idle() {
+    let store = store_with("s");
+    set_running(&store, "s").wait().unwrap();
+    assert_eq!(
+      store.get_session("s").wait().unwrap().unwrap().agent_status,
+      AgentStatus::Running
+    );
+    set_idle(&store, "s").wait().unwrap();
+    assert_eq!(
+      store.get_session("s").wait().unwrap().unwrap().agent_status,
+      AgentStatus::Idle
+    );
+  }
+
+  #[test]
+  fn error_status_carries_its_message() {
+    let store = store_with("s");
+    set_error(&store, "s", "exit 2: boom".into())
+      .wait()
+      .unwrap();
+    let session = store.get_session("s").wait().unwrap().unwrap();
+    assert_eq!(session.agent_status, AgentStatus::Error);
+    assert_eq!(session.error_message.as_deref(), Some("exit 2: boom"));
+    set_running(&store, "s").wait().unwrap();
+    assert_eq!(
+      store
+        .get_session("s")
+        .wait()
+        .unwrap()
+        .unwrap()
+        .error_message,
+      None
+    );
+  }
+
+  #[test]
+  fn claude_session_id_is_stored() {
+    let store = store_with("s");
+    assert!(update_claude_session_id(&store, "s", "claude-1")
+      .wait()
+      .unwrap());
+    let session = store.get_session("s").wait().unwrap().unwrap();
+    assert_eq!(session.claude_session_id.as_deref(), Some("claude-1"));
+    assert!(!update_claude_session_id(&store, "ghost", "x")
+      .wait()
+      .unwrap());
+  }
+
+  #[test]
+  fn unknown_session_fails() {
+    let store = SessionStore::in_memory().unwrap();
+    let err = store_event(&store, "ghost", "{}".into())
+      .wait()
+      .unwrap_err();
+    assert_eq!(err.code(), "SESSION_NOT_FOUND");
+    assert!(err.to_string().contains("ghost"));
+    assert_eq!(
+      set_running(&store, "ghost").wait().unwrap_err().code(),
+      "SESSION_NOT_FOUND"
+    );
+  }
+
+  #[test]
+  fn not_an_object_is_invalid_json_and_stores_nothing() {
+    let store = store_with("s");
+    for bad in [
+      "not json",
+      "[1,2]",
+      "\"text\"",
+      "42",
+      "null",
+      "{\"a\":1} {\"b\":2}",
+      "",
+    ] {
+      let err = store_event(&store, "s", bad.into()).wait().unwrap_err();
+      assert_eq!(err.code(), "INVALID_JSON", "{bad}");
+      assert!(err.to_string().contains("'s'"));
+    }
+    assert_eq!(
+      store
+        .get_session("s")
+        .wait()
+        .unwrap()
+        .unwrap()
+        .last_sequence,
+      0
+    );
+  }
+}

@@ -1,0 +1,210 @@
+//! Terminal output and exit into the store.
+
+use serde_json::json;
+
+use crate::store::{Message, Pending, SessionWriter};
+
+const OUTPUT: &str = "terminal_output";
+const FINISHED: &str = "terminal_finished";
+
+/// Which pipe a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+  Stdout,
+  Stderr,
+}
+
+impl Stream {
+  pub fn as_str(self) -> &'static str {
+    match self {
+      Stream::Stdout => "stdout",
+      Stream::Stderr => "stderr",
+    }
+  }
+}
+
+/// How a supervised process ended, as the runner reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Exit {
+  pub exit_code: Option<i32>,
+  /// The signal that ended the process, e.g. `"SIGKILL"`.
+  pub signal: Option<String>,
+  /// Whether it ended because its registration was stopped.
+  pub stopped: bool,
+}
+
+/// The message content for one line of output.
+pub fn output_content(stream: Stream, line: &str) -> String {
+  json!({ "type": OUTPUT, "stream": stream.as_str(), "content": line }).to_string()
+}
+
+/// The message content for a finished process. `full` adds the runner's
+/// `signal` and `stopped` fields to the bridge's `exit_code`.
+fn finished_content(exit: &Exit, full: bool) -> String {
+  let mut content = json!({ "type": FINISHED, "exit_code": exit.exit_code });
+  if full {
+    content["signal"] = json!(exit.signal);
+    content["stopped"] = json!(exit.stopped);
+  }
+  content.to_string()
+}
+
+pub fn store_output(
+  writer: &impl SessionWriter,
+  session_id: &str,
+  stream: Stream,
+  line: &str,
+) -> Pending<Message> {
+  writer.append(session_id, output_content(stream, line))
+}
+
+pub fn store_stdout(writer: &impl SessionWriter, session_id: &str, line: &str) -> Pending<Message> {
+  store_output(writer, session_id, Stream::Stdout, line)
+}
+
+pub fn store_stderr(writer: &impl SessionWriter, session_id: &str, line: &str) -> Pending<Message> {
+  store_output(writer, session_id, Stream::Stderr, line)
+}
+
+pub fn store_finished(
+  writer: &impl SessionWriter,
+  session_id: &str,
+  exit_code: Option<i32>,
+) -> Pending<Message> {
+  let exit = Exit {
+    exit_code,
+    ..Exit::default()
+  };
+  writer.append(session_id, finished_content(&exit, false))
+}
+
+/// The runner's end-of-process message: `exit_code`, `signal` and `stopped`.
+pub fn store_exit(writer: &impl SessionWriter, session_id: &str, exit: &Exit) -> Pending<Message> {
+  writer.append(session_id, finished_content(exit, true))
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::store::{SessionReader, SessionStore};
+  use serde_json::Value;
+
+  fn store_with(session_id: &str) -> SessionStore {
+    let store = SessionStore::in_memory().unwrap();
+    store.create_session(Some(session_id)).wait().unwrap();
+    store
+  }
+
+  fn parsed(message: &Message) -> Value {
+    serde_json::from_str(&message.content).unwrap()
+  }
+
+  #[test]
+  fn stdout_line() {
+    let store = store_with("t");
+    let message = store_stdout(&store, "t", "build succeeded").wait().unwrap();
+    assert_eq!(
+      parsed(&message),
+      json!({"type": "terminal_output", "stream": "stdout", "content": "build succeeded"})
+    );
+  }
+
+  #[test]
+  fn stderr_line() {
+    let store = store_with("t");
+    let message = store_stderr(&store, "t", "warning: unused var")
+      .wait()
+      .unwrap();
+    assert_eq!(
+      parsed(&message),
+      json!({"type": "terminal_output", "stream": "stderr", "content": "warning: unused var"})
+    );
+  }
+
+  #[test]
+  fn finished_codes() {
+    let store = store_with("t");
+    for (code, expected) in [
+      (Some(0), json!(0)),
+      (Some(127), json!(127)),
+      (Some(-1), json!(-1)),
+      (None, Value::Null),
+    ] {
+      let message = store_finished(&store, "t", code).wait().unwrap();
+      assert_eq!(
+        parsed(&message),
+        json!({"type": "terminal_finished", "exit_code": expected})
+      );
+    }
+    assert_eq!(
+      store
+        .get_session("t")
+        .wait()
+        .unwrap()
+        .unwrap()
+        .last_sequence,
+      4
+    );
+  }
+
+  #[test]
+  fn exit_with_signal_and_stopped() {
+    let store = store_with("t");
+    let exit = Exit {
+      exit_code: None,
+      signal: Some("SIGKILL".into()),
+      stopped: true,
+    };
+    let message = store_exit(&store, "t", &exit).wait().unwrap();
+    assert_eq!(
+      parsed(&message),
+      json!({"type": "terminal_finished", "exit_code": null, "signal": "SIGKILL", "stopped": true})
+    );
+  }
+
+  #[test]
+  fn stdout_and_stderr_interleaved_keep_their_order() {
+    let store = store_with("t");
+    let pending: Vec<_> = (0..50)
+      .map(|i| {
+        if i % 2 == 0 {
+          store_stdout(&store, "t", &format!("out {i}"))
+        } else {
+          store_stderr(&store, "t", &format!("err {i}"))
+        }
+      })
+      .collect();
+    for p in pending {
+      p.wait().unwrap();
+    }
+    let messages = store.messages("t", 0, None).wait().unwrap();
+    assert_eq!(messages.len(), 50);
+    for (i, message) in messages.iter().enumerate() {
+      let value = parsed(message);
+      assert_eq!(message.sequence_number, i as i64 + 1);
+      let (stream, prefix) = if i % 2 == 0 {
+        ("stdout", "out")
+      } else {
+        ("stderr", "err")
+      };
+      assert_eq!(value["stream"], stream);
+      assert_eq!(value["content"], format!("{prefix} {i}"));
+    }
+  }
+
+  #[test]
+  fn empty_line() {
+    let store = store_with("t");
+    let message = store_stdout(&store, "t", "").wait().unwrap();
+    assert_eq!(parsed(&message)["content"], "");
+  }
+
+  #[test]
+  fn unknown_session_fails() {
+    let store = SessionStore::in_memory().unwrap();
+    assert_eq!(
+      store_stdout(&store, "nope", "x").wait().unwrap_err().code(),
+      "SESSION_NOT_FOUND"
+    );
+  }
+}

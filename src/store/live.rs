@@ -1,0 +1,217 @@
+//! What has been committed, and who is listening.
+//!
+//! The writer publishes each batch here after its commit, under one lock.
+//! A subscription registers under the same lock and notes the session's last
+//! committed sequence `L`: every later commit reaches it live, and the reader
+//! replays `(after, L]` from the database. Live messages that arrive during
+//! the replay wait in a buffer, so the sink sees each message once, in order.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use super::Message;
+use crate::error::{Error, Result};
+
+type Sink = Box<dyn FnMut(&Message) + Send>;
+
+struct Subscriber {
+  id: u64,
+  after: i64,
+  sink: Sink,
+  /// `Some` while the stored backlog is being replayed.
+  buffer: Option<Vec<Message>>,
+}
+
+impl Subscriber {
+  fn offer(&mut self, message: &Message) {
+    if message.sequence_number <= self.after {
+      return;
+    }
+    match &mut self.buffer {
+      Some(buffer) => buffer.push(message.clone()),
+      None => (self.sink)(message),
+    }
+  }
+}
+
+#[derive(Default)]
+struct LiveSession {
+  last_sequence: i64,
+  subscribers: Vec<Subscriber>,
+}
+
+#[derive(Default)]
+struct State {
+  sessions: HashMap<String, LiveSession>,
+  next_id: u64,
+}
+
+/// Identifies one subscription; pass it to `unsubscribe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionId {
+  session_id: String,
+  id: u64,
+}
+
+/// A replay the reader owes a subscriber: sequences in `(after, upto]`.
+pub struct Backlog {
+  pub subscription: SubscriptionId,
+  pub after: i64,
+  pub upto: i64,
+}
+
+impl Backlog {
+  pub fn session_id(&self) -> &str {
+    &self.subscription.session_id
+  }
+}
+
+/// One committed change, in commit order.
+pub enum Event {
+  Created(String),
+  Appended(Message),
+  Deleted(String),
+}
+
+pub struct Live {
+  state: Mutex<State>,
+}
+
+impl Live {
+  pub fn new(sessions: impl IntoIterator<Item = (String, i64)>) -> Self {
+    let sessions = sessions
+      .into_iter()
+      .map(|(id, last_sequence)| {
+        (
+          id,
+          LiveSession {
+            last_sequence,
+            subscribers: Vec::new(),
+          },
+        )
+      })
+      .collect();
+    Live {
+      state: Mutex::new(State {
+        sessions,
+        next_id: 0,
+      }),
+    }
+  }
+
+  fn lock(&self) -> MutexGuard<'_, State> {
+    // A sink that panicked is user code gone wrong; the map itself is intact.
+    self.state.lock().unwrap_or_else(|p| p.into_inner())
+  }
+
+  pub fn publish(&self, events: &[Event]) {
+    let mut state = self.lock();
+    for event in events {
+      match event {
+        Event::Created(id) => {
+          state.sessions.insert(id.clone(), LiveSession::default());
+        }
+        Event::Appended(message) => {
+          if let Some(session) = state.sessions.get_mut(&message.session_id) {
+            session.last_sequence = message.sequence_number;
+            for subscriber in &mut session.subscribers {
+              subscriber.offer(message);
+            }
+          }
+        }
+        Event::Deleted(id) => {
+          state.sessions.remove(id);
+        }
+      }
+    }
+  }
+
+  pub fn subscribe(
+    &self,
+    session_id: &str,
+    after: Option<i64>,
+    sink: Sink,
+  ) -> Result<(SubscriptionId, Option<Backlog>)> {
+    let mut state = self.lock();
+    state.next_id += 1;
+    let id = state.next_id;
+    let session = state
+      .sessions
+      .get_mut(session_id)
+      .ok_or_else(|| Error::SessionNotFound(session_id.to_owned()))?;
+    let last = session.last_sequence;
+    let after = after.unwrap_or(last);
+    let replay = after < last;
+    session.subscribers.push(Subscriber {
+      id,
+      after,
+      sink,
+      buffer: replay.then(Vec::new),
+    });
+    let subscription = SubscriptionId {
+      session_id: session_id.to_owned(),
+      id,
+    };
+    let backlog = replay.then(|| Backlog {
+      subscription: subscription.clone(),
+      after,
+      upto: last,
+    });
+    Ok((subscription, backlog))
+  }
+
+  pub fn unsubscribe(&self, subscription: &SubscriptionId) {
+    let removed = {
+      let mut state = self.lock();
+      state
+        .sessions
+        .get_mut(&subscription.session_id)
+        .and_then(|session| {
+          let index = session
+            .subscribers
+            .iter()
+            .position(|s| s.id == subscription.id)?;
+          Some(session.subscribers.remove(index))
+        })
+    };
+    // The sink may own JS handles whose release should not hold the lock.
+    drop(removed);
+  }
+
+  /// Hands replayed messages to the subscriber; false once it is gone.
+  pub fn replay(&self, subscription: &SubscriptionId, messages: &[Message]) -> bool {
+    self.with_subscriber(subscription, |subscriber| {
+      for message in messages {
+        (subscriber.sink)(message);
+      }
+    })
+  }
+
+  /// Ends the replay: buffered live messages go out, then live delivery.
+  pub fn finish_replay(&self, subscription: &SubscriptionId) {
+    self.with_subscriber(subscription, |subscriber| {
+      for message in subscriber.buffer.take().unwrap_or_default() {
+        (subscriber.sink)(&message);
+      }
+    });
+  }
+
+  fn with_subscriber(
+    &self,
+    subscription: &SubscriptionId,
+    f: impl FnOnce(&mut Subscriber),
+  ) -> bool {
+    let mut state = self.lock();
+    let subscriber = state
+      .sessions
+      .get_mut(&subscription.session_id)
+      .and_then(|s| s.subscribers.iter_mut().find(|s| s.id == subscription.id));
+    match subscriber {
+      Some(subscriber) => {
+        f(subscriber);
+        true
+      }
+      None => false,
+    }
+  }
+}

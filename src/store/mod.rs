@@ -1,0 +1,405 @@
+//! The embedded SQLite session store.
+//!
+//! One writer thread owns the write connection and commits every pending
+//! write in one transaction (group commit); callers are answered only after
+//! the commit. One reader thread with its own connection serves reads. Live
+//! subscriptions are fed by the writer after each commit (see [`live`]).
+
+mod live;
+mod reader;
+pub mod schema;
+mod writer;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use crate::error::{validate_session_id, Error, Result};
+use live::Live;
+pub use live::SubscriptionId;
+use reader::ReadJob;
+pub use schema::Location;
+use writer::Command;
+
+/// What the agent of a session is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentStatus {
+  Idle,
+  Running,
+  Waiting,
+  Error,
+  NotAvailable,
+}
+
+impl AgentStatus {
+  pub fn as_str(self) -> &'static str {
+    match self {
+      AgentStatus::Idle => "idle",
+      AgentStatus::Running => "running",
+      AgentStatus::Waiting => "waiting",
+      AgentStatus::Error => "error",
+      AgentStatus::NotAvailable => "not_available",
+    }
+  }
+
+  pub fn parse(text: &str) -> Option<Self> {
+    [
+      AgentStatus::Idle,
+      AgentStatus::Running,
+      AgentStatus::Waiting,
+      AgentStatus::Error,
+      AgentStatus::NotAvailable,
+    ]
+    .into_iter()
+    .find(|status| status.as_str() == text)
+  }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+  pub id: String,
+  pub claude_session_id: Option<String>,
+  pub agent_status: AgentStatus,
+  pub error_message: Option<String>,
+  pub closed: bool,
+  /// Milliseconds since the Unix epoch.
+  pub created_at: i64,
+  pub last_sequence: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+  /// Unique within the store.
+  pub id: i64,
+  pub session_id: String,
+  /// Per session: 1, 2, 3, ... in commit order.
+  pub sequence_number: i64,
+  pub content: String,
+  /// Milliseconds since the Unix epoch.
+  pub created_at: i64,
+}
+
+pub(crate) fn now_ms() -> i64 {
+  SystemTime::now()
+    .duration_since(UNIX_EPOCH)
+    .map(|d| d.as_millis() as i64)
+    .unwrap_or(0)
+}
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// The answer to a request already handed to the writer or reader thread.
+/// The request is sent when the method is called, not when this is polled,
+/// so a caller may issue many writes and await them later.
+pub struct Pending<T>(PendingState<T>);
+
+enum PendingState<T> {
+  Waiting(oneshot::Receiver<Result<T>>),
+  Ready(Option<Result<T>>),
+}
+
+impl<T> Pending<T> {
+  pub(crate) fn ready(result: Result<T>) -> Self {
+    Pending(PendingState::Ready(Some(result)))
+  }
+
+  /// Blocks the current thread until the answer arrives. Not for async code.
+  pub fn wait(self) -> Result<T> {
+    match self.0 {
+      PendingState::Waiting(receiver) => {
+        receiver.blocking_recv().unwrap_or(Err(Error::StoreClosed))
+      }
+      PendingState::Ready(result) => result.unwrap_or(Err(Error::StoreClosed)),
+    }
+  }
+}
+
+// Nothing in `Pending` is ever pinned in place: the receiver is `Unpin` and
+// the ready value is moved out by value.
+impl<T> Unpin for Pending<T> {}
+
+impl<T> Future for Pending<T> {
+  type Output = Result<T>;
+
+  fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+    match &mut self.get_mut().0 {
+      PendingState::Waiting(receiver) => Pin::new(receiver)
+        .poll(cx)
+        .map(|answer| answer.unwrap_or(Err(Error::StoreClosed))),
+      PendingState::Ready(result) => Poll::Ready(result.take().unwrap_or(Err(Error::StoreClosed))),
+    }
+  }
+}
+
+/// The writes the bridges need: the seed's `SessionWriter`.
+pub trait SessionWriter {
+  fn create_session(&self, session_id: Option<&str>) -> Pending<String>;
+  fn append(&self, session_id: &str, content: String) -> Pending<Message>;
+  /// Resolves `false` for an unknown session.
+  fn update_claude_session_id(&self, session_id: &str, claude_session_id: &str) -> Pending<bool>;
+  fn update_agent_status(
+    &self,
+    session_id: &str,
+    status: AgentStatus,
+    error_message: Option<String>,
+  ) -> Pending<()>;
+  fn close_session(&self, session_id: &str) -> Pending<()>;
+}
+
+/// The reads: sessions and their messages.
+pub trait SessionReader {
+  fn get_session(&self, session_id: &str) -> Pending<Option<Session>>;
+  fn list_sessions(&self) -> Pending<Vec<Session>>;
+  fn messages(
+    &self,
+    session_id: &str,
+    after_sequence: i64,
+    limit: Option<i64>,
+  ) -> Pending<Vec<Message>>;
+}
+
+struct Inner {
+  location: Location,
+  closed: AtomicBool,
+  writer: mpsc::Sender<Command>,
+  reader: mpsc::Sender<ReadJob>,
+  live: Arc<Live>,
+}
+
+/// A handle to an open store. Clones share the same threads and database.
+#[derive(Clone)]
+pub struct SessionStore {
+  inner: Arc<Inner>,
+}
+
+static MEMORY_STORES: AtomicU64 = AtomicU64::new(0);
+
+impl SessionStore {
+  /// Opens (creating if absent) a database file.
+  pub fn open(path: impl Into<std::path::PathBuf>) -> Result<Self> {
+    Self::open_location(Location::File(path.into()))
+  }
+
+  /// A private in-memory store, gone when the last handle is dropped.
+  pub fn in_memory() -> Result<Self> {
+    let n = MEMORY_STORES.fetch_add(1, Ordering::Relaxed);
+    Self::open_location(Location::Memory(format!(
+      "eren-machines-{}-{n}",
+      std::process::id()
+    )))
+  }
+
+  fn open_location(location: Location) -> Result<Self> {
+    let write_conn = schema::open(&location, true)?;
+    let read_conn = schema::open(&location, false)?;
+    let state = writer::WriterState::load(&write_conn)?;
+    let live = Arc::new(Live::new(state.committed_sequences()));
+    let writer = writer::spawn(write_conn, state, live.clone())?;
+    let reader = reader::spawn(read_conn, live.clone())?;
+    Ok(SessionStore {
+      inner: Arc::new(Inner {
+        location,
+        closed: AtomicBool::new(false),
+        writer,
+        reader,
+        live,
+      }),
+    })
+  }
+
+  pub fn location(&self) -> &Location {
+    &self.inner.location
+  }
+
+  pub fn is_closed(&self) -> bool {
+    self.inner.closed.load(Ordering::Acquire)
+  }
+
+  fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Pending<T> {
+    if self.is_closed() {
+      return Pending::ready(Err(Error::StoreClosed));
+    }
+    let (reply, receiver) = oneshot::channel();
+    match self.inner.writer.send(make(reply)) {
+      Ok(()) => Pending(PendingState::Waiting(receiver)),
+      Err(_) => Pending::ready(Err(Error::StoreClosed)),
+    }
+  }
+
+  fn read<T>(&self, make: impl FnOnce(Reply<T>) -> ReadJob) -> Pending<T> {
+    if self.is_closed() {
+      return Pending::ready(Err(Error::StoreClosed));
+    }
+    let (reply, receiver) = oneshot::channel();
+    match self.inner.reader.send(make(reply)) {
+      Ok(()) => Pending(PendingState::Waiting(receiver)),
+      Err(_) => Pending::ready(Err(Error::StoreClosed)),
+    }
+  }
+
+  /// Deletes a session and its messages. Resolves `false` if it was unknown.
+  pub fn delete_session(&self, session_id: &str) -> Pending<bool> {
+    let session_id = session_id.to_owned();
+    self.write(|reply| Command::Delete { session_id, reply })
+  }
+
+  /// Stops accepting requests, waits for every write already accepted to
+  /// commit, then releases the database. Later calls fail with `StoreClosed`.
+  pub fn close(&self) -> Pending<()> {
+    if self.inner.closed.swap(true, Ordering::AcqRel) {
+      return Pending::ready(Ok(()));
+    }
+    let (writer_done, writer_receiver) = oneshot::channel();
+    let (reader_done, reader_receiver) = oneshot::channel();
+    let writer_sent = self
+      .inner
+      .writer
+      .send(Command::Shutdown { reply: writer_done })
+      .is_ok();
+    let reader_sent = self
+      .inner
+      .reader
+      .send(ReadJob::Shutdown { reply: reader_done })
+      .is_ok();
+    let (reply, receiver) = oneshot::channel();
+    std::thread::spawn(move || {
+      let mut result = Ok(());
+      if writer_sent {
+        result = writer_receiver.blocking_recv().unwrap_or(Ok(()));
+      }
+      if reader_sent {
+        let _ = reader_receiver.blocking_recv();
+      }
+      let _ = reply.send(result);
+    });
+    Pending(PendingState::Waiting(receiver))
+  }
+
+  /// Delivers every message of `session_id` with a sequence above
+  /// `after_sequence` (default: the last one now, i.e. live only) to `sink`,
+  /// exactly once and in order: stored ones first, then each new one after
+  /// its commit. `sink` runs on a store thread and must not block.
+  pub fn subscribe(
+    &self,
+    session_id: &str,
+    after_sequence: Option<i64>,
+    sink: Box<dyn FnMut(&Message) + Send>,
+  ) -> Result<SubscriptionId> {
+    if self.is_closed() {
+      return Err(Error::StoreClosed);
+    }
+    if let Some(after) = after_sequence {
+      if after < 0 {
+        return Err(Error::InvalidArgument(format!(
+          "afterSequence must be 0 or more, got {after}"
+        )));
+      }
+    }
+    let (id, backlog) = self
+      .inner
+      .live
+      .subscribe(session_id, after_sequence, sink)?;
+    if let Some(backlog) = backlog {
+      // If the reader is gone the store is closing; the subscription simply
+      // never receives its backlog, like any subscription of a closed store.
+      let _ = self.inner.reader.send(ReadJob::Backlog(backlog));
+    }
+    Ok(id)
+  }
+
+  /// Ends a subscription. Safe to call more than once.
+  pub fn unsubscribe(&self, id: &SubscriptionId) {
+    self.inner.live.unsubscribe(id);
+  }
+}
+
+impl SessionWriter for SessionStore {
+  fn create_session(&self, session_id: Option<&str>) -> Pending<String> {
+    let session_id = match session_id {
+      Some(id) => id.to_owned(),
+      None => uuid::Uuid::new_v4().to_string(),
+    };
+    if let Err(e) = validate_session_id(&session_id) {
+      return Pending::ready(Err(e));
+    }
+    self.write(|reply| Command::Create { session_id, reply })
+  }
+
+  fn append(&self, session_id: &str, content: String) -> Pending<Message> {
+    let session_id = session_id.to_owned();
+    self.write(|reply| Command::Append {
+      session_id,
+      content,
+      reply,
+    })
+  }
+
+  fn update_claude_session_id(&self, session_id: &str, claude_session_id: &str) -> Pending<bool> {
+    let session_id = session_id.to_owned();
+    let claude_session_id = claude_session_id.to_owned();
+    self.write(|reply| Command::SetClaudeSessionId {
+      session_id,
+      claude_session_id,
+      reply,
+    })
+  }
+
+  fn update_agent_status(
+    &self,
+    session_id: &str,
+    status: AgentStatus,
+    error_message: Option<String>,
+  ) -> Pending<()> {
+    let session_id = session_id.to_owned();
+    self.write(|reply| Command::SetStatus {
+      session_id,
+      status,
+      error_message,
+      reply,
+    })
+  }
+
+  fn close_session(&self, session_id: &str) -> Pending<()> {
+    let session_id = session_id.to_owned();
+    self.write(|reply| Command::CloseSession { session_id, reply })
+  }
+}
+
+impl SessionReader for SessionStore {
+  fn get_session(&self, session_id: &str) -> Pending<Option<Session>> {
+    let session_id = session_id.to_owned();
+    self.read(|reply| ReadJob::GetSession { session_id, reply })
+  }
+
+  fn list_sessions(&self) -> Pending<Vec<Session>> {
+    self.read(|reply| ReadJob::ListSessions { reply })
+  }
+
+  fn messages(
+    &self,
+    session_id: &str,
+    after_sequence: i64,
+    limit: Option<i64>,
+  ) -> Pending<Vec<Message>> {
+    if after_sequence < 0 || limit.is_some_and(|l| l < 0) {
+      return Pending::ready(Err(Error::InvalidArgument(format!(
+        "afterSequence and limit must be 0 or more for session '{session_id}'"
+      ))));
+    }
+    let session_id = session_id.to_owned();
+    self.read(|reply| ReadJob::Messages {
+      session_id,
+      after_sequence,
+      limit,
+      reply,
+    })
+  }
+}
+
+#[cfg(test)]
+mod tests;

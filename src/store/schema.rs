@@ -1,0 +1,136 @@
+//! Opening a connection: file permissions, pragmas and the versioned schema.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Error, Result};
+
+/// Bumped by every migration; stored in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Version 1. Messages live in one `WITHOUT ROWID` B-tree keyed by
+/// (session, sequence), so an append touches exactly one B-tree. The store-wide
+/// message id is a counter in `meta`, bumped once per transaction.
+pub const SCHEMA_V1: &str = "
+CREATE TABLE sessions (
+  key INTEGER PRIMARY KEY,
+  session_id TEXT NOT NULL UNIQUE,
+  claude_session_id TEXT,
+  agent_status TEXT NOT NULL,
+  error_message TEXT,
+  closed INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL,
+  last_sequence INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE messages (
+  session INTEGER NOT NULL,
+  sequence INTEGER NOT NULL,
+  id INTEGER NOT NULL,
+  content TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (session, sequence)
+) WITHOUT ROWID;
+CREATE TABLE meta (
+  name TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meta (name, value) VALUES ('next_message_id', 1);
+";
+
+/// Where a store keeps its data.
+#[derive(Debug, Clone)]
+pub enum Location {
+  File(std::path::PathBuf),
+  /// A named database of SQLite's `memdb` VFS, shared by the store's
+  /// connections and gone when the last one closes.
+  Memory(String),
+}
+
+pub(crate) fn storage(err: rusqlite::Error) -> Error {
+  Error::Storage(err.to_string())
+}
+
+/// Creates the database file readable and writable by its owner only. SQLite
+/// gives the `-wal` and `-shm` files the mode of the database file.
+#[cfg(unix)]
+fn create_private_file(path: &Path) -> Result<()> {
+  use std::os::unix::fs::OpenOptionsExt;
+  match std::fs::OpenOptions::new()
+    .write(true)
+    .create_new(true)
+    .mode(0o600)
+    .open(path)
+  {
+    Ok(_) => Ok(()),
+    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+    Err(e) => Err(Error::Storage(format!(
+      "cannot create {}: {e}",
+      path.display()
+    ))),
+  }
+}
+
+#[cfg(not(unix))]
+fn create_private_file(_path: &Path) -> Result<()> {
+  Ok(())
+}
+
+/// Opens a connection with the store's pragmas. The writer passes
+/// `migrate = true` and brings the schema up to date before anyone reads.
+pub fn open(location: &Location, migrate: bool) -> Result<Connection> {
+  let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+    | OpenFlags::SQLITE_OPEN_CREATE
+    | OpenFlags::SQLITE_OPEN_URI
+    | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+  let conn = match location {
+    Location::File(path) => {
+      if migrate {
+        create_private_file(path)?;
+      }
+      Connection::open_with_flags(path, flags).map_err(storage)?
+    }
+    Location::Memory(name) => {
+      Connection::open_with_flags(format!("file:/{name}?vfs=memdb"), flags).map_err(storage)?
+    }
+  };
+  conn
+    .busy_timeout(Duration::from_secs(10))
+    .map_err(storage)?;
+  if let Location::File(_) = location {
+    // WAL: readers never block the writer. FULL: a commit survives power
+    // loss, not only a crash of the host; group commit pays one fsync per
+    // batch, not per message.
+    conn
+      .pragma_update(None, "journal_mode", "WAL")
+      .map_err(storage)?;
+    conn
+      .pragma_update(None, "synchronous", "FULL")
+      .map_err(storage)?;
+  }
+  if migrate {
+    migrate_schema(&conn)?;
+  }
+  Ok(conn)
+}
+
+fn migrate_schema(conn: &Connection) -> Result<()> {
+  let version: i64 = conn
+    .pragma_query_value(None, "user_version", |row| row.get(0))
+    .map_err(storage)?;
+  if version > SCHEMA_VERSION {
+    return Err(Error::Storage(format!(
+      "database schema version {version} is newer than this build supports ({SCHEMA_VERSION})"
+    )));
+  }
+  if version < 1 {
+    conn
+      .execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
+      ))
+      .map_err(storage)?;
+  }
+  // Later migrations go here: `if version < 2 { ... PRAGMA user_version = 2 }`.
+  Ok(())
+}

@@ -1,0 +1,302 @@
+use std::sync::{Arc, Mutex};
+
+use super::*;
+
+fn temp_path(name: &str) -> std::path::PathBuf {
+  let dir = std::env::temp_dir().join(format!("eren-store-test-{}-{name}", std::process::id()));
+  let _ = std::fs::remove_dir_all(&dir);
+  std::fs::create_dir_all(&dir).unwrap();
+  dir.join("sessions.db")
+}
+
+fn collecting_sink() -> (Arc<Mutex<Vec<i64>>>, Box<dyn FnMut(&Message) + Send>) {
+  let seen = Arc::new(Mutex::new(Vec::new()));
+  let sink_seen = seen.clone();
+  let sink = Box::new(move |m: &Message| sink_seen.lock().unwrap().push(m.sequence_number));
+  (seen, sink)
+}
+
+#[test]
+fn create_session_generates_a_uuid_and_rejects_duplicates() {
+  let store = SessionStore::in_memory().unwrap();
+  let id = store.create_session(None).wait().unwrap();
+  assert_eq!(id.len(), 36);
+  assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+  store.create_session(Some("mine")).wait().unwrap();
+  let err = store.create_session(Some("mine")).wait().unwrap_err();
+  assert_eq!(err.code(), "SESSION_EXISTS");
+  assert!(err.to_string().contains("mine"));
+  assert_eq!(
+    store.create_session(Some("")).wait().unwrap_err().code(),
+    "INVALID_ARGUMENT"
+  );
+  let listed: Vec<String> = store
+    .list_sessions()
+    .wait()
+    .unwrap()
+    .into_iter()
+    .map(|s| s.id)
+    .collect();
+  assert_eq!(listed, vec![id, "mine".to_owned()]);
+}
+
+#[test]
+fn new_sessions_start_idle_and_empty() {
+  let store = SessionStore::in_memory().unwrap();
+  store.create_session(Some("s")).wait().unwrap();
+  let session = store.get_session("s").wait().unwrap().unwrap();
+  assert_eq!(session.agent_status, AgentStatus::Idle);
+  assert_eq!(session.last_sequence, 0);
+  assert_eq!(session.claude_session_id, None);
+  assert!(!session.closed);
+  assert!(session.created_at > 1_600_000_000_000);
+  assert_eq!(store.get_session("ghost").wait().unwrap(), None);
+}
+
+#[test]
+fn closed_sessions_refuse_appends_and_store_nothing() {
+  let store = SessionStore::in_memory().unwrap();
+  store.create_session(Some("s")).wait().unwrap();
+  store.append("s", "one".into()).wait().unwrap();
+  store.close_session("s").wait().unwrap();
+  let err = store.append("s", "two".into()).wait().unwrap_err();
+  assert_eq!(err.code(), "SESSION_CLOSED");
+  let session = store.get_session("s").wait().unwrap().unwrap();
+  assert!(session.closed);
+  assert_eq!(session.last_sequence, 1);
+  assert_eq!(
+    store.close_session("ghost").wait().unwrap_err().code(),
+    "SESSION_NOT_FOUND"
+  );
+}
+
+#[test]
+fn messages_of_unknown_session_is_not_found_and_paging_works() {
+  let store = SessionStore::in_memory().unwrap();
+  assert_eq!(
+    store.messages("ghost", 0, None).wait().unwrap_err().code(),
+    "SESSION_NOT_FOUND"
+  );
+  store.create_session(Some("s")).wait().unwrap();
+  for i in 0..10 {
+    store.append("s", format!("m{i}")).wait().unwrap();
+  }
+  let page: Vec<i64> = store
+    .messages("s", 3, Some(4))
+    .wait()
+    .unwrap()
+    .iter()
+    .map(|m| m.sequence_number)
+    .collect();
+  assert_eq!(page, vec![4, 5, 6, 7]);
+  assert_eq!(
+    store.messages("s", -1, None).wait().unwrap_err().code(),
+    "INVALID_ARGUMENT"
+  );
+}
+
+#[test]
+fn message_ids_are_unique_across_sessions_and_deletes() {
+  let store = SessionStore::in_memory().unwrap();
+  let mut ids = std::collections::HashSet::new();
+  for round in 0..3 {
+    for s in ["a", "b"] {
+      store.create_session(Some(s)).wait().unwrap();
+      for i in 0..5 {
+        let m = store.append(s, format!("{round}{i}")).wait().unwrap();
+        assert!(ids.insert(m.id), "duplicate id {}", m.id);
+      }
+      assert!(store.delete_session(s).wait().unwrap());
+    }
+  }
+  assert!(!store.delete_session("a").wait().unwrap());
+}
+
+#[test]
+fn delete_removes_messages_and_allows_recreation() {
+  let store = SessionStore::in_memory().unwrap();
+  store.create_session(Some("s")).wait().unwrap();
+  store.append("s", "x".into()).wait().unwrap();
+  assert!(store.delete_session("s").wait().unwrap());
+  assert_eq!(store.get_session("s").wait().unwrap(), None);
+  store.create_session(Some("s")).wait().unwrap();
+  assert_eq!(
+    store
+      .append("s", "y".into())
+      .wait()
+      .unwrap()
+      .sequence_number,
+    1
+  );
+  assert_eq!(store.messages("s", 0, None).wait().unwrap().len(), 1);
+}
+
+#[test]
+fn concurrent_appends_from_threads_are_contiguous_per_session() {
+  let store = SessionStore::in_memory().unwrap();
+  for s in 0..4 {
+    store.create_session(Some(&format!("s{s}"))).wait().unwrap();
+  }
+  let threads: Vec<_> = (0..8)
+    .map(|t| {
+      let store = store.clone();
+      std::thread::spawn(move || {
+        let pending: Vec<_> = (0..500)
+          .map(|i| store.append(&format!("s{}", (t + i) % 4), format!("{t}-{i}")))
+          .collect();
+        pending.into_iter().map(|p| p.wait().unwrap()).count()
+      })
+    })
+    .collect();
+  let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+  assert_eq!(total, 4000);
+  for s in 0..4 {
+    let id = format!("s{s}");
+    let sequences: Vec<i64> = store
+      .messages(&id, 0, None)
+      .wait()
+      .unwrap()
+      .iter()
+      .map(|m| m.sequence_number)
+      .collect();
+    assert_eq!(sequences, (1..=1000).collect::<Vec<_>>());
+    assert_eq!(
+      store
+        .get_session(&id)
+        .wait()
+        .unwrap()
+        .unwrap()
+        .last_sequence,
+      1000
+    );
+  }
+}
+
+#[test]
+fn a_file_store_reopened_keeps_everything_and_continues_the_sequence() {
+  let path = temp_path("reopen");
+  {
+    let store = SessionStore::open(&path).unwrap();
+    store.create_session(Some("s")).wait().unwrap();
+    store.update_claude_session_id("s", "c-1").wait().unwrap();
+    for i in 0..5 {
+      store.append("s", format!("{i}")).wait().unwrap();
+    }
+    store.close().wait().unwrap();
+  }
+  let store = SessionStore::open(&path).unwrap();
+  let session = store.get_session("s").wait().unwrap().unwrap();
+  assert_eq!(session.last_sequence, 5);
+  assert_eq!(session.claude_session_id.as_deref(), Some("c-1"));
+  let next = store.append("s", "5".into()).wait().unwrap();
+  assert_eq!(next.sequence_number, 6);
+  assert_eq!(next.id, 6);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_created_database_is_private_and_an_existing_one_keeps_its_mode() {
+  use std::os::unix::fs::PermissionsExt;
+  let path = temp_path("mode");
+  let store = SessionStore::open(&path).unwrap();
+  store.create_session(Some("s")).wait().unwrap();
+  for suffix in ["", "-wal", "-shm"] {
+    let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", file.display());
+  }
+  store.close().wait().unwrap();
+  std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+  let store = SessionStore::open(&path).unwrap();
+  store.close().wait().unwrap();
+  assert_eq!(
+    std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+    0o640
+  );
+}
+
+#[test]
+fn close_waits_for_pending_writes_then_refuses() {
+  let path = temp_path("close");
+  let store = SessionStore::open(&path).unwrap();
+  store.create_session(Some("s")).wait().unwrap();
+  let pending: Vec<_> = (0..1000)
+    .map(|i| store.append("s", format!("{i}")))
+    .collect();
+  store.close().wait().unwrap();
+  for p in pending {
+    p.wait().unwrap();
+  }
+  assert_eq!(
+    store.append("s", "late".into()).wait().unwrap_err().code(),
+    "STORE_CLOSED"
+  );
+  assert_eq!(
+    store.get_session("s").wait().unwrap_err().code(),
+    "STORE_CLOSED"
+  );
+  let reopened = SessionStore::open(&path).unwrap();
+  assert_eq!(
+    reopened
+      .get_session("s")
+      .wait()
+      .unwrap()
+      .unwrap()
+      .last_sequence,
+    1000
+  );
+}
+
+#[test]
+fn subscribe_replays_then_goes_live_without_gap_or_duplicate() {
+  let store = SessionStore::in_memory().unwrap();
+  store.create_session(Some("s")).wait().unwrap();
+  for i in 0..3000 {
+    store.append("s", format!("{i}")).wait().unwrap();
+  }
+  let writer = {
+    let store = store.clone();
+    std::thread::spawn(move || {
+      let pending: Vec<_> = (0..3000)
+        .map(|i| store.append("s", format!("late {i}")))
+        .collect();
+      for p in pending {
+        p.wait().unwrap();
+      }
+    })
+  };
+  let (seen, sink) = collecting_sink();
+  store.subscribe("s", Some(0), sink).unwrap();
+  writer.join().unwrap();
+  // A final write proves every earlier commit was published.
+  let (done_seen, done_sink) = collecting_sink();
+  store.subscribe("s", None, done_sink).unwrap();
+  store.append("s", "last".into()).wait().unwrap();
+  let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+  while seen.lock().unwrap().len() < 6001 && std::time::Instant::now() < deadline {
+    std::thread::yield_now();
+  }
+  assert_eq!(*seen.lock().unwrap(), (1..=6001).collect::<Vec<_>>());
+  assert_eq!(*done_seen.lock().unwrap(), vec![6001]);
+}
+
+#[test]
+fn subscribe_defaults_to_live_only_and_unsubscribe_stops_delivery() {
+  let store = SessionStore::in_memory().unwrap();
+  assert_eq!(
+    store
+      .subscribe("ghost", None, Box::new(|_| {}))
+      .unwrap_err()
+      .code(),
+    "SESSION_NOT_FOUND"
+  );
+  store.create_session(Some("s")).wait().unwrap();
+  store.append("s", "old".into()).wait().unwrap();
+  let (seen, sink) = collecting_sink();
+  let id = store.subscribe("s", None, sink).unwrap();
+  store.append("s", "new".into()).wait().unwrap();
+  store.unsubscribe(&id);
+  store.unsubscribe(&id);
+  store.append("s", "after".into()).wait().unwrap();
+  assert_eq!(*seen.lock().unwrap(), vec![2]);
+}

@@ -1,0 +1,435 @@
+//! The writer thread: group commit and sequence numbering.
+//!
+//! Every command waiting in the channel when the thread wakes goes into one
+//! transaction. Sequence numbers come from the writer's cache of each
+//! session's last sequence, which only this thread changes, so they are
+//! contiguous and strictly increasing in commit order. Callers hear back only
+//! after the commit.
+
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc};
+
+use rusqlite::{params, Connection, Transaction};
+
+use super::live::{Event, Live};
+use super::schema::storage;
+use super::{now_ms, AgentStatus, Message, Reply};
+use crate::error::{Error, Result};
+
+/// Most commands in one transaction; bounds the latency of a single commit.
+const MAX_BATCH: usize = 8192;
+/// Most content bytes in one transaction, so huge lines do not pile up.
+const MAX_BATCH_BYTES: usize = 32 << 20;
+
+pub enum Command {
+  Create {
+    session_id: String,
+    reply: Reply<String>,
+  },
+  Append {
+    session_id: String,
+    content: String,
+    reply: Reply<Message>,
+  },
+  SetClaudeSessionId {
+    session_id: String,
+    claude_session_id: String,
+    reply: Reply<bool>,
+  },
+  SetStatus {
+    session_id: String,
+    status: AgentStatus,
+    error_message: Option<String>,
+    reply: Reply<()>,
+  },
+  CloseSession {
+    session_id: String,
+    reply: Reply<()>,
+  },
+  Delete {
+    session_id: String,
+    reply: Reply<bool>,
+  },
+  Shutdown {
+    reply: Reply<()>,
+  },
+}
+
+impl Command {
+  fn weight(&self) -> usize {
+    match self {
+      Command::Append { content, .. } => content.len(),
+      _ => 64,
+    }
+  }
+
+  /// Answers a command that will not run.
+  fn refuse(self, error: impl Fn() -> Error) {
+    match self {
+      Command::Create { reply, .. } => drop(reply.send(Err(error()))),
+      Command::Append { reply, .. } => drop(reply.send(Err(error()))),
+      Command::SetClaudeSessionId { reply, .. } => drop(reply.send(Err(error()))),
+      Command::SetStatus { reply, .. } => drop(reply.send(Err(error()))),
+      Command::CloseSession { reply, .. } => drop(reply.send(Err(error()))),
+      Command::Delete { reply, .. } => drop(reply.send(Err(error()))),
+      Command::Shutdown { reply } => drop(reply.send(Ok(()))),
+    }
+  }
+}
+
+#[derive(Clone)]
+struct CachedSession {
+  key: i64,
+  last_sequence: i64,
+  closed: bool,
+}
+
+/// The writer's authoritative view of every session.
+pub struct WriterState {
+  sessions: HashMap<String, CachedSession>,
+  next_message_id: i64,
+}
+
+impl WriterState {
+  pub fn load(conn: &Connection) -> Result<Self> {
+    let mut stmt = conn
+      .prepare("SELECT session_id, key, last_sequence, closed FROM sessions")
+      .map_err(storage)?;
+    let sessions = stmt
+      .query_map([], |row| {
+        Ok((
+          row.get::<_, String>(0)?,
+          CachedSession {
+            key: row.get(1)?,
+            last_sequence: row.get(2)?,
+            closed: row.get(3)?,
+          },
+        ))
+      })
+      .map_err(storage)?
+      .collect::<rusqlite::Result<HashMap<_, _>>>()
+      .map_err(storage)?;
+    let next_message_id = conn
+      .query_row(
+        "SELECT value FROM meta WHERE name = 'next_message_id'",
+        [],
+        |row| row.get(0),
+      )
+      .map_err(storage)?;
+    Ok(WriterState {
+      sessions,
+      next_message_id,
+    })
+  }
+
+  pub fn committed_sequences(&self) -> Vec<(String, i64)> {
+    self
+      .sessions
+      .iter()
+      .map(|(id, s)| (id.clone(), s.last_sequence))
+      .collect()
+  }
+}
+
+pub fn spawn(
+  conn: Connection,
+  state: WriterState,
+  live: Arc<Live>,
+) -> Result<mpsc::Sender<Command>> {
+  let (sender, receiver) = mpsc::channel();
+  std::thread::Builder::new()
+    .name("eren-store-writer".into())
+    .spawn(move || Writer { conn, state, live }.run(receiver))
+    .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
+  Ok(sender)
+}
+
+struct Writer {
+  conn: Connection,
+  state: WriterState,
+  live: Arc<Live>,
+}
+
+/// A command's answer, held back until the transaction has committed.
+enum Answer {
+  Session(Reply<String>, Result<String>),
+  Message(Reply<Message>, Result<Message>),
+  Flag(Reply<bool>, Result<bool>),
+  Done(Reply<()>, Result<()>),
+}
+
+impl Answer {
+  fn send(self) {
+    // A caller that stopped waiting is not an error.
+    match self {
+      Answer::Session(reply, result) => drop(reply.send(result)),
+      Answer::Message(reply, result) => drop(reply.send(result)),
+      Answer::Flag(reply, result) => drop(reply.send(result)),
+      Answer::Done(reply, result) => drop(reply.send(result)),
+    }
+  }
+
+  /// The commit failed: nothing of the batch was stored.
+  fn fail(self, error: &str) {
+    let error = || Error::Storage(error.to_owned());
+    match self {
+      Answer::Session(reply, _) => drop(reply.send(Err(error()))),
+      Answer::Message(reply, _) => drop(reply.send(Err(error()))),
+      Answer::Flag(reply, _) => drop(reply.send(Err(error()))),
+      Answer::Done(reply, _) => drop(reply.send(Err(error()))),
+    }
+  }
+}
+
+impl Writer {
+  fn run(mut self, receiver: mpsc::Receiver<Command>) {
+    let mut shutdown = None;
+    while shutdown.is_none() {
+      let Ok(first) = receiver.recv() else { break };
+      let mut batch = Vec::new();
+      let mut bytes = first.weight();
+      batch.push(first);
+      while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+        match receiver.try_recv() {
+          Ok(command) => {
+            bytes += command.weight();
+            batch.push(command);
+          }
+          Err(_) => break,
+        }
+      }
+      // Everything sent before the shutdown is committed; the shutdown is
+      // answered after that commit.
+      if let Some(index) = batch
+        .iter()
+        .position(|c| matches!(c, Command::Shutdown { .. }))
+      {
+        for late in batch.split_off(index + 1) {
+          late.refuse(|| Error::StoreClosed);
+        }
+        if let Some(Command::Shutdown { reply }) = batch.pop() {
+          shutdown = Some(reply);
+        }
+      }
+      if !batch.is_empty() {
+        self.commit(batch);
+      }
+    }
+    // Requests that raced the shutdown are refused, never dropped silently.
+    while let Ok(late) = receiver.try_recv() {
+      late.refuse(|| Error::StoreClosed);
+    }
+    drop(self.conn);
+    if let Some(reply) = shutdown {
+      let _ = reply.send(Ok(()));
+    }
+  }
+
+  fn commit(&mut self, batch: Vec<Command>) {
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut events = Vec::new();
+    let outcome = self.apply(batch, &mut answers, &mut events);
+    match outcome {
+      Ok(()) => {
+        // Publish first: a caller that heard back and then subscribes must
+        // find its own write already counted as stored.
+        self.live.publish(&events);
+        for answer in answers {
+          answer.send();
+        }
+      }
+      Err(error) => {
+        let reason = error.to_string();
+        for answer in answers {
+          answer.fail(&reason);
+        }
+        // The cache saw writes that were rolled back; start again from disk.
+        if let Ok(state) = WriterState::load(&self.conn) {
+          self.state = state;
+        }
+      }
+    }
+  }
+
+  fn apply(
+    &mut self,
+    batch: Vec<Command>,
+    answers: &mut Vec<Answer>,
+    events: &mut Vec<Event>,
+  ) -> Result<()> {
+    let tx = self.conn.transaction().map_err(storage)?;
+    // Sessions whose last sequence moved in this batch, by internal key.
+    let mut touched: HashMap<i64, i64> = HashMap::new();
+    let first_message_id = self.state.next_message_id;
+    let created_at = now_ms();
+    for command in batch {
+      let answer = match command {
+        Command::Create { session_id, reply } => {
+          let result = create(&tx, &mut self.state, &session_id, created_at);
+          if result.is_ok() {
+            events.push(Event::Created(session_id.clone()));
+          }
+          Answer::Session(reply, result.map(|()| session_id))
+        }
+        Command::Append {
+          session_id,
+          content,
+          reply,
+        } => {
+          let result = append(&tx, &mut self.state, session_id, content, created_at);
+          if let Ok(message) = &result {
+            let key = self.state.sessions[&message.session_id].key;
+            touched.insert(key, message.sequence_number);
+            events.push(Event::Appended(message.clone()));
+          }
+          Answer::Message(reply, result)
+        }
+        Command::SetClaudeSessionId {
+          session_id,
+          claude_session_id,
+          reply,
+        } => {
+          let result = match self.state.sessions.get(&session_id) {
+            None => Ok(false),
+            Some(session) => tx
+              .prepare_cached("UPDATE sessions SET claude_session_id = ?1 WHERE key = ?2")
+              .and_then(|mut s| s.execute(params![claude_session_id, session.key]))
+              .map(|_| true)
+              .map_err(storage),
+          };
+          Answer::Flag(reply, result)
+        }
+        Command::SetStatus {
+          session_id,
+          status,
+          error_message,
+          reply,
+        } => {
+          let result = match self.state.sessions.get(&session_id) {
+            None => Err(Error::SessionNotFound(session_id)),
+            Some(session) => tx
+              .prepare_cached(
+                "UPDATE sessions SET agent_status = ?1, error_message = ?2 WHERE key = ?3",
+              )
+              .and_then(|mut s| s.execute(params![status.as_str(), error_message, session.key]))
+              .map(|_| ())
+              .map_err(storage),
+          };
+          Answer::Done(reply, result)
+        }
+        Command::CloseSession { session_id, reply } => {
+          let result = match self.state.sessions.get_mut(&session_id) {
+            None => Err(Error::SessionNotFound(session_id)),
+            Some(session) => {
+              session.closed = true;
+              tx.prepare_cached("UPDATE sessions SET closed = 1 WHERE key = ?1")
+                .and_then(|mut s| s.execute(params![session.key]))
+                .map(|_| ())
+                .map_err(storage)
+            }
+          };
+          Answer::Done(reply, result)
+        }
+        Command::Delete { session_id, reply } => {
+          let result = match self.state.sessions.remove(&session_id) {
+            None => Ok(false),
+            Some(session) => {
+              touched.remove(&session.key);
+              events.push(Event::Deleted(session_id));
+              tx.prepare_cached("DELETE FROM messages WHERE session = ?1")
+                .and_then(|mut s| s.execute(params![session.key]))
+                .and_then(|_| tx.prepare_cached("DELETE FROM sessions WHERE key = ?1"))
+                .and_then(|mut s| s.execute(params![session.key]))
+                .map(|_| true)
+                .map_err(storage)
+            }
+          };
+          Answer::Flag(reply, result)
+        }
+        Command::Shutdown { reply } => Answer::Done(reply, Ok(())),
+      };
+      answers.push(answer);
+    }
+    {
+      let mut update = tx
+        .prepare_cached("UPDATE sessions SET last_sequence = ?1 WHERE key = ?2")
+        .map_err(storage)?;
+      for (key, last_sequence) in &touched {
+        update
+          .execute(params![last_sequence, key])
+          .map_err(storage)?;
+      }
+    }
+    if self.state.next_message_id != first_message_id {
+      tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'next_message_id'")
+        .and_then(|mut s| s.execute(params![self.state.next_message_id]))
+        .map_err(storage)?;
+    }
+    tx.commit().map_err(storage)
+  }
+}
+
+fn create(
+  tx: &Transaction,
+  state: &mut WriterState,
+  session_id: &str,
+  created_at: i64,
+) -> Result<()> {
+  if state.sessions.contains_key(session_id) {
+    return Err(Error::SessionExists(session_id.to_owned()));
+  }
+  tx.prepare_cached(
+    "INSERT INTO sessions (session_id, agent_status, closed, created_at, last_sequence)
+     VALUES (?1, ?2, 0, ?3, 0)",
+  )
+  .and_then(|mut s| s.execute(params![session_id, AgentStatus::Idle.as_str(), created_at]))
+  .map_err(storage)?;
+  state.sessions.insert(
+    session_id.to_owned(),
+    CachedSession {
+      key: tx.last_insert_rowid(),
+      last_sequence: 0,
+      closed: false,
+    },
+  );
+  Ok(())
+}
+
+fn append(
+  tx: &Transaction,
+  state: &mut WriterState,
+  session_id: String,
+  content: String,
+  created_at: i64,
+) -> Result<Message> {
+  let Some(session) = state.sessions.get_mut(&session_id) else {
+    return Err(Error::SessionNotFound(session_id));
+  };
+  if session.closed {
+    return Err(Error::SessionClosed(session_id));
+  }
+  let sequence_number = session.last_sequence + 1;
+  let id = state.next_message_id;
+  tx.prepare_cached(
+    "INSERT INTO messages (session, sequence, id, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+  )
+  .and_then(|mut s| {
+    s.execute(params![
+      session.key,
+      sequence_number,
+      id,
+      content,
+      created_at
+    ])
+  })
+  .map_err(storage)?;
+  session.last_sequence = sequence_number;
+  state.next_message_id += 1;
+  Ok(Message {
+    id,
+    session_id,
+    sequence_number,
+    content,
+    created_at,
+  })
+}
