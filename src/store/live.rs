@@ -12,12 +12,13 @@ use std::sync::{Mutex, MutexGuard};
 use super::Message;
 use crate::error::{Error, Result};
 
-type Sink = Box<dyn FnMut(&Message) + Send>;
+/// Receives a subscription's messages, in order, on a store thread.
+pub type MessageSink = Box<dyn FnMut(&Message) + Send>;
 
 struct Subscriber {
   id: u64,
   after: i64,
-  sink: Sink,
+  sink: MessageSink,
   /// `Some` while the stored backlog is being replayed.
   buffer: Option<Vec<Message>>,
 }
@@ -130,7 +131,7 @@ impl Live {
     &self,
     session_id: &str,
     after: Option<i64>,
-    sink: Sink,
+    sink: MessageSink,
   ) -> Result<(SubscriptionId, Option<Backlog>)> {
     let mut state = self.lock();
     state.next_id += 1;

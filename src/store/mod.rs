@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{validate_session_id, Error, Result};
 use live::Live;
-pub use live::SubscriptionId;
+pub use live::{MessageSink, SubscriptionId};
 use reader::ReadJob;
 pub use schema::Location;
 use writer::Command;
@@ -288,7 +288,7 @@ impl SessionStore {
     &self,
     session_id: &str,
     after_sequence: Option<i64>,
-    sink: Box<dyn FnMut(&Message) + Send>,
+    sink: MessageSink,
   ) -> Result<SubscriptionId> {
     if self.is_closed() {
       return Err(Error::StoreClosed);

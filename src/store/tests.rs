@@ -9,7 +9,7 @@ fn temp_path(name: &str) -> std::path::PathBuf {
   dir.join("sessions.db")
 }
 
-fn collecting_sink() -> (Arc<Mutex<Vec<i64>>>, Box<dyn FnMut(&Message) + Send>) {
+fn collecting_sink() -> (Arc<Mutex<Vec<i64>>>, MessageSink) {
   let seen = Arc::new(Mutex::new(Vec::new()));
   let sink_seen = seen.clone();
   let sink = Box::new(move |m: &Message| sink_seen.lock().unwrap().push(m.sequence_number));
@@ -144,7 +144,8 @@ fn concurrent_appends_from_threads_are_contiguous_per_session() {
         let pending: Vec<_> = (0..500)
           .map(|i| store.append(&format!("s{}", (t + i) % 4), format!("{t}-{i}")))
           .collect();
-        pending.into_iter().map(|p| p.wait().unwrap()).count()
+        let messages: Vec<Message> = pending.into_iter().map(|p| p.wait().unwrap()).collect();
+        messages.len()
       })
     })
     .collect();
