@@ -836,5 +836,9 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.ProcessRegistry = nativeBinding.ProcessRegistry
+module.exports.SessionStore = nativeBinding.SessionStore
 module.exports.StopHandle = nativeBinding.StopHandle
+module.exports.AgentStatus = nativeBinding.AgentStatus
 module.exports.ProcessStatus = nativeBinding.ProcessStatus
+module.exports.claudeBridge = nativeBinding.claudeBridge
+module.exports.terminalBridge = nativeBinding.terminalBridge

@@ -3,18 +3,11 @@
 
 use napi::bindgen_prelude::*;
 
-use super::error::JsCode;
+use super::error::coded;
+use crate::error::Error;
 
-/// An error that napi throws as-is: a JS `Error` whose `code` is ours.
 pub fn invalid_argument(env: sys::napi_env, message: String) -> napi::Error {
-  let error = napi::Error::new(JsCode::INVALID_ARGUMENT, message);
-  // SAFETY: `env` is the live env of the call that is converting arguments.
-  let value = unsafe { JsError::from(error).into_value(env) };
-  if value.is_null() {
-    // The env is shutting down; nothing will see the error anyway.
-    return napi::Error::new(Status::InvalidArg, "invalid argument");
-  }
-  napi::Error::from(unsafe { Unknown::from_raw_unchecked(env, value) })
+  coded(env, Error::InvalidArgument(message))
 }
 
 fn expect_type(
@@ -53,5 +46,105 @@ impl<Args: JsValuesTupleIntoVec> FromNapiValue for Callback<'_, Args> {
   unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
     expect_type(env, value, ValueType::Function, "a function")?;
     Ok(Callback(unsafe { Function::from_napi_value(env, value)? }))
+  }
+}
+
+/// `undefined`, `null` or an integer that fits in an `i32`.
+pub struct OptionalI32(pub Option<i32>);
+
+impl FromNapiValue for OptionalI32 {
+  unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+    match type_of!(env, value)? {
+      ValueType::Undefined | ValueType::Null => Ok(OptionalI32(None)),
+      ValueType::Number => {
+        let number = unsafe { f64::from_napi_value(env, value)? };
+        if number.fract() == 0.0 && number >= i32::MIN as f64 && number <= i32::MAX as f64 {
+          Ok(OptionalI32(Some(number as i32)))
+        } else {
+          Err(invalid_argument(
+            env,
+            format!("expected an integer, got {number}"),
+          ))
+        }
+      }
+      other => Err(invalid_argument(
+        env,
+        format!("expected a number or null, got {other}"),
+      )),
+    }
+  }
+}
+
+/// `undefined` or a string.
+pub struct OptionalText(pub Option<String>);
+
+impl FromNapiValue for OptionalText {
+  unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+    match type_of!(env, value)? {
+      ValueType::Undefined => Ok(OptionalText(None)),
+      _ => Ok(OptionalText(Some(
+        unsafe { Text::from_napi_value(env, value)? }.0,
+      ))),
+    }
+  }
+}
+
+/// An options object: `undefined`, `null` or an object whose fields are read
+/// one by one with their own checks.
+pub struct Options {
+  env: sys::napi_env,
+  object: Option<sys::napi_value>,
+}
+
+impl FromNapiValue for Options {
+  unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+    match type_of!(env, value)? {
+      ValueType::Undefined | ValueType::Null => Ok(Options { env, object: None }),
+      ValueType::Object => Ok(Options {
+        env,
+        object: Some(value),
+      }),
+      other => Err(invalid_argument(
+        env,
+        format!("expected an options object, got {other}"),
+      )),
+    }
+  }
+}
+
+impl Options {
+  fn field(&self, name: &str) -> Result<Option<sys::napi_value>> {
+    let Some(object) = self.object else {
+      return Ok(None);
+    };
+    let object = unsafe { Object::from_napi_value(self.env, object)? };
+    let value: Unknown = object.get_named_property_unchecked(name)?;
+    match value.get_type()? {
+      ValueType::Undefined => Ok(None),
+      _ => Ok(Some(value.raw())),
+    }
+  }
+
+  /// A whole number of at least 0, or `None` when the field is absent.
+  pub fn count(&self, name: &str) -> std::result::Result<Option<i64>, Error> {
+    let bad = || Error::InvalidArgument(format!("{name} must be an integer of 0 or more"));
+    let read = || -> Result<Option<f64>> {
+      let Some(value) = self.field(name)? else {
+        return Ok(None);
+      };
+      if type_of!(self.env, value)? != ValueType::Number {
+        return Err(napi::Error::from_status(Status::NumberExpected));
+      }
+      Ok(Some(unsafe { f64::from_napi_value(self.env, value)? }))
+    };
+    match read() {
+      Ok(None) => Ok(None),
+      Ok(Some(number))
+        if number.fract() == 0.0 && (0.0..=9_007_199_254_740_991.0).contains(&number) =>
+      {
+        Ok(Some(number as i64))
+      }
+      _ => Err(bad()),
+    }
   }
 }

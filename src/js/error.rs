@@ -31,6 +31,20 @@ impl From<Status> for JsCode {
 
 pub type JsError = napi::Error<JsCode>;
 
+/// A JS `Error` with our code, wrapped so that napi throws or rejects with
+/// that very object. Needed where napi's own paths would only carry a
+/// `Status` (argument conversion, promise settlement).
+pub fn coded(env: napi::sys::napi_env, err: crate::error::Error) -> napi::Error {
+  let error = to_js(err);
+  // SAFETY: `env` is the live env of the current call on the JS thread.
+  let value = unsafe { napi::JsError::from(error).into_value(env) };
+  if value.is_null() {
+    // The env is shutting down; nothing will see the error anyway.
+    return napi::Error::new(Status::GenericFailure, "environment is shutting down");
+  }
+  napi::Error::from(unsafe { napi::Unknown::from_raw_unchecked(env, value) })
+}
+
 pub fn to_js(err: crate::error::Error) -> JsError {
   JsError::new(JsCode(err.code()), err.to_string())
 }

@@ -2,5 +2,7 @@
 //! lives in the core modules; nothing here is reachable from `cargo test`.
 
 mod args;
+mod bridge;
 mod error;
 mod registry;
+mod store;

@@ -1,0 +1,146 @@
+//! `claudeBridge` and `terminalBridge`: the seed's bridge functions, async.
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use super::args::{OptionalI32, Text};
+use super::error::JsCode;
+use super::store::{promise, JsMessage, StoreArg};
+use crate::bridge::{claude, terminal};
+
+/// Stores `rawJson` byte for byte as a message. It must be a single JSON
+/// object, else the Promise rejects with `INVALID_JSON` and nothing is stored.
+#[napi(
+  namespace = "claudeBridge",
+  js_name = "storeEvent",
+  catch_unwind,
+  ts_args_type = "store: SessionStore, sessionId: string, rawJson: string",
+  ts_return_type = "Promise<Message>"
+)]
+pub fn store_event<'env>(
+  env: &'env Env,
+  store: StoreArg,
+  session_id: Text,
+  raw_json: Text,
+) -> Result<PromiseRaw<'env, JsMessage>, JsCode> {
+  promise(
+    env,
+    claude::store_event(&store.0, &session_id.0, raw_json.0),
+    JsMessage::from,
+  )
+}
+
+/// Sets the session's Claude session id; resolves `false` for an unknown
+/// session.
+#[napi(
+  namespace = "claudeBridge",
+  js_name = "updateClaudeSessionId",
+  catch_unwind,
+  ts_args_type = "store: SessionStore, sessionId: string, claudeSessionId: string",
+  ts_return_type = "Promise<boolean>"
+)]
+pub fn update_claude_session_id<'env>(
+  env: &'env Env,
+  store: StoreArg,
+  session_id: Text,
+  claude_session_id: Text,
+) -> Result<PromiseRaw<'env, bool>, JsCode> {
+  let pending = claude::update_claude_session_id(&store.0, &session_id.0, &claude_session_id.0);
+  promise(env, pending, |updated| updated)
+}
+
+/// Sets the agent status to `'running'`.
+#[napi(
+  namespace = "claudeBridge",
+  js_name = "setRunning",
+  catch_unwind,
+  ts_args_type = "store: SessionStore, sessionId: string",
+  ts_return_type = "Promise<void>"
+)]
+pub fn set_running<'env>(
+  env: &'env Env,
+  store: StoreArg,
+  session_id: Text,
+) -> Result<PromiseRaw<'env, ()>, JsCode> {
+  promise(env, claude::set_running(&store.0, &session_id.0), |()| ())
+}
+
+/// Sets the agent status to `'idle'`.
+#[napi(
+  namespace = "claudeBridge",
+  js_name = "setIdle",
+  catch_unwind,
+  ts_args_type = "store: SessionStore, sessionId: string",
+  ts_return_type = "Promise<void>"
+)]
+pub fn set_idle<'env>(
+  env: &'env Env,
+  store: StoreArg,
+  session_id: Text,
+) -> Result<PromiseRaw<'env, ()>, JsCode> {
+  promise(env, claude::set_idle(&store.0, &session_id.0), |()| ())
+}
+
+/// Stores `{"type":"terminal_output","stream":"stdout","content":line}`.
+#[napi(
+  namespace = "terminalBridge",
+  js_name = "storeStdout",
+  catch_unwind,
+  ts_args_type = "store: SessionStore, sessionId: string, line: string",
+  ts_return_type = "Promise<Message>"
+)]
+pub fn store_stdout<'env>(
+  env: &'env Env,
+  store: StoreArg,
+  session_id: Text,
+  line: Text,
+) -> Result<PromiseRaw<'env, JsMessage>, JsCode> {
+  promise(
+    env,
+    terminal::store_stdout(&store.0, &session_id.0, &line.0),
+    JsMessage::from,
+  )
+}
+
+/// Stores `{"type":"terminal_output","stream":"stderr","content":line}`.
+#[napi(
+  namespace = "terminalBridge",
+  js_name = "storeStderr",
+  catch_unwind,
+  ts_args_type = "store: SessionStore, sessionId: string, line: string",
+  ts_return_type = "Promise<Message>"
+)]
+pub fn store_stderr<'env>(
+  env: &'env Env,
+  store: StoreArg,
+  session_id: Text,
+  line: Text,
+) -> Result<PromiseRaw<'env, JsMessage>, JsCode> {
+  promise(
+    env,
+    terminal::store_stderr(&store.0, &session_id.0, &line.0),
+    JsMessage::from,
+  )
+}
+
+/// Stores `{"type":"terminal_finished","exit_code":exitCode}` (`null` when
+/// there is no code).
+#[napi(
+  namespace = "terminalBridge",
+  js_name = "storeFinished",
+  catch_unwind,
+  ts_args_type = "store: SessionStore, sessionId: string, exitCode: number | null",
+  ts_return_type = "Promise<Message>"
+)]
+pub fn store_finished<'env>(
+  env: &'env Env,
+  store: StoreArg,
+  session_id: Text,
+  exit_code: OptionalI32,
+) -> Result<PromiseRaw<'env, JsMessage>, JsCode> {
+  promise(
+    env,
+    terminal::store_finished(&store.0, &session_id.0, exit_code.0),
+    JsMessage::from,
+  )
+}
