@@ -89,19 +89,13 @@ mod tests {
   use crate::store::{SessionReader, SessionStore};
   use serde_json::Value;
 
-  fn store_with(session_id: &str) -> SessionStore {
-    let store = SessionStore::in_memory().unwrap();
-    store.create_session(Some(session_id)).wait().unwrap();
-    store
-  }
-
   fn parsed(message: &Message) -> Value {
     serde_json::from_str(&message.content).unwrap()
   }
 
   #[test]
   fn stdout_line() {
-    let store = store_with("t");
+    let store = super::super::store_with_session("t");
     let message = store_stdout(&store, "t", "build succeeded").wait().unwrap();
     assert_eq!(
       parsed(&message),
@@ -111,7 +105,7 @@ mod tests {
 
   #[test]
   fn stderr_line() {
-    let store = store_with("t");
+    let store = super::super::store_with_session("t");
     let message = store_stderr(&store, "t", "warning: unused var")
       .wait()
       .unwrap();
@@ -123,7 +117,7 @@ mod tests {
 
   #[test]
   fn finished_codes() {
-    let store = store_with("t");
+    let store = super::super::store_with_session("t");
     for (code, expected) in [
       (Some(0), json!(0)),
       (Some(127), json!(127)),
@@ -149,7 +143,7 @@ mod tests {
 
   #[test]
   fn exit_with_signal_and_stopped() {
-    let store = store_with("t");
+    let store = super::super::store_with_session("t");
     let exit = Exit {
       exit_code: None,
       signal: Some("SIGKILL".into()),
@@ -164,7 +158,7 @@ mod tests {
 
   #[test]
   fn stdout_and_stderr_interleaved_keep_their_order() {
-    let store = store_with("t");
+    let store = super::super::store_with_session("t");
     let pending: Vec<_> = (0..50)
       .map(|i| {
         if i % 2 == 0 {
@@ -194,7 +188,7 @@ mod tests {
 
   #[test]
   fn empty_line() {
-    let store = store_with("t");
+    let store = super::super::store_with_session("t");
     let message = store_stdout(&store, "t", "").wait().unwrap();
     assert_eq!(parsed(&message)["content"], "");
   }
