@@ -130,15 +130,7 @@ mod tests {
         json!({"type": "terminal_finished", "exit_code": expected})
       );
     }
-    assert_eq!(
-      store
-        .get_session("t")
-        .wait()
-        .unwrap()
-        .unwrap()
-        .last_sequence,
-      4
-    );
+    assert_eq!(store.last_sequence("t"), 4);
   }
 
   #[test]

@@ -95,11 +95,7 @@ pub fn store_stdout<'env>(
   session_id: Text,
   line: Text,
 ) -> Result<PromiseRaw<'env, JsMessage>, JsCode> {
-  promise(
-    env,
-    terminal::store_stdout(&store.0, &session_id.0, &line.0),
-    JsMessage::from,
-  )
+  store_output(env, store, session_id, terminal::Stream::Stdout, line)
 }
 
 /// Stores `{"type":"terminal_output","stream":"stderr","content":line}`.
@@ -116,11 +112,18 @@ pub fn store_stderr<'env>(
   session_id: Text,
   line: Text,
 ) -> Result<PromiseRaw<'env, JsMessage>, JsCode> {
-  promise(
-    env,
-    terminal::store_stderr(&store.0, &session_id.0, &line.0),
-    JsMessage::from,
-  )
+  store_output(env, store, session_id, terminal::Stream::Stderr, line)
+}
+
+fn store_output<'env>(
+  env: &'env Env,
+  store: StoreArg,
+  session_id: Text,
+  stream: terminal::Stream,
+  line: Text,
+) -> Result<PromiseRaw<'env, JsMessage>, JsCode> {
+  let pending = terminal::store_output(&store.0, &session_id.0, stream, &line.0);
+  promise(env, pending, JsMessage::from)
 }
 
 /// Stores `{"type":"terminal_finished","exit_code":exitCode}` (`null` when

@@ -130,16 +130,18 @@ impl SessionStore {
 
   /// Creates a session and resolves with its id: `sessionId`, or a new UUID
   /// v4 when omitted. Rejects with `SESSION_EXISTS` if the id is taken.
-  #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+  #[napi(
+    catch_unwind,
+    ts_args_type = "sessionId?: string",
+    ts_return_type = "Promise<string>"
+  )]
   pub fn create_session<'env>(
     &self,
     env: &'env Env,
-    #[napi(ts_arg_type = "string")] session_id: Option<OptionalText>,
+    session_id: OptionalText,
   ) -> Result<PromiseRaw<'env, String>, JsCode> {
-    let session_id = session_id.and_then(|s| s.0);
-    promise(env, self.core.create_session(session_id.as_deref()), |id| {
-      id
-    })
+    let pending = self.core.create_session(session_id.0.as_deref());
+    promise(env, pending, |id| id)
   }
 
   /// Resolves with the session, or `null` if there is none.
@@ -176,15 +178,10 @@ impl SessionStore {
     &self,
     env: &'env Env,
     session_id: Text,
-    opts: Option<Options>,
+    opts: Options,
   ) -> Result<PromiseRaw<'env, Vec<JsMessage>>, JsCode> {
-    let (after, limit) = match &opts {
-      Some(opts) => (
-        opts.count("afterSequence").map_err(to_js)?,
-        opts.count("limit").map_err(to_js)?,
-      ),
-      None => (None, None),
-    };
+    let after = opts.count("afterSequence").map_err(to_js)?;
+    let limit = opts.count("limit").map_err(to_js)?;
     promise(
       env,
       self.core.messages(&session_id.0, after.unwrap_or(0), limit),
@@ -207,12 +204,9 @@ impl SessionStore {
     env: &'env Env,
     session_id: Text,
     cb: Callback<JsMessage>,
-    opts: Option<Options>,
+    opts: Options,
   ) -> Result<Function<'env, (), ()>, JsCode> {
-    let after = match &opts {
-      Some(opts) => opts.count("afterSequence").map_err(to_js)?,
-      None => None,
-    };
+    let after = opts.count("afterSequence").map_err(to_js)?;
     let deliver = cb
       .0
       .build_threadsafe_function::<JsMessage>()

@@ -221,25 +221,39 @@ impl SessionStore {
   }
 
   fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Pending<T> {
+    self.request(&self.inner.writer, make)
+  }
+
+  fn read<T>(&self, make: impl FnOnce(Reply<T>) -> ReadJob) -> Pending<T> {
+    self.request(&self.inner.reader, make)
+  }
+
+  /// Hands a request to the writer or reader thread; a closed store or a
+  /// thread that is gone answers `StoreClosed` at once.
+  fn request<J, T>(
+    &self,
+    thread: &mpsc::Sender<J>,
+    make: impl FnOnce(Reply<T>) -> J,
+  ) -> Pending<T> {
     if self.is_closed() {
       return Pending::ready(Err(Error::StoreClosed));
     }
     let (reply, receiver) = oneshot::channel();
-    match self.inner.writer.send(make(reply)) {
+    match thread.send(make(reply)) {
       Ok(()) => Pending(PendingState::Waiting(receiver)),
       Err(_) => Pending::ready(Err(Error::StoreClosed)),
     }
   }
 
-  fn read<T>(&self, make: impl FnOnce(Reply<T>) -> ReadJob) -> Pending<T> {
-    if self.is_closed() {
-      return Pending::ready(Err(Error::StoreClosed));
-    }
-    let (reply, receiver) = oneshot::channel();
-    match self.inner.reader.send(make(reply)) {
-      Ok(()) => Pending(PendingState::Waiting(receiver)),
-      Err(_) => Pending::ready(Err(Error::StoreClosed)),
-    }
+  /// The last committed sequence of a session, for tests.
+  #[cfg(test)]
+  pub(crate) fn last_sequence(&self, session_id: &str) -> i64 {
+    self
+      .get_session(session_id)
+      .wait()
+      .unwrap()
+      .unwrap()
+      .last_sequence
   }
 
   /// Deletes a session and its messages. Resolves `false` if it was unknown.

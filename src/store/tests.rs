@@ -161,15 +161,7 @@ fn concurrent_appends_from_threads_are_contiguous_per_session() {
       .map(|m| m.sequence_number)
       .collect();
     assert_eq!(sequences, (1..=1000).collect::<Vec<_>>());
-    assert_eq!(
-      store
-        .get_session(&id)
-        .wait()
-        .unwrap()
-        .unwrap()
-        .last_sequence,
-      1000
-    );
+    assert_eq!(store.last_sequence(&id), 1000);
   }
 }
 
@@ -237,15 +229,7 @@ fn close_waits_for_pending_writes_then_refuses() {
     "STORE_CLOSED"
   );
   let reopened = SessionStore::open(&path).unwrap();
-  assert_eq!(
-    reopened
-      .get_session("s")
-      .wait()
-      .unwrap()
-      .unwrap()
-      .last_sequence,
-    1000
-  );
+  assert_eq!(reopened.last_sequence("s"), 1000);
 }
 
 #[test]
