@@ -31,15 +31,36 @@ function runNode(file, args = [], opts = {}) {
  */
 const isError = (e) => Object.prototype.toString.call(e) === '[object Error]'
 
-/** The `code` of the error that `fn` throws, or of its rejection. */
-async function codeOf(fn) {
+/** The error that `fn` throws synchronously, or undefined. */
+function thrownBy(fn) {
+  try {
+    fn()
+  } catch (e) {
+    return e
+  }
+  return undefined
+}
+
+/** The error that `fn` throws or its Promise rejects with, or undefined. */
+async function errorOf(fn) {
   try {
     await fn()
   } catch (e) {
-    if (!isError(e)) throw new Error(`threw a non-Error: ${String(e)}`)
-    return e.code
+    return e
   }
-  return 'did not throw'
+  return undefined
 }
 
-module.exports = { ROOT, nextTurn, runNode, isError, codeOf }
+function codeFrom(error) {
+  if (error === undefined) return 'did not throw'
+  if (!isError(error)) throw new Error(`threw a non-Error: ${String(error)}`)
+  return error.code
+}
+
+/** The `code` of the error that `fn` throws, or of its rejection. */
+const codeOf = async (fn) => codeFrom(await errorOf(fn))
+
+/** The `code` of the error that `fn` throws synchronously. */
+const thrownCode = (fn) => codeFrom(thrownBy(fn))
+
+module.exports = { ROOT, nextTurn, runNode, isError, thrownBy, errorOf, codeOf, thrownCode }

@@ -2,7 +2,7 @@
 const path = require('node:path')
 const { Worker } = require('node:worker_threads')
 const { ProcessRegistry, StopHandle, ProcessStatus } = require('..')
-const { nextTurn, runNode, isError } = require('./helpers')
+const { nextTurn, runNode, isError, thrownBy, thrownCode } = require('./helpers')
 
 const fixture = (name) => path.join(__dirname, 'fixtures', name)
 
@@ -48,12 +48,7 @@ describe('ProcessRegistry basics', () => {
   test('a duplicate register throws ALREADY_RUNNING naming the id', () => {
     const registry = new ProcessRegistry()
     registry.register('dup')
-    let error
-    try {
-      registry.register('dup')
-    } catch (e) {
-      error = e
-    }
+    const error = thrownBy(() => registry.register('dup'))
     expect(isError(error)).toBe(true)
     expect(error.code).toBe('ALREADY_RUNNING')
     expect(error.message).toContain('dup')
@@ -100,47 +95,33 @@ describe('ProcessRegistry basics', () => {
 
 describe('invalid arguments', () => {
   const registry = new ProcessRegistry()
-  const code = (fn) => {
-    try {
-      fn()
-    } catch (e) {
-      expect(isError(e)).toBe(true)
-      return e.code
-    }
-    return 'did not throw'
-  }
 
   test('empty and over-long ids are INVALID_ARGUMENT', () => {
-    expect(code(() => registry.register(''))).toBe('INVALID_ARGUMENT')
-    expect(code(() => registry.register('x'.repeat(257)))).toBe('INVALID_ARGUMENT')
+    expect(thrownCode(() => registry.register(''))).toBe('INVALID_ARGUMENT')
+    expect(thrownCode(() => registry.register('x'.repeat(257)))).toBe('INVALID_ARGUMENT')
     // 86 characters, but 258 UTF-8 bytes.
-    expect(code(() => registry.register('€'.repeat(86)))).toBe('INVALID_ARGUMENT')
+    expect(thrownCode(() => registry.register('€'.repeat(86)))).toBe('INVALID_ARGUMENT')
     expect(registry.register('x'.repeat(256)).sessionId).toHaveLength(256)
-    expect(code(() => registry.onStop('', () => {}))).toBe('INVALID_ARGUMENT')
+    expect(thrownCode(() => registry.onStop('', () => {}))).toBe('INVALID_ARGUMENT')
   })
 
   test('wrong JS types throw INVALID_ARGUMENT instead of crashing', () => {
     registry.register('typed')
     const handle = registry.register('typed-handle')
     for (const bad of [undefined, null, 42, {}, [], Symbol('s')]) {
-      expect(code(() => registry.register(bad))).toBe('INVALID_ARGUMENT')
-      expect(code(() => registry.stop(bad))).toBe('INVALID_ARGUMENT')
-      expect(code(() => registry.remove(bad))).toBe('INVALID_ARGUMENT')
-      expect(code(() => registry.status(bad))).toBe('INVALID_ARGUMENT')
-      expect(code(() => registry.onStop(bad, () => {}))).toBe('INVALID_ARGUMENT')
-      expect(code(() => registry.onStop('typed', bad))).toBe('INVALID_ARGUMENT')
-      expect(code(() => handle.onStop(bad))).toBe('INVALID_ARGUMENT')
+      expect(thrownCode(() => registry.register(bad))).toBe('INVALID_ARGUMENT')
+      expect(thrownCode(() => registry.stop(bad))).toBe('INVALID_ARGUMENT')
+      expect(thrownCode(() => registry.remove(bad))).toBe('INVALID_ARGUMENT')
+      expect(thrownCode(() => registry.status(bad))).toBe('INVALID_ARGUMENT')
+      expect(thrownCode(() => registry.onStop(bad, () => {}))).toBe('INVALID_ARGUMENT')
+      expect(thrownCode(() => registry.onStop('typed', bad))).toBe('INVALID_ARGUMENT')
+      expect(thrownCode(() => handle.onStop(bad))).toBe('INVALID_ARGUMENT')
     }
     expect(registry.status('typed')).toBe('running')
   })
 
   test('onStop for an id that is not registered throws NOT_RUNNING', () => {
-    let error
-    try {
-      registry.onStop('not-here', () => {})
-    } catch (e) {
-      error = e
-    }
+    const error = thrownBy(() => registry.onStop('not-here', () => {}))
     expect(error.code).toBe('NOT_RUNNING')
     expect(error.message).toContain('not-here')
   })

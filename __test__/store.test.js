@@ -4,7 +4,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { SessionStore, claudeBridge, terminalBridge } = require('..')
-const { codeOf, nextTurn } = require('./helpers')
+const { codeOf, errorOf, nextTurn, thrownBy } = require('./helpers')
 
 const tmpDirs = []
 function tmpDb() {
@@ -65,12 +65,7 @@ describe('sessions', () => {
 
   test('messages of an unknown session rejects with SESSION_NOT_FOUND naming it', async () => {
     const store = SessionStore.inMemory()
-    let error
-    try {
-      await store.messages('missing')
-    } catch (e) {
-      error = e
-    }
+    const error = await errorOf(() => store.messages('missing'))
     expect(error.code).toBe('SESSION_NOT_FOUND')
     expect(error.message).toContain('missing')
   })
@@ -240,12 +235,7 @@ function integrityCheck(file) {
 describe('subscribe', () => {
   test('subscribe on an unknown session throws SESSION_NOT_FOUND', () => {
     const store = SessionStore.inMemory()
-    let error
-    try {
-      store.subscribe('nobody', () => {})
-    } catch (e) {
-      error = e
-    }
+    const error = thrownBy(() => store.subscribe('nobody', () => {}))
     expect(error.code).toBe('SESSION_NOT_FOUND')
     expect(error.message).toContain('nobody')
   })
@@ -400,12 +390,7 @@ describe('bad input stores nothing', () => {
     await store.createSession('j')
     await claudeBridge.storeEvent(store, 'j', '{"ok":true}')
     for (const bad of ['not json', '[1,2,3]', '"a string"', '42', 'null', '', '{"a":1}{"b":2}', '{"unterminated":']) {
-      let error
-      try {
-        await claudeBridge.storeEvent(store, 'j', bad)
-      } catch (e) {
-        error = e
-      }
+      const error = await errorOf(() => claudeBridge.storeEvent(store, 'j', bad))
       expect(error.code).toBe('INVALID_JSON')
       expect(error.message).toContain('j')
     }
