@@ -14,6 +14,14 @@ export declare const AgentStatus: {
   readonly NotAvailable: 'not_available'
 }
 
+/** A process started by `spawnTerminal` or `spawnClaude`. */
+export interface Run {
+  sessionId: string
+  pid: number
+  /** Settles once the process has ended, its output is stored and its registration released. */
+  exited: Promise<RunResult>
+}
+
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
@@ -146,6 +154,15 @@ export interface Message {
 /** Whether a session has a registered process. */
 export type ProcessStatus = 'running' | 'not_running'
 
+/** How a run ended. */
+export interface RunResult {
+  exitCode: number | null
+  /** The signal that ended the process, e.g. `'SIGKILL'`. */
+  signal: string | null
+  /** Whether it ended because its registration was stopped. */
+  stopped: boolean
+}
+
 /** A session and its agent's state. */
 export interface Session {
   id: string
@@ -157,6 +174,29 @@ export interface Session {
   createdAt: number
   lastSequence: number
 }
+
+/**
+ * Runs `<claudePath> -p <prompt> --output-format stream-json --verbose`
+ * (plus `--resume <resumeSessionId>` and `args`) into the session. Every
+ * stdout line that is a JSON object is stored as a message; the first event
+ * with a `session_id` sets the session's `claudeSessionId`; the agent status
+ * goes `running`, `waiting` (an `AskUserQuestion` tool use), `idle` or
+ * `error` (after a result, or a failed exit without one, with the stderr
+ * tail as `errorMessage`), and `not_available` when stopped.
+ */
+export declare function spawnClaude(opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; prompt: string; cwd?: string; resumeSessionId?: string; claudePath?: string; args?: string[]; env?: Record<string, string>; killGraceMs?: number; onMessage?: (m: Message) => void }): Promise<Run>
+
+/**
+ * Spawns `command` with `args` into the session: no shell, a new process
+ * group, stdin closed. Every stdout and stderr line is stored as a
+ * `terminal_output` message, then `terminal_finished` with `exit_code`,
+ * `signal` and `stopped`. `registry.stop(sessionId)` sends SIGTERM to the
+ * group, then SIGKILL after `killGraceMs` (default 3000). `env` is added to
+ * the host's environment. Rejects with `SESSION_NOT_FOUND`,
+ * `SESSION_CLOSED`, `ALREADY_RUNNING` (nothing is spawned) or
+ * `SPAWN_FAILED` (no registration is left behind).
+ */
+export declare function spawnTerminal(opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; killGraceMs?: number; onMessage?: (m: Message) => void }): Promise<Run>
 
 export declare namespace claudeBridge {
   /** Sets the agent status to `'idle'`. */

@@ -840,5 +840,7 @@ module.exports.SessionStore = nativeBinding.SessionStore
 module.exports.StopHandle = nativeBinding.StopHandle
 module.exports.AgentStatus = nativeBinding.AgentStatus
 module.exports.ProcessStatus = nativeBinding.ProcessStatus
+module.exports.spawnClaude = nativeBinding.spawnClaude
+module.exports.spawnTerminal = nativeBinding.spawnTerminal
 module.exports.claudeBridge = nativeBinding.claudeBridge
 module.exports.terminalBridge = nativeBinding.terminalBridge

@@ -4,4 +4,6 @@ pub mod error;
 #[cfg(not(test))]
 mod js;
 pub mod registry;
+#[cfg(unix)]
+pub mod runner;
 pub mod store;

@@ -79,7 +79,21 @@ impl Subscription {
     if self.is_stopped() {
       return StopOutcome::Stopped;
     }
-    match self.receiver.recv().await {
+    let received = self.receiver.recv().await;
+    self.outcome(received)
+  }
+
+  /// Like [`wait`](Self::wait), blocking the current thread. Not for async code.
+  pub fn wait_blocking(mut self) -> StopOutcome {
+    if self.is_stopped() {
+      return StopOutcome::Stopped;
+    }
+    let received = self.receiver.blocking_recv();
+    self.outcome(received)
+  }
+
+  fn outcome(&self, received: Result<(), broadcast::error::RecvError>) -> StopOutcome {
+    match received {
       Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => StopOutcome::Stopped,
       // The flag is set before the send, so a receiver created after the send
       // but before the sender was dropped still reports the stop.

@@ -35,7 +35,18 @@ pub struct Exit {
 
 /// The message content for one line of output.
 pub fn output_content(stream: Stream, line: &str) -> String {
-  json!({ "type": OUTPUT, "stream": stream.as_str(), "content": line }).to_string()
+  // Written directly rather than through a `Value`: the runner calls this
+  // for every line a process prints. Only `line` needs escaping.
+  let mut content = String::with_capacity(line.len() + 56);
+  content.push_str(r#"{"type":""#);
+  content.push_str(OUTPUT);
+  content.push_str(r#"","stream":""#);
+  content.push_str(stream.as_str());
+  content.push_str(r#"","content":"#);
+  // Serializing a string into a String cannot fail.
+  content.push_str(&serde_json::to_string(line).unwrap_or_default());
+  content.push('}');
+  content
 }
 
 /// The message content for a finished process. `full` adds the runner's
@@ -78,9 +89,9 @@ pub fn store_finished(
   writer.append(session_id, finished_content(&exit, false))
 }
 
-/// The runner's end-of-process message: `exit_code`, `signal` and `stopped`.
-pub fn store_exit(writer: &impl SessionWriter, session_id: &str, exit: &Exit) -> Pending<Message> {
-  writer.append(session_id, finished_content(exit, true))
+/// The runner's end-of-process content: `exit_code`, `signal` and `stopped`.
+pub fn exit_content(exit: &Exit) -> String {
+  finished_content(exit, true)
 }
 
 #[cfg(test)]
@@ -135,15 +146,14 @@ mod tests {
 
   #[test]
   fn exit_with_signal_and_stopped() {
-    let store = super::super::store_with_session("t");
     let exit = Exit {
       exit_code: None,
       signal: Some("SIGKILL".into()),
       stopped: true,
     };
-    let message = store_exit(&store, "t", &exit).wait().unwrap();
+    let content: Value = serde_json::from_str(&exit_content(&exit)).unwrap();
     assert_eq!(
-      parsed(&message),
+      content,
       json!({"type": "terminal_finished", "exit_code": null, "signal": "SIGKILL", "stopped": true})
     );
   }

@@ -120,9 +120,37 @@ impl Options {
     let object = unsafe { Object::from_napi_value(self.env, object)? };
     let value: Unknown = object.get_named_property_unchecked(name)?;
     match value.get_type()? {
-      ValueType::Undefined => Ok(None),
+      ValueType::Undefined | ValueType::Null => Ok(None),
       _ => Ok(Some(value.raw())),
     }
+  }
+
+  /// A field converted to `T`, `None` when absent; any other value that does
+  /// not convert is `INVALID_ARGUMENT`, naming the field and what it takes.
+  pub fn get<T: FromNapiValue>(
+    &self,
+    name: &str,
+    expected: &str,
+  ) -> std::result::Result<Option<T>, Error> {
+    let invalid = || Error::InvalidArgument(format!("{name} must be {expected}"));
+    match self.field(name) {
+      Ok(None) => Ok(None),
+      Ok(Some(value)) => unsafe { T::from_napi_value(self.env, value) }
+        .map(Some)
+        .map_err(|_| invalid()),
+      Err(_) => Err(invalid()),
+    }
+  }
+
+  /// Like [`get`](Self::get), for a field that must be there.
+  pub fn require<T: FromNapiValue>(
+    &self,
+    name: &str,
+    expected: &str,
+  ) -> std::result::Result<T, Error> {
+    self
+      .get(name, expected)?
+      .ok_or_else(|| Error::InvalidArgument(format!("{name} is required and must be {expected}")))
   }
 
   /// A whole number of at least 0, or `None` when the field is absent.

@@ -13,3 +13,11 @@ export declare const AgentStatus: {
   readonly Error: 'error'
   readonly NotAvailable: 'not_available'
 }
+
+/** A process started by `spawnTerminal` or `spawnClaude`. */
+export interface Run {
+  sessionId: string
+  pid: number
+  /** Settles once the process has ended, its output is stored and its registration released. */
+  exited: Promise<RunResult>
+}

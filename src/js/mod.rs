@@ -5,4 +5,6 @@ mod args;
 mod bridge;
 mod error;
 mod registry;
+#[cfg(unix)]
+mod runner;
 mod store;

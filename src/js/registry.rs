@@ -422,3 +422,18 @@ impl ObjectFinalize for StopHandle {
     Ok(())
   }
 }
+
+/// A `ProcessRegistry` argument, checked like every other argument.
+pub struct RegistryArg(pub Arc<core::ProcessRegistry>);
+
+impl FromNapiValue for RegistryArg {
+  unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
+    match unsafe { ClassInstance::<ProcessRegistry>::from_napi_value(env, value) } {
+      Ok(instance) => Ok(RegistryArg(instance.core.clone())),
+      Err(_) => Err(super::args::invalid_argument(
+        env,
+        "expected a ProcessRegistry".into(),
+      )),
+    }
+  }
+}

@@ -96,6 +96,24 @@ where
     .map_err(from_napi)
 }
 
+/// Calls `cb` on the JS thread with each message a store thread hands over,
+/// in order, through a weak threadsafe function: it never keeps the process
+/// alive.
+pub(crate) fn message_sink(cb: &Callback<JsMessage>) -> napi::Result<core::MessageSink> {
+  let deliver = cb
+    .0
+    .build_threadsafe_function::<JsMessage>()
+    .weak::<true>()
+    .callee_handled::<false>()
+    .build()?;
+  Ok(Box::new(move |message| {
+    deliver.call(
+      JsMessage::from(message.clone()),
+      ThreadsafeFunctionCallMode::NonBlocking,
+    );
+  }))
+}
+
 /// Embedded SQLite message storage with per-session sequence numbers.
 ///
 /// One writer thread commits every pending write in one transaction and
@@ -207,19 +225,7 @@ impl SessionStore {
     opts: Options,
   ) -> Result<Function<'env, (), ()>, JsCode> {
     let after = opts.count("afterSequence").map_err(to_js)?;
-    let deliver = cb
-      .0
-      .build_threadsafe_function::<JsMessage>()
-      .weak::<true>()
-      .callee_handled::<false>()
-      .build()
-      .map_err(from_napi)?;
-    let sink: core::MessageSink = Box::new(move |message| {
-      deliver.call(
-        JsMessage::from(message.clone()),
-        ThreadsafeFunctionCallMode::NonBlocking,
-      );
-    });
+    let sink = message_sink(&cb).map_err(from_napi)?;
     let subscription = self
       .core
       .subscribe(&session_id.0, after, sink)

@@ -70,7 +70,8 @@ impl Backlog {
 /// One committed change, in commit order.
 pub enum Event {
   Created(String),
-  Appended(Message),
+  /// Messages appended by the command whose answer has this index.
+  Appended(usize),
   Deleted(String),
 }
 
@@ -105,18 +106,26 @@ impl Live {
     self.state.lock().unwrap_or_else(|p| p.into_inner())
   }
 
-  pub fn publish(&self, events: &[Event]) {
+  /// Applies a committed batch. `messages` gives the messages of an
+  /// `Appended` event; they are cloned only for a subscriber that buffers.
+  pub fn publish<'a>(&self, events: &[Event], messages: impl Fn(usize) -> &'a [Message]) {
     let mut state = self.lock();
     for event in events {
       match event {
         Event::Created(id) => {
           state.sessions.insert(id.clone(), LiveSession::default());
         }
-        Event::Appended(message) => {
-          if let Some(session) = state.sessions.get_mut(&message.session_id) {
-            session.last_sequence = message.sequence_number;
+        Event::Appended(index) => {
+          let appended = messages(*index);
+          let Some(last) = appended.last() else {
+            continue;
+          };
+          if let Some(session) = state.sessions.get_mut(&last.session_id) {
+            session.last_sequence = last.sequence_number;
             for subscriber in &mut session.subscribers {
-              subscriber.offer(message);
+              for message in appended {
+                subscriber.offer(message);
+              }
             }
           }
         }

@@ -91,7 +91,7 @@ pub(crate) fn now_ms() -> i64 {
     .unwrap_or(0)
 }
 
-type Reply<T> = oneshot::Sender<Result<T>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 
 /// The answer to a request already handed to the writer or reader thread.
 /// The request is sent when the method is called, not when this is polled,
@@ -101,6 +101,12 @@ pub struct Pending<T>(PendingState<T>);
 enum PendingState<T> {
   Waiting(oneshot::Receiver<Result<T>>),
   Ready(Option<Result<T>>),
+}
+
+/// A reply channel and the `Pending` that receives it.
+pub(crate) fn reply_channel<T>() -> (Reply<T>, Pending<T>) {
+  let (reply, receiver) = oneshot::channel();
+  (reply, Pending(PendingState::Waiting(receiver)))
 }
 
 impl<T> Pending<T> {
@@ -238,9 +244,9 @@ impl SessionStore {
     if self.is_closed() {
       return Pending::ready(Err(Error::StoreClosed));
     }
-    let (reply, receiver) = oneshot::channel();
+    let (reply, pending) = reply_channel();
     match thread.send(make(reply)) {
-      Ok(()) => Pending(PendingState::Waiting(receiver)),
+      Ok(()) => pending,
       Err(_) => Pending::ready(Err(Error::StoreClosed)),
     }
   }
@@ -254,6 +260,17 @@ impl SessionStore {
       .unwrap()
       .unwrap()
       .last_sequence
+  }
+
+  /// Appends many messages to one session in one request; they get
+  /// consecutive sequence numbers, all or none.
+  pub fn append_many(&self, session_id: &str, contents: Vec<String>) -> Pending<Vec<Message>> {
+    let session_id = session_id.to_owned();
+    self.write(|reply| Command::AppendMany {
+      session_id,
+      contents,
+      reply,
+    })
   }
 
   /// Deletes a session and its messages. Resolves `false` if it was unknown.

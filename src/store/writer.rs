@@ -31,6 +31,12 @@ pub enum Command {
     content: String,
     reply: Reply<Message>,
   },
+  /// Many messages to one session, numbered consecutively.
+  AppendMany {
+    session_id: String,
+    contents: Vec<String>,
+    reply: Reply<Vec<Message>>,
+  },
   SetClaudeSessionId {
     session_id: String,
     claude_session_id: String,
@@ -59,6 +65,7 @@ impl Command {
   fn weight(&self) -> usize {
     match self {
       Command::Append { content, .. } => content.len(),
+      Command::AppendMany { contents, .. } => contents.iter().map(String::len).sum(),
       _ => 64,
     }
   }
@@ -68,6 +75,7 @@ impl Command {
     match self {
       Command::Create { reply, .. } => drop(reply.send(Err(error()))),
       Command::Append { reply, .. } => drop(reply.send(Err(error()))),
+      Command::AppendMany { reply, .. } => drop(reply.send(Err(error()))),
       Command::SetClaudeSessionId { reply, .. } => drop(reply.send(Err(error()))),
       Command::SetStatus { reply, .. } => drop(reply.send(Err(error()))),
       Command::CloseSession { reply, .. } => drop(reply.send(Err(error()))),
@@ -154,16 +162,27 @@ struct Writer {
 enum Answer {
   Session(Reply<String>, Result<String>),
   Message(Reply<Message>, Result<Message>),
+  Messages(Reply<Vec<Message>>, Result<Vec<Message>>),
   Flag(Reply<bool>, Result<bool>),
   Done(Reply<()>, Result<()>),
 }
 
 impl Answer {
+  /// The messages this answer stores, for live subscribers.
+  fn messages(&self) -> &[Message] {
+    match self {
+      Answer::Message(_, Ok(message)) => std::slice::from_ref(message),
+      Answer::Messages(_, Ok(messages)) => messages,
+      _ => &[],
+    }
+  }
+
   fn send(self) {
     // A caller that stopped waiting is not an error.
     match self {
       Answer::Session(reply, result) => drop(reply.send(result)),
       Answer::Message(reply, result) => drop(reply.send(result)),
+      Answer::Messages(reply, result) => drop(reply.send(result)),
       Answer::Flag(reply, result) => drop(reply.send(result)),
       Answer::Done(reply, result) => drop(reply.send(result)),
     }
@@ -175,6 +194,7 @@ impl Answer {
     match self {
       Answer::Session(reply, _) => drop(reply.send(Err(error()))),
       Answer::Message(reply, _) => drop(reply.send(Err(error()))),
+      Answer::Messages(reply, _) => drop(reply.send(Err(error()))),
       Answer::Flag(reply, _) => drop(reply.send(Err(error()))),
       Answer::Done(reply, _) => drop(reply.send(Err(error()))),
     }
@@ -233,7 +253,9 @@ impl Writer {
       Ok(()) => {
         // Publish first: a caller that heard back and then subscribes must
         // find its own write already counted as stored.
-        self.live.publish(&events);
+        self
+          .live
+          .publish(&events, |index| answers[index].messages());
         for answer in answers {
           answer.send();
         }
@@ -262,6 +284,9 @@ impl Writer {
     let mut touched: HashMap<i64, i64> = HashMap::new();
     let first_message_id = self.state.next_message_id;
     let created_at = now_ms();
+    // A failed insert may leave part of a multi-message append behind, so
+    // it fails the whole transaction rather than commit half of one.
+    let mut poisoned = false;
     for command in batch {
       let answer = match command {
         Command::Create { session_id, reply } => {
@@ -276,13 +301,23 @@ impl Writer {
           content,
           reply,
         } => {
-          let result = append(&tx, &mut self.state, session_id, content, created_at);
-          if let Ok(message) = &result {
-            let key = self.state.sessions[&message.session_id].key;
-            touched.insert(key, message.sequence_number);
-            events.push(Event::Appended(message.clone()));
-          }
-          Answer::Message(reply, result)
+          let result = append(&tx, &mut self.state, session_id, vec![content], created_at);
+          poisoned |= matches!(result, Err(Error::Storage(_)));
+          let result = result.map(|mut messages| messages.remove(0));
+          let answer = Answer::Message(reply, result);
+          note_append(&answer, &self.state, &mut touched, events, answers.len());
+          answer
+        }
+        Command::AppendMany {
+          session_id,
+          contents,
+          reply,
+        } => {
+          let result = append(&tx, &mut self.state, session_id, contents, created_at);
+          poisoned |= matches!(result, Err(Error::Storage(_)));
+          let answer = Answer::Messages(reply, result);
+          note_append(&answer, &self.state, &mut touched, events, answers.len());
+          answer
         }
         Command::SetClaudeSessionId {
           session_id,
@@ -365,6 +400,11 @@ impl Writer {
         .and_then(|mut s| s.execute(params![self.state.next_message_id]))
         .map_err(storage)?;
     }
+    if poisoned {
+      return Err(Error::Storage(
+        "an insert failed; the batch was rolled back".into(),
+      ));
+    }
     tx.commit().map_err(storage)
   }
 }
@@ -395,41 +435,62 @@ fn create(
   Ok(())
 }
 
+/// Appends `contents` to one session, numbered consecutively.
 fn append(
   tx: &Transaction,
   state: &mut WriterState,
   session_id: String,
-  content: String,
+  contents: Vec<String>,
   created_at: i64,
-) -> Result<Message> {
+) -> Result<Vec<Message>> {
   let Some(session) = state.sessions.get_mut(&session_id) else {
     return Err(Error::SessionNotFound(session_id));
   };
   if session.closed {
     return Err(Error::SessionClosed(session_id));
   }
-  let sequence_number = session.last_sequence + 1;
-  let id = state.next_message_id;
-  tx.prepare_cached(
-    "INSERT INTO messages (session, sequence, id, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-  )
-  .and_then(|mut s| {
-    s.execute(params![
-      session.key,
-      sequence_number,
+  let mut insert = tx
+    .prepare_cached(
+      "INSERT INTO messages (session, sequence, id, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .map_err(storage)?;
+  let mut messages = Vec::with_capacity(contents.len());
+  for content in contents {
+    let sequence_number = session.last_sequence + 1;
+    let id = state.next_message_id;
+    insert
+      .execute(params![
+        session.key,
+        sequence_number,
+        id,
+        content,
+        created_at
+      ])
+      .map_err(storage)?;
+    session.last_sequence = sequence_number;
+    state.next_message_id += 1;
+    messages.push(Message {
       id,
+      session_id: session_id.clone(),
+      sequence_number,
       content,
-      created_at
-    ])
-  })
-  .map_err(storage)?;
-  session.last_sequence = sequence_number;
-  state.next_message_id += 1;
-  Ok(Message {
-    id,
-    session_id,
-    sequence_number,
-    content,
-    created_at,
-  })
+      created_at,
+    });
+  }
+  Ok(messages)
+}
+
+/// Records a successful append for the end-of-batch updates and for the
+/// subscribers, who read the messages from the answer at `index`.
+fn note_append(
+  answer: &Answer,
+  state: &WriterState,
+  touched: &mut HashMap<i64, i64>,
+  events: &mut Vec<Event>,
+  index: usize,
+) {
+  if let Some(last) = answer.messages().last() {
+    touched.insert(state.sessions[&last.session_id].key, last.sequence_number);
+    events.push(Event::Appended(index));
+  }
 }

@@ -1,0 +1,452 @@
+'use strict'
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const { ProcessRegistry, SessionStore, spawnTerminal, spawnClaude } = require('..')
+const { codeOf } = require('./helpers')
+
+const FAKE_CLAUDE = path.join(__dirname, 'fixtures', 'fake-claude.js')
+// Every process a test starts carries this variable, inherited by its own
+// children; .ci/run fails if one survives the suite.
+const MARK = { EREN_TEST_CHILD: '1' }
+
+const tmpDirs = []
+function tmpDir() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eren-runner-'))
+  tmpDirs.push(dir)
+  return dir
+}
+afterAll(() => {
+  for (const dir of tmpDirs) fs.rmSync(dir, { recursive: true, force: true })
+})
+
+async function setup(sessionId = 's') {
+  const store = SessionStore.inMemory()
+  await store.createSession(sessionId)
+  return { store, registry: new ProcessRegistry(), sessionId }
+}
+
+const parsed = async (store, id) => (await store.messages(id)).map((m) => JSON.parse(m.content))
+
+/** An onMessage callback and a promise for the first message matching `test`. */
+function watchFor(test) {
+  const seen = []
+  let resolve
+  const found = new Promise((r) => (resolve = r))
+  const onMessage = (m) => {
+    seen.push(m)
+    if (test(JSON.parse(m.content))) resolve(m)
+  }
+  return { seen, found, onMessage }
+}
+
+/** True when the pid no longer runs (gone, or a zombie awaiting its reaper). */
+function isGone(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
+  } catch {
+    return true
+  }
+}
+
+describe('spawnTerminal', () => {
+  test('stores stdout and stderr lines, then terminal_finished with the exit code, and releases the registration', async () => {
+    const { store, registry, sessionId } = await setup()
+    const run = await spawnTerminal({
+      store,
+      registry,
+      sessionId,
+      command: 'sh',
+      args: ['-c', 'echo build started; echo "warning: x" >&2; echo done; exit 7'],
+      env: MARK,
+    })
+    expect(run.sessionId).toBe(sessionId)
+    expect(run.pid).toBeGreaterThan(0)
+    const result = await run.exited
+    expect(result).toEqual({ exitCode: 7, signal: null, stopped: false })
+    expect(registry.status(sessionId)).toBe('not_running')
+
+    const stored = await parsed(store, sessionId)
+    expect(stored.at(-1)).toEqual({ type: 'terminal_finished', exit_code: 7, signal: null, stopped: false })
+    const lines = stored.slice(0, -1)
+    expect(lines.filter((l) => l.stream === 'stdout').map((l) => l.content)).toEqual(['build started', 'done'])
+    expect(lines.filter((l) => l.stream === 'stderr').map((l) => l.content)).toEqual(['warning: x'])
+    for (const l of lines) expect(l.type).toBe('terminal_output')
+  })
+
+  test('onMessage is called once per stored message, after its commit, in sequence order', async () => {
+    const { store, registry, sessionId } = await setup()
+    const finished = watchFor((c) => c.type === 'terminal_finished')
+    const run = await spawnTerminal({
+      store,
+      registry,
+      sessionId,
+      command: 'seq',
+      args: ['1', '500'],
+      env: MARK,
+      onMessage: finished.onMessage,
+    })
+    await run.exited
+    await finished.found
+    const stored = await store.messages(sessionId)
+    expect(stored).toHaveLength(501)
+    expect(finished.seen).toEqual(stored)
+  })
+
+  test('args, cwd and env reach the child, env on top of the host environment', async () => {
+    const { store, registry, sessionId } = await setup()
+    const cwd = tmpDir()
+    const run = await spawnTerminal({
+      store,
+      registry,
+      sessionId,
+      command: 'sh',
+      args: ['-c', 'pwd; echo "$EXTRA"; test -n "$PATH" && echo has-path', 'arg0'],
+      cwd,
+      env: { ...MARK, EXTRA: 'from opts' },
+    })
+    await run.exited
+    const lines = (await parsed(store, sessionId)).slice(0, -1).map((l) => l.content)
+    expect(lines).toEqual([fs.realpathSync(cwd), 'from opts', 'has-path'])
+  })
+
+  test('the child runs without a shell, in its own process group, with stdin closed', async () => {
+    const { store, registry, sessionId } = await setup()
+    const run = await spawnTerminal({
+      store,
+      registry,
+      sessionId,
+      command: 'sh',
+      // `cat` ends at once on a closed stdin; field 5 of /proc/<pid>/stat is the group.
+      args: ['-c', 'cat; echo "group $(cut -d" " -f5 /proc/$$/stat)"', 'x', '$HOME; not expanded'],
+      env: MARK,
+    })
+    await run.exited
+    const lines = (await parsed(store, sessionId)).slice(0, -1).map((l) => l.content)
+    expect(lines).toEqual([`group ${run.pid}`])
+    const echo = await spawnTerminal({ store, registry, sessionId, command: 'echo', args: ['$HOME', '*', '|'], env: MARK })
+    await echo.exited
+    expect((await parsed(store, sessionId)).at(-2).content).toBe('$HOME * |')
+  })
+
+  test('invalid UTF-8 becomes U+FFFD, CRLF ends a line, and a final line without newline is kept', async () => {
+    const { store, registry, sessionId } = await setup()
+    const run = await spawnTerminal({
+      store,
+      registry,
+      sessionId,
+      command: 'printf',
+      args: ['ok \\377\\376 bytes\\r\\nsecond\\nno newline at end'],
+      env: MARK,
+    })
+    await run.exited
+    const lines = (await parsed(store, sessionId)).slice(0, -1).map((l) => l.content)
+    expect(lines).toEqual(['ok \uFFFD\uFFFD bytes', 'second', 'no newline at end'])
+  })
+
+  test('a line over 1 MiB is split', async () => {
+    const { store, registry, sessionId } = await setup()
+    const run = await spawnTerminal({
+      store,
+      registry,
+      sessionId,
+      command: 'sh',
+      args: ['-c', 'head -c 2500000 /dev/zero | tr "\\0" x; echo'],
+      env: MARK,
+    })
+    await run.exited
+    const lines = (await parsed(store, sessionId)).slice(0, -1).map((l) => l.content.length)
+    expect(lines).toEqual([1048576, 1048576, 2500000 - 2 * 1048576])
+  })
+
+  test('200,000 lines are stored with contiguous sequences', async () => {
+    const { store, registry, sessionId } = await setup()
+    const run = await spawnTerminal({ store, registry, sessionId, command: 'seq', args: ['1', '200000'], env: MARK })
+    expect((await run.exited).exitCode).toBe(0)
+    const stored = await store.messages(sessionId)
+    expect(stored).toHaveLength(200001)
+    for (let i = 0; i < 200000; i++) {
+      if (stored[i].sequenceNumber !== i + 1 || JSON.parse(stored[i].content).content !== String(i + 1)) {
+        throw new Error(`message ${i} is ${stored[i].sequenceNumber}: ${stored[i].content}`)
+      }
+    }
+    expect((await store.getSession(sessionId)).lastSequence).toBe(200001)
+  })
+
+  test('registry.stop sends SIGTERM to the group and the run ends stopped', async () => {
+    const { store, registry, sessionId } = await setup()
+    const ready = watchFor((c) => c.content === 'ready')
+    const run = await spawnTerminal({
+      store,
+      registry,
+      sessionId,
+      command: 'sh',
+      args: ['-c', 'echo ready; exec sleep 60'],
+      env: MARK,
+      onMessage: ready.onMessage,
+    })
+    await ready.found
+    expect(registry.status(sessionId)).toBe('running')
+    const stopHeard = new Promise((resolve) => registry.onStop(sessionId, resolve))
+    expect(registry.stop(sessionId)).toBe(true)
+    expect(await stopHeard).toBe(sessionId)
+    const result = await run.exited
+    expect(result).toEqual({ exitCode: null, signal: 'SIGTERM', stopped: true })
+    expect((await parsed(store, sessionId)).at(-1)).toEqual({
+      type: 'terminal_finished',
+      exit_code: null,
+      signal: 'SIGTERM',
+      stopped: true,
+    })
+    expect(isGone(run.pid)).toBe(true)
+  })
+
+  test('a child that ignores SIGTERM is SIGKILLed after killGraceMs', async () => {
+    const { store, registry, sessionId } = await setup()
+    const ready = watchFor((c) => c.content === 'ready')
+    const run = await spawnTerminal({
+      store,
+      registry,
+      sessionId,
+      command: 'sh',
+      args: ['-c', "trap '' TERM; echo ready; while :; do sleep 1; done"],
+      env: MARK,
+      killGraceMs: 200,
+      onMessage: ready.onMessage,
+    })
+    await ready.found
+    registry.stop(sessionId)
+    const result = await run.exited
+    expect(result).toEqual({ exitCode: null, signal: 'SIGKILL', stopped: true })
+  })
+
+  test('grandchildren are dead after stop', async () => {
+    const { store, registry, sessionId } = await setup()
+    const pids = []
+    let resolve
+    const bothPrinted = new Promise((r) => (resolve = r))
+    const run = await spawnTerminal({
+      store,
+      registry,
+      sessionId,
+      command: 'sh',
+      // The grandchildren ignore SIGTERM, so only the group SIGKILL ends them.
+      args: ['-c', "sh -c \"trap '' TERM; sleep 60\" & echo $!; (trap '' TERM; sleep 60) & echo $!; wait"],
+      env: MARK,
+      killGraceMs: 300,
+      onMessage: (m) => {
+        pids.push(Number(JSON.parse(m.content).content))
+        if (pids.length === 2) resolve()
+      },
+    })
+    await bothPrinted
+    for (const pid of pids) expect(isGone(pid)).toBe(false)
+    registry.stop(sessionId)
+    await run.exited
+    for (const pid of pids) expect(isGone(pid)).toBe(true)
+  })
+
+  test('background processes left by a command that exits are killed with it', async () => {
+    const { store, registry, sessionId } = await setup()
+    const run = await spawnTerminal({
+      store,
+      registry,
+      sessionId,
+      command: 'sh',
+      args: ['-c', 'sleep 60 & echo $!'],
+      env: MARK,
+    })
+    const result = await run.exited
+    expect(result.exitCode).toBe(0)
+    const pid = Number((await parsed(store, sessionId))[0].content)
+    expect(isGone(pid)).toBe(true)
+  })
+
+  test('children die with a host killed by SIGKILL', async () => {
+    const db = path.join(tmpDir(), 'host.db')
+    const host = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'host-with-sleep.js'), db], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, ...MARK },
+    })
+    const sleepPid = await new Promise((resolve) => host.stdout.once('data', (d) => resolve(Number(String(d).trim()))))
+    expect(isGone(sleepPid)).toBe(false)
+    const hostGone = new Promise((resolve) => host.on('exit', resolve))
+    host.kill('SIGKILL')
+    await hostGone
+    // No event reports the death of a process that is not our child, so
+    // poll /proc for at most the 2 s the guarantee allows.
+    const deadline = Date.now() + 2000
+    while (!isGone(sleepPid) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    expect(isGone(sleepPid)).toBe(true)
+  })
+
+  test('a command that cannot start rejects with SPAWN_FAILED and leaves no registration', async () => {
+    const { store, registry, sessionId } = await setup()
+    let error
+    try {
+      await spawnTerminal({ store, registry, sessionId, command: '/no/such/command', env: MARK })
+    } catch (e) {
+      error = e
+    }
+    expect(error.code).toBe('SPAWN_FAILED')
+    expect(error.message).toContain(sessionId)
+    expect(registry.count()).toBe(0)
+    const cwdMissing = await codeOf(() =>
+      spawnTerminal({ store, registry, sessionId, command: 'true', cwd: '/no/such/dir', env: MARK }),
+    )
+    expect(cwdMissing).toBe('SPAWN_FAILED')
+    expect(registry.count()).toBe(0)
+    expect((await store.getSession(sessionId)).lastSequence).toBe(0)
+  })
+
+  test('an already running session rejects with ALREADY_RUNNING and spawns nothing', async () => {
+    const { store, registry, sessionId } = await setup()
+    const handle = registry.register(sessionId)
+    const marker = path.join(tmpDir(), 'spawned')
+    expect(
+      await codeOf(() => spawnTerminal({ store, registry, sessionId, command: 'touch', args: [marker], env: MARK })),
+    ).toBe('ALREADY_RUNNING')
+    expect(fs.existsSync(marker)).toBe(false)
+    expect(handle.stopped).toBe(false)
+    expect(registry.status(sessionId)).toBe('running')
+  })
+
+  test('an unknown session rejects with SESSION_NOT_FOUND and a closed one with SESSION_CLOSED', async () => {
+    const { store, registry, sessionId } = await setup()
+    expect(await codeOf(() => spawnTerminal({ store, registry, sessionId: 'nope', command: 'true' }))).toBe(
+      'SESSION_NOT_FOUND',
+    )
+    await store.closeSession(sessionId)
+    expect(await codeOf(() => spawnTerminal({ store, registry, sessionId, command: 'true' }))).toBe('SESSION_CLOSED')
+    expect(registry.count()).toBe(0)
+  })
+
+  test('bad options reject with INVALID_ARGUMENT', async () => {
+    const { store, registry, sessionId } = await setup()
+    const base = { store, registry, sessionId, command: 'true', env: MARK }
+    for (const opts of [
+      undefined,
+      {},
+      { ...base, store: {} },
+      { ...base, registry: 'r' },
+      { ...base, sessionId: 5 },
+      { ...base, sessionId: '' },
+      { ...base, command: 1 },
+      { ...base, command: '' },
+      { ...base, args: 'ls' },
+      { ...base, args: [1] },
+      { ...base, env: { A: 1 } },
+      { ...base, cwd: 3 },
+      { ...base, killGraceMs: -1 },
+      { ...base, onMessage: 'x' },
+    ]) {
+      expect(await codeOf(() => spawnTerminal(opts))).toBe('INVALID_ARGUMENT')
+    }
+    expect(registry.count()).toBe(0)
+  })
+})
+
+describe('spawnClaude', () => {
+  async function claude(prompt, extra = {}) {
+    const ctx = await setup('c')
+    const seen = []
+    const run = await spawnClaude({
+      store: ctx.store,
+      registry: ctx.registry,
+      sessionId: 'c',
+      prompt,
+      claudePath: FAKE_CLAUDE,
+      env: MARK,
+      onMessage: (m) => seen.push(m),
+      ...extra,
+    })
+    return { ...ctx, run, seen }
+  }
+
+  test('a successful transcript: every JSON event stored verbatim, claudeSessionId set, running then idle', async () => {
+    const { store, registry, run } = await claude('success')
+    expect((await store.getSession('c')).agentStatus).toBe('running')
+    const result = await run.exited
+    expect(result).toEqual({ exitCode: 0, signal: null, stopped: false })
+    const events = await parsed(store, 'c')
+    expect(events.map((e) => e.type)).toEqual(['system', 'stream_event', 'assistant', 'user', 'assistant', 'result'])
+    const session = await store.getSession('c')
+    expect(session.claudeSessionId).toBe('fake-claude-session-1')
+    expect(session.agentStatus).toBe('idle')
+    expect(session.errorMessage).toBeNull()
+    expect(registry.count()).toBe(0)
+  })
+
+  test('waiting while the last event asks the user a question, then idle', async () => {
+    const go = path.join(tmpDir(), 'go')
+    const asked = watchFor((e) => e.type === 'assistant' && e.message.content[0].name === 'AskUserQuestion')
+    const { store, run } = await claude('ask', { env: { ...MARK, FAKE_CLAUDE_GO: go }, onMessage: asked.onMessage })
+    await asked.found
+    expect((await store.getSession('c')).agentStatus).toBe('waiting')
+    fs.writeFileSync(go, '')
+    await run.exited
+    expect((await store.getSession('c')).agentStatus).toBe('idle')
+  })
+
+  test('an error result sets error with its message', async () => {
+    const { store, run } = await claude('error-result')
+    expect((await run.exited).exitCode).toBe(1)
+    const session = await store.getSession('c')
+    expect(session.agentStatus).toBe('error')
+    expect(session.errorMessage).toBe('API quota exceeded')
+  })
+
+  test('a non-zero exit without a result sets error with the tail of stderr', async () => {
+    const { store, run } = await claude('crash')
+    expect((await run.exited).exitCode).toBe(2)
+    const session = await store.getSession('c')
+    expect(session.agentStatus).toBe('error')
+    expect(session.errorMessage).toContain('Invalid API key')
+    expect(session.errorMessage).toContain('Please run /login')
+  })
+
+  test('a stopped run is not_available', async () => {
+    const started = watchFor((e) => e.type === 'assistant')
+    const { store, registry, run } = await claude('hang', { onMessage: started.onMessage })
+    await started.found
+    registry.stop('c')
+    const result = await run.exited
+    expect(result.stopped).toBe(true)
+    expect((await store.getSession('c')).agentStatus).toBe('not_available')
+  })
+
+  test('argv: -p prompt --output-format stream-json --verbose, then --resume and args', async () => {
+    const argvFile = path.join(tmpDir(), 'argv.json')
+    const { store, run } = await claude('success', {
+      resumeSessionId: 'prev-session',
+      args: ['--model', 'opus'],
+      env: { ...MARK, FAKE_CLAUDE_ARGV: argvFile },
+    })
+    await run.exited
+    expect(JSON.parse(fs.readFileSync(argvFile, 'utf8'))).toEqual([
+      '-p',
+      'success',
+      '--output-format',
+      'stream-json',
+      '--verbose',
+      '--resume',
+      'prev-session',
+      '--model',
+      'opus',
+    ])
+    expect((await store.getSession('c')).claudeSessionId).toBe('prev-session')
+  })
+
+  test('a missing claude executable rejects with SPAWN_FAILED and leaves no registration', async () => {
+    const { store, registry } = await setup('c')
+    expect(
+      await codeOf(() => spawnClaude({ store, registry, sessionId: 'c', prompt: 'x', claudePath: '/no/claude' })),
+    ).toBe('SPAWN_FAILED')
+    expect(registry.count()).toBe(0)
+    expect(await codeOf(() => spawnClaude({ store, registry, sessionId: 'c', prompt: 5 }))).toBe('INVALID_ARGUMENT')
+  })
+})

@@ -1,0 +1,124 @@
+'use strict'
+// `seq 1 N` through spawnTerminal into a file store, against Node's best
+// do-it-yourself path in the same run: child_process.spawn, readline, and
+// better-sqlite3 inserting the same message JSON in batched transactions
+// into the same schema with the same pragmas. Prints lines/s for both, the
+// ratio, the addon's peak RSS and the event-loop delay p99 of each. Figures
+// to report, never assertions. `npm run bench:runner`.
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const readline = require('node:readline')
+const { spawn } = require('node:child_process')
+const { monitorEventLoopDelay, performance } = require('node:perf_hooks')
+const Database = require('better-sqlite3')
+const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
+
+const LINES = Number(process.env.LINES || 1000000)
+const BATCH = 4096
+
+// The addon's schema version 1 (src/store/schema.rs).
+const SCHEMA = `
+CREATE TABLE sessions (key INTEGER PRIMARY KEY, session_id TEXT NOT NULL UNIQUE, claude_session_id TEXT,
+  agent_status TEXT NOT NULL, error_message TEXT, closed INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL, last_sequence INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE messages (session INTEGER NOT NULL, sequence INTEGER NOT NULL, id INTEGER NOT NULL,
+  content TEXT NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (session, sequence)) WITHOUT ROWID;
+`
+
+async function measure(run) {
+  const histogram = monitorEventLoopDelay({ resolution: 1 })
+  histogram.enable()
+  const start = performance.now()
+  await run()
+  const seconds = (performance.now() - start) / 1000
+  histogram.disable()
+  return { rate: LINES / seconds, p99: histogram.percentile(99) / 1e6 }
+}
+
+async function addon(dir) {
+  const store = SessionStore.open(path.join(dir, 'addon.db'))
+  await store.createSession('bench')
+  const result = await measure(async () => {
+    const run = await spawnTerminal({
+      store,
+      registry: new ProcessRegistry(),
+      sessionId: 'bench',
+      command: 'seq',
+      args: ['1', String(LINES)],
+    })
+    await run.exited
+  })
+  const session = await store.getSession('bench')
+  if (session.lastSequence !== LINES + 1) throw new Error(`addon stored ${session.lastSequence} messages`)
+  await store.close()
+  return result
+}
+
+async function baseline(dir) {
+  const db = new Database(path.join(dir, 'baseline.db'))
+  db.pragma('journal_mode = WAL')
+  db.pragma('synchronous = FULL')
+  db.pragma('busy_timeout = 10000')
+  db.exec(SCHEMA)
+  db.prepare("INSERT INTO sessions (session_id, agent_status, created_at) VALUES ('bench', 'idle', ?)").run(Date.now())
+  const insert = db.prepare('INSERT INTO messages (session, sequence, id, content, created_at) VALUES (1, ?, ?, ?, ?)')
+  const setLast = db.prepare('UPDATE sessions SET last_sequence = ? WHERE key = 1')
+  let sequence = 0
+  const flush = db.transaction((batch) => {
+    const now = Date.now()
+    for (const content of batch) {
+      sequence++
+      insert.run(sequence, sequence, content, now)
+    }
+    setLast.run(sequence)
+  })
+  const result = await measure(
+    () =>
+      new Promise((resolve, reject) => {
+        const child = spawn('seq', ['1', String(LINES)], { stdio: ['ignore', 'pipe', 'pipe'] })
+        let batch = []
+        const onLine = (stream) => (line) => {
+          batch.push(JSON.stringify({ type: 'terminal_output', stream, content: line }))
+          if (batch.length >= BATCH) {
+            flush(batch)
+            batch = []
+          }
+        }
+        readline.createInterface({ input: child.stdout, crlfDelay: Infinity }).on('line', onLine('stdout'))
+        readline.createInterface({ input: child.stderr, crlfDelay: Infinity }).on('line', onLine('stderr'))
+        child.on('error', reject)
+        child.on('close', (code, signal) => {
+          batch.push(JSON.stringify({ type: 'terminal_finished', exit_code: code, signal, stopped: false }))
+          flush(batch)
+          resolve()
+        })
+      }),
+  )
+  db.close()
+  return result
+}
+
+async function main() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eren-bench-'))
+  try {
+    const rssBefore = process.memoryUsage().rss
+    const ours = await addon(dir)
+    const peakRss = process.resourceUsage().maxRSS * 1024
+    const theirs = await baseline(dir)
+    const fmt = (n) => Math.round(n).toLocaleString('en-US')
+    const mb = (n) => (n / 1048576).toFixed(0)
+    console.log(`lines: ${LINES} (seq 1 ${LINES}), pragmas: WAL, synchronous=FULL`)
+    console.log(`addon spawnTerminal:                   ${fmt(ours.rate)} lines/s, event-loop p99 ${ours.p99.toFixed(2)} ms`)
+    console.log(`child_process+readline+better-sqlite3: ${fmt(theirs.rate)} lines/s, event-loop p99 ${theirs.p99.toFixed(2)} ms`)
+    console.log(`ratio addon / do-it-yourself:          ${(ours.rate / theirs.rate).toFixed(2)}x`)
+    console.log(`addon peak RSS: ${mb(peakRss)} MB (process RSS before the run: ${mb(rssBefore)} MB)`)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+main().catch((e) => {
+  console.error(e)
+  process.exit(1)
+})

@@ -1,0 +1,175 @@
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use serde_json::Value;
+
+fn setup(session_id: &str) -> (SessionStore, Arc<ProcessRegistry>) {
+  let store = SessionStore::in_memory().unwrap();
+  store.create_session(Some(session_id)).wait().unwrap();
+  (store, Arc::new(ProcessRegistry::new()))
+}
+
+fn sh(script: &str) -> Program {
+  Program {
+    command: "sh".into(),
+    args: vec!["-c".into(), script.into()],
+    ..Program::default()
+  }
+}
+
+fn contents(store: &SessionStore, session_id: &str) -> Vec<Value> {
+  store
+    .messages(session_id, 0, None)
+    .wait()
+    .unwrap()
+    .iter()
+    .map(|m| serde_json::from_str(&m.content).unwrap())
+    .collect()
+}
+
+fn run(store: &SessionStore, registry: &Arc<ProcessRegistry>, id: &str, program: Program) -> Run {
+  spawn_terminal(store, registry, id, program, DEFAULT_KILL_GRACE, None)
+    .wait()
+    .unwrap()
+}
+
+#[test]
+fn output_lines_then_the_exit_are_stored_and_the_registration_released() {
+  let (store, registry) = setup("t");
+  let seen = Arc::new(Mutex::new(Vec::new()));
+  let sink_seen = seen.clone();
+  let sink: MessageSink = Box::new(move |m| sink_seen.lock().unwrap().push(m.sequence_number));
+  let run = spawn_terminal(
+    &store,
+    &registry,
+    "t",
+    sh("echo out; echo err >&2; printf 'no newline'; exit 3"),
+    DEFAULT_KILL_GRACE,
+    Some(sink),
+  )
+  .wait()
+  .unwrap();
+  assert!(run.pid > 0);
+  let result = run.exited.wait().unwrap();
+  assert_eq!(
+    result,
+    RunResult {
+      exit_code: Some(3),
+      signal: None,
+      stopped: false
+    }
+  );
+  let stored = contents(&store, "t");
+  let last = stored.last().unwrap();
+  assert_eq!(
+    *last,
+    serde_json::json!({"type": "terminal_finished", "exit_code": 3, "signal": null, "stopped": false})
+  );
+  let lines: Vec<(String, String)> = stored[..stored.len() - 1]
+    .iter()
+    .map(|v| {
+      (
+        v["stream"].as_str().unwrap().into(),
+        v["content"].as_str().unwrap().into(),
+      )
+    })
+    .collect();
+  assert!(lines.contains(&("stdout".into(), "out".into())));
+  assert!(lines.contains(&("stderr".into(), "err".into())));
+  assert!(lines.contains(&("stdout".into(), "no newline".into())));
+  assert_eq!(*seen.lock().unwrap(), vec![1, 2, 3, 4]);
+  assert!(!registry.is_running("t"));
+}
+
+#[test]
+fn a_missing_command_is_spawn_failed_and_leaves_no_registration() {
+  let (store, registry) = setup("t");
+  let program = Program {
+    command: "/definitely/not/here".into(),
+    ..Program::default()
+  };
+  let err = spawn_terminal(&store, &registry, "t", program, DEFAULT_KILL_GRACE, None)
+    .wait()
+    .err()
+    .unwrap();
+  assert_eq!(err.code(), "SPAWN_FAILED");
+  assert!(err.to_string().contains("'t'"));
+  assert!(registry.is_empty());
+}
+
+#[test]
+fn an_already_running_session_spawns_nothing() {
+  let (store, registry) = setup("t");
+  registry.register("t").unwrap();
+  let err = spawn_terminal(
+    &store,
+    &registry,
+    "t",
+    sh("echo hi"),
+    DEFAULT_KILL_GRACE,
+    None,
+  )
+  .wait()
+  .err()
+  .unwrap();
+  assert_eq!(err.code(), "ALREADY_RUNNING");
+  assert_eq!(store.last_sequence("t"), 0);
+}
+
+#[test]
+fn an_unknown_or_closed_session_is_refused() {
+  let (store, registry) = setup("t");
+  let unknown = spawn_terminal(&store, &registry, "x", sh("true"), DEFAULT_KILL_GRACE, None)
+    .wait()
+    .err()
+    .unwrap();
+  assert_eq!(unknown.code(), "SESSION_NOT_FOUND");
+  store.close_session("t").wait().unwrap();
+  let closed = spawn_terminal(&store, &registry, "t", sh("true"), DEFAULT_KILL_GRACE, None)
+    .wait()
+    .err()
+    .unwrap();
+  assert_eq!(closed.code(), "SESSION_CLOSED");
+  assert!(registry.is_empty());
+}
+
+#[test]
+fn stop_terminates_the_group() {
+  let (store, registry) = setup("t");
+  let run = run(&store, &registry, "t", sh("echo ready; exec sleep 30"));
+  assert!(registry.stop("t"));
+  let result = run.exited.wait().unwrap();
+  assert_eq!(result.signal.as_deref(), Some("SIGTERM"));
+  assert!(result.stopped);
+  assert_eq!(contents(&store, "t").last().unwrap()["stopped"], true);
+}
+
+#[test]
+fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() {
+  let (store, registry) = setup("t");
+  let started = Arc::new(Mutex::new(None::<mpsc::Sender<()>>));
+  let (ready_tx, ready_rx) = mpsc::channel();
+  *started.lock().unwrap() = Some(ready_tx);
+  let sink: MessageSink = Box::new(move |_| {
+    if let Some(tx) = started.lock().unwrap().take() {
+      let _ = tx.send(());
+    }
+  });
+  // The trap is set before "ready" is printed, so the stop finds it in place.
+  let program = sh("trap '' TERM; echo ready; while :; do sleep 1; done");
+  let run = spawn_terminal(
+    &store,
+    &registry,
+    "t",
+    program,
+    Duration::from_millis(300),
+    Some(sink),
+  )
+  .wait()
+  .unwrap();
+  ready_rx.recv().unwrap();
+  registry.stop("t");
+  let result = run.exited.wait().unwrap();
+  assert_eq!(result.signal.as_deref(), Some("SIGKILL"));
+  assert!(result.stopped);
+}
