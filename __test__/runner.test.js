@@ -146,6 +146,23 @@ describe('spawnTerminal', () => {
     expect(lines).toEqual(['ok \uFFFD\uFFFD bytes', 'second', 'no newline at end'])
   })
 
+  test('stdout and stderr are drained concurrently: a flood on stderr never stalls the child', async () => {
+    const { store, registry, sessionId } = await setup()
+    const run = await spawnTerminal({
+      store,
+      registry,
+      sessionId,
+      command: 'sh',
+      // 20,000 stderr lines (far more than a pipe holds) before one stdout line.
+      args: ['-c', 'seq 1 20000 >&2; echo stdout after the flood'],
+      env: MARK,
+    })
+    expect((await run.exited).exitCode).toBe(0)
+    const lines = (await parsed(store, sessionId)).slice(0, -1)
+    expect(lines.filter((l) => l.stream === 'stderr')).toHaveLength(20000)
+    expect(lines.filter((l) => l.stream === 'stdout').map((l) => l.content)).toEqual(['stdout after the flood'])
+  })
+
   test('a line over 1 MiB is split', async () => {
     const { store, registry, sessionId } = await setup()
     const run = await spawnTerminal({
