@@ -21,6 +21,10 @@ afterAll(() => {
   for (const dir of tmpDirs) fs.rmSync(dir, { recursive: true, force: true })
 })
 
+/** Starts a terminal run in the test's session; every run carries MARK. */
+const terminal = (ctx, opts) =>
+  spawnTerminal({ store: ctx.store, registry: ctx.registry, sessionId: ctx.sessionId, env: MARK, ...opts })
+
 async function setup(sessionId = 's') {
   const store = SessionStore.inMemory()
   await store.createSession(sessionId)
@@ -51,16 +55,26 @@ function isGone(pid) {
   }
 }
 
+/**
+ * Resolves once `pid` is gone, or after 2 s. A SIGKILL is delivered
+ * asynchronously and no event reports the death of a process that is not our
+ * child, so this polls /proc for at most the 2 s the guarantees allow.
+ */
+async function settleGone(pid) {
+  const deadline = Date.now() + 2000
+  while (!isGone(pid) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  return isGone(pid)
+}
+
 describe('spawnTerminal', () => {
   test('stores stdout and stderr lines, then terminal_finished with the exit code, and releases the registration', async () => {
-    const { store, registry, sessionId } = await setup()
-    const run = await spawnTerminal({
-      store,
-      registry,
-      sessionId,
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
+    const run = await terminal(ctx, {
       command: 'sh',
       args: ['-c', 'echo build started; echo "warning: x" >&2; echo done; exit 7'],
-      env: MARK,
     })
     expect(run.sessionId).toBe(sessionId)
     expect(run.pid).toBeGreaterThan(0)
@@ -77,15 +91,12 @@ describe('spawnTerminal', () => {
   })
 
   test('onMessage is called once per stored message, after its commit, in sequence order', async () => {
-    const { store, registry, sessionId } = await setup()
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
     const finished = watchFor((c) => c.type === 'terminal_finished')
-    const run = await spawnTerminal({
-      store,
-      registry,
-      sessionId,
+    const run = await terminal(ctx, {
       command: 'seq',
       args: ['1', '500'],
-      env: MARK,
       onMessage: finished.onMessage,
     })
     await run.exited
@@ -96,12 +107,10 @@ describe('spawnTerminal', () => {
   })
 
   test('args, cwd and env reach the child, env on top of the host environment', async () => {
-    const { store, registry, sessionId } = await setup()
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
     const cwd = tmpDir()
-    const run = await spawnTerminal({
-      store,
-      registry,
-      sessionId,
+    const run = await terminal(ctx, {
       command: 'sh',
       args: ['-c', 'pwd; echo "$EXTRA"; test -n "$PATH" && echo has-path', 'arg0'],
       cwd,
@@ -113,33 +122,27 @@ describe('spawnTerminal', () => {
   })
 
   test('the child runs without a shell, in its own process group, with stdin closed', async () => {
-    const { store, registry, sessionId } = await setup()
-    const run = await spawnTerminal({
-      store,
-      registry,
-      sessionId,
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
+    const run = await terminal(ctx, {
       command: 'sh',
       // `cat` ends at once on a closed stdin; field 5 of /proc/<pid>/stat is the group.
       args: ['-c', 'cat; echo "group $(cut -d" " -f5 /proc/$$/stat)"', 'x', '$HOME; not expanded'],
-      env: MARK,
     })
     await run.exited
     const lines = (await parsed(store, sessionId)).slice(0, -1).map((l) => l.content)
     expect(lines).toEqual([`group ${run.pid}`])
-    const echo = await spawnTerminal({ store, registry, sessionId, command: 'echo', args: ['$HOME', '*', '|'], env: MARK })
+    const echo = await terminal(ctx, { command: 'echo', args: ['$HOME', '*', '|'] })
     await echo.exited
     expect((await parsed(store, sessionId)).at(-2).content).toBe('$HOME * |')
   })
 
   test('invalid UTF-8 becomes U+FFFD, CRLF ends a line, and a final line without newline is kept', async () => {
-    const { store, registry, sessionId } = await setup()
-    const run = await spawnTerminal({
-      store,
-      registry,
-      sessionId,
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
+    const run = await terminal(ctx, {
       command: 'printf',
       args: ['ok \\377\\376 bytes\\r\\nsecond\\nno newline at end'],
-      env: MARK,
     })
     await run.exited
     const lines = (await parsed(store, sessionId)).slice(0, -1).map((l) => l.content)
@@ -147,15 +150,12 @@ describe('spawnTerminal', () => {
   })
 
   test('stdout and stderr are drained concurrently: a flood on stderr never stalls the child', async () => {
-    const { store, registry, sessionId } = await setup()
-    const run = await spawnTerminal({
-      store,
-      registry,
-      sessionId,
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
+    const run = await terminal(ctx, {
       command: 'sh',
       // 20,000 stderr lines (far more than a pipe holds) before one stdout line.
       args: ['-c', 'seq 1 20000 >&2; echo stdout after the flood'],
-      env: MARK,
     })
     expect((await run.exited).exitCode).toBe(0)
     const lines = (await parsed(store, sessionId)).slice(0, -1)
@@ -164,14 +164,11 @@ describe('spawnTerminal', () => {
   })
 
   test('a line over 1 MiB is split', async () => {
-    const { store, registry, sessionId } = await setup()
-    const run = await spawnTerminal({
-      store,
-      registry,
-      sessionId,
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
+    const run = await terminal(ctx, {
       command: 'sh',
       args: ['-c', 'head -c 2500000 /dev/zero | tr "\\0" x; echo'],
-      env: MARK,
     })
     await run.exited
     const lines = (await parsed(store, sessionId)).slice(0, -1).map((l) => l.content.length)
@@ -179,8 +176,9 @@ describe('spawnTerminal', () => {
   })
 
   test('200,000 lines are stored with contiguous sequences', async () => {
-    const { store, registry, sessionId } = await setup()
-    const run = await spawnTerminal({ store, registry, sessionId, command: 'seq', args: ['1', '200000'], env: MARK })
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
+    const run = await terminal(ctx, { command: 'seq', args: ['1', '200000'] })
     expect((await run.exited).exitCode).toBe(0)
     const stored = await store.messages(sessionId)
     expect(stored).toHaveLength(200001)
@@ -193,15 +191,12 @@ describe('spawnTerminal', () => {
   })
 
   test('registry.stop sends SIGTERM to the group and the run ends stopped', async () => {
-    const { store, registry, sessionId } = await setup()
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
     const ready = watchFor((c) => c.content === 'ready')
-    const run = await spawnTerminal({
-      store,
-      registry,
-      sessionId,
+    const run = await terminal(ctx, {
       command: 'sh',
       args: ['-c', 'echo ready; exec sleep 60'],
-      env: MARK,
       onMessage: ready.onMessage,
     })
     await ready.found
@@ -217,19 +212,16 @@ describe('spawnTerminal', () => {
       signal: 'SIGTERM',
       stopped: true,
     })
-    expect(isGone(run.pid)).toBe(true)
+    expect(await settleGone(run.pid)).toBe(true)
   })
 
   test('a child that ignores SIGTERM is SIGKILLed after killGraceMs', async () => {
-    const { store, registry, sessionId } = await setup()
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
     const ready = watchFor((c) => c.content === 'ready')
-    const run = await spawnTerminal({
-      store,
-      registry,
-      sessionId,
+    const run = await terminal(ctx, {
       command: 'sh',
       args: ['-c', "trap '' TERM; echo ready; while :; do sleep 1; done"],
-      env: MARK,
       killGraceMs: 200,
       onMessage: ready.onMessage,
     })
@@ -240,18 +232,15 @@ describe('spawnTerminal', () => {
   })
 
   test('grandchildren are dead after stop', async () => {
-    const { store, registry, sessionId } = await setup()
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
     const pids = []
     let resolve
     const bothPrinted = new Promise((r) => (resolve = r))
-    const run = await spawnTerminal({
-      store,
-      registry,
-      sessionId,
+    const run = await terminal(ctx, {
       command: 'sh',
       // The grandchildren ignore SIGTERM, so only the group SIGKILL ends them.
       args: ['-c', "sh -c \"trap '' TERM; sleep 60\" & echo $!; (trap '' TERM; sleep 60) & echo $!; wait"],
-      env: MARK,
       killGraceMs: 300,
       onMessage: (m) => {
         pids.push(Number(JSON.parse(m.content).content))
@@ -262,23 +251,20 @@ describe('spawnTerminal', () => {
     for (const pid of pids) expect(isGone(pid)).toBe(false)
     registry.stop(sessionId)
     await run.exited
-    for (const pid of pids) expect(isGone(pid)).toBe(true)
+    for (const pid of pids) expect(await settleGone(pid)).toBe(true)
   })
 
   test('background processes left by a command that exits are killed with it', async () => {
-    const { store, registry, sessionId } = await setup()
-    const run = await spawnTerminal({
-      store,
-      registry,
-      sessionId,
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
+    const run = await terminal(ctx, {
       command: 'sh',
       args: ['-c', 'sleep 60 & echo $!'],
-      env: MARK,
     })
     const result = await run.exited
     expect(result.exitCode).toBe(0)
     const pid = Number((await parsed(store, sessionId))[0].content)
-    expect(isGone(pid)).toBe(true)
+    expect(await settleGone(pid)).toBe(true)
   })
 
   test('children die with a host killed by SIGKILL', async () => {
@@ -292,17 +278,12 @@ describe('spawnTerminal', () => {
     const hostGone = new Promise((resolve) => host.on('exit', resolve))
     host.kill('SIGKILL')
     await hostGone
-    // No event reports the death of a process that is not our child, so
-    // poll /proc for at most the 2 s the guarantee allows.
-    const deadline = Date.now() + 2000
-    while (!isGone(sleepPid) && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20))
-    }
-    expect(isGone(sleepPid)).toBe(true)
+    expect(await settleGone(sleepPid)).toBe(true)
   })
 
   test('a command that cannot start rejects with SPAWN_FAILED and leaves no registration', async () => {
-    const { store, registry, sessionId } = await setup()
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
     let error
     try {
       await spawnTerminal({ store, registry, sessionId, command: '/no/such/command', env: MARK })
@@ -321,7 +302,8 @@ describe('spawnTerminal', () => {
   })
 
   test('an already running session rejects with ALREADY_RUNNING and spawns nothing', async () => {
-    const { store, registry, sessionId } = await setup()
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
     const handle = registry.register(sessionId)
     const marker = path.join(tmpDir(), 'spawned')
     expect(
@@ -333,7 +315,8 @@ describe('spawnTerminal', () => {
   })
 
   test('an unknown session rejects with SESSION_NOT_FOUND and a closed one with SESSION_CLOSED', async () => {
-    const { store, registry, sessionId } = await setup()
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
     expect(await codeOf(() => spawnTerminal({ store, registry, sessionId: 'nope', command: 'true' }))).toBe(
       'SESSION_NOT_FOUND',
     )
@@ -343,7 +326,8 @@ describe('spawnTerminal', () => {
   })
 
   test('bad options reject with INVALID_ARGUMENT', async () => {
-    const { store, registry, sessionId } = await setup()
+    const ctx = await setup()
+    const { store, registry, sessionId } = ctx
     const base = { store, registry, sessionId, command: 'true', env: MARK }
     for (const opts of [
       undefined,

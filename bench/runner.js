@@ -5,41 +5,21 @@
 // into the same schema with the same pragmas. Prints lines/s for both, the
 // ratio, the addon's peak RSS and the event-loop delay p99 of each. Figures
 // to report, never assertions. `npm run bench:runner`.
-const fs = require('node:fs')
-const os = require('node:os')
 const path = require('node:path')
 const readline = require('node:readline')
 const { spawn } = require('node:child_process')
-const { monitorEventLoopDelay, performance } = require('node:perf_hooks')
-const Database = require('better-sqlite3')
+const { baselineDatabase, measure, fmt, inScratchDir, runBench } = require('./common')
 const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
 
 const LINES = Number(process.env.LINES || 1000000)
 const BATCH = 4096
 
-// The addon's schema version 1 (src/store/schema.rs).
-const SCHEMA = `
-CREATE TABLE sessions (key INTEGER PRIMARY KEY, session_id TEXT NOT NULL UNIQUE, claude_session_id TEXT,
-  agent_status TEXT NOT NULL, error_message TEXT, closed INTEGER NOT NULL DEFAULT 0,
-  created_at INTEGER NOT NULL, last_sequence INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE messages (session INTEGER NOT NULL, sequence INTEGER NOT NULL, id INTEGER NOT NULL,
-  content TEXT NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (session, sequence)) WITHOUT ROWID;
-`
 
-async function measure(run) {
-  const histogram = monitorEventLoopDelay({ resolution: 1 })
-  histogram.enable()
-  const start = performance.now()
-  await run()
-  const seconds = (performance.now() - start) / 1000
-  histogram.disable()
-  return { rate: LINES / seconds, p99: histogram.percentile(99) / 1e6 }
-}
 
 async function addon(dir) {
   const store = SessionStore.open(path.join(dir, 'addon.db'))
   await store.createSession('bench')
-  const result = await measure(async () => {
+  const result = await measure(LINES, async () => {
     const run = await spawnTerminal({
       store,
       registry: new ProcessRegistry(),
@@ -56,12 +36,7 @@ async function addon(dir) {
 }
 
 async function baseline(dir) {
-  const db = new Database(path.join(dir, 'baseline.db'))
-  db.pragma('journal_mode = WAL')
-  db.pragma('synchronous = FULL')
-  db.pragma('busy_timeout = 10000')
-  db.exec(SCHEMA)
-  db.prepare("INSERT INTO sessions (session_id, agent_status, created_at) VALUES ('bench', 'idle', ?)").run(Date.now())
+  const db = baselineDatabase(path.join(dir, 'baseline.db'))
   const insert = db.prepare('INSERT INTO messages (session, sequence, id, content, created_at) VALUES (1, ?, ?, ?, ?)')
   const setLast = db.prepare('UPDATE sessions SET last_sequence = ? WHERE key = 1')
   let sequence = 0
@@ -74,6 +49,7 @@ async function baseline(dir) {
     setLast.run(sequence)
   })
   const result = await measure(
+    LINES,
     () =>
       new Promise((resolve, reject) => {
         const child = spawn('seq', ['1', String(LINES)], { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -100,25 +76,18 @@ async function baseline(dir) {
 }
 
 async function main() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eren-bench-'))
-  try {
+  await inScratchDir(async (dir) => {
     const rssBefore = process.memoryUsage().rss
     const ours = await addon(dir)
     const peakRss = process.resourceUsage().maxRSS * 1024
     const theirs = await baseline(dir)
-    const fmt = (n) => Math.round(n).toLocaleString('en-US')
     const mb = (n) => (n / 1048576).toFixed(0)
     console.log(`lines: ${LINES} (seq 1 ${LINES}), pragmas: WAL, synchronous=FULL`)
     console.log(`addon spawnTerminal:                   ${fmt(ours.rate)} lines/s, event-loop p99 ${ours.p99.toFixed(2)} ms`)
     console.log(`child_process+readline+better-sqlite3: ${fmt(theirs.rate)} lines/s, event-loop p99 ${theirs.p99.toFixed(2)} ms`)
     console.log(`ratio addon / do-it-yourself:          ${(ours.rate / theirs.rate).toFixed(2)}x`)
     console.log(`addon peak RSS: ${mb(peakRss)} MB (process RSS before the run: ${mb(rssBefore)} MB)`)
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true })
-  }
+  })
 }
 
-main().catch((e) => {
-  console.error(e)
-  process.exit(1)
-})
+runBench(main)
