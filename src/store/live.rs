@@ -136,6 +136,18 @@ impl Live {
     }
   }
 
+  /// Takes in sessions and sequences committed by another process. Their
+  /// messages are not delivered to this process's subscribers.
+  pub fn refresh(&self, sessions: Vec<(String, i64)>) {
+    let mut state = self.lock();
+    let present: std::collections::HashSet<&str> =
+      sessions.iter().map(|(id, _)| id.as_str()).collect();
+    state.sessions.retain(|id, _| present.contains(id.as_str()));
+    for (id, last_sequence) in sessions {
+      state.sessions.entry(id).or_default().last_sequence = last_sequence;
+    }
+  }
+
   pub fn subscribe(
     &self,
     session_id: &str,

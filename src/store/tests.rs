@@ -285,3 +285,30 @@ fn subscribe_defaults_to_live_only_and_unsubscribe_stops_delivery() {
   store.append("s", "after".into()).wait().unwrap();
   assert_eq!(*seen.lock().unwrap(), vec![2]);
 }
+
+#[test]
+fn two_stores_on_one_file_share_sequences_and_message_ids() {
+  // Two opens of one file stand for two processes: each writer must notice
+  // the other's commits before numbering its own.
+  let path = temp_path("two-writers");
+  let first = SessionStore::open(&path).unwrap();
+  let second = SessionStore::open(&path).unwrap();
+  first.create_session(Some("shared")).wait().unwrap();
+  let mut ids = std::collections::HashSet::new();
+  for i in 0..50 {
+    let store = if i % 2 == 0 { &first } else { &second };
+    let message = store.append("shared", format!("{i}")).wait().unwrap();
+    assert_eq!(message.sequence_number, i + 1);
+    assert!(ids.insert(message.id));
+  }
+  let batch = second
+    .append_many("shared", vec!["a".into(), "b".into()])
+    .wait()
+    .unwrap();
+  assert_eq!(batch[1].sequence_number, 52);
+  assert_eq!(first.last_sequence("shared"), 52);
+  // A session the other store created is known to subscribe().
+  second.create_session(Some("theirs")).wait().unwrap();
+  first.append("shared", "x".into()).wait().unwrap();
+  assert!(first.subscribe("theirs", None, Box::new(|_| {})).is_ok());
+}

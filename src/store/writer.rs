@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc};
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use super::live::{Event, Live};
 use super::schema::storage;
@@ -145,9 +145,16 @@ pub fn spawn(
   live: Arc<Live>,
 ) -> Result<mpsc::Sender<Command>> {
   let (sender, receiver) = mpsc::channel();
+  let data_version = data_version(&conn)?;
+  let writer = Writer {
+    conn,
+    state,
+    live,
+    data_version,
+  };
   std::thread::Builder::new()
     .name("eren-store-writer".into())
-    .spawn(move || Writer { conn, state, live }.run(receiver))
+    .spawn(move || writer.run(receiver))
     .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
   Ok(sender)
 }
@@ -156,6 +163,15 @@ struct Writer {
   conn: Connection,
   state: WriterState,
   live: Arc<Live>,
+  /// `PRAGMA data_version` as of our last look: it changes when another
+  /// connection (another process on the same file) commits.
+  data_version: i64,
+}
+
+fn data_version(conn: &Connection) -> Result<i64> {
+  conn
+    .pragma_query_value(None, "data_version", |row| row.get(0))
+    .map_err(storage)
 }
 
 /// A command's answer, held back until the transaction has committed.
@@ -279,7 +295,19 @@ impl Writer {
     answers: &mut Vec<Answer>,
     events: &mut Vec<Event>,
   ) -> Result<()> {
-    let tx = self.conn.transaction().map_err(storage)?;
+    // IMMEDIATE takes the write lock first, so that if another process has
+    // committed since our last batch, the cache is reloaded before any
+    // sequence number is handed out and nobody can commit in between.
+    let tx = self
+      .conn
+      .transaction_with_behavior(TransactionBehavior::Immediate)
+      .map_err(storage)?;
+    let version = data_version(&tx)?;
+    if version != self.data_version {
+      self.state = WriterState::load(&tx)?;
+      self.live.refresh(self.state.committed_sequences());
+      self.data_version = version;
+    }
     // Sessions whose last sequence moved in this batch, by internal key.
     let mut touched: HashMap<i64, i64> = HashMap::new();
     let first_message_id = self.state.next_message_id;
