@@ -63,4 +63,28 @@ const codeOf = async (fn) => codeFrom(await errorOf(fn))
 /** The `code` of the error that `fn` throws synchronously. */
 const thrownCode = (fn) => codeFrom(thrownBy(fn))
 
-module.exports = { ROOT, nextTurn, runNode, isError, thrownBy, errorOf, codeOf, thrownCode }
+/** True when the pid no longer runs (gone, or a zombie awaiting its reaper). */
+function isGone(pid) {
+  try {
+    const stat = require('node:fs').readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
+  } catch {
+    return true
+  }
+}
+
+/**
+ * Resolves with isGone(pid) once it is gone, or after 2 s. A SIGKILL is
+ * delivered asynchronously and no event reports the death of a process that
+ * is not our child, so this polls /proc for at most the 2 s the guarantees
+ * allow.
+ */
+async function settleGone(pid) {
+  const deadline = Date.now() + 2000
+  while (!isGone(pid) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  return isGone(pid)
+}
+
+module.exports = { ROOT, nextTurn, runNode, isError, thrownBy, errorOf, codeOf, thrownCode, isGone, settleGone }

@@ -4,7 +4,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { ProcessRegistry, SessionStore, spawnTerminal, spawnClaude } = require('..')
-const { codeOf } = require('./helpers')
+const { codeOf, isGone, settleGone } = require('./helpers')
 
 const FAKE_CLAUDE = path.join(__dirname, 'fixtures', 'fake-claude.js')
 // Every process a test starts carries this variable, inherited by its own
@@ -43,29 +43,6 @@ function watchFor(test) {
     if (test(JSON.parse(m.content))) resolve(m)
   }
   return { seen, found, onMessage }
-}
-
-/** True when the pid no longer runs (gone, or a zombie awaiting its reaper). */
-function isGone(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
-  } catch {
-    return true
-  }
-}
-
-/**
- * Resolves once `pid` is gone, or after 2 s. A SIGKILL is delivered
- * asynchronously and no event reports the death of a process that is not our
- * child, so this polls /proc for at most the 2 s the guarantees allow.
- */
-async function settleGone(pid) {
-  const deadline = Date.now() + 2000
-  while (!isGone(pid) && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-  return isGone(pid)
 }
 
 describe('spawnTerminal', () => {

@@ -1,0 +1,213 @@
+'use strict'
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { spawn } = require('node:child_process')
+const { version } = require('../package.json')
+const { settleGone } = require('./helpers')
+
+const CLI = path.join(__dirname, '..', 'bin', 'eren-machines.js')
+const FAKE_CLAUDE = path.join(__dirname, 'fixtures', 'fake-claude.js')
+
+const tmpDirs = []
+function tmpDir() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eren-cli-'))
+  tmpDirs.push(dir)
+  return dir
+}
+afterAll(() => {
+  for (const dir of tmpDirs) fs.rmSync(dir, { recursive: true, force: true })
+})
+
+/**
+ * Starts the CLI with its own database. Children it starts inherit
+ * EREN_TEST_CHILD, which .ci/run checks for leftovers.
+ */
+function start(args, { env = {}, db } = {}) {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, EREN_TEST_CHILD: '1', EREN_MACHINES_DB: db || path.join(tmpDir(), 'sessions.db'), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const out = { stdout: '', stderr: '' }
+  child.stdout.on('data', (d) => (out.stdout += d))
+  child.stderr.on('data', (d) => (out.stderr += d))
+  out.done = new Promise((resolve) => child.on('close', (code, signal) => resolve({ ...out, code, signal })))
+  out.child = child
+  return out
+}
+
+const cli = (args, opts) => start(args, opts).done
+
+/** The session id the CLI reports on stderr. */
+const sessionOf = (stderr) => /session (\S+)/.exec(stderr)[1]
+
+describe('eren-machines CLI', () => {
+  test('--help prints the usage and the resolved database path', async () => {
+    const db = path.join(tmpDir(), 'chosen.db')
+    const result = await cli(['--help'], { db })
+    expect(result.code).toBe(0)
+    expect(result.stdout).toContain('eren-machines run [--db PATH] [--session ID] -- <command> [args...]')
+    expect(result.stdout).toContain(`Database: ${db}`)
+    expect(result.stdout).toContain('$EREN_MACHINES_DB')
+  })
+
+  test('the default database is under $XDG_DATA_HOME, else ~/.local/share', async () => {
+    const xdg = tmpDir()
+    const withXdg = await cli(['--help'], { env: { EREN_MACHINES_DB: '', XDG_DATA_HOME: xdg } })
+    expect(withXdg.stdout).toContain(`Database: ${path.join(xdg, 'eren-machines', 'sessions.db')}`)
+    const home = tmpDir()
+    const withHome = await cli(['--help'], { env: { EREN_MACHINES_DB: '', XDG_DATA_HOME: '', HOME: home } })
+    expect(withHome.stdout).toContain(`Database: ${path.join(home, '.local', 'share', 'eren-machines', 'sessions.db')}`)
+  })
+
+  test('the default database is created on first use', async () => {
+    const home = tmpDir()
+    const result = await cli(['run', '--', 'true'], { env: { EREN_MACHINES_DB: '', XDG_DATA_HOME: '', HOME: home } })
+    expect(result.code).toBe(0)
+    expect(fs.existsSync(path.join(home, '.local', 'share', 'eren-machines', 'sessions.db'))).toBe(true)
+  })
+
+  test('--version prints the package version', async () => {
+    const result = await cli(['--version'])
+    expect(result.code).toBe(0)
+    expect(result.stdout.trim()).toBe(version)
+  })
+
+  test.each([
+    [[]],
+    [['bogus']],
+    [['run']],
+    [['run', '--bogus', '--', 'true']],
+    [['claude']],
+    [['log']],
+    [['log', 'a', 'b']],
+    [['log', 'a', '--after', '-1']],
+    [['log', 'a', '--after', 'x']],
+    [['sessions', 'extra']],
+  ])('usage error %j prints the usage to stderr and exits 2', async (args) => {
+    const result = await cli(args)
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('Usage:')
+    expect(result.stdout).toBe('')
+  })
+
+  test('run echoes stdout and stderr live, stores them, and exits with the command exit code', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    const result = await cli(['run', '--', 'sh', '-c', 'echo to-out; echo to-err >&2; exit 7'], { db })
+    expect(result.code).toBe(7)
+    expect(result.stdout).toBe('to-out\n')
+    expect(result.stderr).toContain('to-err\n')
+    const sessionId = sessionOf(result.stderr)
+
+    const log = await cli(['log', sessionId, '--json'], { db })
+    expect(log.code).toBe(0)
+    const messages = log.stdout.trim().split('\n').map((line) => JSON.parse(line))
+    expect(messages.map((m) => m.sequenceNumber)).toEqual([1, 2, 3])
+    const contents = messages.map((m) => JSON.parse(m.content))
+    expect(contents.filter((c) => c.type === 'terminal_output').map((c) => [c.stream, c.content]).sort()).toEqual([
+      ['stderr', 'to-err'],
+      ['stdout', 'to-out'],
+    ])
+    expect(contents[2]).toMatchObject({ type: 'terminal_finished', exit_code: 7 })
+  })
+
+  test('run exits 128+n when the command dies of signal n, and 127 when it cannot start', async () => {
+    expect((await cli(['run', '--', 'sh', '-c', 'kill -9 $$'])).code).toBe(128 + os.constants.signals.SIGKILL)
+    const missing = await cli(['run', '--', '/no/such/command'])
+    expect(missing.code).toBe(127)
+    expect(missing.stderr).toContain('could not spawn')
+  })
+
+  test('run --session appends to a named session, creating it when absent', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    await cli(['run', '--session', 'named', '--', 'echo', 'one'], { db })
+    await cli(['run', '--session', 'named', '--', 'echo', 'two'], { db })
+    const log = await cli(['log', 'named'], { db })
+    expect(log.stdout.split('\n').filter((l) => l === 'one' || l === 'two')).toEqual(['one', 'two'])
+  })
+
+  test('SIGINT to run stops the command through the registry and leaves no process behind', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    const running = start(['run', '--', 'sh', '-c', 'sleep 60 & echo $!; wait'], { db })
+    const sleepPid = await new Promise((resolve) => {
+      running.child.stdout.on('data', () => {
+        const line = running.stdout.split('\n')[0]
+        if (/^\d+$/.test(line)) resolve(Number(line))
+      })
+    })
+    running.child.kill('SIGINT')
+    const result = await running.done
+    expect(result.code).toBe(128 + os.constants.signals.SIGTERM)
+    expect(result.stderr).toContain('stopped')
+    expect(await settleGone(sleepPid)).toBe(true)
+  })
+
+  test('log prints a session readably, honours --after, and fails for an unknown session', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    const run = await cli(['run', '--', 'printf', 'a\\nb\\nc\\n'], { db })
+    const sessionId = sessionOf(run.stderr)
+    const all = await cli(['log', sessionId], { db })
+    expect(all.stdout).toBe('a\nb\nc\n[finished: exit code 0]\n')
+    const after = await cli(['log', sessionId, '--after', '2'], { db })
+    expect(after.stdout).toBe('c\n[finished: exit code 0]\n')
+    const unknown = await cli(['log', 'missing'], { db })
+    expect(unknown.code).toBe(1)
+    expect(unknown.stderr).toContain("session 'missing' not found")
+  })
+
+  test('log --follow prints messages stored later by another process until SIGINT', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    await cli(['run', '--session', 'f', '--', 'echo', 'first'], { db })
+    const follow = start(['log', 'f', '--follow'], { db })
+    const seen = (text) =>
+      new Promise((resolve) => {
+        const check = () => follow.stdout.includes(text) && resolve()
+        check()
+        follow.child.stdout.on('data', check)
+      })
+    await seen('first')
+    await cli(['run', '--session', 'f', '--', 'echo', 'second'], { db })
+    await seen('second')
+    follow.child.kill('SIGINT')
+    const result = await follow.done
+    expect(result.code).toBe(0)
+    expect(result.stdout.indexOf('first')).toBeLessThan(result.stdout.indexOf('second'))
+  })
+
+  test('sessions lists id, status, message count, created time and Claude session id', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    await cli(['run', '--session', 'term', '--', 'echo', 'x'], { db })
+    await cli(['claude', '--session', 'agent', '--claude-path', FAKE_CLAUDE, '--', 'success'], { db })
+    const table = await cli(['sessions'], { db })
+    expect(table.code).toBe(0)
+    const [header, ...rows] = table.stdout.trim().split('\n')
+    expect(header.split(/\s{2,}/)).toEqual(['ID', 'STATUS', 'MESSAGES', 'CREATED', 'CLAUDE SESSION'])
+    expect(rows[0].split(/\s{2,}/)).toEqual(['term', 'idle', '2', expect.stringMatching(/^\d{4}-\d\d-\d\dT/), '-'])
+    expect(rows[1].split(/\s{2,}/)).toEqual(['agent', 'idle', '6', expect.any(String), 'fake-claude-session-1'])
+
+    const json = JSON.parse((await cli(['sessions', '--json'], { db })).stdout)
+    expect(json.map((s) => [s.id, s.lastSequence, s.claudeSessionId])).toEqual([
+      ['term', 2, null],
+      ['agent', 6, 'fake-claude-session-1'],
+    ])
+  })
+
+  test('claude prints assistant text, tool use and the result as they stream', async () => {
+    const result = await cli(['claude', '--claude-path', FAKE_CLAUDE, '--', 'success'])
+    expect(result.code).toBe(0)
+    expect(result.stdout).toBe('⏺ Bash({"command":"ls"})\n  ⎿ ok\nHello\n✔ All done.\n')
+    expect(result.stderr).toContain('Claude session fake-claude-session-1')
+  })
+
+  test('claude passes --resume and reports a failed run with its exit code and error', async () => {
+    const argvFile = path.join(tmpDir(), 'argv.json')
+    const resumed = await cli(['claude', '--resume', 'earlier', '--claude-path', FAKE_CLAUDE, '--', 'success'], {
+      env: { FAKE_CLAUDE_ARGV: argvFile },
+    })
+    expect(resumed.code).toBe(0)
+    expect(JSON.parse(fs.readFileSync(argvFile, 'utf8')).slice(5)).toEqual(['--resume', 'earlier'])
+    const crashed = await cli(['claude', '--claude-path', FAKE_CLAUDE, '--', 'crash'])
+    expect(crashed.code).toBe(2)
+    expect(crashed.stderr).toContain('Invalid API key')
+  })
+})

@@ -1,0 +1,281 @@
+#!/usr/bin/env node
+'use strict'
+// The eren-machines command: run a command or Claude under supervision into
+// a session store, and read sessions back. Built on the addon's public API.
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { parseArgs } = require('node:util')
+const { ProcessRegistry, SessionStore, spawnTerminal, spawnClaude } = require('..')
+const { version } = require('../package.json')
+const { render } = require('./render')
+
+class UsageError extends Error {}
+
+/** How often `log --follow` looks for new messages. */
+const FOLLOW_POLL_MS = 200
+
+/** $EREN_MACHINES_DB, else $XDG_DATA_HOME/eren-machines, else ~/.local/share/eren-machines. */
+function defaultDatabase(env = process.env) {
+  if (env.EREN_MACHINES_DB) return { path: env.EREN_MACHINES_DB, from: '$EREN_MACHINES_DB' }
+  if (env.XDG_DATA_HOME) {
+    return { path: path.join(env.XDG_DATA_HOME, 'eren-machines', 'sessions.db'), from: '$XDG_DATA_HOME' }
+  }
+  return { path: path.join(os.homedir(), '.local', 'share', 'eren-machines', 'sessions.db'), from: 'default' }
+}
+
+function usage() {
+  const db = defaultDatabase()
+  return `eren-machines ${version}: supervised processes, stored per session
+
+Usage:
+  eren-machines run [--db PATH] [--session ID] -- <command> [args...]
+      Run a command, echo its stdout and stderr live and store every line.
+      Ctrl-C or SIGTERM stops it through the registry (the whole process
+      tree). Exits with the command's exit code (128+n if killed by signal n).
+  eren-machines claude [--db PATH] [--session ID] [--resume ID] [--claude-path P] -- <prompt>
+      Run the Claude CLI on a prompt, print its messages as they stream, and
+      store every event.
+  eren-machines log <session> [--db PATH] [--follow] [--json] [--after N]
+      Print a session's messages (--json: one JSON message per line).
+      --follow keeps printing new ones until Ctrl-C.
+  eren-machines sessions [--db PATH] [--json]
+      List sessions: id, status, messages, created time, Claude session id.
+  eren-machines --help | --version
+
+Database: ${db.path}
+  (${db.from}; --db overrides it, created on first use)
+`
+}
+
+/** Parses `args` for a subcommand; any problem is a usage error. */
+function parse(args, options, { positionals: wanted = 'any' } = {}) {
+  let parsed
+  try {
+    parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true })
+  } catch (e) {
+    throw new UsageError(e.message)
+  }
+  if (wanted === 'none' && parsed.positionals.length > 0 && !parsed.values.help) {
+    throw new UsageError(`unexpected argument '${parsed.positionals[0]}'`)
+  }
+  return parsed
+}
+
+function openStore(dbPath) {
+  const file = dbPath || defaultDatabase().path
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 })
+  return SessionStore.open(file)
+}
+
+/** The session to write into: the one named (created if absent), or a new one. */
+async function sessionFor(store, id) {
+  if (id === undefined) return store.createSession()
+  const existing = await store.getSession(id)
+  if (!existing) return store.createSession(id)
+  if (existing.closed) throw new Error(`session '${id}' is closed`)
+  return id
+}
+
+/** Exit status of a run, as a shell reports it. */
+function exitStatus(result) {
+  if (result.exitCode !== null) return result.exitCode
+  const number = os.constants.signals[result.signal]
+  return number ? 128 + number : 1
+}
+
+/**
+ * Runs `start(onMessage)` under supervision: SIGINT and SIGTERM stop the
+ * session through the registry. Resolves with the exit status once the run
+ * has ended and every stored message has gone through `echo`.
+ */
+async function supervise(store, sessionId, registry, start, echo) {
+  let echoed = (await store.getSession(sessionId)).lastSequence
+  let caughtUp = null
+  const onMessage = (message) => {
+    echo(message)
+    echoed = message.sequenceNumber
+    if (caughtUp && echoed >= caughtUp.target) caughtUp.resolve()
+  }
+  const stop = () => registry.stop(sessionId)
+  process.on('SIGINT', stop)
+  process.on('SIGTERM', stop)
+  try {
+    const run = await start(onMessage)
+    const result = await run.exited
+    // onMessage runs on its own queue: wait until it has seen the last message.
+    const target = (await store.getSession(sessionId)).lastSequence
+    if (echoed < target) await new Promise((resolve) => (caughtUp = { target, resolve }))
+    return exitStatus(result)
+  } finally {
+    process.off('SIGINT', stop)
+    process.off('SIGTERM', stop)
+  }
+}
+
+function write(stream, text) {
+  stream.write(text.endsWith('\n') ? text : `${text}\n`)
+}
+
+/** Writes a rendered message to its stream, or everything to `only`. */
+function echoTo(only) {
+  return (message) => {
+    const shown = render(message.content)
+    if (shown) write(only || (shown.stream === 'stderr' ? process.stderr : process.stdout), shown.text)
+  }
+}
+
+async function runCommand(args) {
+  const { values, positionals } = parse(args, { db: { type: 'string' }, session: { type: 'string' } })
+  if (values.help) return help()
+  if (positionals.length === 0) throw new UsageError('run needs a command after --')
+  const [command, ...commandArgs] = positionals
+  const store = openStore(values.db)
+  try {
+    const sessionId = await sessionFor(store, values.session)
+    process.stderr.write(`eren-machines: session ${sessionId}\n`)
+    const registry = new ProcessRegistry()
+    return await supervise(
+      store,
+      sessionId,
+      registry,
+      (onMessage) => spawnTerminal({ store, registry, sessionId, command, args: commandArgs, onMessage }),
+      echoTo(null),
+    )
+  } finally {
+    await store.close()
+  }
+}
+
+async function claudeCommand(args) {
+  const { values, positionals } = parse(args, {
+    db: { type: 'string' },
+    session: { type: 'string' },
+    resume: { type: 'string' },
+    'claude-path': { type: 'string' },
+  })
+  if (values.help) return help()
+  if (positionals.length === 0) throw new UsageError('claude needs a prompt after --')
+  const store = openStore(values.db)
+  try {
+    const sessionId = await sessionFor(store, values.session)
+    process.stderr.write(`eren-machines: session ${sessionId}\n`)
+    const registry = new ProcessRegistry()
+    const status = await supervise(
+      store,
+      sessionId,
+      registry,
+      (onMessage) =>
+        spawnClaude({
+          store,
+          registry,
+          sessionId,
+          prompt: positionals.join(' '),
+          resumeSessionId: values.resume,
+          claudePath: values['claude-path'],
+          onMessage,
+        }),
+      echoTo(null),
+    )
+    const session = await store.getSession(sessionId)
+    if (session.agentStatus === 'error') process.stderr.write(`eren-machines: ${session.errorMessage}\n`)
+    return status
+  } finally {
+    await store.close()
+  }
+}
+
+async function logCommand(args) {
+  const { values, positionals } = parse(args, {
+    db: { type: 'string' },
+    follow: { type: 'boolean', short: 'f' },
+    json: { type: 'boolean' },
+    after: { type: 'string' },
+  })
+  if (values.help) return help()
+  if (positionals.length !== 1) throw new UsageError('log needs exactly one session id')
+  const after = values.after === undefined ? 0 : Number(values.after)
+  if (!Number.isSafeInteger(after) || after < 0) throw new UsageError('--after takes a whole number of 0 or more')
+  const [sessionId] = positionals
+  const store = openStore(values.db)
+  const print = values.json ? (m) => write(process.stdout, JSON.stringify(m)) : echoTo(process.stdout)
+  try {
+    // --follow polls: the writer is usually another process (a `run` in
+    // another terminal), whose commits this process's subscriptions never see.
+    let last = after
+    let stopped = !values.follow
+    const stop = new Promise((resolve) => {
+      process.once('SIGINT', resolve)
+      process.once('SIGTERM', resolve)
+    }).then(() => (stopped = true))
+    do {
+      for (const message of await store.messages(sessionId, { afterSequence: last })) {
+        print(message)
+        last = message.sequenceNumber
+      }
+      if (!stopped) await Promise.race([stop, new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS))])
+    } while (!stopped)
+    return 0
+  } finally {
+    await store.close()
+  }
+}
+
+async function sessionsCommand(args) {
+  const { values } = parse(args, { db: { type: 'string' }, json: { type: 'boolean' } }, { positionals: 'none' })
+  if (values.help) return help()
+  const store = openStore(values.db)
+  let sessions
+  try {
+    sessions = await store.listSessions()
+  } finally {
+    await store.close()
+  }
+  if (values.json) {
+    write(process.stdout, JSON.stringify(sessions, null, 2))
+    return 0
+  }
+  const rows = [['ID', 'STATUS', 'MESSAGES', 'CREATED', 'CLAUDE SESSION']].concat(
+    sessions.map((s) => [
+      s.id,
+      s.closed ? `${s.agentStatus} (closed)` : s.agentStatus,
+      String(s.lastSequence),
+      new Date(s.createdAt).toISOString(),
+      s.claudeSessionId || '-',
+    ]),
+  )
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)))
+  for (const row of rows) write(process.stdout, row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd())
+  return 0
+}
+
+function help() {
+  process.stdout.write(usage())
+  return 0
+}
+
+const COMMANDS = { run: runCommand, claude: claudeCommand, log: logCommand, sessions: sessionsCommand }
+
+async function main(argv) {
+  const [name, ...rest] = argv
+  if (name === '--help' || name === '-h' || name === 'help') return help()
+  if (name === '--version' || name === '-v') {
+    write(process.stdout, version)
+    return 0
+  }
+  const command = COMMANDS[name]
+  if (!command) throw new UsageError(name === undefined ? 'missing command' : `unknown command '${name}'`)
+  return command(rest)
+}
+
+main(process.argv.slice(2)).then(
+  (status) => process.exit(status),
+  (error) => {
+    if (error instanceof UsageError) {
+      process.stderr.write(`eren-machines: ${error.message}\n\n${usage()}`)
+      process.exit(2)
+    }
+    process.stderr.write(`eren-machines: ${error.message}\n`)
+    process.exit(error.code === 'SPAWN_FAILED' ? 127 : 1)
+  },
+)
