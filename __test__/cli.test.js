@@ -4,20 +4,12 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { version } = require('../package.json')
-const { settleGone } = require('./helpers')
+const { settleGone, tempDirs } = require('./helpers')
 
 const CLI = path.join(__dirname, '..', 'bin', 'eren-machines.js')
 const FAKE_CLAUDE = path.join(__dirname, 'fixtures', 'fake-claude.js')
 
-const tmpDirs = []
-function tmpDir() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eren-cli-'))
-  tmpDirs.push(dir)
-  return dir
-}
-afterAll(() => {
-  for (const dir of tmpDirs) fs.rmSync(dir, { recursive: true, force: true })
-})
+const tmpDir = tempDirs('eren-cli-')
 
 /**
  * Starts the CLI with its own database. Children it starts inherit

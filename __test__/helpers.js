@@ -1,9 +1,28 @@
 'use strict'
-// Shared helpers for the Jest suites. No sleeps: every wait is on an event.
+// Shared helpers for the Jest suites. Waits are on events; the one poll,
+// settleGone, is for deaths of processes that are not ours to wait for.
 const { spawn } = require('node:child_process')
+const fs = require('node:fs')
+const os = require('node:os')
 const path = require('node:path')
 
 const ROOT = path.resolve(__dirname, '..')
+
+/**
+ * Returns a function that makes a fresh temporary directory; every one is
+ * removed after the calling test file. Call at the top level of a test file.
+ */
+function tempDirs(prefix) {
+  const dirs = []
+  afterAll(() => {
+    for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true })
+  })
+  return () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+    dirs.push(dir)
+    return dir
+  }
+}
 
 /** Resolves after the current microtasks, nextTicks and one macrotask turn. */
 const nextTurn = () => new Promise((resolve) => setImmediate(resolve))
@@ -66,7 +85,7 @@ const thrownCode = (fn) => codeFrom(thrownBy(fn))
 /** True when the pid no longer runs (gone, or a zombie awaiting its reaper). */
 function isGone(pid) {
   try {
-    const stat = require('node:fs').readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
     return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
   } catch {
     return true
@@ -87,4 +106,4 @@ async function settleGone(pid) {
   return isGone(pid)
 }
 
-module.exports = { ROOT, nextTurn, runNode, isError, thrownBy, errorOf, codeOf, thrownCode, isGone, settleGone }
+module.exports = { ROOT, tempDirs, nextTurn, runNode, isError, thrownBy, errorOf, codeOf, thrownCode, isGone, settleGone }

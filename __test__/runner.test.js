@@ -1,25 +1,16 @@
 'use strict'
 const fs = require('node:fs')
-const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { ProcessRegistry, SessionStore, spawnTerminal, spawnClaude } = require('..')
-const { codeOf, isGone, settleGone } = require('./helpers')
+const { codeOf, isGone, settleGone, tempDirs } = require('./helpers')
 
 const FAKE_CLAUDE = path.join(__dirname, 'fixtures', 'fake-claude.js')
 // Every process a test starts carries this variable, inherited by its own
 // children; .ci/run fails if one survives the suite.
 const MARK = { EREN_TEST_CHILD: '1' }
 
-const tmpDirs = []
-function tmpDir() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eren-runner-'))
-  tmpDirs.push(dir)
-  return dir
-}
-afterAll(() => {
-  for (const dir of tmpDirs) fs.rmSync(dir, { recursive: true, force: true })
-})
+const tmpDir = tempDirs('eren-runner-')
 
 /** Starts a terminal run in the test's session; every run carries MARK. */
 const terminal = (ctx, opts) =>

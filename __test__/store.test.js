@@ -1,20 +1,12 @@
 'use strict'
 const fs = require('node:fs')
-const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { SessionStore, claudeBridge, terminalBridge } = require('..')
-const { codeOf, errorOf, nextTurn, thrownBy } = require('./helpers')
+const { codeOf, errorOf, nextTurn, thrownBy, tempDirs } = require('./helpers')
 
-const tmpDirs = []
-function tmpDb() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eren-store-'))
-  tmpDirs.push(dir)
-  return path.join(dir, 'sessions.db')
-}
-afterAll(() => {
-  for (const dir of tmpDirs) fs.rmSync(dir, { recursive: true, force: true })
-})
+const tmpDir = tempDirs('eren-store-')
+const tmpDb = () => path.join(tmpDir(), 'sessions.db')
 
 /** Collects a subscription's messages; `until(n)` resolves once n arrived. */
 function collector() {
