@@ -110,6 +110,18 @@ describe('eren-machines CLI', () => {
     expect(missing.stderr).toContain('could not spawn')
   })
 
+  test('run keeps supervising and storing when its stdout reader goes away', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    const running = start(['run', '--session', 'piped', '--', 'seq', '1', '50000'], { db })
+    await new Promise((resolve) => running.child.stdout.once('data', resolve))
+    running.child.stdout.destroy() // like `eren-machines run -- seq 1 50000 | head -1`
+    const result = await running.done
+    expect(result.code).toBe(0)
+    expect(result.stderr).not.toContain('EPIPE')
+    const sessions = JSON.parse((await cli(['sessions', '--json'], { db })).stdout)
+    expect(sessions.find((s) => s.id === 'piped').lastSequence).toBe(50001)
+  })
+
   test('run --session appends to a named session, creating it when absent', async () => {
     const db = path.join(tmpDir(), 's.db')
     await cli(['run', '--session', 'named', '--', 'echo', 'one'], { db })

@@ -113,8 +113,18 @@ async function supervise(store, sessionId, registry, start, echo) {
   }
 }
 
+/** Streams whose reader went away (`eren-machines run -- ... | head`). */
+const closed = new Set()
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error) => {
+    // A closed pipe only ends the echo; the run goes on and is still stored.
+    if (error.code !== 'EPIPE') throw error
+    closed.add(stream)
+  })
+}
+
 function write(stream, text) {
-  stream.write(text.endsWith('\n') ? text : `${text}\n`)
+  if (!closed.has(stream)) stream.write(text.endsWith('\n') ? text : `${text}\n`)
 }
 
 /** Writes a rendered message to its stream, or everything to `only`. */
