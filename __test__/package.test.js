@@ -39,6 +39,13 @@ test('the main package lists every platform package as an optional dependency an
   expect(shipped.filter((f) => f.endsWith('.node'))).toEqual([])
 })
 
+test('both packages ship the MIT license text', () => {
+  for (const dir of ['eren-machines', `eren-machines-${platformDir()}`]) {
+    const license = fs.readFileSync(path.join(app(), 'node_modules', dir, 'LICENSE'), 'utf8')
+    expect(license).toMatch(/^MIT License/)
+  }
+})
+
 test('a consumer requires the package and does a register, store and spawn round trip', async () => {
   const script = path.join(app(), 'round-trip.js')
   fs.writeFileSync(

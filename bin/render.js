@@ -49,7 +49,9 @@ function render(content) {
     case 'terminal_output':
       return { stream: event.stream === 'stderr' ? 'stderr' : 'stdout', text: event.content }
     case 'terminal_finished': {
-      const how = event.exit_code !== null ? `exit code ${event.exit_code}` : `signal ${event.signal}`
+      // The bridge's storeFinished writes only exit_code; runs add signal and stopped.
+      const how =
+        event.exit_code != null ? `exit code ${event.exit_code}` : event.signal ? `signal ${event.signal}` : 'no exit code'
       return { stream: 'stderr', text: `[finished: ${how}${event.stopped ? ', stopped' : ''}]` }
     }
     default:

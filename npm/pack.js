@@ -46,12 +46,13 @@ function packPlatform(out) {
   const staged = stage()
   fs.cpSync(source, staged, { recursive: true })
   fs.copyFileSync(binary, path.join(staged, platformPkg.main))
+  fs.copyFileSync(path.join(ROOT, 'LICENSE'), path.join(staged, 'LICENSE'))
   return npmPack(staged, out)
 }
 
 function packMain(out) {
   const staged = stage()
-  for (const file of [...pkg.files, 'README.md']) {
+  for (const file of [...pkg.files, 'README.md', 'LICENSE']) {
     fs.cpSync(path.join(ROOT, file), path.join(staged, file), { recursive: true })
   }
   const manifest = { ...pkg, optionalDependencies: {} }

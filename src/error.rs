@@ -1,77 +1,67 @@
-//! The one error enum of the crate and its stable codes.
-//!
-//! Every fallible operation of the registry, the store, the bridges and the
-//! runner returns [`Error`]. The binding turns [`Error::code`] into the JS
-//! `err.code`, so the codes below are part of the public contract.
+//! The one mapping from the core's error enum (and napi's own failures) to
+//! JS errors with a string `code`.
 
-/// Every failure the crate reports. The message always names the session id
-/// involved, when there is one.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-  #[error("session '{0}' is already running")]
-  AlreadyRunning(String),
-  #[error("session '{0}' is not running")]
-  NotRunning(String),
-  #[error("session '{0}' not found")]
-  SessionNotFound(String),
-  #[error("session '{0}' already exists")]
-  SessionExists(String),
-  #[error("session '{0}' is closed")]
-  SessionClosed(String),
-  #[error("the session store is closed")]
-  StoreClosed,
-  #[error("invalid argument: {0}")]
-  InvalidArgument(String),
-  #[error("invalid JSON for session '{session_id}': {reason}")]
-  InvalidJson { session_id: String, reason: String },
-  #[error("could not spawn '{command}' for session '{session_id}': {reason}")]
-  SpawnFailed {
-    session_id: String,
-    command: String,
-    reason: String,
-  },
-  #[error("storage error: {0}")]
-  Storage(String),
-}
+use eren_machines_core::Error as CoreError;
+use napi::Status;
 
-/// The seed's name for the registry's error type.
-pub type ProcessError = Error;
+/// The `code` of a JS error thrown by this addon.
+#[derive(Debug, Clone, Copy)]
+pub struct JsCode(&'static str);
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-  /// The stable code that the binding exposes as `err.code`.
-  pub fn code(&self) -> &'static str {
-    match self {
-      Error::AlreadyRunning(_) => "ALREADY_RUNNING",
-      Error::NotRunning(_) => "NOT_RUNNING",
-      Error::SessionNotFound(_) => "SESSION_NOT_FOUND",
-      Error::SessionExists(_) => "SESSION_EXISTS",
-      Error::SessionClosed(_) => "SESSION_CLOSED",
-      Error::StoreClosed => "STORE_CLOSED",
-      Error::InvalidArgument(_) => "INVALID_ARGUMENT",
-      Error::InvalidJson { .. } => "INVALID_JSON",
-      Error::SpawnFailed { .. } => "SPAWN_FAILED",
-      Error::Storage(_) => "STORAGE_ERROR",
-    }
+impl AsRef<str> for JsCode {
+  fn as_ref(&self) -> &str {
+    self.0
   }
 }
 
-/// Longest session id accepted, in UTF-8 bytes.
-pub const MAX_SESSION_ID_BYTES: usize = 256;
+/// What every binding function fails with. `?` converts core errors and
+/// napi errors into it, and napi throws it with its code.
+pub struct Failure(napi::Error<JsCode>);
 
-/// Session ids are non-empty and at most [`MAX_SESSION_ID_BYTES`] long.
-pub fn validate_session_id(session_id: &str) -> Result<()> {
-  if session_id.is_empty() {
-    return Err(Error::InvalidArgument(
-      "session id must not be empty".into(),
-    ));
+pub type Result<T> = std::result::Result<T, Failure>;
+
+impl From<CoreError> for Failure {
+  fn from(err: CoreError) -> Self {
+    Failure(napi::Error::new(JsCode(err.code()), err.to_string()))
   }
-  if session_id.len() > MAX_SESSION_ID_BYTES {
-    return Err(Error::InvalidArgument(format!(
-      "session id is {} bytes, the limit is {MAX_SESSION_ID_BYTES}",
-      session_id.len()
-    )));
+}
+
+/// napi's own failures: a JS value of the wrong type is the caller's
+/// `INVALID_ARGUMENT`; anything else failed inside the Node-API layer.
+impl From<napi::Error> for Failure {
+  fn from(err: napi::Error) -> Self {
+    let code = match err.status {
+      Status::GenericFailure
+      | Status::PendingException
+      | Status::Cancelled
+      | Status::EscapeCalledTwice
+      | Status::HandleScopeMismatch
+      | Status::CallbackScopeMismatch
+      | Status::QueueFull
+      | Status::Closing => "INTERNAL",
+      _ => "INVALID_ARGUMENT",
+    };
+    Failure(napi::Error::new(JsCode(code), err.reason.clone()))
   }
-  Ok(())
+}
+
+/// What napi's generated code throws.
+impl From<Failure> for napi::JsError<JsCode> {
+  fn from(failure: Failure) -> Self {
+    napi::JsError::from(failure.0)
+  }
+}
+
+/// A JS `Error` with our code, wrapped so that napi throws or rejects with
+/// that very object. Needed where napi's own paths carry only a `Status`
+/// (argument conversion, promise settlement).
+pub fn coded(env: napi::sys::napi_env, err: impl Into<Failure>) -> napi::Error {
+  let Failure(error) = err.into();
+  // SAFETY: `env` is the live env of the current call on the JS thread.
+  let value = unsafe { napi::JsError::from(error).into_value(env) };
+  if value.is_null() {
+    // The env is shutting down; nothing will see the error anyway.
+    return napi::Error::new(Status::GenericFailure, "environment is shutting down");
+  }
+  napi::Error::from(unsafe { napi::Unknown::from_raw_unchecked(env, value) })
 }

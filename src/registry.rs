@@ -1,504 +1,429 @@
-//! One process per session, with a stop signal broadcast to every subscriber.
+//! `ProcessRegistry` and `StopHandle` for JS.
 //!
-//! The registry maps a session id to its current registration. Each
-//! registration owns a `tokio::sync::broadcast` channel: `stop` removes the
-//! entry and sends one `()` to every receiver, `remove` drops the entry and
-//! its sender without sending anything, so receivers see the channel close.
-//!
-//! A registration also carries a generation number and a shared "stopped"
-//! flag. The generation tells one registration of an id from the next, and the
-//! flag lets a subscriber that arrives late (after the send, before the sender
-//! is dropped) still tell a stop from a natural exit.
+//! Stop signals reach JS through one weak threadsafe function per registry
+//! instance. A Tokio task waits on each watched registration and posts its
+//! outcome; the JS-thread side then aborts the handle's `AbortSignal` and calls
+//! the callbacks in subscription order. The callback lists live in per-instance
+//! state on the JS thread, never in a static, so every worker thread and
+//! context has its own.
 
+use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
 
-use crate::error::{validate_session_id, Error, Result};
+use crate::args::{Callback, Text};
+use crate::error::{Failure, Result};
+use eren_machines_core::registry::{self as core, StopOutcome, Subscription};
+use eren_machines_core::session_id::validate_session_id;
 
-/// Whether a session currently has a registered process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a session has a registered process.
+#[napi(string_enum)]
 pub enum ProcessStatus {
+  #[napi(value = "running")]
   Running,
+  #[napi(value = "not_running")]
   NotRunning,
 }
 
-/// How a registration ended, as seen by one subscriber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopOutcome {
-  /// `stop()` was called on this registration.
-  Stopped,
-  /// `remove()` released the registration without a stop signal.
-  Released,
-}
-
-struct Entry {
-  generation: u64,
-  sender: broadcast::Sender<()>,
-  stopped: Arc<AtomicBool>,
-}
-
-/// A registration as returned by [`ProcessRegistry::register_tracked`].
-pub struct Registration {
-  pub session_id: String,
-  pub generation: u64,
-  pub sender: broadcast::Sender<()>,
-  pub subscription: Subscription,
-}
-
-/// A receiver of one registration's stop signal.
-#[derive(Debug)]
-pub struct Subscription {
-  pub session_id: String,
-  pub generation: u64,
-  receiver: broadcast::Receiver<()>,
-  stopped: Arc<AtomicBool>,
-}
-
-impl Subscription {
-  /// True once this registration has been stopped (not merely removed).
-  pub fn is_stopped(&self) -> bool {
-    self.stopped.load(Ordering::Acquire)
-  }
-
-  /// Another subscription to the same registration. It resolves the same way
-  /// even when it is taken after the stop signal was sent.
-  pub fn resubscribe(&self) -> Subscription {
-    Subscription {
-      session_id: self.session_id.clone(),
-      generation: self.generation,
-      receiver: self.receiver.resubscribe(),
-      stopped: self.stopped.clone(),
-    }
-  }
-
-  /// Waits until the registration is stopped or released.
-  pub async fn wait(mut self) -> StopOutcome {
-    if self.is_stopped() {
-      return StopOutcome::Stopped;
-    }
-    let received = self.receiver.recv().await;
-    self.outcome(received)
-  }
-
-  /// Like [`wait`](Self::wait), blocking the current thread. Not for async code.
-  pub fn wait_blocking(mut self) -> StopOutcome {
-    if self.is_stopped() {
-      return StopOutcome::Stopped;
-    }
-    let received = self.receiver.blocking_recv();
-    self.outcome(received)
-  }
-
-  fn outcome(&self, received: Result<(), broadcast::error::RecvError>) -> StopOutcome {
-    match received {
-      Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => StopOutcome::Stopped,
-      // The flag is set before the send, so a receiver created after the send
-      // but before the sender was dropped still reports the stop.
-      Err(broadcast::error::RecvError::Closed) if self.is_stopped() => StopOutcome::Stopped,
-      Err(broadcast::error::RecvError::Closed) => StopOutcome::Released,
-    }
-  }
-
-  /// The outcome if the registration has already ended, without waiting.
-  pub fn try_outcome(&mut self) -> Option<StopOutcome> {
-    if self.is_stopped() {
-      return Some(StopOutcome::Stopped);
-    }
-    match self.receiver.try_recv() {
-      Ok(()) | Err(broadcast::error::TryRecvError::Lagged(_)) => Some(StopOutcome::Stopped),
-      Err(broadcast::error::TryRecvError::Closed) if self.is_stopped() => {
-        Some(StopOutcome::Stopped)
-      }
-      Err(broadcast::error::TryRecvError::Closed) => Some(StopOutcome::Released),
-      Err(broadcast::error::TryRecvError::Empty) => None,
+impl From<core::ProcessStatus> for ProcessStatus {
+  fn from(status: core::ProcessStatus) -> Self {
+    match status {
+      core::ProcessStatus::Running => ProcessStatus::Running,
+      core::ProcessStatus::NotRunning => ProcessStatus::NotRunning,
     }
   }
 }
 
-/// Tracks one running process per session id and broadcasts stop signals.
-///
-/// All methods take `&self` and are safe to call from any thread; the lock is
-/// held only for the map operation, never while a signal is delivered.
+type StopCallback = FunctionRef<String, Unknown<'static>>;
+type AbortFn = FunctionRef<(), Unknown<'static>>;
+
+/// A registration's outcome, posted from a Tokio task to the JS thread.
+type Delivery = FnArgs<(f64, bool)>;
+type Deliverer = ThreadsafeFunction<Delivery, (), Delivery, Status, false, true>;
+
+/// The JS subscribers of one registration that are waiting for its outcome.
+/// While a `Watch` exists, exactly one delivery for it is on its way.
+struct Watch {
+  session_id: String,
+  abort: Option<AbortFn>,
+  callbacks: Vec<(u64, StopCallback)>,
+}
+
 #[derive(Default)]
-pub struct ProcessRegistry {
-  entries: Mutex<HashMap<String, Entry>>,
-  next_generation: AtomicU64,
+struct Watches {
+  by_generation: HashMap<u64, Watch>,
+  next_token: u64,
 }
 
-impl ProcessRegistry {
-  pub fn new() -> Self {
-    Self::default()
+/// State shared by a registry instance and its handles, on the JS thread.
+struct Subscribers {
+  watches: RefCell<Watches>,
+  deliverer: Arc<Deliverer>,
+}
+
+impl Subscribers {
+  fn new(env: &Env) -> napi::Result<Rc<Self>> {
+    // The delivering function holds the state weakly, so a registry that JS
+    // drops is freed even while its deliverer is still referenced by tasks.
+    let cell: Rc<RefCell<Option<Weak<Subscribers>>>> = Rc::new(RefCell::new(None));
+    let target = cell.clone();
+    let deliver = env.create_function_from_closure("deliverStop", move |ctx| {
+      let generation: f64 = ctx.get(0)?;
+      let stopped: bool = ctx.get(1)?;
+      let subscribers = target.borrow().as_ref().and_then(Weak::upgrade);
+      if let Some(subscribers) = subscribers {
+        subscribers.deliver(ctx.env, generation as u64, stopped);
+      }
+      Ok(())
+    })?;
+    let deliverer = deliver
+      .build_threadsafe_function::<Delivery>()
+      .weak::<true>()
+      .callee_handled::<false>()
+      .build()?;
+    let subscribers = Rc::new(Subscribers {
+      watches: RefCell::new(Watches::default()),
+      deliverer: Arc::new(deliverer),
+    });
+    *cell.borrow_mut() = Some(Rc::downgrade(&subscribers));
+    Ok(subscribers)
   }
 
-  fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-    // A panic while the lock was held cannot leave the map half-updated: every
-    // critical section is a single map call. So a poisoned lock is still sound.
-    self
-      .entries
-      .lock()
-      .unwrap_or_else(|poisoned| poisoned.into_inner())
-  }
-
-  /// Registers a session and returns the sender of its stop broadcast.
-  /// Fails with [`Error::AlreadyRunning`] if the id is registered.
-  pub fn register(&self, session_id: &str) -> Result<broadcast::Sender<()>> {
-    self.register_tracked(session_id).map(|r| r.sender)
-  }
-
-  /// Like [`register`](Self::register), and also returns the registration's
-  /// generation and a first subscription taken atomically with it.
-  pub fn register_tracked(&self, session_id: &str) -> Result<Registration> {
-    validate_session_id(session_id)?;
-    let mut entries = self.lock();
-    if entries.contains_key(session_id) {
-      return Err(Error::AlreadyRunning(session_id.to_owned()));
+  /// Runs on the JS thread: aborts the signal, then calls every callback.
+  fn deliver(&self, env: &Env, generation: u64, stopped: bool) {
+    let Some(watch) = self.watches.borrow_mut().by_generation.remove(&generation) else {
+      return;
+    };
+    if !stopped {
+      return;
     }
-    let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
-    let (sender, receiver) = broadcast::channel(1);
-    let stopped = Arc::new(AtomicBool::new(false));
-    entries.insert(
-      session_id.to_owned(),
-      Entry {
-        generation,
-        sender: sender.clone(),
-        stopped: stopped.clone(),
-      },
-    );
-    Ok(Registration {
-      session_id: session_id.to_owned(),
-      generation,
-      sender,
-      subscription: Subscription {
-        session_id: session_id.to_owned(),
-        generation,
-        receiver,
-        stopped,
-      },
-    })
+    if let Some(abort) = watch.abort {
+      report(env, abort.borrow_back(env).and_then(|f| f.call(())));
+    }
+    for (_, callback) in watch.callbacks {
+      let session_id = watch.session_id.clone();
+      report(
+        env,
+        callback.borrow_back(env).and_then(|f| f.call(session_id)),
+      );
+    }
   }
 
-  /// Subscribes to the current registration of `session_id`, if any.
-  pub fn subscribe(&self, session_id: &str) -> Option<Subscription> {
-    let entries = self.lock();
-    entries.get(session_id).map(|entry| Subscription {
-      session_id: session_id.to_owned(),
-      generation: entry.generation,
-      receiver: entry.sender.subscribe(),
-      stopped: entry.stopped.clone(),
-    })
-  }
-
-  /// Removes the registration and sends its stop signal.
-  /// Returns false if the id was not registered.
-  pub fn stop(&self, session_id: &str) -> bool {
-    self.stop_registration(session_id).is_some()
-  }
-
-  /// Like [`stop`](Self::stop), returning the generation that was stopped.
-  pub fn stop_registration(&self, session_id: &str) -> Option<u64> {
-    let entry = self.lock().remove(session_id)?;
-    Some(Self::signal(entry))
-  }
-
-  fn signal(entry: Entry) -> u64 {
-    entry.stopped.store(true, Ordering::Release);
-    // No receiver left is not an error: nobody was listening.
-    let _ = entry.sender.send(());
-    entry.generation
-  }
-
-  /// Stops `session_id` only if its current registration is `generation`.
-  pub fn stop_generation(&self, session_id: &str, generation: u64) -> bool {
-    let entry = {
-      let mut entries = self.lock();
-      match entries.get(session_id) {
-        Some(entry) if entry.generation == generation => entries.remove(session_id),
-        _ => None,
+  /// Ensures a watch exists for `subscription` and applies `add` to it.
+  fn with_watch<R>(
+    self: &Rc<Self>,
+    env: &Env,
+    subscription: &Subscription,
+    add: impl FnOnce(&mut Watch) -> R,
+  ) -> napi::Result<R> {
+    let mut watches = self.watches.borrow_mut();
+    let generation = subscription.generation;
+    let watch = match watches.by_generation.entry(generation) {
+      Entry::Occupied(entry) => entry.into_mut(),
+      Entry::Vacant(entry) => {
+        if subscription.is_stopped() {
+          // Already stopped: deliver right after this call, never inside it.
+          self.queue_delivery(env, generation)?;
+        } else {
+          let deliverer = self.deliverer.clone();
+          let waiting = subscription.resubscribe();
+          napi::bindgen_prelude::spawn(async move {
+            let stopped = waiting.wait().await == StopOutcome::Stopped;
+            deliverer.call(
+              FnArgs::from((generation as f64, stopped)),
+              ThreadsafeFunctionCallMode::NonBlocking,
+            );
+          });
+        }
+        entry.insert(Watch {
+          session_id: subscription.session_id.clone(),
+          abort: None,
+          callbacks: Vec::new(),
+        })
       }
     };
-    entry.map(Self::signal).is_some()
+    Ok(add(watch))
   }
 
-  /// Releases the registration without a stop signal (the natural-exit path).
-  /// Returns false if the id was not registered.
-  pub fn remove(&self, session_id: &str) -> bool {
-    self.remove_registration(session_id).is_some()
+  /// Delivers a stop on a microtask of the JS thread. Unlike the weak
+  /// threadsafe function, a queued microtask runs even when nothing else keeps
+  /// the process alive, so a stop issued from JS always reaches its callbacks.
+  fn queue_delivery(self: &Rc<Self>, env: &Env, generation: u64) -> napi::Result<()> {
+    let subscribers = Rc::downgrade(self);
+    let task = env.create_function_from_closure("deliverStop", move |ctx| {
+      if let Some(subscribers) = subscribers.upgrade() {
+        subscribers.deliver(ctx.env, generation, true);
+      }
+      Ok(())
+    })?;
+    let queue_microtask: Function<Function<(), ()>, ()> =
+      env.get_global()?.get_named_property("queueMicrotask")?;
+    queue_microtask.call(task)
   }
 
-  /// Like [`remove`](Self::remove), returning the generation that was released.
-  pub fn remove_registration(&self, session_id: &str) -> Option<u64> {
-    self.lock().remove(session_id).map(|entry| entry.generation)
-  }
-
-  /// Releases `session_id` only if its current registration is `generation`,
-  /// so a process that exits never removes its successor's registration.
-  pub fn remove_generation(&self, session_id: &str, generation: u64) -> bool {
-    let mut entries = self.lock();
-    match entries.get(session_id) {
-      Some(entry) if entry.generation == generation => entries.remove(session_id).is_some(),
-      _ => false,
+  /// After a JS-side stop: deliver now-ish if anyone in this instance waits.
+  fn stopped(self: &Rc<Self>, env: &Env, generation: u64) -> napi::Result<()> {
+    if self
+      .watches
+      .borrow()
+      .by_generation
+      .contains_key(&generation)
+    {
+      self.queue_delivery(env, generation)?;
     }
+    Ok(())
   }
 
-  pub fn status(&self, session_id: &str) -> ProcessStatus {
-    if self.lock().contains_key(session_id) {
-      ProcessStatus::Running
-    } else {
-      ProcessStatus::NotRunning
-    }
+  /// After a JS-side remove: nobody is signalled, the subscriptions go now.
+  fn released(&self, generation: u64) {
+    let released = self.watches.borrow_mut().by_generation.remove(&generation);
+    drop(released);
   }
 
-  pub fn is_running(&self, session_id: &str) -> bool {
-    self.status(session_id) == ProcessStatus::Running
+  fn add_callback<'env>(
+    self: &Rc<Self>,
+    env: &'env Env,
+    subscription: &Subscription,
+    callback: &Function<String, Unknown<'static>>,
+  ) -> napi::Result<Function<'env, (), ()>> {
+    let callback = callback.create_ref()?;
+    let token = {
+      let mut watches = self.watches.borrow_mut();
+      watches.next_token += 1;
+      watches.next_token
+    };
+    self.with_watch(env, subscription, |watch| {
+      watch.callbacks.push((token, callback))
+    })?;
+    let generation = subscription.generation;
+    let subscribers = Rc::downgrade(self);
+    env.create_function_from_closure("unsubscribe", move |_ctx| {
+      if let Some(subscribers) = subscribers.upgrade() {
+        let mut watches = subscribers.watches.borrow_mut();
+        if let Some(watch) = watches.by_generation.get_mut(&generation) {
+          watch.callbacks.retain(|(t, _)| *t != token);
+        }
+      }
+      Ok(())
+    })
+  }
+}
+
+/// A thrown callback surfaces as an uncaught exception, like an
+/// `EventTarget` listener's, and does not stop the other callbacks.
+fn report<T>(env: &Env, result: napi::Result<T>) {
+  if let Err(err) = result {
+    env.fatal_exception(err);
+  }
+}
+
+/// Tracks one running process per session id and broadcasts stop signals to
+/// Rust tasks, JS callbacks and `AbortSignal`s.
+///
+/// Every method is synchronous and in-memory. Callbacks run later on the JS
+/// thread and never keep the process alive by themselves.
+#[napi]
+pub struct ProcessRegistry {
+  pub(crate) core: Arc<core::ProcessRegistry>,
+  subscribers: Rc<Subscribers>,
+}
+
+#[napi]
+impl ProcessRegistry {
+  #[napi(constructor, catch_unwind)]
+  pub fn new(env: Env) -> Result<Self> {
+    Ok(Self {
+      core: Arc::new(core::ProcessRegistry::new()),
+      subscribers: Subscribers::new(&env)?,
+    })
   }
 
-  pub fn count(&self) -> usize {
-    self.lock().len()
+  /// Registers a session. Throws `ALREADY_RUNNING` if it is registered, and
+  /// `INVALID_ARGUMENT` for an empty id or one over 256 UTF-8 bytes.
+  #[napi(catch_unwind)]
+  pub fn register(&self, #[napi(ts_arg_type = "string")] session_id: Text) -> Result<StopHandle> {
+    let Text(session_id) = session_id;
+    let registration = self.core.register_tracked(&session_id)?;
+    Ok(StopHandle {
+      session_id,
+      subscription: registration.subscription,
+      subscribers: self.subscribers.clone(),
+      controller: None,
+    })
   }
 
+  /// Removes the registration and signals every subscriber once, after this
+  /// call returns. Returns true if the id was registered.
+  #[napi(catch_unwind)]
+  pub fn stop(&self, env: Env, #[napi(ts_arg_type = "string")] session_id: Text) -> Result<bool> {
+    let Some(generation) = self.core.stop_registration(&session_id.0) else {
+      return Ok(false);
+    };
+    self.subscribers.stopped(&env, generation)?;
+    Ok(true)
+  }
+
+  /// Releases the registration without a stop signal (the natural-exit
+  /// path); its subscriptions are dropped uncalled. Returns true if the id was
+  /// registered.
+  #[napi(catch_unwind)]
+  pub fn remove(&self, #[napi(ts_arg_type = "string")] session_id: Text) -> bool {
+    let Some(generation) = self.core.remove_registration(&session_id.0) else {
+      return false;
+    };
+    self.subscribers.released(generation);
+    true
+  }
+
+  #[napi(catch_unwind)]
+  pub fn status(&self, #[napi(ts_arg_type = "string")] session_id: Text) -> ProcessStatus {
+    self.core.status(&session_id.0).into()
+  }
+
+  #[napi(catch_unwind)]
+  pub fn count(&self) -> u32 {
+    self.core.count() as u32
+  }
+
+  #[napi(catch_unwind)]
   pub fn is_empty(&self) -> bool {
-    self.lock().is_empty()
+    self.core.is_empty()
   }
 
   /// Registered session ids, sorted ascending.
+  #[napi(catch_unwind)]
   pub fn session_ids(&self) -> Vec<String> {
-    let mut ids: Vec<String> = self.lock().keys().cloned().collect();
-    ids.sort_unstable();
-    ids
+    self.core.session_ids()
+  }
+
+  /// Calls `cb` once when the current registration of `sessionId` is
+  /// stopped. Throws `NOT_RUNNING` if the id is not registered. Returns an
+  /// unsubscribe function that may be called any number of times.
+  #[napi(
+    catch_unwind,
+    ts_args_type = "sessionId: string, cb: (sessionId: string) => void",
+    ts_return_type = "() => void"
+  )]
+  pub fn on_stop<'env>(
+    &self,
+    env: &'env Env,
+    session_id: Text,
+    cb: Callback<String>,
+  ) -> Result<Function<'env, (), ()>> {
+    let Text(session_id) = session_id;
+    validate_session_id(&session_id)?;
+    let subscription = self
+      .core
+      .subscribe(&session_id)
+      .ok_or_else(|| Failure::from(eren_machines_core::Error::NotRunning(session_id)))?;
+    self
+      .subscribers
+      .add_callback(env, &subscription, &cb.0)
+      .map_err(Failure::from)
   }
 }
 
-#[cfg(test)]
-mod tests {
-  use super::*;
+/// One registration of a session id. Its `signal` aborts, and its callbacks
+/// run, when this registration (and no later one) is stopped.
+#[napi(custom_finalize)]
+pub struct StopHandle {
+  session_id: String,
+  subscription: Subscription,
+  subscribers: Rc<Subscribers>,
+  controller: Option<ObjectRef<false>>,
+}
 
-  #[test]
-  fn starts_empty() {
-    let registry = ProcessRegistry::new();
-    assert_eq!(registry.count(), 0);
-    assert!(registry.is_empty());
-    assert!(registry.session_ids().is_empty());
+#[napi]
+impl StopHandle {
+  #[napi(getter)]
+  pub fn session_id(&self) -> String {
+    self.session_id.clone()
   }
 
-  #[test]
-  fn default_is_empty() {
-    let registry = ProcessRegistry::default();
-    assert!(registry.is_empty());
+  /// True once this registration has been stopped. `remove()` does not set it.
+  #[napi(getter)]
+  pub fn stopped(&self) -> bool {
+    self.subscription.is_stopped()
   }
 
-  #[test]
-  fn register_adds() {
-    let registry = ProcessRegistry::new();
-    registry.register("a").unwrap();
-    assert_eq!(registry.count(), 1);
-    assert!(!registry.is_empty());
-    assert_eq!(registry.status("a"), ProcessStatus::Running);
-    assert!(registry.is_running("a"));
+  /// An `AbortSignal` aborted when this registration is stopped; hand it to
+  /// `child_process.spawn`, `fetch` or anything else that takes one.
+  #[napi(getter, catch_unwind, ts_return_type = "AbortSignal")]
+  pub fn signal<'env>(&mut self, env: &'env Env) -> Result<Unknown<'env>> {
+    self.signal_inner(env).map_err(Failure::from)
   }
 
-  #[test]
-  fn duplicate_register_fails() {
-    let registry = ProcessRegistry::new();
-    registry.register("a").unwrap();
-    let err = registry.register("a").unwrap_err();
-    assert!(matches!(err, Error::AlreadyRunning(ref id) if id == "a"));
-    assert_eq!(err.code(), "ALREADY_RUNNING");
-    assert_eq!(registry.count(), 1);
+  /// Calls `cb` once when this registration is stopped, or on a later turn if
+  /// it already was. Returns an unsubscribe function.
+  #[napi(
+    catch_unwind,
+    ts_args_type = "cb: (sessionId: string) => void",
+    ts_return_type = "() => void"
+  )]
+  pub fn on_stop<'env>(
+    &self,
+    env: &'env Env,
+    cb: Callback<String>,
+  ) -> Result<Function<'env, (), ()>> {
+    self
+      .subscribers
+      .add_callback(env, &self.subscription, &cb.0)
+      .map_err(Failure::from)
   }
+}
 
-  #[test]
-  fn invalid_ids_are_rejected() {
-    let registry = ProcessRegistry::new();
-    assert_eq!(
-      registry.register("").unwrap_err().code(),
-      "INVALID_ARGUMENT"
-    );
-    let long = "x".repeat(257);
-    assert_eq!(
-      registry.register(&long).unwrap_err().code(),
-      "INVALID_ARGUMENT"
-    );
-    registry.register(&"x".repeat(256)).unwrap();
-    // 52 five-byte pairs are 260 bytes, though only 104 characters.
-    assert_eq!(
-      registry.register(&"é€".repeat(52)).unwrap_err().code(),
-      "INVALID_ARGUMENT"
-    );
-    assert_eq!(registry.count(), 1);
-  }
-
-  #[tokio::test]
-  async fn stop_removes_and_signals() {
-    let registry = ProcessRegistry::new();
-    let sender = registry.register("a").unwrap();
-    let mut receiver = sender.subscribe();
-    drop(sender);
-    assert!(registry.stop("a"));
-    assert_eq!(registry.status("a"), ProcessStatus::NotRunning);
-    assert_eq!(registry.count(), 0);
-    assert_eq!(receiver.recv().await, Ok(()));
-  }
-
-  #[tokio::test]
-  async fn stop_reaches_every_receiver() {
-    let registry = ProcessRegistry::new();
-    let registration = registry.register_tracked("a").unwrap();
-    let second = registry.subscribe("a").unwrap();
-    let third = registration.subscription.resubscribe();
-    drop(registration.sender);
-    assert!(registry.stop("a"));
-    assert_eq!(registration.subscription.wait().await, StopOutcome::Stopped);
-    assert_eq!(second.wait().await, StopOutcome::Stopped);
-    assert_eq!(third.wait().await, StopOutcome::Stopped);
-  }
-
-  #[test]
-  fn stop_unknown_returns_false() {
-    let registry = ProcessRegistry::new();
-    assert!(!registry.stop("nope"));
-  }
-
-  #[tokio::test]
-  async fn remove_cleans_up_without_signal() {
-    let registry = ProcessRegistry::new();
-    let registration = registry.register_tracked("a").unwrap();
-    drop(registration.sender);
-    assert!(registry.remove("a"));
-    assert_eq!(registry.count(), 0);
-    assert_eq!(registry.status("a"), ProcessStatus::NotRunning);
-    assert_eq!(
-      registration.subscription.wait().await,
-      StopOutcome::Released
-    );
-  }
-
-  #[test]
-  fn remove_unknown_is_noop() {
-    let registry = ProcessRegistry::new();
-    registry.register("a").unwrap();
-    assert!(!registry.remove("nope"));
-    assert_eq!(registry.count(), 1);
-  }
-
-  #[test]
-  fn status_of_unknown_is_not_running() {
-    let registry = ProcessRegistry::new();
-    assert_eq!(registry.status("ghost"), ProcessStatus::NotRunning);
-    assert!(!registry.is_running("ghost"));
-  }
-
-  #[test]
-  fn several_processes() {
-    let registry = ProcessRegistry::new();
-    for id in ["a", "b", "c"] {
-      registry.register(id).unwrap();
+impl StopHandle {
+  fn signal_inner<'env>(&mut self, env: &'env Env) -> napi::Result<Unknown<'env>> {
+    if let Some(controller) = &self.controller {
+      return controller.get_value(env)?.get_named_property("signal");
     }
-    assert_eq!(registry.count(), 3);
-    for id in ["a", "b", "c"] {
-      assert_eq!(registry.status(id), ProcessStatus::Running);
+    // Created on first use: most registrations never look at their signal.
+    let constructor: Function<(), Unknown> =
+      env.get_global()?.get_named_property("AbortController")?;
+    let controller = constructor.new_instance(())?;
+    let controller = Object::from_unknown(controller)?;
+    let abort: Function<(), Unknown> = controller.get_named_property("abort")?;
+    let abort = abort.bind(controller)?;
+    if self.subscription.is_stopped() {
+      // No listener can exist yet, so aborting now runs no user code.
+      abort.call(())?;
+    } else {
+      let abort = abort.create_ref()?;
+      self
+        .subscribers
+        .with_watch(env, &self.subscription, |watch| watch.abort = Some(abort))?;
     }
+    self.controller = Some(controller.create_ref()?);
+    controller.get_named_property("signal")
   }
+}
 
-  #[tokio::test]
-  async fn stopping_one_of_many_leaves_the_others() {
-    let registry = ProcessRegistry::new();
-    let a = registry.register_tracked("a").unwrap();
-    let b = registry.register_tracked("b").unwrap();
-    let mut c = registry.register_tracked("c").unwrap();
-    assert!(registry.stop("b"));
-    assert_eq!(registry.session_ids(), vec!["a", "c"]);
-    assert_eq!(b.subscription.wait().await, StopOutcome::Stopped);
-    let mut a_sub = a.subscription;
-    assert_eq!(a_sub.try_outcome(), None);
-    assert_eq!(c.subscription.try_outcome(), None);
-  }
-
-  #[test]
-  fn session_ids_are_sorted() {
-    let registry = ProcessRegistry::new();
-    for id in ["zeta", "alpha", "mid", "Beta"] {
-      registry.register(id).unwrap();
+impl ObjectFinalize for StopHandle {
+  fn finalize(mut self, env: Env) -> napi::Result<()> {
+    if let Some(controller) = self.controller.take() {
+      controller.unref(&env)?;
     }
-    assert_eq!(registry.session_ids(), vec!["Beta", "alpha", "mid", "zeta"]);
+    Ok(())
   }
+}
 
-  #[test]
-  fn reregister_after_remove() {
-    let registry = ProcessRegistry::new();
-    registry.register("a").unwrap();
-    assert!(registry.remove("a"));
-    registry.register("a").unwrap();
-    assert_eq!(registry.status("a"), ProcessStatus::Running);
-  }
+/// A `ProcessRegistry` argument, checked like every other argument.
+pub struct RegistryArg(pub Arc<core::ProcessRegistry>);
 
-  #[test]
-  fn reregister_after_stop() {
-    let registry = ProcessRegistry::new();
-    registry.register("a").unwrap();
-    assert!(registry.stop("a"));
-    registry.register("a").unwrap();
-    assert_eq!(registry.count(), 1);
-  }
-
-  #[tokio::test]
-  async fn earlier_registration_never_sees_a_later_stop() {
-    let registry = ProcessRegistry::new();
-    let first = registry.register_tracked("a").unwrap();
-    drop(first.sender);
-    assert!(registry.remove("a"));
-    let second = registry.register_tracked("a").unwrap();
-    assert_ne!(first.generation, second.generation);
-    assert!(registry.stop("a"));
-    assert_eq!(first.subscription.wait().await, StopOutcome::Released);
-    assert_eq!(second.subscription.wait().await, StopOutcome::Stopped);
-  }
-
-  #[test]
-  fn generation_guards_stop_and_remove() {
-    let registry = ProcessRegistry::new();
-    let first = registry.register_tracked("a").unwrap();
-    assert!(registry.remove("a"));
-    let second = registry.register_tracked("a").unwrap();
-    assert!(!registry.remove_generation("a", first.generation));
-    assert!(!registry.stop_generation("a", first.generation));
-    assert!(registry.is_running("a"));
-    assert!(!second.subscription.is_stopped());
-    assert!(registry.stop_generation("a", second.generation));
-    assert!(second.subscription.is_stopped());
-  }
-
-  #[tokio::test]
-  async fn late_subscriber_still_sees_the_stop() {
-    let registry = ProcessRegistry::new();
-    let registration = registry.register_tracked("a").unwrap();
-    assert!(registry.stop("a"));
-    // Taken after the signal was sent and while the returned sender lives.
-    let late = registration.subscription.resubscribe();
-    drop(registration.sender);
-    assert_eq!(late.wait().await, StopOutcome::Stopped);
-  }
-
-  #[test]
-  fn registry_is_usable_from_many_threads() {
-    let registry = Arc::new(ProcessRegistry::new());
-    let threads: Vec<_> = (0..4)
-      .map(|t| {
-        let registry = registry.clone();
-        std::thread::spawn(move || {
-          for i in 0..1000 {
-            let id = format!("{t}-{i}");
-            registry.register(&id).unwrap();
-            assert!(registry.stop(&id));
-          }
-        })
-      })
-      .collect();
-    for thread in threads {
-      thread.join().unwrap();
+impl FromNapiValue for RegistryArg {
+  unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
+    match unsafe { ClassInstance::<ProcessRegistry>::from_napi_value(env, value) } {
+      Ok(instance) => Ok(RegistryArg(instance.core.clone())),
+      Err(_) => Err(super::args::invalid_argument(
+        env,
+        "expected a ProcessRegistry".into(),
+      )),
     }
-    assert!(registry.is_empty());
   }
 }

@@ -48,10 +48,6 @@ pub enum Location {
   Memory(String),
 }
 
-pub(crate) fn storage(err: rusqlite::Error) -> Error {
-  Error::Storage(err.to_string())
-}
-
 /// Creates the database file readable and writable by its owner only. SQLite
 /// gives the `-wal` and `-shm` files the mode of the database file.
 #[cfg(unix)]
@@ -65,7 +61,7 @@ fn create_private_file(path: &Path) -> Result<()> {
   {
     Ok(_) => Ok(()),
     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-    Err(e) => Err(Error::Storage(format!(
+    Err(e) => Err(Error::Armin(format!(
       "cannot create {}: {e}",
       path.display()
     ))),
@@ -89,25 +85,19 @@ pub fn open(location: &Location, migrate: bool) -> Result<Connection> {
       if migrate {
         create_private_file(path)?;
       }
-      Connection::open_with_flags(path, flags).map_err(storage)?
+      Connection::open_with_flags(path, flags)?
     }
     Location::Memory(name) => {
-      Connection::open_with_flags(format!("file:/{name}?vfs=memdb"), flags).map_err(storage)?
+      Connection::open_with_flags(format!("file:/{name}?vfs=memdb"), flags)?
     }
   };
-  conn
-    .busy_timeout(Duration::from_secs(10))
-    .map_err(storage)?;
+  conn.busy_timeout(Duration::from_secs(10))?;
   if let Location::File(_) = location {
     // WAL: readers never block the writer. FULL: a commit survives power
     // loss, not only a crash of the host; group commit pays one fsync per
     // batch, not per message.
-    conn
-      .pragma_update(None, "journal_mode", "WAL")
-      .map_err(storage)?;
-    conn
-      .pragma_update(None, "synchronous", "FULL")
-      .map_err(storage)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
   }
   if migrate {
     migrate_schema(&conn)?;
@@ -116,20 +106,16 @@ pub fn open(location: &Location, migrate: bool) -> Result<Connection> {
 }
 
 fn migrate_schema(conn: &Connection) -> Result<()> {
-  let version: i64 = conn
-    .pragma_query_value(None, "user_version", |row| row.get(0))
-    .map_err(storage)?;
+  let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
   if version > SCHEMA_VERSION {
-    return Err(Error::Storage(format!(
+    return Err(Error::Armin(format!(
       "database schema version {version} is newer than this build supports ({SCHEMA_VERSION})"
     )));
   }
   if version < 1 {
-    conn
-      .execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
-      ))
-      .map_err(storage)?;
+    conn.execute_batch(&format!(
+      "BEGIN IMMEDIATE; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
+    ))?;
   }
   // Later migrations go here: `if version < 2 { ... PRAGMA user_version = 2 }`.
   Ok(())

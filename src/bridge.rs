@@ -3,10 +3,11 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use super::args::{OptionalI32, Text};
-use super::error::JsCode;
-use super::store::{promise, JsMessage, StoreArg};
-use crate::bridge::{claude, terminal};
+use crate::args::{OptionalI32, Text};
+use crate::error::Result;
+use crate::promise::promise;
+use crate::store::{JsMessage, StoreArg};
+use eren_machines_core::bridge::{claude, terminal};
 
 /// Stores `rawJson` byte for byte as a message. It must be a single JSON
 /// object, else the Promise rejects with `INVALID_JSON` and nothing is stored.
@@ -22,7 +23,7 @@ pub fn store_event<'env>(
   store: StoreArg,
   session_id: Text,
   raw_json: Text,
-) -> Result<PromiseRaw<'env, JsMessage>, JsCode> {
+) -> Result<PromiseRaw<'env, JsMessage>> {
   promise(
     env,
     claude::store_event(&store.0, &session_id.0, raw_json.0),
@@ -44,7 +45,7 @@ pub fn update_claude_session_id<'env>(
   store: StoreArg,
   session_id: Text,
   claude_session_id: Text,
-) -> Result<PromiseRaw<'env, bool>, JsCode> {
+) -> Result<PromiseRaw<'env, bool>> {
   let pending = claude::update_claude_session_id(&store.0, &session_id.0, &claude_session_id.0);
   promise(env, pending, |updated| updated)
 }
@@ -61,7 +62,7 @@ pub fn set_running<'env>(
   env: &'env Env,
   store: StoreArg,
   session_id: Text,
-) -> Result<PromiseRaw<'env, ()>, JsCode> {
+) -> Result<PromiseRaw<'env, ()>> {
   promise(env, claude::set_running(&store.0, &session_id.0), |()| ())
 }
 
@@ -77,7 +78,7 @@ pub fn set_idle<'env>(
   env: &'env Env,
   store: StoreArg,
   session_id: Text,
-) -> Result<PromiseRaw<'env, ()>, JsCode> {
+) -> Result<PromiseRaw<'env, ()>> {
   promise(env, claude::set_idle(&store.0, &session_id.0), |()| ())
 }
 
@@ -94,7 +95,7 @@ pub fn store_stdout<'env>(
   store: StoreArg,
   session_id: Text,
   line: Text,
-) -> Result<PromiseRaw<'env, JsMessage>, JsCode> {
+) -> Result<PromiseRaw<'env, JsMessage>> {
   store_output(env, store, session_id, terminal::Stream::Stdout, line)
 }
 
@@ -111,7 +112,7 @@ pub fn store_stderr<'env>(
   store: StoreArg,
   session_id: Text,
   line: Text,
-) -> Result<PromiseRaw<'env, JsMessage>, JsCode> {
+) -> Result<PromiseRaw<'env, JsMessage>> {
   store_output(env, store, session_id, terminal::Stream::Stderr, line)
 }
 
@@ -121,7 +122,7 @@ fn store_output<'env>(
   session_id: Text,
   stream: terminal::Stream,
   line: Text,
-) -> Result<PromiseRaw<'env, JsMessage>, JsCode> {
+) -> Result<PromiseRaw<'env, JsMessage>> {
   let pending = terminal::store_output(&store.0, &session_id.0, stream, &line.0);
   promise(env, pending, JsMessage::from)
 }
@@ -140,7 +141,7 @@ pub fn store_finished<'env>(
   store: StoreArg,
   session_id: Text,
   exit_code: OptionalI32,
-) -> Result<PromiseRaw<'env, JsMessage>, JsCode> {
+) -> Result<PromiseRaw<'env, JsMessage>> {
   promise(
     env,
     terminal::store_finished(&store.0, &session_id.0, exit_code.0),

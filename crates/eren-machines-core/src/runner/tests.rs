@@ -4,9 +4,10 @@ use super::*;
 use serde_json::Value;
 
 fn setup(session_id: &str) -> (SessionStore, Arc<ProcessRegistry>) {
-  let store = SessionStore::in_memory().unwrap();
-  store.create_session(Some(session_id)).wait().unwrap();
-  (store, Arc::new(ProcessRegistry::new()))
+  (
+    crate::test_support::store_with_session(session_id),
+    Arc::new(ProcessRegistry::new()),
+  )
 }
 
 fn sh(script: &str) -> Program {

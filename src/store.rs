@@ -1,15 +1,13 @@
 //! `SessionStore` for JS: every call that touches SQLite returns a Promise
 //! settled from the store's own threads.
 
-use std::future::Future;
-
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
-use super::args::{invalid_argument, Callback, OptionalText, Options, Text};
-use super::error::{coded, from_napi, to_js, JsCode};
-use crate::store::{self as core, SessionReader, SessionWriter};
+use crate::args::{invalid_argument, Callback, OptionalText, Options, Text};
+use crate::error::{Failure, Result};
+use crate::promise::{message_sink, promise};
+use eren_machines_core::store::{self as core, SessionReader, SessionWriter};
 
 /// A stored message. `sequenceNumber` is the order within its session.
 #[napi(object, js_name = "Message")]
@@ -79,41 +77,6 @@ pub enum AgentStatus {
   NotAvailable,
 }
 
-/// Turns a store answer into a Promise that rejects with a coded `Error`.
-pub(crate) fn promise<'env, T, V>(
-  env: &'env Env,
-  pending: impl Future<Output = crate::error::Result<T>> + Send + 'static,
-  convert: impl FnOnce(T) -> V + 'static,
-) -> Result<PromiseRaw<'env, V>, JsCode>
-where
-  T: Send + 'static,
-  V: ToNapiValue,
-{
-  env
-    .spawn_future_with_callback(async move { Ok(pending.await) }, move |env, answer| {
-      answer.map(convert).map_err(|e| coded(env.raw(), e))
-    })
-    .map_err(from_napi)
-}
-
-/// Calls `cb` on the JS thread with each message a store thread hands over,
-/// in order, through a weak threadsafe function: it never keeps the process
-/// alive.
-pub(crate) fn message_sink(cb: &Callback<JsMessage>) -> napi::Result<core::MessageSink> {
-  let deliver = cb
-    .0
-    .build_threadsafe_function::<JsMessage>()
-    .weak::<true>()
-    .callee_handled::<false>()
-    .build()?;
-  Ok(Box::new(move |message| {
-    deliver.call(
-      JsMessage::from(message.clone()),
-      ThreadsafeFunctionCallMode::NonBlocking,
-    );
-  }))
-}
-
 /// Embedded SQLite message storage with per-session sequence numbers.
 ///
 /// One writer thread commits every pending write in one transaction and
@@ -129,20 +92,20 @@ impl SessionStore {
   /// Opens a database file, creating it (mode 0600) if absent. An existing
   /// file keeps its mode. Opening runs on the calling thread.
   #[napi(factory, catch_unwind)]
-  pub fn open(#[napi(ts_arg_type = "string")] path: Text) -> Result<Self, JsCode> {
+  pub fn open(#[napi(ts_arg_type = "string")] path: Text) -> Result<Self> {
     if path.0.is_empty() {
-      return Err(to_js(crate::error::Error::InvalidArgument(
+      return Err(Failure::from(eren_machines_core::Error::InvalidArgument(
         "path must not be empty".into(),
       )));
     }
-    let core = core::SessionStore::open(path.0).map_err(to_js)?;
+    let core = core::SessionStore::open(path.0)?;
     Ok(SessionStore { core })
   }
 
   /// A private in-memory store, gone once closed or garbage-collected.
   #[napi(factory, catch_unwind)]
-  pub fn in_memory() -> Result<Self, JsCode> {
-    let core = core::SessionStore::in_memory().map_err(to_js)?;
+  pub fn in_memory() -> Result<Self> {
+    let core = core::SessionStore::in_memory()?;
     Ok(SessionStore { core })
   }
 
@@ -157,7 +120,7 @@ impl SessionStore {
     &self,
     env: &'env Env,
     session_id: OptionalText,
-  ) -> Result<PromiseRaw<'env, String>, JsCode> {
+  ) -> Result<PromiseRaw<'env, String>> {
     let pending = self.core.create_session(session_id.0.as_deref());
     promise(env, pending, |id| id)
   }
@@ -168,7 +131,7 @@ impl SessionStore {
     &self,
     env: &'env Env,
     #[napi(ts_arg_type = "string")] session_id: Text,
-  ) -> Result<PromiseRaw<'env, Option<JsSession>>, JsCode> {
+  ) -> Result<PromiseRaw<'env, Option<JsSession>>> {
     promise(env, self.core.get_session(&session_id.0), |s| {
       s.map(JsSession::from)
     })
@@ -176,10 +139,7 @@ impl SessionStore {
 
   /// Every session, in creation order.
   #[napi(catch_unwind, ts_return_type = "Promise<Session[]>")]
-  pub fn list_sessions<'env>(
-    &self,
-    env: &'env Env,
-  ) -> Result<PromiseRaw<'env, Vec<JsSession>>, JsCode> {
+  pub fn list_sessions<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Vec<JsSession>>> {
     promise(env, self.core.list_sessions(), |all| {
       all.into_iter().map(JsSession::from).collect()
     })
@@ -197,9 +157,9 @@ impl SessionStore {
     env: &'env Env,
     session_id: Text,
     opts: Options,
-  ) -> Result<PromiseRaw<'env, Vec<JsMessage>>, JsCode> {
-    let after = opts.count("afterSequence").map_err(to_js)?;
-    let limit = opts.count("limit").map_err(to_js)?;
+  ) -> Result<PromiseRaw<'env, Vec<JsMessage>>> {
+    let after = opts.count("afterSequence")?;
+    let limit = opts.count("limit")?;
     promise(
       env,
       self.core.messages(&session_id.0, after.unwrap_or(0), limit),
@@ -223,20 +183,17 @@ impl SessionStore {
     session_id: Text,
     cb: Callback<JsMessage>,
     opts: Options,
-  ) -> Result<Function<'env, (), ()>, JsCode> {
-    let after = opts.count("afterSequence").map_err(to_js)?;
-    let sink = message_sink(&cb).map_err(from_napi)?;
-    let subscription = self
-      .core
-      .subscribe(&session_id.0, after, sink)
-      .map_err(to_js)?;
+  ) -> Result<Function<'env, (), ()>> {
+    let after = opts.count("afterSequence")?;
+    let sink = message_sink(&cb)?;
+    let subscription = self.core.subscribe(&session_id.0, after, sink)?;
     let store = self.core.clone();
     env
       .create_function_from_closure("unsubscribe", move |_| {
         store.unsubscribe(&subscription);
         Ok(())
       })
-      .map_err(from_napi)
+      .map_err(Failure::from)
   }
 
   /// Closes a session: later appends reject with `SESSION_CLOSED`.
@@ -245,7 +202,7 @@ impl SessionStore {
     &self,
     env: &'env Env,
     #[napi(ts_arg_type = "string")] session_id: Text,
-  ) -> Result<PromiseRaw<'env, ()>, JsCode> {
+  ) -> Result<PromiseRaw<'env, ()>> {
     promise(env, self.core.close_session(&session_id.0), |()| ())
   }
 
@@ -255,7 +212,7 @@ impl SessionStore {
     &self,
     env: &'env Env,
     #[napi(ts_arg_type = "string")] session_id: Text,
-  ) -> Result<PromiseRaw<'env, bool>, JsCode> {
+  ) -> Result<PromiseRaw<'env, bool>> {
     promise(env, self.core.delete_session(&session_id.0), |deleted| {
       deleted
     })
@@ -264,7 +221,7 @@ impl SessionStore {
   /// Waits for every write already accepted to commit, then releases the
   /// database. Every later call rejects with `STORE_CLOSED`.
   #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-  pub fn close<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>, JsCode> {
+  pub fn close<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
     promise(env, self.core.close(), |()| ())
   }
 }

@@ -1,13 +1,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::*;
-
-fn temp_path(name: &str) -> std::path::PathBuf {
-  let dir = std::env::temp_dir().join(format!("eren-store-test-{}-{name}", std::process::id()));
-  let _ = std::fs::remove_dir_all(&dir);
-  std::fs::create_dir_all(&dir).unwrap();
-  dir.join("sessions.db")
-}
+use crate::test_support::{store_with_session, TempDir};
 
 fn collecting_sink() -> (Arc<Mutex<Vec<i64>>>, MessageSink) {
   let seen = Arc::new(Mutex::new(Vec::new()));
@@ -42,8 +36,7 @@ fn create_session_generates_a_uuid_and_rejects_duplicates() {
 
 #[test]
 fn new_sessions_start_idle_and_empty() {
-  let store = SessionStore::in_memory().unwrap();
-  store.create_session(Some("s")).wait().unwrap();
+  let store = store_with_session("s");
   let session = store.get_session("s").wait().unwrap().unwrap();
   assert_eq!(session.agent_status, AgentStatus::Idle);
   assert_eq!(session.last_sequence, 0);
@@ -55,8 +48,7 @@ fn new_sessions_start_idle_and_empty() {
 
 #[test]
 fn closed_sessions_refuse_appends_and_store_nothing() {
-  let store = SessionStore::in_memory().unwrap();
-  store.create_session(Some("s")).wait().unwrap();
+  let store = store_with_session("s");
   store.append("s", "one".into()).wait().unwrap();
   store.close_session("s").wait().unwrap();
   let err = store.append("s", "two".into()).wait().unwrap_err();
@@ -114,8 +106,7 @@ fn message_ids_are_unique_across_sessions_and_deletes() {
 
 #[test]
 fn delete_removes_messages_and_allows_recreation() {
-  let store = SessionStore::in_memory().unwrap();
-  store.create_session(Some("s")).wait().unwrap();
+  let store = store_with_session("s");
   store.append("s", "x".into()).wait().unwrap();
   assert!(store.delete_session("s").wait().unwrap());
   assert_eq!(store.get_session("s").wait().unwrap(), None);
@@ -167,7 +158,8 @@ fn concurrent_appends_from_threads_are_contiguous_per_session() {
 
 #[test]
 fn a_file_store_reopened_keeps_everything_and_continues_the_sequence() {
-  let path = temp_path("reopen");
+  let dir = TempDir::new("reopen");
+  let path = dir.path().join("sessions.db");
   {
     let store = SessionStore::open(&path).unwrap();
     store.create_session(Some("s")).wait().unwrap();
@@ -190,7 +182,8 @@ fn a_file_store_reopened_keeps_everything_and_continues_the_sequence() {
 #[test]
 fn a_created_database_is_private_and_an_existing_one_keeps_its_mode() {
   use std::os::unix::fs::PermissionsExt;
-  let path = temp_path("mode");
+  let dir = TempDir::new("mode");
+  let path = dir.path().join("sessions.db");
   let store = SessionStore::open(&path).unwrap();
   store.create_session(Some("s")).wait().unwrap();
   for suffix in ["", "-wal", "-shm"] {
@@ -210,7 +203,8 @@ fn a_created_database_is_private_and_an_existing_one_keeps_its_mode() {
 
 #[test]
 fn close_waits_for_pending_writes_then_refuses() {
-  let path = temp_path("close");
+  let dir = TempDir::new("close");
+  let path = dir.path().join("sessions.db");
   let store = SessionStore::open(&path).unwrap();
   store.create_session(Some("s")).wait().unwrap();
   let pending: Vec<_> = (0..1000)
@@ -234,8 +228,7 @@ fn close_waits_for_pending_writes_then_refuses() {
 
 #[test]
 fn subscribe_replays_then_goes_live_without_gap_or_duplicate() {
-  let store = SessionStore::in_memory().unwrap();
-  store.create_session(Some("s")).wait().unwrap();
+  let store = store_with_session("s");
   for i in 0..3000 {
     store.append("s", format!("{i}")).wait().unwrap();
   }
@@ -290,7 +283,8 @@ fn subscribe_defaults_to_live_only_and_unsubscribe_stops_delivery() {
 fn two_stores_on_one_file_share_sequences_and_message_ids() {
   // Two opens of one file stand for two processes: each writer must notice
   // the other's commits before numbering its own.
-  let path = temp_path("two-writers");
+  let dir = TempDir::new("two-writers");
+  let path = dir.path().join("sessions.db");
   let first = SessionStore::open(&path).unwrap();
   let second = SessionStore::open(&path).unwrap();
   first.create_session(Some("shared")).wait().unwrap();

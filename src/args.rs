@@ -3,8 +3,8 @@
 
 use napi::bindgen_prelude::*;
 
-use super::error::coded;
-use crate::error::Error;
+use crate::error::coded;
+use eren_machines_core::Error;
 
 pub fn invalid_argument(env: sys::napi_env, message: String) -> napi::Error {
   coded(env, Error::InvalidArgument(message))

@@ -6,12 +6,13 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use super::args::{Callback, Options};
-use super::error::{coded, from_napi, to_js, JsCode};
-use super::registry::RegistryArg;
-use super::store::{message_sink, promise, JsMessage, StoreArg};
-use crate::error::Error;
-use crate::runner::{self, claude, Program, RunResult};
+use crate::args::{Callback, Options};
+use crate::error::{coded, Failure, Result};
+use crate::promise::{message_sink, promise};
+use crate::registry::RegistryArg;
+use crate::store::{JsMessage, StoreArg};
+use eren_machines_core::runner::{self, claude, Program, RunResult};
+use eren_machines_core::Error;
 
 /// How a run ended.
 #[napi(object, js_name = "RunResult", use_nullable = true)]
@@ -35,29 +36,25 @@ impl From<RunResult> for JsRunResult {
 
 /// The options every run shares.
 struct Common {
-  store: crate::store::SessionStore,
-  registry: std::sync::Arc<crate::registry::ProcessRegistry>,
+  store: eren_machines_core::store::SessionStore,
+  registry: std::sync::Arc<eren_machines_core::registry::ProcessRegistry>,
   session_id: String,
   cwd: Option<std::path::PathBuf>,
   env: Vec<(String, String)>,
   kill_grace: Duration,
-  on_message: Option<crate::store::MessageSink>,
+  on_message: Option<eren_machines_core::store::MessageSink>,
 }
 
-fn common(opts: &Options) -> Result<Common, JsCode> {
-  let store: StoreArg = opts.require("store", "a SessionStore").map_err(to_js)?;
-  let registry: RegistryArg = opts
-    .require("registry", "a ProcessRegistry")
-    .map_err(to_js)?;
-  let session_id: String = opts.require("sessionId", "a string").map_err(to_js)?;
-  let cwd: Option<String> = opts.get("cwd", "a string").map_err(to_js)?;
-  let env: Option<HashMap<String, String>> =
-    opts.get("env", "an object of strings").map_err(to_js)?;
-  let kill_grace = opts.count("killGraceMs").map_err(to_js)?;
-  let on_message: Option<Callback<JsMessage>> =
-    opts.get("onMessage", "a function").map_err(to_js)?;
+fn common(opts: &Options) -> Result<Common> {
+  let store: StoreArg = opts.require("store", "a SessionStore")?;
+  let registry: RegistryArg = opts.require("registry", "a ProcessRegistry")?;
+  let session_id: String = opts.require("sessionId", "a string")?;
+  let cwd: Option<String> = opts.get("cwd", "a string")?;
+  let env: Option<HashMap<String, String>> = opts.get("env", "an object of strings")?;
+  let kill_grace = opts.count("killGraceMs")?;
+  let on_message: Option<Callback<JsMessage>> = opts.get("onMessage", "a function")?;
   let on_message = match on_message {
-    Some(cb) => Some(message_sink(&cb).map_err(from_napi)?),
+    Some(cb) => Some(message_sink(&cb)?),
     None => None,
   };
   let mut env: Vec<(String, String)> = env.unwrap_or_default().into_iter().collect();
@@ -80,7 +77,7 @@ fn start<'env>(
   common: Common,
   program: Program,
   handler: Box<dyn runner::OutputHandler>,
-) -> Result<PromiseRaw<'env, Object<'env>>, JsCode> {
+) -> Result<PromiseRaw<'env, Object<'env>>> {
   let started = runner::start(
     &common.store,
     &common.registry,
@@ -96,12 +93,11 @@ fn start<'env>(
       let mut object = Object::new(env)?;
       object.set("sessionId", run.session_id)?;
       object.set("pid", run.pid)?;
-      let exited = promise(env, run.exited, JsRunResult::from)
-        .map_err(|e| napi::Error::new(Status::GenericFailure, e.reason.clone()))?;
+      let exited = promise(env, run.exited, JsRunResult::from).map_err(|e| coded(env.raw(), e))?;
       object.set("exited", exited)?;
       Ok(object)
     })
-    .map_err(from_napi)
+    .map_err(Failure::from)
 }
 
 /// Spawns `command` with `args` into the session: no shell, a new process
@@ -120,10 +116,10 @@ fn start<'env>(
 pub fn spawn_terminal<'env>(
   env: &'env Env,
   opts: Options,
-) -> Result<PromiseRaw<'env, Object<'env>>, JsCode> {
+) -> Result<PromiseRaw<'env, Object<'env>>> {
   let common = common(&opts)?;
-  let command: String = opts.require("command", "a string").map_err(to_js)?;
-  let args: Option<Vec<String>> = opts.get("args", "an array of strings").map_err(to_js)?;
+  let command: String = opts.require("command", "a string")?;
+  let args: Option<Vec<String>> = opts.get("args", "an array of strings")?;
   let program = Program {
     command,
     args: args.unwrap_or_default(),
@@ -145,26 +141,22 @@ pub fn spawn_terminal<'env>(
   ts_args_type = "opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; prompt: string; cwd?: string; resumeSessionId?: string; claudePath?: string; args?: string[]; env?: Record<string, string>; killGraceMs?: number; onMessage?: (m: Message) => void }",
   ts_return_type = "Promise<Run>"
 )]
-pub fn spawn_claude<'env>(
-  env: &'env Env,
-  opts: Options,
-) -> Result<PromiseRaw<'env, Object<'env>>, JsCode> {
+pub fn spawn_claude<'env>(env: &'env Env, opts: Options) -> Result<PromiseRaw<'env, Object<'env>>> {
   let common = common(&opts)?;
-  let prompt: String = opts.require("prompt", "a string").map_err(to_js)?;
+  let prompt: String = opts.require("prompt", "a string")?;
   let request = claude::ClaudeRequest {
     prompt,
-    claude_path: opts.get("claudePath", "a string").map_err(to_js)?,
-    resume_session_id: opts.get("resumeSessionId", "a string").map_err(to_js)?,
+    claude_path: opts.get("claudePath", "a string")?,
+    resume_session_id: opts.get("resumeSessionId", "a string")?,
     args: opts
-      .get::<Vec<String>>("args", "an array of strings")
-      .map_err(to_js)?
+      .get::<Vec<String>>("args", "an array of strings")?
       .unwrap_or_default(),
     cwd: common.cwd.clone(),
     env: common.env.clone(),
   };
   let program = claude::program(request);
   if program.command.is_empty() {
-    return Err(to_js(Error::InvalidArgument(
+    return Err(Failure::from(Error::InvalidArgument(
       "claudePath must not be empty".into(),
     )));
   }

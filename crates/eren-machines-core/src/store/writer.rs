@@ -12,8 +12,8 @@ use std::sync::{mpsc, Arc};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use super::live::{Event, Live};
-use super::schema::storage;
-use super::{now_ms, AgentStatus, Message, Reply};
+use super::model::{now_ms, AgentStatus, Message};
+use super::pending::Reply;
 use crate::error::{Error, Result};
 
 /// Most commands in one transaction; bounds the latency of a single commit.
@@ -100,9 +100,7 @@ pub struct WriterState {
 
 impl WriterState {
   pub fn load(conn: &Connection) -> Result<Self> {
-    let mut stmt = conn
-      .prepare("SELECT session_id, key, last_sequence, closed FROM sessions")
-      .map_err(storage)?;
+    let mut stmt = conn.prepare("SELECT session_id, key, last_sequence, closed FROM sessions")?;
     let sessions = stmt
       .query_map([], |row| {
         Ok((
@@ -113,17 +111,13 @@ impl WriterState {
             closed: row.get(3)?,
           },
         ))
-      })
-      .map_err(storage)?
-      .collect::<rusqlite::Result<HashMap<_, _>>>()
-      .map_err(storage)?;
-    let next_message_id = conn
-      .query_row(
-        "SELECT value FROM meta WHERE name = 'next_message_id'",
-        [],
-        |row| row.get(0),
-      )
-      .map_err(storage)?;
+      })?
+      .collect::<rusqlite::Result<HashMap<_, _>>>()?;
+    let next_message_id = conn.query_row(
+      "SELECT value FROM meta WHERE name = 'next_message_id'",
+      [],
+      |row| row.get(0),
+    )?;
     Ok(WriterState {
       sessions,
       next_message_id,
@@ -155,7 +149,7 @@ pub fn spawn(
   std::thread::Builder::new()
     .name("eren-store-writer".into())
     .spawn(move || writer.run(receiver))
-    .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
+    .map_err(|e| Error::Armin(format!("cannot start the writer thread: {e}")))?;
   Ok(sender)
 }
 
@@ -171,7 +165,7 @@ struct Writer {
 fn data_version(conn: &Connection) -> Result<i64> {
   conn
     .pragma_query_value(None, "data_version", |row| row.get(0))
-    .map_err(storage)
+    .map_err(Error::from)
 }
 
 /// A command's answer, held back until the transaction has committed.
@@ -206,7 +200,7 @@ impl Answer {
 
   /// The commit failed: nothing of the batch was stored.
   fn fail(self, error: &str) {
-    let error = || Error::Storage(error.to_owned());
+    let error = || Error::Armin(error.to_owned());
     match self {
       Answer::Session(reply, _) => drop(reply.send(Err(error()))),
       Answer::Message(reply, _) => drop(reply.send(Err(error()))),
@@ -300,171 +294,215 @@ impl Writer {
     // sequence number is handed out and nobody can commit in between.
     let tx = self
       .conn
-      .transaction_with_behavior(TransactionBehavior::Immediate)
-      .map_err(storage)?;
+      .transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version = data_version(&tx)?;
     if version != self.data_version {
       self.state = WriterState::load(&tx)?;
       self.live.refresh(self.state.committed_sequences());
       self.data_version = version;
     }
-    // Sessions whose last sequence moved in this batch, by internal key.
-    let mut touched: HashMap<i64, i64> = HashMap::new();
     let first_message_id = self.state.next_message_id;
-    let created_at = now_ms();
-    // A failed insert may leave part of a multi-message append behind, so
-    // it fails the whole transaction rather than commit half of one.
-    let mut poisoned = false;
+    let mut batch_state = Batch {
+      tx: &tx,
+      state: &mut self.state,
+      created_at: now_ms(),
+      touched: HashMap::new(),
+      events,
+      poisoned: false,
+    };
     for command in batch {
-      let answer = match command {
-        Command::Create { session_id, reply } => {
-          let result = create(&tx, &mut self.state, &session_id, created_at);
-          if result.is_ok() {
-            events.push(Event::Created(session_id.clone()));
-          }
-          Answer::Session(reply, result.map(|()| session_id))
-        }
-        Command::Append {
-          session_id,
-          content,
-          reply,
-        } => {
-          let result = append(&tx, &mut self.state, session_id, vec![content], created_at);
-          poisoned |= matches!(result, Err(Error::Storage(_)));
-          let result = result.map(|mut messages| messages.remove(0));
-          let answer = Answer::Message(reply, result);
-          note_append(&answer, &self.state, &mut touched, events, answers.len());
-          answer
-        }
-        Command::AppendMany {
-          session_id,
-          contents,
-          reply,
-        } => {
-          let result = append(&tx, &mut self.state, session_id, contents, created_at);
-          poisoned |= matches!(result, Err(Error::Storage(_)));
-          let answer = Answer::Messages(reply, result);
-          note_append(&answer, &self.state, &mut touched, events, answers.len());
-          answer
-        }
-        Command::SetClaudeSessionId {
-          session_id,
-          claude_session_id,
-          reply,
-        } => {
-          let result = match self.state.sessions.get(&session_id) {
-            None => Ok(false),
-            Some(session) => tx
-              .prepare_cached("UPDATE sessions SET claude_session_id = ?1 WHERE key = ?2")
-              .and_then(|mut s| s.execute(params![claude_session_id, session.key]))
-              .map(|_| true)
-              .map_err(storage),
-          };
-          Answer::Flag(reply, result)
-        }
-        Command::SetStatus {
-          session_id,
-          status,
-          error_message,
-          reply,
-        } => {
-          let result = match self.state.sessions.get(&session_id) {
-            None => Err(Error::SessionNotFound(session_id)),
-            Some(session) => tx
-              .prepare_cached(
-                "UPDATE sessions SET agent_status = ?1, error_message = ?2 WHERE key = ?3",
-              )
-              .and_then(|mut s| s.execute(params![status.as_str(), error_message, session.key]))
-              .map(|_| ())
-              .map_err(storage),
-          };
-          Answer::Done(reply, result)
-        }
-        Command::CloseSession { session_id, reply } => {
-          let result = match self.state.sessions.get_mut(&session_id) {
-            None => Err(Error::SessionNotFound(session_id)),
-            Some(session) => {
-              session.closed = true;
-              tx.prepare_cached("UPDATE sessions SET closed = 1 WHERE key = ?1")
-                .and_then(|mut s| s.execute(params![session.key]))
-                .map(|_| ())
-                .map_err(storage)
-            }
-          };
-          Answer::Done(reply, result)
-        }
-        Command::Delete { session_id, reply } => {
-          let result = match self.state.sessions.remove(&session_id) {
-            None => Ok(false),
-            Some(session) => {
-              touched.remove(&session.key);
-              events.push(Event::Deleted(session_id));
-              tx.prepare_cached("DELETE FROM messages WHERE session = ?1")
-                .and_then(|mut s| s.execute(params![session.key]))
-                .and_then(|_| tx.prepare_cached("DELETE FROM sessions WHERE key = ?1"))
-                .and_then(|mut s| s.execute(params![session.key]))
-                .map(|_| true)
-                .map_err(storage)
-            }
-          };
-          Answer::Flag(reply, result)
-        }
-        Command::Shutdown { reply } => Answer::Done(reply, Ok(())),
-      };
+      let answer = batch_state.apply(command, answers.len());
       answers.push(answer);
     }
+    let Batch {
+      touched, poisoned, ..
+    } = batch_state;
     {
-      let mut update = tx
-        .prepare_cached("UPDATE sessions SET last_sequence = ?1 WHERE key = ?2")
-        .map_err(storage)?;
+      let mut update =
+        tx.prepare_cached("UPDATE sessions SET last_sequence = ?1 WHERE key = ?2")?;
       for (key, last_sequence) in &touched {
-        update
-          .execute(params![last_sequence, key])
-          .map_err(storage)?;
+        update.execute(params![last_sequence, key])?;
       }
     }
     if self.state.next_message_id != first_message_id {
-      tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'next_message_id'")
-        .and_then(|mut s| s.execute(params![self.state.next_message_id]))
-        .map_err(storage)?;
+      tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'next_message_id'")?
+        .execute(params![self.state.next_message_id])?;
     }
     if poisoned {
-      return Err(Error::Storage(
+      return Err(Error::Armin(
         "an insert failed; the batch was rolled back".into(),
       ));
     }
-    tx.commit().map_err(storage)
+    Ok(tx.commit()?)
   }
 }
 
-fn create(
-  tx: &Transaction,
-  state: &mut WriterState,
-  session_id: &str,
+/// One batch inside its transaction: each command is one small function.
+struct Batch<'a> {
+  tx: &'a Transaction<'a>,
+  state: &'a mut WriterState,
   created_at: i64,
-) -> Result<()> {
-  if state.sessions.contains_key(session_id) {
-    return Err(Error::SessionExists(session_id.to_owned()));
-  }
-  tx.prepare_cached(
-    "INSERT INTO sessions (session_id, agent_status, closed, created_at, last_sequence)
-     VALUES (?1, ?2, 0, ?3, 0)",
-  )
-  .and_then(|mut s| s.execute(params![session_id, AgentStatus::Idle.as_str(), created_at]))
-  .map_err(storage)?;
-  state.sessions.insert(
-    session_id.to_owned(),
-    CachedSession {
-      key: tx.last_insert_rowid(),
-      last_sequence: 0,
-      closed: false,
-    },
-  );
-  Ok(())
+  /// Sessions whose last sequence moved in this batch, by internal key.
+  touched: HashMap<i64, i64>,
+  events: &'a mut Vec<Event>,
+  /// A failed insert may leave part of a multi-message append behind, so it
+  /// fails the whole transaction rather than commit half of one.
+  poisoned: bool,
 }
 
-/// Appends `contents` to one session, numbered consecutively.
-fn append(
+impl Batch<'_> {
+  /// Runs one command; `index` is where its answer goes in the batch.
+  fn apply(&mut self, command: Command, index: usize) -> Answer {
+    match command {
+      Command::Create { session_id, reply } => {
+        let result = self.create(&session_id);
+        Answer::Session(reply, result.map(|()| session_id))
+      }
+      Command::Append {
+        session_id,
+        content,
+        reply,
+      } => {
+        let result = self.append(session_id, vec![content], index);
+        Answer::Message(reply, result.map(|mut messages| messages.remove(0)))
+      }
+      Command::AppendMany {
+        session_id,
+        contents,
+        reply,
+      } => Answer::Messages(reply, self.append(session_id, contents, index)),
+      Command::SetClaudeSessionId {
+        session_id,
+        claude_session_id,
+        reply,
+      } => Answer::Flag(
+        reply,
+        self.set_claude_session_id(&session_id, &claude_session_id),
+      ),
+      Command::SetStatus {
+        session_id,
+        status,
+        error_message,
+        reply,
+      } => Answer::Done(reply, self.set_status(session_id, status, error_message)),
+      Command::CloseSession { session_id, reply } => {
+        Answer::Done(reply, self.close_session(session_id))
+      }
+      Command::Delete { session_id, reply } => Answer::Flag(reply, self.delete(session_id)),
+      Command::Shutdown { reply } => Answer::Done(reply, Ok(())),
+    }
+  }
+
+  fn create(&mut self, session_id: &str) -> Result<()> {
+    if self.state.sessions.contains_key(session_id) {
+      return Err(Error::SessionExists(session_id.to_owned()));
+    }
+    self
+      .tx
+      .prepare_cached(
+        "INSERT INTO sessions (session_id, agent_status, closed, created_at, last_sequence)
+         VALUES (?1, ?2, 0, ?3, 0)",
+      )?
+      .execute(params![
+        session_id,
+        AgentStatus::Idle.as_str(),
+        self.created_at
+      ])?;
+    self.state.sessions.insert(
+      session_id.to_owned(),
+      CachedSession {
+        key: self.tx.last_insert_rowid(),
+        last_sequence: 0,
+        closed: false,
+      },
+    );
+    self.events.push(Event::Created(session_id.to_owned()));
+    Ok(())
+  }
+
+  /// Appends `contents` to one session and notes them for the end-of-batch
+  /// updates and for the subscribers, who read the messages from the answer
+  /// at `index`.
+  fn append(
+    &mut self,
+    session_id: String,
+    contents: Vec<String>,
+    index: usize,
+  ) -> Result<Vec<Message>> {
+    let result = insert_messages(self.tx, self.state, session_id, contents, self.created_at);
+    match &result {
+      Ok(messages) => {
+        if let Some(last) = messages.last() {
+          let key = self.state.sessions[&last.session_id].key;
+          self.touched.insert(key, last.sequence_number);
+          self.events.push(Event::Appended(index));
+        }
+      }
+      Err(Error::Armin(_)) => self.poisoned = true,
+      Err(_) => {}
+    }
+    result
+  }
+
+  fn set_claude_session_id(&mut self, session_id: &str, claude_session_id: &str) -> Result<bool> {
+    let Some(session) = self.state.sessions.get(session_id) else {
+      return Ok(false);
+    };
+    self
+      .tx
+      .prepare_cached("UPDATE sessions SET claude_session_id = ?1 WHERE key = ?2")?
+      .execute(params![claude_session_id, session.key])?;
+    Ok(true)
+  }
+
+  fn set_status(
+    &mut self,
+    session_id: String,
+    status: AgentStatus,
+    error_message: Option<String>,
+  ) -> Result<()> {
+    let Some(session) = self.state.sessions.get(&session_id) else {
+      return Err(Error::SessionNotFound(session_id));
+    };
+    self
+      .tx
+      .prepare_cached("UPDATE sessions SET agent_status = ?1, error_message = ?2 WHERE key = ?3")?
+      .execute(params![status.as_str(), error_message, session.key])?;
+    Ok(())
+  }
+
+  fn close_session(&mut self, session_id: String) -> Result<()> {
+    let Some(session) = self.state.sessions.get_mut(&session_id) else {
+      return Err(Error::SessionNotFound(session_id));
+    };
+    session.closed = true;
+    self
+      .tx
+      .prepare_cached("UPDATE sessions SET closed = 1 WHERE key = ?1")?
+      .execute(params![session.key])?;
+    Ok(())
+  }
+
+  fn delete(&mut self, session_id: String) -> Result<bool> {
+    let Some(session) = self.state.sessions.remove(&session_id) else {
+      return Ok(false);
+    };
+    self.touched.remove(&session.key);
+    self.events.push(Event::Deleted(session_id));
+    self
+      .tx
+      .prepare_cached("DELETE FROM messages WHERE session = ?1")?
+      .execute(params![session.key])?;
+    self
+      .tx
+      .prepare_cached("DELETE FROM sessions WHERE key = ?1")?
+      .execute(params![session.key])?;
+    Ok(true)
+  }
+}
+
+/// Inserts `contents` into one session, numbered consecutively.
+fn insert_messages(
   tx: &Transaction,
   state: &mut WriterState,
   session_id: String,
@@ -477,24 +515,20 @@ fn append(
   if session.closed {
     return Err(Error::SessionClosed(session_id));
   }
-  let mut insert = tx
-    .prepare_cached(
-      "INSERT INTO messages (session, sequence, id, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .map_err(storage)?;
+  let mut insert = tx.prepare_cached(
+    "INSERT INTO messages (session, sequence, id, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+  )?;
   let mut messages = Vec::with_capacity(contents.len());
   for content in contents {
     let sequence_number = session.last_sequence + 1;
     let id = state.next_message_id;
-    insert
-      .execute(params![
-        session.key,
-        sequence_number,
-        id,
-        content,
-        created_at
-      ])
-      .map_err(storage)?;
+    insert.execute(params![
+      session.key,
+      sequence_number,
+      id,
+      content,
+      created_at
+    ])?;
     session.last_sequence = sequence_number;
     state.next_message_id += 1;
     messages.push(Message {
@@ -506,19 +540,4 @@ fn append(
     });
   }
   Ok(messages)
-}
-
-/// Records a successful append for the end-of-batch updates and for the
-/// subscribers, who read the messages from the answer at `index`.
-fn note_append(
-  answer: &Answer,
-  state: &WriterState,
-  touched: &mut HashMap<i64, i64>,
-  events: &mut Vec<Event>,
-  index: usize,
-) {
-  if let Some(last) = answer.messages().last() {
-    touched.insert(state.sessions[&last.session_id].key, last.sequence_number);
-    events.push(Event::Appended(index));
-  }
 }

@@ -26,9 +26,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::bridge::terminal::{self, Exit, Stream};
-use crate::error::{validate_session_id, Error, Result};
+use crate::bridge::terminal;
+use crate::error::{Error, Result};
+pub use crate::output::{RunResult, Stream};
 use crate::registry::{ProcessRegistry, StopOutcome, Subscription};
+use crate::session_id::validate_session_id;
 use crate::store::{
   reply_channel, AgentStatus, Message, MessageSink, Pending, Reply, SessionReader, SessionStore,
   SessionWriter,
@@ -63,16 +65,6 @@ pub struct Run {
   pub exited: Pending<RunResult>,
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunResult {
-  pub exit_code: Option<i32>,
-  /// The signal that ended the process, e.g. `"SIGKILL"`.
-  pub signal: Option<String>,
-  /// Whether the run ended because its registration was stopped.
-  pub stopped: bool,
-}
-
 /// One write the runner asks of the store, in output order.
 pub enum Op {
   Append(String),
@@ -98,12 +90,7 @@ impl OutputHandler for TerminalOutput {
   }
 
   fn finished(&mut self, result: &RunResult) -> Vec<Op> {
-    let exit = Exit {
-      exit_code: result.exit_code,
-      signal: result.signal.clone(),
-      stopped: result.stopped,
-    };
-    vec![Op::Append(terminal::exit_content(&exit))]
+    vec![Op::Append(terminal::exit_content(result))]
   }
 }
 

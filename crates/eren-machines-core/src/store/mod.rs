@@ -6,141 +6,27 @@
 //! subscriptions are fed by the writer after each commit (see [`live`]).
 
 mod live;
+mod model;
+mod pending;
 mod reader;
 pub mod schema;
 mod writer;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
-use crate::error::{validate_session_id, Error, Result};
+use crate::error::{Error, Result};
+use crate::session_id::validate_session_id;
 use live::Live;
 pub use live::{MessageSink, SubscriptionId};
+pub use model::{AgentStatus, Message, Session};
+pub use pending::Pending;
+pub(crate) use pending::{reply_channel, Reply};
 use reader::ReadJob;
 pub use schema::Location;
 use writer::Command;
-
-/// What the agent of a session is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentStatus {
-  Idle,
-  Running,
-  Waiting,
-  Error,
-  NotAvailable,
-}
-
-impl AgentStatus {
-  pub fn as_str(self) -> &'static str {
-    match self {
-      AgentStatus::Idle => "idle",
-      AgentStatus::Running => "running",
-      AgentStatus::Waiting => "waiting",
-      AgentStatus::Error => "error",
-      AgentStatus::NotAvailable => "not_available",
-    }
-  }
-
-  pub fn parse(text: &str) -> Option<Self> {
-    [
-      AgentStatus::Idle,
-      AgentStatus::Running,
-      AgentStatus::Waiting,
-      AgentStatus::Error,
-      AgentStatus::NotAvailable,
-    ]
-    .into_iter()
-    .find(|status| status.as_str() == text)
-  }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-  pub id: String,
-  pub claude_session_id: Option<String>,
-  pub agent_status: AgentStatus,
-  pub error_message: Option<String>,
-  pub closed: bool,
-  /// Milliseconds since the Unix epoch.
-  pub created_at: i64,
-  pub last_sequence: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-  /// Unique within the store.
-  pub id: i64,
-  pub session_id: String,
-  /// Per session: 1, 2, 3, ... in commit order.
-  pub sequence_number: i64,
-  pub content: String,
-  /// Milliseconds since the Unix epoch.
-  pub created_at: i64,
-}
-
-pub(crate) fn now_ms() -> i64 {
-  SystemTime::now()
-    .duration_since(UNIX_EPOCH)
-    .map(|d| d.as_millis() as i64)
-    .unwrap_or(0)
-}
-
-pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
-
-/// The answer to a request already handed to the writer or reader thread.
-/// The request is sent when the method is called, not when this is polled,
-/// so a caller may issue many writes and await them later.
-pub struct Pending<T>(PendingState<T>);
-
-enum PendingState<T> {
-  Waiting(oneshot::Receiver<Result<T>>),
-  Ready(Option<Result<T>>),
-}
-
-/// A reply channel and the `Pending` that receives it.
-pub(crate) fn reply_channel<T>() -> (Reply<T>, Pending<T>) {
-  let (reply, receiver) = oneshot::channel();
-  (reply, Pending(PendingState::Waiting(receiver)))
-}
-
-impl<T> Pending<T> {
-  pub(crate) fn ready(result: Result<T>) -> Self {
-    Pending(PendingState::Ready(Some(result)))
-  }
-
-  /// Blocks the current thread until the answer arrives. Not for async code.
-  pub fn wait(self) -> Result<T> {
-    match self.0 {
-      PendingState::Waiting(receiver) => {
-        receiver.blocking_recv().unwrap_or(Err(Error::StoreClosed))
-      }
-      PendingState::Ready(result) => result.unwrap_or(Err(Error::StoreClosed)),
-    }
-  }
-}
-
-// Nothing in `Pending` is ever pinned in place: the receiver is `Unpin` and
-// the ready value is moved out by value.
-impl<T> Unpin for Pending<T> {}
-
-impl<T> Future for Pending<T> {
-  type Output = Result<T>;
-
-  fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-    match &mut self.get_mut().0 {
-      PendingState::Waiting(receiver) => Pin::new(receiver)
-        .poll(cx)
-        .map(|answer| answer.unwrap_or(Err(Error::StoreClosed))),
-      PendingState::Ready(result) => Poll::Ready(result.take().unwrap_or(Err(Error::StoreClosed))),
-    }
-  }
-}
 
 /// The writes the bridges need: the seed's `SessionWriter`.
 pub trait SessionWriter {
@@ -297,7 +183,7 @@ impl SessionStore {
       .reader
       .send(ReadJob::Shutdown { reply: reader_done })
       .is_ok();
-    let (reply, receiver) = oneshot::channel();
+    let (reply, pending) = reply_channel();
     std::thread::spawn(move || {
       let mut result = Ok(());
       if writer_sent {
@@ -308,7 +194,7 @@ impl SessionStore {
       }
       let _ = reply.send(result);
     });
-    Pending(PendingState::Waiting(receiver))
+    pending
   }
 
   /// Delivers every message of `session_id` with a sequence above

@@ -6,8 +6,8 @@ use std::sync::{mpsc, Arc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::live::{Backlog, Live};
-use super::schema::storage;
-use super::{AgentStatus, Message, Reply, Session};
+use super::model::{AgentStatus, Message, Session};
+use super::pending::Reply;
 use crate::error::{Error, Result};
 
 /// Rows read per step of a subscription's replay.
@@ -38,7 +38,7 @@ pub fn spawn(conn: Connection, live: Arc<Live>) -> Result<mpsc::Sender<ReadJob>>
   std::thread::Builder::new()
     .name("eren-store-reader".into())
     .spawn(move || run(conn, live, receiver))
-    .map_err(|e| Error::Storage(format!("cannot start the reader thread: {e}")))?;
+    .map_err(|e| Error::Armin(format!("cannot start the reader thread: {e}")))?;
   Ok(sender)
 }
 
@@ -96,17 +96,17 @@ fn get_session(conn: &Connection, session_id: &str) -> Result<Option<Session>> {
       s.query_row(params![session_id], session_from_row)
         .optional()
     })
-    .map_err(storage)
+    .map_err(Error::from)
 }
 
 fn list_sessions(conn: &Connection) -> Result<Vec<Session>> {
-  let mut stmt = conn
-    .prepare_cached(&format!(
-      "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY created_at, key"
-    ))
-    .map_err(storage)?;
-  let rows = stmt.query_map([], session_from_row).map_err(storage)?;
-  rows.collect::<rusqlite::Result<Vec<_>>>().map_err(storage)
+  let mut stmt = conn.prepare_cached(&format!(
+    "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY created_at, key"
+  ))?;
+  let rows = stmt.query_map([], session_from_row)?;
+  rows
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .map_err(Error::from)
 }
 
 fn session_key(conn: &Connection, session_id: &str) -> Result<Option<i64>> {
@@ -116,7 +116,7 @@ fn session_key(conn: &Connection, session_id: &str) -> Result<Option<i64>> {
       s.query_row(params![session_id], |row| row.get(0))
         .optional()
     })
-    .map_err(storage)
+    .map_err(Error::from)
 }
 
 /// Messages of one session with `after < sequence <= upto`, at most `limit`.
@@ -128,25 +128,23 @@ fn read_range(
   upto: i64,
   limit: i64,
 ) -> Result<Vec<Message>> {
-  let mut stmt = conn
-    .prepare_cached(
-      "SELECT id, sequence, content, created_at FROM messages
+  let mut stmt = conn.prepare_cached(
+    "SELECT id, sequence, content, created_at FROM messages
        WHERE session = ?1 AND sequence > ?2 AND sequence <= ?3
        ORDER BY sequence LIMIT ?4",
-    )
-    .map_err(storage)?;
-  let rows = stmt
-    .query_map(params![key, after, upto, limit], |row| {
-      Ok(Message {
-        id: row.get(0)?,
-        session_id: session_id.to_owned(),
-        sequence_number: row.get(1)?,
-        content: row.get(2)?,
-        created_at: row.get(3)?,
-      })
+  )?;
+  let rows = stmt.query_map(params![key, after, upto, limit], |row| {
+    Ok(Message {
+      id: row.get(0)?,
+      session_id: session_id.to_owned(),
+      sequence_number: row.get(1)?,
+      content: row.get(2)?,
+      created_at: row.get(3)?,
     })
-    .map_err(storage)?;
-  rows.collect::<rusqlite::Result<Vec<_>>>().map_err(storage)
+  })?;
+  rows
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .map_err(Error::from)
 }
 
 fn messages(

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::Message;
+use super::model::Message;
 use crate::error::{Error, Result};
 
 /// Receives a subscription's messages, in order, on a store thread.

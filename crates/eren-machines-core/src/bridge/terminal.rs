@@ -2,36 +2,12 @@
 
 use serde_json::json;
 
+use crate::output::RunResult;
+pub use crate::output::Stream;
 use crate::store::{Message, Pending, SessionWriter};
 
 const OUTPUT: &str = "terminal_output";
 const FINISHED: &str = "terminal_finished";
-
-/// Which pipe a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-  Stdout,
-  Stderr,
-}
-
-impl Stream {
-  pub fn as_str(self) -> &'static str {
-    match self {
-      Stream::Stdout => "stdout",
-      Stream::Stderr => "stderr",
-    }
-  }
-}
-
-/// How a supervised process ended, as the runner reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Exit {
-  pub exit_code: Option<i32>,
-  /// The signal that ended the process, e.g. `"SIGKILL"`.
-  pub signal: Option<String>,
-  /// Whether it ended because its registration was stopped.
-  pub stopped: bool,
-}
 
 /// The message content for one line of output.
 pub fn output_content(stream: Stream, line: &str) -> String {
@@ -49,13 +25,13 @@ pub fn output_content(stream: Stream, line: &str) -> String {
   content
 }
 
-/// The message content for a finished process. `full` adds the runner's
-/// `signal` and `stopped` fields to the bridge's `exit_code`.
-fn finished_content(exit: &Exit, full: bool) -> String {
-  let mut content = json!({ "type": FINISHED, "exit_code": exit.exit_code });
-  if full {
-    content["signal"] = json!(exit.signal);
-    content["stopped"] = json!(exit.stopped);
+/// `{"type":"terminal_finished","exit_code":n}`, the bridge's shape, plus
+/// `signal` and `stopped` when the runner reports a whole [`RunResult`].
+fn finished_content(exit_code: Option<i32>, run: Option<&RunResult>) -> String {
+  let mut content = json!({ "type": FINISHED, "exit_code": exit_code });
+  if let Some(run) = run {
+    content["signal"] = json!(run.signal);
+    content["stopped"] = json!(run.stopped);
   }
   content.to_string()
 }
@@ -82,16 +58,12 @@ pub fn store_finished(
   session_id: &str,
   exit_code: Option<i32>,
 ) -> Pending<Message> {
-  let exit = Exit {
-    exit_code,
-    ..Exit::default()
-  };
-  writer.append(session_id, finished_content(&exit, false))
+  writer.append(session_id, finished_content(exit_code, None))
 }
 
-/// The runner's end-of-process content: `exit_code`, `signal` and `stopped`.
-pub fn exit_content(exit: &Exit) -> String {
-  finished_content(exit, true)
+/// The runner's end-of-run content: `exit_code`, `signal` and `stopped`.
+pub fn exit_content(run: &RunResult) -> String {
+  finished_content(run.exit_code, Some(run))
 }
 
 #[cfg(test)]
@@ -106,7 +78,7 @@ mod tests {
 
   #[test]
   fn stdout_line() {
-    let store = super::super::store_with_session("t");
+    let store = crate::test_support::store_with_session("t");
     let message = store_stdout(&store, "t", "build succeeded").wait().unwrap();
     assert_eq!(
       parsed(&message),
@@ -116,7 +88,7 @@ mod tests {
 
   #[test]
   fn stderr_line() {
-    let store = super::super::store_with_session("t");
+    let store = crate::test_support::store_with_session("t");
     let message = store_stderr(&store, "t", "warning: unused var")
       .wait()
       .unwrap();
@@ -128,7 +100,7 @@ mod tests {
 
   #[test]
   fn finished_codes() {
-    let store = super::super::store_with_session("t");
+    let store = crate::test_support::store_with_session("t");
     for (code, expected) in [
       (Some(0), json!(0)),
       (Some(127), json!(127)),
@@ -146,7 +118,7 @@ mod tests {
 
   #[test]
   fn exit_with_signal_and_stopped() {
-    let exit = Exit {
+    let exit = RunResult {
       exit_code: None,
       signal: Some("SIGKILL".into()),
       stopped: true,
@@ -160,7 +132,7 @@ mod tests {
 
   #[test]
   fn stdout_and_stderr_interleaved_keep_their_order() {
-    let store = super::super::store_with_session("t");
+    let store = crate::test_support::store_with_session("t");
     let pending: Vec<_> = (0..50)
       .map(|i| {
         if i % 2 == 0 {
@@ -190,7 +162,7 @@ mod tests {
 
   #[test]
   fn empty_line() {
-    let store = super::super::store_with_session("t");
+    let store = crate::test_support::store_with_session("t");
     let message = store_stdout(&store, "t", "").wait().unwrap();
     assert_eq!(parsed(&message)["content"], "");
   }

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::Op;
 use super::{OutputHandler, Program, RunResult};
 use crate::bridge::claude::parse_event;
-use crate::bridge::terminal::Stream;
+use crate::output::Stream;
 use crate::store::AgentStatus;
 
 /// Bytes of stderr kept for the error message of a failed run.

@@ -81,7 +81,7 @@ mod tests {
 
   #[test]
   fn stores_an_event_byte_for_byte() {
-    let store = super::super::store_with_session("s");
+    let store = crate::test_support::store_with_session("s");
     let raw = r#"{"type":"system", "subtype":"init","session_id":"abc"}"#;
     let message = store_event(&store, "s", raw.to_owned()).wait().unwrap();
     assert_eq!(message.content, raw);
@@ -92,7 +92,7 @@ mod tests {
 
   #[test]
   fn sequences_increase_over_many_events() {
-    let store = super::super::store_with_session("s");
+    let store = crate::test_support::store_with_session("s");
     let pending: Vec<_> = (0..100)
       .map(|i| store_event(&store, "s", format!(r#"{{"n":{i}}}"#)))
       .collect();
@@ -106,7 +106,7 @@ mod tests {
 
   #[test]
   fn running_then_idle() {
-    let store = super::super::store_with_session("s");
+    let store = crate::test_support::store_with_session("s");
     set_running(&store, "s").wait().unwrap();
     assert_eq!(
       store.get_session("s").wait().unwrap().unwrap().agent_status,
@@ -121,7 +121,7 @@ mod tests {
 
   #[test]
   fn error_status_carries_its_message() {
-    let store = super::super::store_with_session("s");
+    let store = crate::test_support::store_with_session("s");
     set_error(&store, "s", "exit 2: boom".into())
       .wait()
       .unwrap();
@@ -142,7 +142,7 @@ mod tests {
 
   #[test]
   fn claude_session_id_is_stored() {
-    let store = super::super::store_with_session("s");
+    let store = crate::test_support::store_with_session("s");
     assert!(update_claude_session_id(&store, "s", "claude-1")
       .wait()
       .unwrap());
@@ -169,7 +169,7 @@ mod tests {
 
   #[test]
   fn not_an_object_is_invalid_json_and_stores_nothing() {
-    let store = super::super::store_with_session("s");
+    let store = crate::test_support::store_with_session("s");
     for bad in [
       "not json",
       "[1,2]",

@@ -1,0 +1,28 @@
+//! What a process gives back: the stream each line came from, and how it
+//! ended. The bridges store both; the runner produces both.
+
+/// Which pipe a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+  Stdout,
+  Stderr,
+}
+
+impl Stream {
+  pub fn as_str(self) -> &'static str {
+    match self {
+      Stream::Stdout => "stdout",
+      Stream::Stderr => "stderr",
+    }
+  }
+}
+
+/// How a run ended: the one exit record of the crate.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunResult {
+  pub exit_code: Option<i32>,
+  /// The signal that ended the process, e.g. `"SIGKILL"`.
+  pub signal: Option<String>,
+  /// Whether the run ended because its registration was stopped.
+  pub stopped: bool,
+}
