@@ -93,10 +93,18 @@ describe('eren-machines CLI', () => {
 
     const log = await cli(['log', sessionId, '--json'], { db })
     expect(log.code).toBe(0)
-    const messages = log.stdout.trim().split('\n').map((line) => JSON.parse(line))
+    const messages = log.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line))
     expect(messages.map((m) => m.sequenceNumber)).toEqual([1, 2, 3])
     const contents = messages.map((m) => JSON.parse(m.content))
-    expect(contents.filter((c) => c.type === 'terminal_output').map((c) => [c.stream, c.content]).sort()).toEqual([
+    expect(
+      contents
+        .filter((c) => c.type === 'terminal_output')
+        .map((c) => [c.stream, c.content])
+        .sort(),
+    ).toEqual([
       ['stderr', 'to-err'],
       ['stdout', 'to-out'],
     ])
@@ -213,5 +221,17 @@ describe('eren-machines CLI', () => {
     const crashed = await cli(['claude', '--claude-path', FAKE_CLAUDE, '--', 'crash'])
     expect(crashed.code).toBe(2)
     expect(crashed.stderr).toContain('Invalid API key')
+  })
+})
+
+describe('render', () => {
+  const { render } = require('../bin/render')
+
+  test('terminal_finished in both stored shapes: the bridge writes only exit_code, runs add signal and stopped', () => {
+    expect(render('{"type":"terminal_finished","exit_code":3}').text).toBe('[finished: exit code 3]')
+    expect(render('{"type":"terminal_finished","exit_code":null}').text).toBe('[finished: no exit code]')
+    expect(render('{"type":"terminal_finished","exit_code":null,"signal":"SIGKILL","stopped":true}').text).toBe(
+      '[finished: signal SIGKILL, stopped]',
+    )
   })
 })

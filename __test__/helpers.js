@@ -24,6 +24,17 @@ function tempDirs(prefix) {
   }
 }
 
+/** A promise with its resolve and reject functions outside it. */
+function deferred() {
+  let resolve
+  let reject
+  const promise = new Promise((res, rej) => {
+    resolve = res
+    reject = rej
+  })
+  return { promise, resolve, reject }
+}
+
 /** Resolves after the current microtasks, nextTicks and one macrotask turn. */
 const nextTurn = () => new Promise((resolve) => setImmediate(resolve))
 
@@ -106,4 +117,17 @@ async function settleGone(pid) {
   return isGone(pid)
 }
 
-module.exports = { ROOT, tempDirs, nextTurn, runNode, isError, thrownBy, errorOf, codeOf, thrownCode, isGone, settleGone }
+module.exports = {
+  ROOT,
+  tempDirs,
+  deferred,
+  nextTurn,
+  runNode,
+  isError,
+  thrownBy,
+  errorOf,
+  codeOf,
+  thrownCode,
+  isGone,
+  settleGone,
+}

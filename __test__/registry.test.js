@@ -2,20 +2,19 @@
 const path = require('node:path')
 const { Worker } = require('node:worker_threads')
 const { ProcessRegistry, StopHandle, ProcessStatus } = require('..')
-const { nextTurn, runNode, isError, thrownBy, thrownCode } = require('./helpers')
+const { deferred, nextTurn, runNode, isError, thrownBy, thrownCode } = require('./helpers')
 
 const fixture = (name) => path.join(__dirname, 'fixtures', name)
 
 /** A promise for the next call of a stop callback, and the callback. */
 function stopSpy() {
   const calls = []
-  let resolve
-  const called = new Promise((r) => (resolve = r))
+  const called = deferred()
   const cb = (id) => {
     calls.push(id)
-    resolve(id)
+    called.resolve(id)
   }
-  return { calls, called, cb }
+  return { calls, called: called.promise, cb }
 }
 
 describe('ProcessRegistry basics', () => {
@@ -175,7 +174,7 @@ describe('stop delivery', () => {
     const handle = registry.register('child')
     const child = spawn('sleep', ['30'], { signal: handle.signal })
     child.on('error', () => {})
-    const closed = new Promise((resolve) => child.on('close', (code, signal) => resolve(signal)))
+    const closed = new Promise((resolve) => child.on('close', (_code, signal) => resolve(signal)))
     registry.stop('child')
     expect(await closed).toBe('SIGTERM')
   })
@@ -282,16 +281,15 @@ describe('stop delivery', () => {
   test('10,000 register/onStop/stop cycles deliver 10,000 callbacks', async () => {
     const registry = new ProcessRegistry()
     let delivered = 0
-    let resolve
-    const all = new Promise((r) => (resolve = r))
+    const all = deferred()
     for (let i = 0; i < 10000; i++) {
       const id = `cycle-${i}`
       registry.register(id).onStop(() => {
-        if (++delivered === 10000) resolve()
+        if (++delivered === 10000) all.resolve()
       })
       registry.stop(id)
     }
-    await all
+    await all.promise
     await nextTurn()
     expect(delivered).toBe(10000)
     expect(registry.count()).toBe(0)

@@ -3,7 +3,7 @@ const fs = require('node:fs')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { ProcessRegistry, SessionStore, spawnTerminal, spawnClaude } = require('..')
-const { codeOf, isGone, settleGone, tempDirs } = require('./helpers')
+const { codeOf, deferred, isGone, settleGone, tempDirs } = require('./helpers')
 
 const FAKE_CLAUDE = path.join(__dirname, 'fixtures', 'fake-claude.js')
 // Every process a test starts carries this variable, inherited by its own
@@ -27,13 +27,12 @@ const parsed = async (store, id) => (await store.messages(id)).map((m) => JSON.p
 /** An onMessage callback and a promise for the first message matching `test`. */
 function watchFor(test) {
   const seen = []
-  let resolve
-  const found = new Promise((r) => (resolve = r))
+  const found = deferred()
   const onMessage = (m) => {
     seen.push(m)
-    if (test(JSON.parse(m.content))) resolve(m)
+    if (test(JSON.parse(m.content))) found.resolve(m)
   }
-  return { seen, found, onMessage }
+  return { seen, found: found.promise, onMessage }
 }
 
 describe('spawnTerminal', () => {
@@ -60,7 +59,7 @@ describe('spawnTerminal', () => {
 
   test('onMessage is called once per stored message, after its commit, in sequence order', async () => {
     const ctx = await setup()
-    const { store, registry, sessionId } = ctx
+    const { store, sessionId } = ctx
     const finished = watchFor((c) => c.type === 'terminal_finished')
     const run = await terminal(ctx, {
       command: 'seq',
@@ -76,7 +75,7 @@ describe('spawnTerminal', () => {
 
   test('args, cwd and env reach the child, env on top of the host environment', async () => {
     const ctx = await setup()
-    const { store, registry, sessionId } = ctx
+    const { store, sessionId } = ctx
     const cwd = tmpDir()
     const run = await terminal(ctx, {
       command: 'sh',
@@ -91,7 +90,7 @@ describe('spawnTerminal', () => {
 
   test('the child runs without a shell, in its own process group, with stdin closed', async () => {
     const ctx = await setup()
-    const { store, registry, sessionId } = ctx
+    const { store, sessionId } = ctx
     const run = await terminal(ctx, {
       command: 'sh',
       // `cat` ends at once on a closed stdin; field 5 of /proc/<pid>/stat is the group.
@@ -107,7 +106,7 @@ describe('spawnTerminal', () => {
 
   test('invalid UTF-8 becomes U+FFFD, CRLF ends a line, and a final line without newline is kept', async () => {
     const ctx = await setup()
-    const { store, registry, sessionId } = ctx
+    const { store, sessionId } = ctx
     const run = await terminal(ctx, {
       command: 'printf',
       args: ['ok \\377\\376 bytes\\r\\nsecond\\nno newline at end'],
@@ -119,7 +118,7 @@ describe('spawnTerminal', () => {
 
   test('stdout and stderr are drained concurrently: a flood on stderr never stalls the child', async () => {
     const ctx = await setup()
-    const { store, registry, sessionId } = ctx
+    const { store, sessionId } = ctx
     const run = await terminal(ctx, {
       command: 'sh',
       // 20,000 stderr lines (far more than a pipe holds) before one stdout line.
@@ -133,7 +132,7 @@ describe('spawnTerminal', () => {
 
   test('a line over 1 MiB is split', async () => {
     const ctx = await setup()
-    const { store, registry, sessionId } = ctx
+    const { store, sessionId } = ctx
     const run = await terminal(ctx, {
       command: 'sh',
       args: ['-c', 'head -c 2500000 /dev/zero | tr "\\0" x; echo'],
@@ -145,7 +144,7 @@ describe('spawnTerminal', () => {
 
   test('200,000 lines are stored with contiguous sequences', async () => {
     const ctx = await setup()
-    const { store, registry, sessionId } = ctx
+    const { store, sessionId } = ctx
     const run = await terminal(ctx, { command: 'seq', args: ['1', '200000'] })
     expect((await run.exited).exitCode).toBe(0)
     const stored = await store.messages(sessionId)
@@ -185,7 +184,7 @@ describe('spawnTerminal', () => {
 
   test('a child that ignores SIGTERM is SIGKILLed after killGraceMs', async () => {
     const ctx = await setup()
-    const { store, registry, sessionId } = ctx
+    const { registry, sessionId } = ctx
     const ready = watchFor((c) => c.content === 'ready')
     const run = await terminal(ctx, {
       command: 'sh',
@@ -201,10 +200,9 @@ describe('spawnTerminal', () => {
 
   test('grandchildren are dead after stop', async () => {
     const ctx = await setup()
-    const { store, registry, sessionId } = ctx
+    const { registry, sessionId } = ctx
     const pids = []
-    let resolve
-    const bothPrinted = new Promise((r) => (resolve = r))
+    const bothPrinted = deferred()
     const run = await terminal(ctx, {
       command: 'sh',
       // The grandchildren ignore SIGTERM, so only the group SIGKILL ends them.
@@ -212,10 +210,10 @@ describe('spawnTerminal', () => {
       killGraceMs: 300,
       onMessage: (m) => {
         pids.push(Number(JSON.parse(m.content).content))
-        if (pids.length === 2) resolve()
+        if (pids.length === 2) bothPrinted.resolve()
       },
     })
-    await bothPrinted
+    await bothPrinted.promise
     for (const pid of pids) expect(isGone(pid)).toBe(false)
     registry.stop(sessionId)
     await run.exited
@@ -224,7 +222,7 @@ describe('spawnTerminal', () => {
 
   test('background processes left by a command that exits are killed with it', async () => {
     const ctx = await setup()
-    const { store, registry, sessionId } = ctx
+    const { store, sessionId } = ctx
     const run = await terminal(ctx, {
       command: 'sh',
       args: ['-c', 'sleep 60 & echo $!'],

@@ -3,7 +3,7 @@ const fs = require('node:fs')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { SessionStore, claudeBridge, terminalBridge } = require('..')
-const { codeOf, errorOf, nextTurn, thrownBy, tempDirs } = require('./helpers')
+const { codeOf, deferred, errorOf, nextTurn, thrownBy, tempDirs } = require('./helpers')
 
 const tmpDir = tempDirs('eren-store-')
 const tmpDb = () => path.join(tmpDir(), 'sessions.db')
@@ -16,8 +16,11 @@ function collector() {
     seen.push(m)
     if (waiter && seen.length >= waiter.n) waiter.resolve()
   }
-  const until = (n) =>
-    seen.length >= n ? Promise.resolve() : new Promise((resolve) => (waiter = { n, resolve }))
+  const until = (n) => {
+    if (seen.length >= n) return Promise.resolve()
+    waiter = { n, ...deferred() }
+    return waiter.promise
+  }
   return { seen, cb, until }
 }
 
@@ -186,7 +189,7 @@ describe('sequence numbers and durability', () => {
         stdio: ['ignore', 'pipe', 'inherit'],
       })
       let out = ''
-      const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(signal)))
+      const exited = new Promise((resolve) => child.on('exit', (_code, signal) => resolve(signal)))
       await new Promise((resolve) => {
         child.stdout.on('data', (d) => {
           out += d
@@ -206,9 +209,7 @@ describe('sequence numbers and durability', () => {
       const session = await store.getSession('k')
       expect(session.lastSequence).toBeGreaterThanOrEqual(highest)
       const stored = await store.messages('k')
-      expect(stored.map((m) => m.sequenceNumber)).toEqual(
-        Array.from({ length: session.lastSequence }, (_, i) => i + 1),
-      )
+      expect(stored.map((m) => m.sequenceNumber)).toEqual(Array.from({ length: session.lastSequence }, (_, i) => i + 1))
       const next = await terminalBridge.storeStdout(store, 'k', 'after crash')
       expect(next.sequenceNumber).toBe(session.lastSequence + 1)
       await store.close()
@@ -220,7 +221,8 @@ describe('sequence numbers and durability', () => {
 /** PRAGMA integrity_check through the sqlite3 CLI if present, else Python's sqlite3. */
 function integrityCheck(file) {
   const { execFileSync } = require('node:child_process')
-  const script = 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("PRAGMA integrity_check").fetchone()[0])'
+  const script =
+    'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("PRAGMA integrity_check").fetchone()[0])'
   return execFileSync('python3', ['-c', script, file]).toString().trim()
 }
 
@@ -292,7 +294,13 @@ describe('bridges', () => {
     await store.createSession('c')
     const raw = '{"type":"assistant",  "message":{"content":[{"type":"text","text":"hé 🚀"}]}}'
     const m = await claudeBridge.storeEvent(store, 'c', raw)
-    expect(m).toEqual({ id: expect.any(Number), sessionId: 'c', sequenceNumber: 1, content: raw, createdAt: expect.any(Number) })
+    expect(m).toEqual({
+      id: expect.any(Number),
+      sessionId: 'c',
+      sequenceNumber: 1,
+      content: raw,
+      createdAt: expect.any(Number),
+    })
     expect((await store.messages('c'))[0].content).toBe(raw)
   })
 
@@ -344,9 +352,16 @@ describe('bridges', () => {
       content: 'warning: unused var',
     })
     for (const code of [0, 127, -1, null]) {
-      expect(parse(await terminalBridge.storeFinished(store, 't', code))).toEqual({ type: 'terminal_finished', exit_code: code })
+      expect(parse(await terminalBridge.storeFinished(store, 't', code))).toEqual({
+        type: 'terminal_finished',
+        exit_code: code,
+      })
     }
-    expect(parse(await terminalBridge.storeStdout(store, 't', ''))).toEqual({ type: 'terminal_output', stream: 'stdout', content: '' })
+    expect(parse(await terminalBridge.storeStdout(store, 't', ''))).toEqual({
+      type: 'terminal_output',
+      stream: 'stdout',
+      content: '',
+    })
   })
 
   test('stdout and stderr interleaved keep their order', async () => {
@@ -365,7 +380,7 @@ describe('bridges', () => {
   test('an 8 MiB line and non-ASCII text round-trip', async () => {
     const store = SessionStore.open(tmpDb())
     await store.createSession('big')
-    const big = 'x'.repeat(8 * 1024 * 1024 - 3) + 'é€'
+    const big = `${'x'.repeat(8 * 1024 * 1024 - 3)}é€`
     const text = 'naïve café — 日本語 🚀 \u0000 \t "quotes" \\ backslash'
     await terminalBridge.storeStdout(store, 'big', big)
     await claudeBridge.storeEvent(store, 'big', JSON.stringify({ text }))

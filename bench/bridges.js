@@ -10,10 +10,8 @@ const { SessionStore, terminalBridge } = require('..')
 const ROWS = Number(process.env.ROWS || 200000)
 const IN_FLIGHT = Number(process.env.IN_FLIGHT || 1000)
 
-
 const line = (i) => `compiling crate ${i} of ${ROWS}: target/debug/build/some-dependency-${i}`
 const content = (i) => JSON.stringify({ type: 'terminal_output', stream: 'stdout', content: line(i) })
-
 
 async function addon(dir) {
   const store = SessionStore.open(path.join(dir, 'addon.db'))

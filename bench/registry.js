@@ -50,7 +50,9 @@ async function main() {
   const rate = await throughput()
   const { median, p99 } = await latency()
   console.log(`register+onStop+stop cycles/s: ${Math.round(rate).toLocaleString('en-US')} (${CYCLES} cycles)`)
-  console.log(`stop-to-callback latency: median ${median.toFixed(1)} µs, p99 ${p99.toFixed(1)} µs (${LATENCY_SAMPLES} samples)`)
+  console.log(
+    `stop-to-callback latency: median ${median.toFixed(1)} µs, p99 ${p99.toFixed(1)} µs (${LATENCY_SAMPLES} samples)`,
+  )
 }
 
 main()

@@ -14,8 +14,6 @@ const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
 const LINES = Number(process.env.LINES || 1000000)
 const BATCH = 4096
 
-
-
 async function addon(dir) {
   const store = SessionStore.open(path.join(dir, 'addon.db'))
   await store.createSession('bench')
@@ -83,8 +81,12 @@ async function main() {
     const theirs = await baseline(dir)
     const mb = (n) => (n / 1048576).toFixed(0)
     console.log(`lines: ${LINES} (seq 1 ${LINES}), pragmas: WAL, synchronous=FULL`)
-    console.log(`addon spawnTerminal:                   ${fmt(ours.rate)} lines/s, event-loop p99 ${ours.p99.toFixed(2)} ms`)
-    console.log(`child_process+readline+better-sqlite3: ${fmt(theirs.rate)} lines/s, event-loop p99 ${theirs.p99.toFixed(2)} ms`)
+    console.log(
+      `addon spawnTerminal:                   ${fmt(ours.rate)} lines/s, event-loop p99 ${ours.p99.toFixed(2)} ms`,
+    )
+    console.log(
+      `child_process+readline+better-sqlite3: ${fmt(theirs.rate)} lines/s, event-loop p99 ${theirs.p99.toFixed(2)} ms`,
+    )
     console.log(`ratio addon / do-it-yourself:          ${(ours.rate / theirs.rate).toFixed(2)}x`)
     console.log(`addon peak RSS: ${mb(peakRss)} MB (process RSS before the run: ${mb(rssBefore)} MB)`)
   })

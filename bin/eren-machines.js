@@ -255,7 +255,14 @@ async function sessionsCommand(args) {
     ]),
   )
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)))
-  for (const row of rows) write(process.stdout, row.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd())
+  for (const row of rows)
+    write(
+      process.stdout,
+      row
+        .map((cell, i) => cell.padEnd(widths[i]))
+        .join('  ')
+        .trimEnd(),
+    )
   return 0
 }
 

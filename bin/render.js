@@ -51,7 +51,11 @@ function render(content) {
     case 'terminal_finished': {
       // The bridge's storeFinished writes only exit_code; runs add signal and stopped.
       const how =
-        event.exit_code != null ? `exit code ${event.exit_code}` : event.signal ? `signal ${event.signal}` : 'no exit code'
+        event.exit_code != null
+          ? `exit code ${event.exit_code}`
+          : event.signal
+            ? `signal ${event.signal}`
+            : 'no exit code'
       return { stream: 'stderr', text: `[finished: ${how}${event.stopped ? ', stopped' : ''}]` }
     }
     default:

@@ -1,4 +1,4 @@
-//! `claudeBridge` and `terminalBridge`: the seed's bridge functions, async.
+//! `claudeBridge` and `terminalBridge`: the core's bridge functions, async.
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;

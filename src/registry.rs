@@ -1,11 +1,18 @@
 //! `ProcessRegistry` and `StopHandle` for JS.
 //!
+//! This is the one binding file that holds logic, and it must: what it
+//! delivers to are JS objects (callbacks, an `AbortController`), which live
+//! only on the JS thread that created them, so the bookkeeping of who waits
+//! for which registration cannot move into the core. The core registry owns
+//! the registrations and their stop broadcast; this file only routes each
+//! registration's outcome to its JS subscribers.
+//!
 //! Stop signals reach JS through one weak threadsafe function per registry
 //! instance. A Tokio task waits on each watched registration and posts its
 //! outcome; the JS-thread side then aborts the handle's `AbortSignal` and calls
-//! the callbacks in subscription order. The callback lists live in per-instance
-//! state on the JS thread, never in a static, so every worker thread and
-//! context has its own.
+//! the callbacks in subscription order. A stop issued from JS is delivered on a
+//! microtask instead. The callback lists live in per-instance state on the JS
+//! thread, never in a static, so every worker thread and context has its own.
 
 use std::cell::RefCell;
 use std::collections::hash_map::Entry;

@@ -123,6 +123,24 @@ impl Subscription {
 ///
 /// All methods take `&self` and are safe to call from any thread; the lock is
 /// held only for the map operation, never while a signal is delivered.
+///
+/// ```
+/// use eren_machines_core::{ProcessRegistry, ProcessStatus};
+///
+/// let registry = ProcessRegistry::new();
+/// let sender = registry.register("build").unwrap();
+/// registry.register("lint").unwrap();
+/// // A spawned task keeps a receiver and ends when it hears the stop.
+/// let mut stop = sender.subscribe();
+/// assert_eq!(registry.session_ids(), vec!["build", "lint"]);
+/// assert!(registry.stop("build"));
+/// assert_eq!(stop.try_recv(), Ok(()));
+/// // remove() is the natural exit: no stop signal.
+/// assert!(registry.remove("lint"));
+/// assert_eq!(registry.status("lint"), ProcessStatus::NotRunning);
+/// assert_eq!(registry.count(), 0);
+/// assert!(registry.is_empty());
+/// ```
 #[derive(Default)]
 pub struct ProcessRegistry {
   entries: Mutex<HashMap<String, Entry>>,

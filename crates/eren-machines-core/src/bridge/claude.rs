@@ -1,4 +1,21 @@
 //! Claude CLI stream-json events into the store.
+//!
+//! ```
+//! use eren_machines_core::{claude_bridge, AgentStatus, SessionReader, SessionStore, SessionWriter};
+//!
+//! let store = SessionStore::in_memory().unwrap();
+//! let id = store.create_session(None).wait().unwrap();
+//! claude_bridge::set_running(&store, &id).wait().unwrap();
+//! let event = r#"{"type":"system","subtype":"init","session_id":"c-1"}"#;
+//! let stored = claude_bridge::store_event(&store, &id, event.into()).wait().unwrap();
+//! assert_eq!(stored.content, event); // byte for byte
+//! assert!(claude_bridge::update_claude_session_id(&store, &id, "c-1").wait().unwrap());
+//! let bad = claude_bridge::store_event(&store, &id, "[1]".into()).wait().unwrap_err();
+//! assert_eq!(bad.code(), "INVALID_JSON");
+//! let session = store.get_session(&id).wait().unwrap().unwrap();
+//! assert_eq!(session.agent_status, AgentStatus::Running);
+//! assert_eq!(session.claude_session_id.as_deref(), Some("c-1"));
+//! ```
 
 use crate::error::Error;
 use crate::store::{AgentStatus, Message, Pending, SessionWriter};

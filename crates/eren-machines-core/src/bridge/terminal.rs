@@ -1,4 +1,18 @@
 //! Terminal output and exit into the store.
+//!
+//! ```
+//! use eren_machines_core::{terminal_bridge, SessionStore, SessionWriter};
+//!
+//! let store = SessionStore::in_memory().unwrap();
+//! let id = store.create_session(None).wait().unwrap();
+//! let line = terminal_bridge::store_stdout(&store, &id, "build succeeded").wait().unwrap();
+//! assert_eq!(
+//!   line.content,
+//!   r#"{"type":"terminal_output","stream":"stdout","content":"build succeeded"}"#
+//! );
+//! let end = terminal_bridge::store_finished(&store, &id, Some(0)).wait().unwrap();
+//! assert_eq!(end.sequence_number, 2);
+//! ```
 
 use serde_json::json;
 

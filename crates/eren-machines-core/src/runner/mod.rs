@@ -95,6 +95,25 @@ impl OutputHandler for TerminalOutput {
 }
 
 /// Runs `program` into `session_id`, storing its output as terminal messages.
+///
+/// ```
+/// use std::sync::Arc;
+/// use eren_machines_core::runner::{spawn_terminal, Program, DEFAULT_KILL_GRACE};
+/// use eren_machines_core::{ProcessRegistry, SessionReader, SessionStore, SessionWriter};
+///
+/// let store = SessionStore::in_memory().unwrap();
+/// let registry = Arc::new(ProcessRegistry::new());
+/// let id = store.create_session(None).wait().unwrap();
+/// let program = Program { command: "echo".into(), args: vec!["hi".into()], ..Program::default() };
+/// let run = spawn_terminal(&store, &registry, &id, program, DEFAULT_KILL_GRACE, None)
+///   .wait()
+///   .unwrap();
+/// let result = run.exited.wait().unwrap();
+/// assert_eq!(result.exit_code, Some(0));
+/// let stored = store.messages(&id, 0, None).wait().unwrap();
+/// assert_eq!(stored.len(), 2); // the line, then terminal_finished
+/// assert!(registry.is_empty());
+/// ```
 pub fn spawn_terminal(
   store: &SessionStore,
   registry: &Arc<ProcessRegistry>,

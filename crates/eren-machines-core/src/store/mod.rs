@@ -28,7 +28,24 @@ use reader::ReadJob;
 pub use schema::Location;
 use writer::Command;
 
-/// The writes the bridges need: the seed's `SessionWriter`.
+/// The writes the bridges need. Every call is handed to the writer thread at
+/// once; the [`Pending`] answer resolves after the commit, so many writes can
+/// be issued and awaited later.
+///
+/// ```
+/// use eren_machines_core::{SessionReader, SessionStore, SessionWriter};
+///
+/// let store = SessionStore::in_memory().unwrap();
+/// let id = store.create_session(None).wait().unwrap();
+/// let first = store.append(&id, "one".into());
+/// let second = store.append(&id, "two".into());
+/// assert_eq!(first.wait().unwrap().sequence_number, 1);
+/// assert_eq!(second.wait().unwrap().sequence_number, 2);
+/// store.close_session(&id).wait().unwrap();
+/// let refused = store.append(&id, "three".into()).wait().unwrap_err();
+/// assert_eq!(refused.code(), "SESSION_CLOSED");
+/// assert_eq!(store.messages(&id, 0, None).wait().unwrap().len(), 2);
+/// ```
 pub trait SessionWriter {
   fn create_session(&self, session_id: Option<&str>) -> Pending<String>;
   fn append(&self, session_id: &str, content: String) -> Pending<Message>;

@@ -1,0 +1,114 @@
+// Type-checked by `.ci/run` with `tsc --strict` (never run): it uses every
+// export of index.d.ts the way a TypeScript host would, so a change to the
+// generated types that breaks a host fails CI.
+import {
+  __napiBindingTarget,
+  AgentStatus,
+  claudeBridge,
+  type Message,
+  ProcessRegistry,
+  ProcessStatus,
+  type Run,
+  type RunResult,
+  type Session,
+  SessionStore,
+  type StopHandle,
+  spawnClaude,
+  spawnTerminal,
+  terminalBridge,
+} from '../../index'
+
+const target: 'native' | 'wasm32-wasi' | 'wasm32-wasip1' = __napiBindingTarget
+
+async function host(): Promise<void> {
+  const registry = new ProcessRegistry()
+  const handle: StopHandle = registry.register('build')
+  const signal: AbortSignal = handle.signal
+  const id: string = handle.sessionId
+  const stopped: boolean = handle.stopped
+  const unsubscribe: () => void = handle.onStop((sessionId: string) => console.log(sessionId))
+  unsubscribe()
+  registry.onStop('build', (sessionId) => console.log(sessionId))()
+  const status: ProcessStatus = registry.status('build')
+  const running: boolean = status === ProcessStatus.Running || status === ProcessStatus.NotRunning
+  const counts: [number, boolean, string[], boolean, boolean] = [
+    registry.count(),
+    registry.isEmpty(),
+    registry.sessionIds(),
+    registry.stop('build'),
+    registry.remove('build'),
+  ]
+
+  const store: SessionStore = SessionStore.open('/tmp/eren-types.db')
+  const memory: SessionStore = SessionStore.inMemory()
+  const sessionId: string = await store.createSession()
+  await store.createSession('named')
+  const session: Session | null = await store.getSession(sessionId)
+  const agent: AgentStatus | undefined = session?.agentStatus
+  const idle: boolean = agent === AgentStatus.Idle || agent === AgentStatus.NotAvailable
+  const nullable: [string | null, string | null, boolean, number, number] = session
+    ? [session.claudeSessionId, session.errorMessage, session.closed, session.createdAt, session.lastSequence]
+    : [null, null, false, 0, 0]
+  const all: Session[] = await store.listSessions()
+  const messages: Message[] = await store.messages(sessionId, { afterSequence: 0, limit: 10 })
+  const first: Message | undefined = messages[0]
+  const fields: [number, string, number, string, number] | undefined = first && [
+    first.id,
+    first.sessionId,
+    first.sequenceNumber,
+    first.content,
+    first.createdAt,
+  ]
+  const stopFollowing: () => void = store.subscribe(sessionId, (m: Message) => m.content, { afterSequence: 0 })
+  stopFollowing()
+
+  const event: Message = await claudeBridge.storeEvent(store, sessionId, '{"type":"system"}')
+  const updated: boolean = await claudeBridge.updateClaudeSessionId(store, sessionId, 'claude-1')
+  await claudeBridge.setRunning(store, sessionId)
+  await claudeBridge.setIdle(store, sessionId)
+  const lines: Message[] = await Promise.all([
+    terminalBridge.storeStdout(store, sessionId, 'out'),
+    terminalBridge.storeStderr(store, sessionId, 'err'),
+    terminalBridge.storeFinished(store, sessionId, null),
+  ])
+
+  const run: Run = await spawnTerminal({
+    store,
+    registry,
+    sessionId,
+    command: 'echo',
+    args: ['hi'],
+    cwd: '/tmp',
+    env: { A: 'b' },
+    killGraceMs: 100,
+    onMessage: (m) => m.sequenceNumber,
+  })
+  const result: RunResult = await run.exited
+  const how: [number | null, string | null, boolean, number] = [result.exitCode, result.signal, result.stopped, run.pid]
+  const claude: Run = await spawnClaude({ store, registry, sessionId, prompt: 'hello', claudePath: 'claude' })
+  await claude.exited
+
+  await store.closeSession(sessionId)
+  const deleted: boolean = await store.deleteSession(sessionId)
+  await store.close()
+  await memory.close()
+  console.log(
+    target,
+    signal,
+    id,
+    stopped,
+    running,
+    counts,
+    idle,
+    nullable,
+    all,
+    fields,
+    event,
+    updated,
+    lines,
+    how,
+    deleted,
+  )
+}
+
+void host
