@@ -22,6 +22,66 @@ export interface Run {
   exited: Promise<RunResult>
 }
 
+/** A tool permission request of a Claude run, as `canUseTool` receives it. */
+export interface ToolRequest {
+  requestId: string
+  toolName: string
+  /** The tool's input as the CLI printed it. */
+  input: Record<string, unknown>
+  toolUseId: string | null
+  /** The CLI's permission suggestions, as printed. */
+  suggestions: unknown[]
+  /** Aborts if the CLI withdraws the request or the run ends first. */
+  signal: AbortSignal
+}
+
+/** What `canUseTool` answers. A callback that throws or rejects is a deny carrying its message. */
+export type ToolDecision =
+  | { behavior: 'allow'; updatedInput?: Record<string, unknown> }
+  | { behavior: 'deny'; message: string; interrupt?: boolean }
+
+/** The options of `spawnClaude`. */
+export interface ClaudeOptions {
+  store: SessionStore
+  registry: ProcessRegistry
+  sessionId: string
+  /** The first user message, written to stdin (never argv). */
+  prompt?: string
+  /** Keep the CLI for more turns through `send()` until `end()` or a stop (default false: stdin closes after the first result). */
+  conversation?: boolean
+  cwd?: string
+  resumeSessionId?: string
+  /** Default: `claude` on `PATH` (see `loginShellPath()` for desktop apps). */
+  claudePath?: string
+  model?: string
+  permissionMode?: 'default' | 'acceptEdits' | 'bypassPermissions' | 'plan'
+  allowedTools?: string[]
+  disallowedTools?: string[]
+  maxTurns?: number
+  appendSystemPrompt?: string
+  includePartialMessages?: boolean
+  /** Any other CLI options, after the typed ones. */
+  args?: string[]
+  /** Added to the host's environment (or the whole environment with `clearEnv`). */
+  env?: Record<string, string>
+  clearEnv?: boolean
+  /** Between the SIGINT of a stop and the SIGKILL of the process group (default 3000). */
+  killGraceMs?: number
+  /** Answers each tool permission request; given, the CLI runs with `--permission-prompt-tool stdio`. */
+  canUseTool?: (request: ToolRequest) => ToolDecision | Promise<ToolDecision>
+  onMessage?: (m: Message) => void
+}
+
+/** A Claude CLI run that converses. */
+export interface ClaudeRun extends Run {
+  /** A further user message: stored, then written to stdin. Rejects with `NOT_RUNNING` once the run ended, `INVALID_ARGUMENT` after `end()`. */
+  send(text: string): Promise<Message>
+  /** Ends the current turn with the CLI's interrupt request (stored, then written); the CLI stays. */
+  interrupt(): Promise<void>
+  /** No more input: the CLI exits after its turn. */
+  end(): void
+}
+
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
@@ -176,15 +236,23 @@ export interface Session {
 }
 
 /**
- * Runs `<claudePath> -p <prompt> --output-format stream-json --verbose`
- * (plus `--resume <resumeSessionId>` and `args`) into the session. Every
- * stdout line that is a JSON object is stored as a message; the first event
- * with a `session_id` sets the session's `claudeSessionId`; the agent status
- * goes `running`, `waiting` (an `AskUserQuestion` tool use), `idle` or
- * `error` (after a result, or a failed exit without one, with the stderr
- * tail as `errorMessage`), and `not_available` when stopped.
+ * Runs the Claude CLI into the session, talking stream-json both ways:
+ * `<claudePath> -p --input-format stream-json --output-format stream-json
+ * --verbose`, the typed options as their flags, `--resume`, `args`, and
+ * `--permission-prompt-tool stdio` when `canUseTool` is given. `prompt` and
+ * every `send()` go to stdin as user messages, never argv. Without
+ * `conversation`, stdin closes after the first result and the CLI exits;
+ * with it, the CLI waits for `send()` until `end()` or a stop.
+ *
+ * Every stdout line is stored in order, whole (a JSON object verbatim up to
+ * 64 MiB, anything else as `claude_output`), stderr lines as
+ * `claude_stderr`, and each message the host writes before it is written.
+ * Each `can_use_tool` request calls `canUseTool` (status `waiting`); its
+ * decision is written back and stored. `registry.stop(sessionId)` sends
+ * SIGINT (the CLI writes its closing result), then SIGKILL to the group
+ * after `killGraceMs`.
  */
-export declare function spawnClaude(opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; prompt: string; cwd?: string; resumeSessionId?: string; claudePath?: string; args?: string[]; env?: Record<string, string>; killGraceMs?: number; onMessage?: (m: Message) => void }): Promise<Run>
+export declare function spawnClaude(opts: ClaudeOptions): Promise<ClaudeRun>
 
 /**
  * Spawns `command` with `args` into the session: no shell, a new process
@@ -192,11 +260,12 @@ export declare function spawnClaude(opts: { store: SessionStore; registry: Proce
  * `terminal_output` message, then `terminal_finished` with `exit_code`,
  * `signal` and `stopped`. `registry.stop(sessionId)` sends SIGTERM to the
  * group, then SIGKILL after `killGraceMs` (default 3000). `env` is added to
- * the host's environment. Rejects with `SESSION_NOT_FOUND`,
- * `SESSION_CLOSED`, `ALREADY_RUNNING` (nothing is spawned) or
- * `SPAWN_FAILED` (no registration is left behind).
+ * the host's environment (or replaces it with `clearEnv`). Rejects with
+ * `SESSION_NOT_FOUND`, `SESSION_CLOSED`, `ALREADY_RUNNING` (nothing is
+ * spawned) or `SPAWN_FAILED` (no registration is left behind; the message
+ * names the `PATH` searched, or the missing `cwd`).
  */
-export declare function spawnTerminal(opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; killGraceMs?: number; onMessage?: (m: Message) => void }): Promise<Run>
+export declare function spawnTerminal(opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; clearEnv?: boolean; killGraceMs?: number; onMessage?: (m: Message) => void }): Promise<Run>
 
 export declare namespace claudeBridge {
   /** Sets the agent status to `'idle'`. */

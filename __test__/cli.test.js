@@ -195,12 +195,13 @@ describe('eren-machines CLI', () => {
     const [header, ...rows] = table.stdout.trim().split('\n')
     expect(header.split(/\s{2,}/)).toEqual(['ID', 'STATUS', 'MESSAGES', 'CREATED', 'CLAUDE SESSION'])
     expect(rows[0].split(/\s{2,}/)).toEqual(['term', 'idle', '2', expect.stringMatching(/^\d{4}-\d\d-\d\dT/), '-'])
-    expect(rows[1].split(/\s{2,}/)).toEqual(['agent', 'idle', '6', expect.any(String), 'fake-claude-session-1'])
+    // The prompt, 5 CLI events, a non-JSON line and a stderr line.
+    expect(rows[1].split(/\s{2,}/)).toEqual(['agent', 'idle', '8', expect.any(String), 'fake-claude-session-1'])
 
     const json = JSON.parse((await cli(['sessions', '--json'], { db })).stdout)
     expect(json.map((s) => [s.id, s.lastSequence, s.claudeSessionId])).toEqual([
       ['term', 2, null],
-      ['agent', 6, 'fake-claude-session-1'],
+      ['agent', 8, 'fake-claude-session-1'],
     ])
   })
 
@@ -217,7 +218,7 @@ describe('eren-machines CLI', () => {
       env: { FAKE_CLAUDE_ARGV: argvFile },
     })
     expect(resumed.code).toBe(0)
-    expect(JSON.parse(fs.readFileSync(argvFile, 'utf8')).slice(5)).toEqual(['--resume', 'earlier'])
+    expect(JSON.parse(fs.readFileSync(argvFile, 'utf8')).slice(6)).toEqual(['--resume=earlier'])
     const crashed = await cli(['claude', '--claude-path', FAKE_CLAUDE, '--', 'crash'])
     expect(crashed.code).toBe(2)
     expect(crashed.stderr).toContain('Invalid API key')

@@ -2,10 +2,9 @@
 const fs = require('node:fs')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
-const { ProcessRegistry, SessionStore, spawnTerminal, spawnClaude } = require('..')
+const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
 const { codeOf, deferred, isGone, settleGone, tempDirs } = require('./helpers')
 
-const FAKE_CLAUDE = path.join(__dirname, 'fixtures', 'fake-claude.js')
 // Every process a test starts carries this variable, inherited by its own
 // children; .ci/run fails if one survives the suite.
 const MARK = { EREN_TEST_CHILD: '1' }
@@ -314,106 +313,5 @@ describe('spawnTerminal', () => {
       expect(await codeOf(() => spawnTerminal(opts))).toBe('INVALID_ARGUMENT')
     }
     expect(registry.count()).toBe(0)
-  })
-})
-
-describe('spawnClaude', () => {
-  async function claude(prompt, extra = {}) {
-    const ctx = await setup('c')
-    const seen = []
-    const run = await spawnClaude({
-      store: ctx.store,
-      registry: ctx.registry,
-      sessionId: 'c',
-      prompt,
-      claudePath: FAKE_CLAUDE,
-      env: MARK,
-      onMessage: (m) => seen.push(m),
-      ...extra,
-    })
-    return { ...ctx, run, seen }
-  }
-
-  test('a successful transcript: every JSON event stored verbatim, claudeSessionId set, running then idle', async () => {
-    const { store, registry, run } = await claude('success')
-    expect((await store.getSession('c')).agentStatus).toBe('running')
-    const result = await run.exited
-    expect(result).toEqual({ exitCode: 0, signal: null, stopped: false })
-    const events = await parsed(store, 'c')
-    expect(events.map((e) => e.type)).toEqual(['system', 'stream_event', 'assistant', 'user', 'assistant', 'result'])
-    const session = await store.getSession('c')
-    expect(session.claudeSessionId).toBe('fake-claude-session-1')
-    expect(session.agentStatus).toBe('idle')
-    expect(session.errorMessage).toBeNull()
-    expect(registry.count()).toBe(0)
-  })
-
-  test('waiting while the last event asks the user a question, then idle', async () => {
-    const go = path.join(tmpDir(), 'go')
-    const asked = watchFor((e) => e.type === 'assistant' && e.message.content[0].name === 'AskUserQuestion')
-    const { store, run } = await claude('ask', { env: { ...MARK, FAKE_CLAUDE_GO: go }, onMessage: asked.onMessage })
-    await asked.found
-    expect((await store.getSession('c')).agentStatus).toBe('waiting')
-    fs.writeFileSync(go, '')
-    await run.exited
-    expect((await store.getSession('c')).agentStatus).toBe('idle')
-  })
-
-  test('an error result sets error with its message', async () => {
-    const { store, run } = await claude('error-result')
-    expect((await run.exited).exitCode).toBe(1)
-    const session = await store.getSession('c')
-    expect(session.agentStatus).toBe('error')
-    expect(session.errorMessage).toBe('API quota exceeded')
-  })
-
-  test('a non-zero exit without a result sets error with the tail of stderr', async () => {
-    const { store, run } = await claude('crash')
-    expect((await run.exited).exitCode).toBe(2)
-    const session = await store.getSession('c')
-    expect(session.agentStatus).toBe('error')
-    expect(session.errorMessage).toContain('Invalid API key')
-    expect(session.errorMessage).toContain('Please run /login')
-  })
-
-  test('a stopped run is not_available', async () => {
-    const started = watchFor((e) => e.type === 'assistant')
-    const { store, registry, run } = await claude('hang', { onMessage: started.onMessage })
-    await started.found
-    registry.stop('c')
-    const result = await run.exited
-    expect(result.stopped).toBe(true)
-    expect((await store.getSession('c')).agentStatus).toBe('not_available')
-  })
-
-  test('argv: -p prompt --output-format stream-json --verbose, then --resume and args', async () => {
-    const argvFile = path.join(tmpDir(), 'argv.json')
-    const { store, run } = await claude('success', {
-      resumeSessionId: 'prev-session',
-      args: ['--model', 'opus'],
-      env: { ...MARK, FAKE_CLAUDE_ARGV: argvFile },
-    })
-    await run.exited
-    expect(JSON.parse(fs.readFileSync(argvFile, 'utf8'))).toEqual([
-      '-p',
-      'success',
-      '--output-format',
-      'stream-json',
-      '--verbose',
-      '--resume',
-      'prev-session',
-      '--model',
-      'opus',
-    ])
-    expect((await store.getSession('c')).claudeSessionId).toBe('prev-session')
-  })
-
-  test('a missing claude executable rejects with SPAWN_FAILED and leaves no registration', async () => {
-    const { store, registry } = await setup('c')
-    expect(
-      await codeOf(() => spawnClaude({ store, registry, sessionId: 'c', prompt: 'x', claudePath: '/no/claude' })),
-    ).toBe('SPAWN_FAILED')
-    expect(registry.count()).toBe(0)
-    expect(await codeOf(() => spawnClaude({ store, registry, sessionId: 'c', prompt: 5 }))).toBe('INVALID_ARGUMENT')
   })
 })

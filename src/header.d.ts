@@ -21,3 +21,63 @@ export interface Run {
   /** Settles once the process has ended, its output is stored and its registration released. */
   exited: Promise<RunResult>
 }
+
+/** A tool permission request of a Claude run, as `canUseTool` receives it. */
+export interface ToolRequest {
+  requestId: string
+  toolName: string
+  /** The tool's input as the CLI printed it. */
+  input: Record<string, unknown>
+  toolUseId: string | null
+  /** The CLI's permission suggestions, as printed. */
+  suggestions: unknown[]
+  /** Aborts if the CLI withdraws the request or the run ends first. */
+  signal: AbortSignal
+}
+
+/** What `canUseTool` answers. A callback that throws or rejects is a deny carrying its message. */
+export type ToolDecision =
+  | { behavior: 'allow'; updatedInput?: Record<string, unknown> }
+  | { behavior: 'deny'; message: string; interrupt?: boolean }
+
+/** The options of `spawnClaude`. */
+export interface ClaudeOptions {
+  store: SessionStore
+  registry: ProcessRegistry
+  sessionId: string
+  /** The first user message, written to stdin (never argv). */
+  prompt?: string
+  /** Keep the CLI for more turns through `send()` until `end()` or a stop (default false: stdin closes after the first result). */
+  conversation?: boolean
+  cwd?: string
+  resumeSessionId?: string
+  /** Default: `claude` on `PATH` (see `loginShellPath()` for desktop apps). */
+  claudePath?: string
+  model?: string
+  permissionMode?: 'default' | 'acceptEdits' | 'bypassPermissions' | 'plan'
+  allowedTools?: string[]
+  disallowedTools?: string[]
+  maxTurns?: number
+  appendSystemPrompt?: string
+  includePartialMessages?: boolean
+  /** Any other CLI options, after the typed ones. */
+  args?: string[]
+  /** Added to the host's environment (or the whole environment with `clearEnv`). */
+  env?: Record<string, string>
+  clearEnv?: boolean
+  /** Between the SIGINT of a stop and the SIGKILL of the process group (default 3000). */
+  killGraceMs?: number
+  /** Answers each tool permission request; given, the CLI runs with `--permission-prompt-tool stdio`. */
+  canUseTool?: (request: ToolRequest) => ToolDecision | Promise<ToolDecision>
+  onMessage?: (m: Message) => void
+}
+
+/** A Claude CLI run that converses. */
+export interface ClaudeRun extends Run {
+  /** A further user message: stored, then written to stdin. Rejects with `NOT_RUNNING` once the run ended, `INVALID_ARGUMENT` after `end()`. */
+  send(text: string): Promise<Message>
+  /** Ends the current turn with the CLI's interrupt request (stored, then written); the CLI stays. */
+  interrupt(): Promise<void>
+  /** No more input: the CLI exits after its turn. */
+  end(): void
+}

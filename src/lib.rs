@@ -20,3 +20,5 @@ mod registry;
 mod runner;
 #[cfg(not(test))]
 mod store;
+#[cfg(all(unix, not(test)))]
+mod tool_permission;

@@ -6,12 +6,13 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::args::{Callback, Options};
+use crate::args::{Callback, Options, Text};
 use crate::error::{coded, Failure, Result};
 use crate::promise::{message_sink, promise};
 use crate::registry::RegistryArg;
 use crate::store::{JsMessage, StoreArg};
-use eren_machines_core::runner::{self, claude, Program, RunResult};
+use crate::tool_permission::tool_sink;
+use eren_machines_core::runner::{self, claude, HostInput, Program, RunInput, RunResult};
 use eren_machines_core::Error;
 
 /// How a run ended.
@@ -41,6 +42,7 @@ struct Common {
   session_id: String,
   cwd: Option<std::path::PathBuf>,
   env: Vec<(String, String)>,
+  clear_env: bool,
   kill_grace: Duration,
   on_message: Option<eren_machines_core::store::MessageSink>,
 }
@@ -51,6 +53,7 @@ fn common(opts: &Options) -> Result<Common> {
   let session_id: String = opts.require("sessionId", "a string")?;
   let cwd: Option<String> = opts.get("cwd", "a string")?;
   let env: Option<HashMap<String, String>> = opts.get("env", "an object of strings")?;
+  let clear_env: Option<bool> = opts.get("clearEnv", "a boolean")?;
   let kill_grace = opts.count("killGraceMs")?;
   let on_message: Option<Callback<JsMessage>> = opts.get("onMessage", "a function")?;
   let on_message = match on_message {
@@ -65,6 +68,7 @@ fn common(opts: &Options) -> Result<Common> {
     session_id,
     cwd: cwd.map(Into::into),
     env,
+    clear_env: clear_env.unwrap_or(false),
     kill_grace: kill_grace.map_or(runner::DEFAULT_KILL_GRACE, |ms| {
       Duration::from_millis(ms as u64)
     }),
@@ -72,11 +76,19 @@ fn common(opts: &Options) -> Result<Common> {
   })
 }
 
+/// What a run's JS object offers besides `sessionId`, `pid` and `exited`.
+#[derive(Clone, Copy)]
+enum Surface {
+  Terminal,
+  Claude,
+}
+
 fn start<'env>(
   env: &'env Env,
   common: Common,
   program: Program,
   handler: Box<dyn runner::OutputHandler>,
+  surface: Surface,
 ) -> Result<PromiseRaw<'env, Object<'env>>> {
   let started = runner::start(
     &common.store,
@@ -88,16 +100,61 @@ fn start<'env>(
     common.on_message,
   );
   env
-    .spawn_future_with_callback(async move { Ok(started.await) }, |env, started| {
+    .spawn_future_with_callback(async move { Ok(started.await) }, move |env, started| {
       let run = started.map_err(|e| coded(env.raw(), e))?;
       let mut object = Object::new(env)?;
       object.set("sessionId", run.session_id)?;
       object.set("pid", run.pid)?;
       let exited = promise(env, run.exited, JsRunResult::from).map_err(|e| coded(env.raw(), e))?;
       object.set("exited", exited)?;
+      if let Surface::Claude = surface {
+        claude_methods(env, &mut object, run.input)?;
+      }
       Ok(object)
     })
     .map_err(Failure::from)
+}
+
+/// A Promise made inside a function created from a closure, as a value
+/// that outlives the call's scope (napi keeps it alive as the return value).
+fn detach<T>(env: &Env, made: Result<PromiseRaw<'_, T>>) -> napi::Result<Unknown<'static>> {
+  let made = made.map_err(|e| coded(env.raw(), e))?;
+  // SAFETY: the value is returned to JS right away, from the same call.
+  Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), made.raw()) })
+}
+
+/// `send`, `interrupt` and `end` of a Claude run.
+fn claude_methods(env: &Env, object: &mut Object, input: RunInput) -> napi::Result<()> {
+  let sender = input.clone();
+  object.set(
+    "send",
+    env.create_function_from_closure::<Unknown, _, _>("send", move |ctx| {
+      let text: Text = ctx.get(0)?;
+      let pending = sender.request(|reply| HostInput::Send {
+        text: text.0,
+        reply,
+      });
+      detach(ctx.env, promise(ctx.env, pending, JsMessage::from))
+    })?,
+  )?;
+  let interrupter = input.clone();
+  object.set(
+    "interrupt",
+    env.create_function_from_closure::<(), _, _>("interrupt", move |ctx| {
+      let pending = interrupter.request(|reply| HostInput::Interrupt { reply });
+      detach(ctx.env, promise(ctx.env, pending, |()| ()))
+    })?,
+  )?;
+  object.set(
+    "end",
+    env.create_function_from_closure::<(), _, _>("end", move |_ctx| {
+      // Ending a run that already ended is a no-op, like closing a closed
+      // stream.
+      let _ = input.send(HostInput::End);
+      Ok(())
+    })?,
+  )?;
+  Ok(())
 }
 
 /// Spawns `command` with `args` into the session: no shell, a new process
@@ -105,12 +162,13 @@ fn start<'env>(
 /// `terminal_output` message, then `terminal_finished` with `exit_code`,
 /// `signal` and `stopped`. `registry.stop(sessionId)` sends SIGTERM to the
 /// group, then SIGKILL after `killGraceMs` (default 3000). `env` is added to
-/// the host's environment. Rejects with `SESSION_NOT_FOUND`,
-/// `SESSION_CLOSED`, `ALREADY_RUNNING` (nothing is spawned) or
-/// `SPAWN_FAILED` (no registration is left behind).
+/// the host's environment (or replaces it with `clearEnv`). Rejects with
+/// `SESSION_NOT_FOUND`, `SESSION_CLOSED`, `ALREADY_RUNNING` (nothing is
+/// spawned) or `SPAWN_FAILED` (no registration is left behind; the message
+/// names the `PATH` searched, or the missing `cwd`).
 #[napi(
   catch_unwind,
-  ts_args_type = "opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; killGraceMs?: number; onMessage?: (m: Message) => void }",
+  ts_args_type = "opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; clearEnv?: boolean; killGraceMs?: number; onMessage?: (m: Message) => void }",
   ts_return_type = "Promise<Run>"
 )]
 pub fn spawn_terminal<'env>(
@@ -125,40 +183,105 @@ pub fn spawn_terminal<'env>(
     args: args.unwrap_or_default(),
     cwd: common.cwd.clone(),
     env: common.env.clone(),
+    clear_env: common.clear_env,
+    ..Program::default()
   };
-  start(env, common, program, Box::new(runner::TerminalOutput))
+  start(
+    env,
+    common,
+    program,
+    Box::new(runner::TerminalOutput),
+    Surface::Terminal,
+  )
 }
 
-/// Runs `<claudePath> -p <prompt> --output-format stream-json --verbose`
-/// (plus `--resume <resumeSessionId>` and `args`) into the session. Every
-/// stdout line that is a JSON object is stored as a message; the first event
-/// with a `session_id` sets the session's `claudeSessionId`; the agent status
-/// goes `running`, `waiting` (an `AskUserQuestion` tool use), `idle` or
-/// `error` (after a result, or a failed exit without one, with the stderr
-/// tail as `errorMessage`), and `not_available` when stopped.
+/// Runs the Claude CLI into the session, talking stream-json both ways:
+/// `<claudePath> -p --input-format stream-json --output-format stream-json
+/// --verbose`, the typed options as their flags, `--resume`, `args`, and
+/// `--permission-prompt-tool stdio` when `canUseTool` is given. `prompt` and
+/// every `send()` go to stdin as user messages, never argv. Without
+/// `conversation`, stdin closes after the first result and the CLI exits;
+/// with it, the CLI waits for `send()` until `end()` or a stop.
+///
+/// Every stdout line is stored in order, whole (a JSON object verbatim up to
+/// 64 MiB, anything else as `claude_output`), stderr lines as
+/// `claude_stderr`, and each message the host writes before it is written.
+/// Each `can_use_tool` request calls `canUseTool` (status `waiting`); its
+/// decision is written back and stored. `registry.stop(sessionId)` sends
+/// SIGINT (the CLI writes its closing result), then SIGKILL to the group
+/// after `killGraceMs`.
 #[napi(
   catch_unwind,
-  ts_args_type = "opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; prompt: string; cwd?: string; resumeSessionId?: string; claudePath?: string; args?: string[]; env?: Record<string, string>; killGraceMs?: number; onMessage?: (m: Message) => void }",
-  ts_return_type = "Promise<Run>"
+  ts_args_type = "opts: ClaudeOptions",
+  ts_return_type = "Promise<ClaudeRun>"
 )]
 pub fn spawn_claude<'env>(env: &'env Env, opts: Options) -> Result<PromiseRaw<'env, Object<'env>>> {
   let common = common(&opts)?;
-  let prompt: String = opts.require("prompt", "a string")?;
-  let request = claude::ClaudeRequest {
-    prompt,
-    claude_path: opts.get("claudePath", "a string")?,
-    resume_session_id: opts.get("resumeSessionId", "a string")?,
-    args: opts
-      .get::<Vec<String>>("args", "an array of strings")?
-      .unwrap_or_default(),
-    cwd: common.cwd.clone(),
-    env: common.env.clone(),
+  let strings = |name: &str| -> Result<Vec<String>> {
+    Ok(
+      opts
+        .get::<Vec<String>>(name, "an array of strings")?
+        .unwrap_or_default(),
+    )
   };
-  let program = claude::program(request);
-  if program.command.is_empty() {
+  let permission_mode: Option<String> = opts.get("permissionMode", "a string")?;
+  if let Some(mode) = &permission_mode {
+    if !claude::PERMISSION_MODES.contains(&mode.as_str()) {
+      return Err(Failure::from(Error::InvalidArgument(format!(
+        "permissionMode must be one of {}, got '{mode}'",
+        claude::PERMISSION_MODES.join(", ")
+      ))));
+    }
+  }
+  let max_turns = match opts.count("maxTurns")? {
+    Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => Some(n as u32),
+    Some(_) => {
+      return Err(Failure::from(Error::InvalidArgument(
+        "maxTurns must be a positive integer".into(),
+      )))
+    }
+    None => None,
+  };
+  let can_use_tool: Option<Callback<Unknown<'static>>> = opts.get("canUseTool", "a function")?;
+  let tools = match &can_use_tool {
+    Some(callback) => Some(tool_sink(env, &callback.0)?),
+    None => None,
+  };
+  let claude_path: Option<String> = opts.get("claudePath", "a string")?;
+  if claude_path.as_deref() == Some("") {
     return Err(Failure::from(Error::InvalidArgument(
       "claudePath must not be empty".into(),
     )));
   }
-  start(env, common, program, Box::<claude::ClaudeOutput>::default())
+  let request = claude::ClaudeRequest {
+    claude_path,
+    resume_session_id: opts.get("resumeSessionId", "a string")?,
+    model: opts.get("model", "a string")?,
+    permission_mode,
+    allowed_tools: strings("allowedTools")?,
+    disallowed_tools: strings("disallowedTools")?,
+    max_turns,
+    append_system_prompt: opts.get("appendSystemPrompt", "a string")?,
+    include_partial_messages: opts
+      .get("includePartialMessages", "a boolean")?
+      .unwrap_or(false),
+    answers_permissions: tools.is_some(),
+    args: strings("args")?,
+    cwd: common.cwd.clone(),
+    env: common.env.clone(),
+    clear_env: common.clear_env,
+  };
+  let conversation = claude::Conversation {
+    prompt: opts.get("prompt", "a string")?,
+    keep_open: opts.get("conversation", "a boolean")?.unwrap_or(false),
+    tools,
+  };
+  let handler = Box::new(claude::ClaudeOutput::new(conversation));
+  start(
+    env,
+    common,
+    claude::program(request),
+    handler,
+    Surface::Claude,
+  )
 }

@@ -4,6 +4,8 @@
 import {
   __napiBindingTarget,
   AgentStatus,
+  type ClaudeOptions,
+  type ClaudeRun,
   claudeBridge,
   type Message,
   ProcessRegistry,
@@ -15,6 +17,8 @@ import {
   type StopHandle,
   spawnClaude,
   spawnTerminal,
+  type ToolDecision,
+  type ToolRequest,
   terminalBridge,
 } from '../../index'
 
@@ -85,7 +89,49 @@ async function host(): Promise<void> {
   })
   const result: RunResult = await run.exited
   const how: [number | null, string | null, boolean, number] = [result.exitCode, result.signal, result.stopped, run.pid]
-  const claude: Run = await spawnClaude({ store, registry, sessionId, prompt: 'hello', claudePath: 'claude' })
+  const decide = async (request: ToolRequest): Promise<ToolDecision> => {
+    const facts: [string, string, Record<string, unknown>, string | null, unknown[], boolean] = [
+      request.requestId,
+      request.toolName,
+      request.input,
+      request.toolUseId,
+      request.suggestions,
+      request.signal.aborted,
+    ]
+    console.log(facts)
+    return request.toolName === 'Bash'
+      ? { behavior: 'deny', message: 'no shell', interrupt: false }
+      : { behavior: 'allow', updatedInput: request.input }
+  }
+  const options: ClaudeOptions = {
+    store,
+    registry,
+    sessionId,
+    prompt: 'hello',
+    conversation: true,
+    cwd: '/tmp',
+    resumeSessionId: 'earlier',
+    claudePath: 'claude',
+    model: 'opus',
+    permissionMode: 'acceptEdits',
+    allowedTools: ['Read'],
+    disallowedTools: ['WebFetch'],
+    maxTurns: 3,
+    appendSystemPrompt: 'be brief',
+    includePartialMessages: true,
+    args: ['--fork-session'],
+    env: { A: 'b' },
+    clearEnv: false,
+    killGraceMs: 1000,
+    canUseTool: decide,
+    onMessage: (m) => m.content,
+  }
+  const claude: ClaudeRun = await spawnClaude(options)
+  const reply: Message = await claude.send('and then?')
+  await claude.interrupt()
+  claude.end()
+  const asRun: Run = claude
+  console.log(reply, asRun.pid)
   await claude.exited
 
   await store.closeSession(sessionId)

@@ -17,37 +17,38 @@
 //! assert_eq!(session.claude_session_id.as_deref(), Some("c-1"));
 //! ```
 
+use serde::Deserialize;
+
 use crate::error::Error;
 use crate::store::{AgentStatus, Message, Pending, SessionWriter};
 
-/// Checks that `raw_json` is a single JSON object.
-pub fn parse_event(
-  session_id: &str,
-  raw_json: &str,
-) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+/// Checks that `raw_json` is a single JSON object, at any nesting depth: the
+/// object is scanned, not built, so depth and size cost no stack.
+pub fn check_event(session_id: &str, raw_json: &str) -> Result<(), Error> {
   let invalid = |reason: String| Error::InvalidJson {
     session_id: session_id.to_owned(),
     reason,
   };
-  match serde_json::from_str::<serde_json::Value>(raw_json) {
-    Ok(serde_json::Value::Object(event)) => Ok(event),
-    Ok(other) => Err(invalid(format!(
-      "expected a JSON object, got {}",
-      json_kind(&other)
-    ))),
-    Err(e) => Err(invalid(e.to_string())),
+  let first = raw_json
+    .trim_start_matches([' ', '\t', '\n', '\r'])
+    .chars()
+    .next();
+  if first != Some('{') {
+    let what = match first {
+      None => "nothing",
+      Some('[') => "an array",
+      Some('"') => "a string",
+      Some('n') => "null",
+      Some('t' | 'f') => "a boolean",
+      Some('-' | '0'..='9') => "a number",
+      Some(_) => "something that is not JSON",
+    };
+    return Err(invalid(format!("expected a JSON object, got {what}")));
   }
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-  match value {
-    serde_json::Value::Null => "null",
-    serde_json::Value::Bool(_) => "a boolean",
-    serde_json::Value::Number(_) => "a number",
-    serde_json::Value::String(_) => "a string",
-    serde_json::Value::Array(_) => "an array",
-    serde_json::Value::Object(_) => "an object",
-  }
+  let mut scanner = serde_json::Deserializer::from_str(raw_json);
+  serde::de::IgnoredAny::deserialize(&mut scanner)
+    .and_then(|_| scanner.end())
+    .map_err(|e| invalid(e.to_string()))
 }
 
 /// Stores `raw_json` byte for byte, after checking it is one JSON object.
@@ -56,8 +57,8 @@ pub fn store_event(
   session_id: &str,
   raw_json: String,
 ) -> Pending<Message> {
-  match parse_event(session_id, &raw_json) {
-    Ok(_) => writer.append(session_id, raw_json),
+  match check_event(session_id, &raw_json) {
+    Ok(()) => writer.append(session_id, raw_json),
     Err(e) => Pending::ready(Err(e)),
   }
 }
@@ -201,5 +202,26 @@ mod tests {
       assert!(err.to_string().contains("'s'"));
     }
     assert_eq!(store.last_sequence("s"), 0);
+  }
+
+  #[test]
+  fn objects_nested_far_beyond_the_parsers_limit_are_accepted_whole() {
+    let store = crate::test_support::store_with_session("s");
+    let depth = 100_000;
+    let deep = format!(
+      "{}{}",
+      r#"{"a":"#.repeat(depth),
+      "1".to_owned() + &"}".repeat(depth)
+    );
+    let message = store_event(&store, "s", deep.clone()).wait().unwrap();
+    assert_eq!(message.content, deep);
+    let unbalanced = format!("{}1", r#"{"a":"#.repeat(depth));
+    assert_eq!(
+      store_event(&store, "s", unbalanced)
+        .wait()
+        .unwrap_err()
+        .code(),
+      "INVALID_JSON"
+    );
   }
 }

@@ -1,25 +1,78 @@
 //! Splitting a byte stream into lines: `\n` or `\r\n`, a final line without
-//! a newline kept, invalid UTF-8 replaced by U+FFFD, and no line longer than
-//! [`MAX_LINE`] bytes (longer ones are split, at a character boundary where
-//! there is one).
+//! a newline kept, invalid UTF-8 replaced by U+FFFD. What happens to a line
+//! longer than its limit depends on who reads it ([`Overlong`]): terminal
+//! output is split into pieces of at most [`MAX_LINE`] bytes (at a character
+//! boundary where there is one), while a Claude event is kept whole up to a
+//! much larger limit, beyond which only its head and length are kept.
+//! Either way memory stays bounded by the limit, whatever the child prints.
 
-/// The longest line stored as one message.
+/// The longest piece of terminal output stored as one line, and the head kept
+/// of a line too long to keep whole.
 pub const MAX_LINE: usize = 1 << 20;
 
-#[derive(Default)]
+/// What the splitter hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+  Text(String),
+  /// A line over the limit of [`Overlong::Truncate`]: its first [`MAX_LINE`]
+  /// bytes (cut at a character boundary) and its length in bytes.
+  Truncated {
+    head: String,
+    bytes: usize,
+  },
+}
+
+/// How a line longer than the limit is handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlong {
+  /// In pieces of at most [`MAX_LINE`] bytes, each a [`Line::Text`].
+  Split,
+  /// Whole up to `limit` bytes; a longer one as one [`Line::Truncated`].
+  Truncate { limit: usize },
+}
+
+/// The head and length so far of a line that went over the limit.
+struct Skipping {
+  head: Vec<u8>,
+  bytes: usize,
+}
+
 pub struct LineSplitter {
   pending: Vec<u8>,
   /// Bytes of `pending` already searched for a newline.
   scanned: usize,
+  overlong: Overlong,
+  skipping: Option<Skipping>,
+}
+
+impl Default for LineSplitter {
+  fn default() -> Self {
+    Self::new(Overlong::Split)
+  }
 }
 
 impl LineSplitter {
-  pub fn new() -> Self {
-    Self::default()
+  pub fn new(overlong: Overlong) -> Self {
+    LineSplitter {
+      pending: Vec::new(),
+      scanned: 0,
+      overlong,
+      skipping: None,
+    }
   }
 
   /// Feeds a chunk; every line it completes goes to `emit`.
-  pub fn push(&mut self, chunk: &[u8], emit: &mut impl FnMut(String)) {
+  pub fn push(&mut self, mut chunk: &[u8], emit: &mut impl FnMut(Line)) {
+    if let Some(skipping) = &mut self.skipping {
+      // Inside a line already over the limit: count it until its newline.
+      let Some(end) = memchr::memchr(b'\n', chunk) else {
+        skipping.bytes += chunk.len();
+        return;
+      };
+      skipping.bytes += end;
+      self.end_skipping(emit);
+      chunk = &chunk[end + 1..];
+    }
     self.pending.extend_from_slice(chunk);
     let mut start = 0;
     while let Some(offset) = memchr::memchr(b'\n', &self.pending[self.scanned.max(start)..]) {
@@ -28,36 +81,78 @@ impl LineSplitter {
       if let Some(stripped) = line.strip_suffix(b"\r") {
         line = stripped;
       }
-      emit_pieces(line, emit);
+      emit_line(line, self.overlong, emit);
       start = end + 1;
     }
     self.pending.drain(..start);
-    // Without a newline in sight, a long line still goes out in pieces, so
-    // memory stays bounded whatever the child prints.
-    while self.pending.len() > MAX_LINE {
-      let cut = char_boundary(&self.pending, MAX_LINE);
-      emit(String::from_utf8_lossy(&self.pending[..cut]).into_owned());
-      self.pending.drain(..cut);
+    match self.overlong {
+      Overlong::Split => {
+        // Without a newline in sight, a long line still goes out in pieces.
+        while self.pending.len() > MAX_LINE {
+          let cut = char_boundary(&self.pending, MAX_LINE);
+          emit(Line::Text(
+            String::from_utf8_lossy(&self.pending[..cut]).into_owned(),
+          ));
+          self.pending.drain(..cut);
+        }
+      }
+      Overlong::Truncate { limit } => {
+        if self.pending.len() > limit {
+          let cut = char_boundary(&self.pending, MAX_LINE);
+          let bytes = self.pending.len();
+          self.pending.truncate(cut);
+          self.pending.shrink_to(cut);
+          self.skipping = Some(Skipping {
+            head: std::mem::take(&mut self.pending),
+            bytes,
+          });
+        }
+      }
     }
     self.scanned = self.pending.len();
   }
 
+  fn end_skipping(&mut self, emit: &mut impl FnMut(Line)) {
+    if let Some(Skipping { head, bytes }) = self.skipping.take() {
+      emit(Line::Truncated {
+        head: String::from_utf8_lossy(&head).into_owned(),
+        bytes,
+      });
+    }
+  }
+
   /// Ends the stream: a last line without a newline is kept.
-  pub fn finish(mut self, emit: &mut impl FnMut(String)) {
+  pub fn finish(mut self, emit: &mut impl FnMut(Line)) {
+    self.end_skipping(emit);
     if !self.pending.is_empty() {
       let line = std::mem::take(&mut self.pending);
-      emit_pieces(&line, emit);
+      emit_line(&line, self.overlong, emit);
     }
   }
 }
 
-fn emit_pieces(mut line: &[u8], emit: &mut impl FnMut(String)) {
-  while line.len() > MAX_LINE {
-    let cut = char_boundary(line, MAX_LINE);
-    emit(String::from_utf8_lossy(&line[..cut]).into_owned());
-    line = &line[cut..];
+fn emit_line(mut line: &[u8], overlong: Overlong, emit: &mut impl FnMut(Line)) {
+  match overlong {
+    Overlong::Split => {
+      while line.len() > MAX_LINE {
+        let cut = char_boundary(line, MAX_LINE);
+        emit(Line::Text(
+          String::from_utf8_lossy(&line[..cut]).into_owned(),
+        ));
+        line = &line[cut..];
+      }
+    }
+    Overlong::Truncate { limit } if line.len() > limit => {
+      let cut = char_boundary(line, MAX_LINE);
+      emit(Line::Truncated {
+        head: String::from_utf8_lossy(&line[..cut]).into_owned(),
+        bytes: line.len(),
+      });
+      return;
+    }
+    Overlong::Truncate { .. } => {}
   }
-  emit(String::from_utf8_lossy(line).into_owned());
+  emit(Line::Text(String::from_utf8_lossy(line).into_owned()));
 }
 
 /// The largest cut at or below `limit` that does not split a UTF-8
@@ -75,14 +170,24 @@ fn char_boundary(bytes: &[u8], limit: usize) -> usize {
 mod tests {
   use super::*;
 
-  fn split(chunks: &[&[u8]]) -> Vec<String> {
+  fn lines_of(overlong: Overlong, chunks: &[&[u8]]) -> Vec<Line> {
     let mut lines = Vec::new();
-    let mut splitter = LineSplitter::new();
+    let mut splitter = LineSplitter::new(overlong);
     for chunk in chunks {
       splitter.push(chunk, &mut |l| lines.push(l));
     }
     splitter.finish(&mut |l| lines.push(l));
     lines
+  }
+
+  fn split(chunks: &[&[u8]]) -> Vec<String> {
+    lines_of(Overlong::Split, chunks)
+      .into_iter()
+      .map(|line| match line {
+        Line::Text(text) => text,
+        Line::Truncated { .. } => panic!("Split mode never truncates"),
+      })
+      .collect()
   }
 
   #[test]
@@ -162,5 +267,57 @@ mod tests {
   fn a_line_of_exactly_the_limit_is_one_line() {
     let text = vec![b'y'; MAX_LINE];
     assert_eq!(split(&[&text, b"\n"]).len(), 1);
+  }
+
+  const LIMIT: usize = 3 * MAX_LINE;
+
+  #[test]
+  fn truncate_mode_keeps_a_line_whole_up_to_its_limit() {
+    let whole = vec![b'z'; LIMIT];
+    let chunks: Vec<&[u8]> = whole.chunks(64 * 1024).chain([&b"\nnext"[..]]).collect();
+    let lines = lines_of(Overlong::Truncate { limit: LIMIT }, &chunks);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0], Line::Text("z".repeat(LIMIT)));
+    assert_eq!(lines[1], Line::Text("next".into()));
+  }
+
+  #[test]
+  fn truncate_mode_keeps_the_head_and_length_of_a_longer_line() {
+    let mut long = "€".repeat(LIMIT / 3 + 5).into_bytes();
+    let bytes = long.len();
+    long.extend_from_slice(b"\r\nafter\n");
+    for chunks in [vec![&long[..]], long.chunks(4096).collect::<Vec<_>>()] {
+      let lines = lines_of(Overlong::Truncate { limit: LIMIT }, &chunks);
+      assert_eq!(lines.len(), 2);
+      match &lines[0] {
+        Line::Truncated {
+          head,
+          bytes: counted,
+        } => {
+          assert!(head.len() <= MAX_LINE && head.len() > MAX_LINE - 3);
+          assert!(head.chars().all(|c| c == '€'));
+          // The \r before the newline belongs to the line as it was printed.
+          assert!(
+            *counted == bytes || *counted == bytes + 1,
+            "{counted} vs {bytes}"
+          );
+        }
+        other => panic!("expected a truncated line, got {other:?}"),
+      }
+      assert_eq!(lines[1], Line::Text("after".into()));
+    }
+  }
+
+  #[test]
+  fn truncate_mode_reports_an_overlong_last_line_without_newline() {
+    let long = vec![b'q'; LIMIT + 1];
+    let lines = lines_of(Overlong::Truncate { limit: LIMIT }, &[&long]);
+    assert_eq!(
+      lines,
+      vec![Line::Truncated {
+        head: "q".repeat(MAX_LINE),
+        bytes: LIMIT + 1
+      }]
+    );
   }
 }

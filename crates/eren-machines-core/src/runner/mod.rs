@@ -1,27 +1,29 @@
 //! Spawning processes into sessions and supervising them.
 //!
 //! A run registers its session id, spawns the program without a shell in a
-//! new process group with stdin closed, drains stdout and stderr on their own
-//! threads, and stores what they print through the store's writer. Lines are
-//! handed to the writer in chunks without waiting for each commit, so the
-//! writer's group commit stores them in batches. A stop of the registration
-//! sends SIGTERM to the group, then SIGKILL after the grace period. When the
-//! process ends the runner stores the final message and releases the
-//! registration.
+//! new process group, drains stdout and stderr on their own threads, and
+//! stores what they print through the store's writer. Lines are handed to the
+//! writer in chunks without waiting for each commit, so the writer's group
+//! commit stores them in batches. When the program takes input, a writer
+//! thread feeds its stdin, and what the host sends goes through the run's
+//! handler (which decides what is stored, and in what order) before it is
+//! written. A stop of the registration sends SIGTERM to the group (or SIGINT
+//! to the program, for programs that close cleanly on it), then SIGKILL after
+//! the grace period. When the process ends the runner stores the final
+//! message and releases the registration.
 //!
 //! Threads per run: one supervisor (stores output), two pipe readers, one
-//! waiter and one stop watcher. Every child is forked by the spawner thread
-//! of [`process`].
+//! waiter, one stop watcher, and a stdin writer when there is input. Every
+//! child is forked by the spawner thread of [`process`].
 
 pub mod claude;
 pub mod lines;
 mod process;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::ExitStatus;
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::process::{ChildStdin, ExitStatus};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -35,8 +37,10 @@ use crate::store::{
   reply_channel, AgentStatus, Message, MessageSink, Pending, Reply, SessionReader, SessionStore,
   SessionWriter,
 };
+pub use claude::protocol::ToolDecision;
+use lines::{Line, Overlong};
 
-/// Default time between SIGTERM and SIGKILL.
+/// Default time between the first signal of a stop and SIGKILL.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_millis(3000);
 /// Pipe reads taken per round trip to the writer.
 const CHUNK: usize = 4;
@@ -48,6 +52,17 @@ const READ_BUFFER: usize = 4;
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 const SMALL_STACK: usize = 128 * 1024;
 
+/// How a stop begins, before SIGKILL ends the group after the grace period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StopStyle {
+  /// SIGTERM to the whole process group.
+  #[default]
+  Terminate,
+  /// SIGINT to the program alone, and its stdin closed: for programs that
+  /// close cleanly on it (the Claude CLI writes its own closing result).
+  Interrupt,
+}
+
 /// What to run.
 #[derive(Debug, Clone, Default)]
 pub struct Program {
@@ -56,6 +71,11 @@ pub struct Program {
   pub cwd: Option<PathBuf>,
   /// Added to (and overriding) the host's environment.
   pub env: Vec<(String, String)>,
+  /// Start from an empty environment instead of the host's.
+  pub clear_env: bool,
+  /// Give the program a stdin pipe; otherwise stdin is closed.
+  pub stdin: bool,
+  pub stop: StopStyle,
 }
 
 /// A started run.
@@ -63,30 +83,118 @@ pub struct Run {
   pub session_id: String,
   pub pid: u32,
   pub exited: Pending<RunResult>,
+  /// Where the host's input for this run goes.
+  pub input: RunInput,
 }
 
-/// One write the runner asks of the store, in output order.
+/// What a host may send to a run while it lives.
+pub enum HostInput {
+  /// A user message; answered with the stored message once it is written.
+  Send { text: String, reply: Reply<Message> },
+  /// End the current turn; answered once the request is written.
+  Interrupt { reply: Reply<()> },
+  /// The host's answer to a tool permission request.
+  Decision {
+    request_id: String,
+    decision: ToolDecision,
+  },
+  /// No more input: stdin is closed once what was sent before is written.
+  End,
+}
+
+/// A handle for sending [`HostInput`] to a run. Once the run has ended,
+/// every send fails with [`Error::NotRunning`].
+#[derive(Clone)]
+pub struct RunInput {
+  session_id: String,
+  inputs: Arc<Mutex<Option<mpsc::Sender<HostInput>>>>,
+  wake: mpsc::SyncSender<Event>,
+}
+
+impl RunInput {
+  pub fn send(&self, input: HostInput) -> Result<()> {
+    let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+    let sent = inputs.as_ref().map(|inputs| inputs.send(input));
+    if !matches!(sent, Some(Ok(()))) {
+      return Err(Error::NotRunning(self.session_id.clone()));
+    }
+    // A full event channel means the supervisor is busy and will look at
+    // the inputs on its next round anyway.
+    let _ = self.wake.try_send(Event::Wake);
+    Ok(())
+  }
+
+  /// Sends an input that is answered through a reply channel, and returns
+  /// that answer.
+  pub fn request<T>(&self, make: impl FnOnce(Reply<T>) -> HostInput) -> Pending<T> {
+    let (reply, pending) = reply_channel();
+    match self.send(make(reply)) {
+      Ok(()) => pending,
+      Err(e) => Pending::ready(Err(e)),
+    }
+  }
+}
+
+/// One thing the runner does for a handler, in order: writes are stored
+/// before anything after them happens.
 pub enum Op {
   Append(String),
   ClaudeSessionId(String),
   Status(AgentStatus, Option<String>),
+  /// Stored, then written to stdin as one line; `reply` hears of the stored
+  /// message (or of the failure, and then nothing is written).
+  Input {
+    line: String,
+    reply: Option<Reply<Message>>,
+  },
+  /// Closes stdin once everything before it is written.
+  CloseStdin,
+  /// Runs once everything before it is stored (and written).
+  After(Box<dyn FnOnce() + Send>),
 }
 
-/// Turns a run's output into store writes.
+/// Turns a run's output, and the host's input, into store writes.
 pub trait OutputHandler: Send + 'static {
+  /// How a line over the limit is read.
+  fn overlong(&self) -> Overlong {
+    Overlong::Split
+  }
+  /// Called once the program runs, with the handle for its input.
+  fn attach(&mut self, _input: RunInput) {}
   fn started(&mut self) -> Vec<Op> {
     Vec::new()
   }
-  fn line(&mut self, stream: Stream, line: String) -> Vec<Op>;
+  fn line(&mut self, stream: Stream, line: Line) -> Vec<Op>;
+  /// Input from the host. By default a run takes none but `End`.
+  fn input(&mut self, input: HostInput) -> Vec<Op> {
+    refuse_input(input, "this run takes no input")
+  }
   fn finished(&mut self, result: &RunResult) -> Vec<Op>;
+}
+
+/// Answers an input that a handler does not take.
+pub fn refuse_input(input: HostInput, why: &str) -> Vec<Op> {
+  let error = || Error::InvalidArgument(why.to_owned());
+  match input {
+    HostInput::Send { reply, .. } => drop(reply.send(Err(error()))),
+    HostInput::Interrupt { reply } => drop(reply.send(Err(error()))),
+    HostInput::Decision { .. } => {}
+    HostInput::End => return vec![Op::CloseStdin],
+  }
+  Vec::new()
 }
 
 /// Terminal runs: every line through the terminal bridge's format.
 pub struct TerminalOutput;
 
 impl OutputHandler for TerminalOutput {
-  fn line(&mut self, stream: Stream, line: String) -> Vec<Op> {
-    vec![Op::Append(terminal::output_content(stream, &line))]
+  fn line(&mut self, stream: Stream, line: Line) -> Vec<Op> {
+    let text = match line {
+      Line::Text(text) => text,
+      // Split mode never truncates; the head is all there is.
+      Line::Truncated { head, .. } => head,
+    };
+    vec![Op::Append(terminal::output_content(stream, &text))]
   }
 
   fn finished(&mut self, result: &RunResult) -> Vec<Op> {
@@ -159,6 +267,7 @@ pub fn start(
     session_id: session_id.to_owned(),
     handler,
     on_message,
+    stdin: None,
   };
   let spawned = std::thread::Builder::new()
     .name("eren-run".into())
@@ -173,18 +282,37 @@ pub fn start(
   }
 }
 
-enum Event {
+pub enum Event {
   /// The lines completed by one read from a pipe.
-  Lines(Stream, Vec<String>),
+  Lines(Stream, Vec<Line>),
   ReaderDone,
   Exited(ExitStatus),
+  /// Host input is waiting.
+  Wake,
 }
 
-/// A write handed to the store, waiting for its commit.
+/// A write handed to the store, waiting for its commit, or an action that
+/// waits for the writes before it.
 enum Submitted {
   Messages(Pending<Vec<Message>>),
   Flag(Pending<bool>),
   Done(Pending<()>),
+  Input {
+    stored: Pending<Message>,
+    line: String,
+    reply: Option<Reply<Message>>,
+  },
+  CloseStdin,
+  After(Box<dyn FnOnce() + Send>),
+}
+
+/// What the launch hands to the supervisor's loop.
+struct Launched {
+  events: mpsc::Receiver<Event>,
+  inputs: mpsc::Receiver<HostInput>,
+  input: RunInput,
+  pid: u32,
+  subscription: Subscription,
 }
 
 struct Supervisor {
@@ -193,48 +321,60 @@ struct Supervisor {
   session_id: String,
   handler: Box<dyn OutputHandler>,
   on_message: Option<MessageSink>,
+  /// Lines for the stdin writer thread; dropped to close stdin.
+  stdin: Option<mpsc::Sender<Vec<u8>>>,
 }
 
 impl Supervisor {
   fn run(mut self, program: Program, kill_grace: Duration, reply: Reply<Run>) {
-    let (events, child_pid, registration) = match self.launch(&program, kill_grace) {
+    let launched = match self.launch(&program, kill_grace) {
       Ok(launched) => launched,
       Err(e) => {
         let _ = reply.send(Err(e));
         return;
       }
     };
-    // Stored before the caller hears of the run, so that a status read right
-    // after the spawn already sees it.
+    self.handler.attach(launched.input.clone());
+    // Stored (and written) before the caller hears of the run, so that a
+    // status read right after the spawn already sees it.
     let started = self.handler.started();
     self.store_ops(started);
     let (result_reply, result) = reply_channel();
     let _ = reply.send(Ok(Run {
       session_id: self.session_id.clone(),
-      pid: child_pid,
+      pid: launched.pid,
       exited: result,
+      input: launched.input.clone(),
     }));
-    let status = self.pump(&events);
+    let status = self.pump(&launched.events, &launched.inputs);
+    // From here on the run takes no input: later sends fail at once, and
+    // those already queued are answered.
+    launched
+      .input
+      .inputs
+      .lock()
+      .unwrap_or_else(|p| p.into_inner())
+      .take();
+    for input in launched.inputs.try_iter() {
+      refuse_ended(input, &self.session_id);
+    }
+    self.stdin = None;
     let result = RunResult {
       exit_code: status.and_then(|s| s.code()),
       signal: status.and_then(signal_of),
-      stopped: registration.is_stopped(),
+      stopped: launched.subscription.is_stopped(),
     };
     let finished = self.handler.finished(&result);
     self.store_ops(finished);
     self
       .registry
-      .remove_generation(&self.session_id, registration.generation);
+      .remove_generation(&self.session_id, launched.subscription.generation);
     let _ = result_reply.send(Ok(result));
   }
 
   /// Checks the session, registers it, spawns the program and starts the
   /// helper threads.
-  fn launch(
-    &self,
-    program: &Program,
-    kill_grace: Duration,
-  ) -> Result<(mpsc::Receiver<Event>, u32, Subscription)> {
+  fn launch(&mut self, program: &Program, kill_grace: Duration) -> Result<Launched> {
     let session_id = &self.session_id;
     match self.store.get_session(session_id).wait()? {
       None => return Err(Error::SessionNotFound(session_id.clone())),
@@ -252,34 +392,60 @@ impl Supervisor {
         return Err(Error::SpawnFailed {
           session_id: session_id.clone(),
           command: program.command.clone(),
-          reason: e.to_string(),
+          reason: process::describe_spawn_error(program, &e),
         });
       }
     };
     let pid = child.id();
     let (events, receiver) = mpsc::sync_channel(READ_BUFFER);
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
+    let overlong = self.handler.overlong();
     for (stream, pipe) in [
       (
         Stream::Stdout,
-        stdout.map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+          .stdout
+          .take()
+          .map(|p| Box::new(p) as Box<dyn Read + Send>),
       ),
       (
         Stream::Stderr,
-        stderr.map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+          .stderr
+          .take()
+          .map(|p| Box::new(p) as Box<dyn Read + Send>),
       ),
     ] {
       let events = events.clone();
-      helper_thread("eren-pipe", move || read_lines(stream, pipe, events));
+      helper_thread("eren-pipe", move || {
+        read_lines(stream, pipe, overlong, events)
+      });
     }
+    if let Some(stdin) = child.stdin.take() {
+      let (lines, pending_lines) = mpsc::channel();
+      helper_thread("eren-stdin", move || write_stdin(stdin, pending_lines));
+      self.stdin = Some(lines);
+    }
+    let (input_sender, inputs) = mpsc::channel();
+    let input = RunInput {
+      session_id: session_id.clone(),
+      inputs: Arc::new(Mutex::new(Some(input_sender))),
+      wake: events.clone(),
+    };
     // The watcher learns of the exit through this channel closing, when the
     // waiter drops its only sender.
     let (exit_notice, exit_seen) = mpsc::channel::<()>();
     let watched = registration.subscription.resubscribe();
+    let stop_style = program.stop;
+    let stop_input = input.clone();
     helper_thread("eren-stop", move || {
       if watched.wait_blocking() == StopOutcome::Stopped {
-        process::signal_group(pid, Signal::SIGTERM);
+        match stop_style {
+          StopStyle::Terminate => process::signal_group(pid, Signal::SIGTERM),
+          StopStyle::Interrupt => {
+            process::signal_process(pid, Signal::SIGINT);
+            let _ = stop_input.send(HostInput::End);
+          }
+        }
         if let Err(mpsc::RecvTimeoutError::Timeout) = exit_seen.recv_timeout(kill_grace) {
           process::signal_group(pid, Signal::SIGKILL);
         }
@@ -295,38 +461,59 @@ impl Supervisor {
         let _ = events.send(Event::Exited(status));
       }
     });
-    Ok((receiver, pid, registration.subscription))
+    Ok(Launched {
+      events: receiver,
+      inputs,
+      input,
+      pid,
+      subscription: registration.subscription,
+    })
   }
 
   /// Stores output until the process has exited and its pipes are drained.
   /// Returns the exit status. One chunk of writes stays in flight while the
   /// next is gathered, so reading, encoding and committing overlap.
-  fn pump(&mut self, events: &mpsc::Receiver<Event>) -> Option<ExitStatus> {
+  fn pump(
+    &mut self,
+    events: &mpsc::Receiver<Event>,
+    inputs: &mpsc::Receiver<HostInput>,
+  ) -> Option<ExitStatus> {
     let mut readers_done = 0;
     let mut status = None;
     let mut deadline: Option<Instant> = None;
     let mut in_flight: Option<Vec<Submitted>> = None;
     while readers_done < 2 || status.is_none() {
-      let first = match events.try_recv() {
-        Ok(event) => Some(event),
-        Err(mpsc::TryRecvError::Disconnected) => None,
-        Err(mpsc::TryRecvError::Empty) => {
-          // Nothing more to overlap with: report what is in flight before
-          // waiting, so a quiet process's output is never held back.
-          if let Some(previous) = in_flight.take() {
-            self.complete(previous);
-          }
-          match deadline {
-            None => events.recv().ok(),
-            Some(deadline) => events
-              .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-              .ok(),
+      let mut ops = Vec::new();
+      // Host input first: it was sent before whatever is read next.
+      for input in inputs.try_iter() {
+        ops.extend(self.handler.input(input));
+      }
+      let first = if !ops.is_empty() {
+        events.try_recv().ok()
+      } else {
+        match events.try_recv() {
+          Ok(event) => Some(event),
+          Err(mpsc::TryRecvError::Disconnected) => break,
+          Err(mpsc::TryRecvError::Empty) => {
+            // Nothing more to overlap with: report what is in flight before
+            // waiting, so a quiet process's output is never held back.
+            if let Some(previous) = in_flight.take() {
+              self.complete(previous);
+            }
+            let next = match deadline {
+              None => events.recv().ok(),
+              Some(deadline) => events
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .ok(),
+            };
+            match next {
+              Some(event) => Some(event),
+              None => break,
+            }
           }
         }
       };
-      let Some(first) = first else { break };
-      let mut ops = Vec::new();
-      let mut next = Some(first);
+      let mut next = first;
       let mut taken = 0;
       while let Some(event) = next {
         match event {
@@ -339,6 +526,11 @@ impl Supervisor {
           Event::Exited(exit) => {
             status = Some(exit);
             deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+          }
+          Event::Wake => {
+            for input in inputs.try_iter() {
+              ops.extend(self.handler.input(input));
+            }
           }
         }
         taken += 1;
@@ -379,27 +571,34 @@ impl Supervisor {
       }
     };
     for op in ops {
-      match op {
-        Op::Append(content) => appends.push(content),
+      if let Op::Append(content) = op {
+        appends.push(content);
+        continue;
+      }
+      flush(&mut appends, &mut submitted);
+      submitted.push(match op {
+        Op::Append(_) => unreachable!("appends are gathered above"),
         Op::ClaudeSessionId(id) => {
-          flush(&mut appends, &mut submitted);
-          submitted.push(Submitted::Flag(
-            self.store.update_claude_session_id(session_id, &id),
-          ));
+          Submitted::Flag(self.store.update_claude_session_id(session_id, &id))
         }
         Op::Status(status, error) => {
-          flush(&mut appends, &mut submitted);
-          submitted.push(Submitted::Done(
-            self.store.update_agent_status(session_id, status, error),
-          ));
+          Submitted::Done(self.store.update_agent_status(session_id, status, error))
         }
-      }
+        Op::Input { line, reply } => Submitted::Input {
+          stored: self.store.append(session_id, line.clone()),
+          line,
+          reply,
+        },
+        Op::CloseStdin => Submitted::CloseStdin,
+        Op::After(action) => Submitted::After(action),
+      });
     }
     flush(&mut appends, &mut submitted);
     submitted
   }
 
-  /// Waits for the commits in order, then reports each stored message.
+  /// Waits for the commits in order, doing what waits on them as it goes,
+  /// then reports each stored message.
   ///
   /// Every write of the chunk commits before any message is reported, so a
   /// host that reads the session from `onMessage` sees the status and Claude
@@ -414,6 +613,22 @@ impl Supervisor {
         Submitted::Messages(pending) => stored.extend(pending.wait().unwrap_or_default()),
         Submitted::Flag(pending) => drop(pending.wait()),
         Submitted::Done(pending) => drop(pending.wait()),
+        Submitted::Input {
+          stored: pending,
+          line,
+          reply,
+        } => {
+          let answer = pending.wait();
+          if let Ok(message) = &answer {
+            stored.push(message.clone());
+            self.write_line(line);
+          }
+          if let Some(reply) = reply {
+            let _ = reply.send(answer);
+          }
+        }
+        Submitted::CloseStdin => self.stdin = None,
+        Submitted::After(action) => action(),
       }
     }
     if let Some(sink) = self.on_message.as_mut() {
@@ -421,6 +636,24 @@ impl Supervisor {
         sink(message);
       }
     }
+  }
+
+  fn write_line(&self, mut line: String) {
+    if let Some(stdin) = &self.stdin {
+      line.push('\n');
+      // The writer thread is gone only if the child closed its stdin.
+      let _ = stdin.send(line.into_bytes());
+    }
+  }
+}
+
+/// Answers an input that arrived after the run ended.
+fn refuse_ended(input: HostInput, session_id: &str) {
+  let error = || Error::NotRunning(session_id.to_owned());
+  match input {
+    HostInput::Send { reply, .. } => drop(reply.send(Err(error()))),
+    HostInput::Interrupt { reply } => drop(reply.send(Err(error()))),
+    HostInput::Decision { .. } | HostInput::End => {}
   }
 }
 
@@ -436,14 +669,30 @@ fn helper_thread(name: &str, f: impl FnOnce() + Send + 'static) {
   }
 }
 
-fn read_lines(stream: Stream, pipe: Option<Box<dyn Read + Send>>, events: mpsc::SyncSender<Event>) {
+/// Writes each line to the child's stdin until the sender is dropped, then
+/// closes it. A child that stops reading blocks only this thread.
+fn write_stdin(mut stdin: ChildStdin, lines: mpsc::Receiver<Vec<u8>>) {
+  for line in lines {
+    if stdin.write_all(&line).is_err() {
+      // The child closed its end; later lines have nowhere to go.
+      return;
+    }
+  }
+}
+
+fn read_lines(
+  stream: Stream,
+  pipe: Option<Box<dyn Read + Send>>,
+  overlong: Overlong,
+  events: mpsc::SyncSender<Event>,
+) {
   if let Some(mut pipe) = pipe {
-    let mut splitter = lines::LineSplitter::new();
+    let mut splitter = lines::LineSplitter::new(overlong);
     let mut buffer = vec![0u8; 64 * 1024];
     // Once the supervisor is gone the pipe is still drained, so the child
     // never blocks on a full pipe.
     let mut open = true;
-    let mut send = |lines: Vec<String>| {
+    let mut send = |lines: Vec<Line>| {
       if open && !lines.is_empty() {
         open = events.send(Event::Lines(stream, lines)).is_ok();
       }

@@ -44,14 +44,21 @@ fn spawn_on_spawner_thread(command: Command) -> io::Result<Child> {
     .map_err(|_| io::Error::other("the spawner thread is gone"))?
 }
 
-/// Builds the command: no shell, stdin closed, stdout and stderr piped, a
-/// new process group, and (on Linux) death with the host.
+/// Builds the command: no shell, stdin closed or piped, stdout and stderr
+/// piped, a new process group, and (on Linux) death with the host.
 pub fn spawn(program: &Program) -> io::Result<Child> {
   let mut command = Command::new(&program.command);
+  if program.clear_env {
+    command.env_clear();
+  }
   command
     .args(&program.args)
     .envs(program.env.iter().map(|(k, v)| (k, v)))
-    .stdin(Stdio::null())
+    .stdin(if program.stdin {
+      Stdio::piped()
+    } else {
+      Stdio::null()
+    })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
   if let Some(cwd) = &program.cwd {
@@ -80,6 +87,42 @@ pub fn spawn(program: &Program) -> io::Result<Child> {
     }
   }
   spawn_on_spawner_thread(command)
+}
+
+/// Sends `signal` to the process `pid` alone. One that is gone is not an
+/// error.
+pub fn signal_process(pid: u32, signal: Signal) {
+  let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), signal);
+}
+
+/// Says what failed in words a user can act on: a missing `cwd` as a
+/// missing `cwd`, and a command not found with the `PATH` that was searched.
+pub fn describe_spawn_error(program: &Program, error: &io::Error) -> String {
+  if let Some(cwd) = &program.cwd {
+    if !cwd.is_dir() {
+      return format!("the working directory {} does not exist", cwd.display());
+    }
+  }
+  if error.kind() == io::ErrorKind::NotFound && !program.command.contains('/') {
+    let path = program
+      .env
+      .iter()
+      .rev()
+      .find(|(name, _)| name == "PATH")
+      .map(|(_, value)| value.clone())
+      .or_else(|| {
+        (!program.clear_env)
+          .then(|| std::env::var("PATH").ok())
+          .flatten()
+      })
+      .unwrap_or_default();
+    return format!(
+      "'{}' was not found on PATH ({})",
+      program.command,
+      if path.is_empty() { "empty" } else { &path }
+    );
+  }
+  error.to_string()
 }
 
 /// Sends `signal` to the whole process group led by `pid`. A group that is

@@ -1,0 +1,349 @@
+//! Claude CLI runs: a conversation over stdin and stdout in stream-json, the
+//! control protocol for tool permissions and interrupts, and the agent status
+//! derived from what the CLI prints.
+//!
+//! Everything is stored in the order it happened: each stdout line (a JSON
+//! object verbatim, anything else wrapped), each stderr line, and each line
+//! the host writes, stored before it is written. The status follows:
+//! `running` while a turn is in progress; `waiting` while a tool request is
+//! pending or the last event asks the user a question; after a result,
+//! `idle` or `error` with the result's text; `error` with the stderr tail
+//! after a failed exit without a result; `not_available` after a stop.
+
+pub mod argv;
+pub mod protocol;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::lines::{Line, Overlong};
+use super::{HostInput, Op, OutputHandler, RunInput, RunResult};
+use crate::error::Error;
+use crate::output::Stream;
+use crate::store::{AgentStatus, Message, Reply};
+pub use argv::{program, ClaudeRequest, PERMISSION_MODES};
+use protocol::{parse_event, ControlRequest, ToolDecision, ToolRequest};
+
+/// Bytes of stderr kept for the error message of a failed run.
+const STDERR_TAIL: usize = 4096;
+/// The longest line stored whole; a longer one keeps its head and length.
+pub const MAX_EVENT_LINE: usize = 64 << 20;
+const BYTE_ORDER_MARK: char = '\u{feff}';
+
+/// What the host hears of tool permission requests, after each is stored.
+pub enum ToolEvent {
+  /// A request, and where its answer goes.
+  Request(ToolRequest, ToolResponder),
+  /// The CLI withdrew the request, or the run ended before an answer.
+  Cancel { request_id: String },
+}
+
+/// Answers one tool request of a run.
+pub struct ToolResponder {
+  request_id: String,
+  input: Option<RunInput>,
+}
+
+impl ToolResponder {
+  /// Hands the decision to the run; fails with `NOT_RUNNING` once it ended.
+  pub fn respond(self, decision: ToolDecision) -> crate::error::Result<()> {
+    let input = self
+      .input
+      .ok_or_else(|| Error::NotRunning(self.request_id.clone()))?;
+    input.send(HostInput::Decision {
+      request_id: self.request_id,
+      decision,
+    })
+  }
+}
+
+pub type ToolSink = Arc<dyn Fn(ToolEvent) + Send + Sync>;
+
+/// How the conversation goes.
+#[derive(Default)]
+pub struct Conversation {
+  /// The first user message, written as soon as the CLI starts.
+  pub prompt: Option<String>,
+  /// Keep stdin open after the first result, for more turns.
+  pub keep_open: bool,
+  /// Where tool permission requests go; without it, the CLI decides alone.
+  pub tools: Option<ToolSink>,
+}
+
+pub struct ClaudeOutput {
+  conversation: Conversation,
+  /// The run's own input, for the answers to tool requests.
+  run_input: Option<RunInput>,
+  status: Option<AgentStatus>,
+  claude_session_id: Option<String>,
+  /// A user message went in and its result has not come out.
+  turn_active: bool,
+  /// The last event was an assistant message asking the user a question.
+  asking_user: bool,
+  /// Tool requests waiting for the host: request id to the input printed.
+  pending: HashMap<String, String>,
+  saw_result: bool,
+  input_closed: bool,
+  interrupts: u64,
+  stderr_tail: String,
+}
+
+impl ClaudeOutput {
+  pub fn new(conversation: Conversation) -> Self {
+    ClaudeOutput {
+      conversation,
+      run_input: None,
+      status: None,
+      claude_session_id: None,
+      turn_active: false,
+      asking_user: false,
+      pending: HashMap::new(),
+      saw_result: false,
+      input_closed: false,
+      interrupts: 0,
+      stderr_tail: String::new(),
+    }
+  }
+
+  fn set(&mut self, status: AgentStatus, error: Option<String>, ops: &mut Vec<Op>) {
+    // An error always carries its message; other states change once.
+    if self.status != Some(status) || error.is_some() {
+      self.status = Some(status);
+      ops.push(Op::Status(status, error));
+    }
+  }
+
+  /// The status while a turn goes on.
+  fn refresh(&mut self, ops: &mut Vec<Op>) {
+    if !self.pending.is_empty() || self.asking_user {
+      self.set(AgentStatus::Waiting, None, ops);
+    } else if self.turn_active {
+      self.set(AgentStatus::Running, None, ops);
+    }
+  }
+
+  fn tell_host(&self, event: ToolEvent, ops: &mut Vec<Op>) {
+    if let Some(sink) = &self.conversation.tools {
+      let sink = sink.clone();
+      ops.push(Op::After(Box::new(move || sink(event))));
+    }
+  }
+
+  fn send_user_message(&mut self, text: &str, reply: Option<Reply<Message>>, ops: &mut Vec<Op>) {
+    ops.push(Op::Input {
+      line: protocol::user_message(text),
+      reply,
+    });
+    self.turn_active = true;
+    self.asking_user = false;
+    self.refresh(ops);
+  }
+
+  fn close_input(&mut self, ops: &mut Vec<Op>) {
+    if !self.input_closed {
+      self.input_closed = true;
+      ops.push(Op::CloseStdin);
+    }
+  }
+
+  fn keep_stderr(&mut self, line: &str) {
+    self.stderr_tail.push_str(line);
+    self.stderr_tail.push('\n');
+    if self.stderr_tail.len() > STDERR_TAIL {
+      let mut cut = self.stderr_tail.len() - STDERR_TAIL;
+      while !self.stderr_tail.is_char_boundary(cut) {
+        cut += 1;
+      }
+      self.stderr_tail.drain(..cut);
+    }
+  }
+
+  fn event(&mut self, line: String, ops: &mut Vec<Op>) {
+    let text = line.strip_prefix(BYTE_ORDER_MARK).unwrap_or(&line);
+    let Some(event) = parse_event(text) else {
+      ops.push(Op::Append(protocol::output_message(&line)));
+      return;
+    };
+    let session_id = event.session_id();
+    let kind = event.kind().unwrap_or_default();
+    ops.push(Op::Append(text.to_owned()));
+    if session_id.is_some() && session_id != self.claude_session_id {
+      self.claude_session_id = session_id.clone();
+      ops.extend(session_id.map(Op::ClaudeSessionId));
+    }
+    match kind.as_str() {
+      "control_request" => self.control_request(event.control_request(), ops),
+      "control_cancel_request" => {
+        if let Some(request_id) = event.request_id() {
+          if self.pending.remove(&request_id).is_some() {
+            self.tell_host(ToolEvent::Cancel { request_id }, ops);
+          }
+        }
+      }
+      // The CLI's answer to an interrupt we sent changes nothing by itself.
+      "control_response" => return,
+      "result" => {
+        self.saw_result = true;
+        self.turn_active = false;
+        self.asking_user = false;
+        for request_id in std::mem::take(&mut self.pending).into_keys() {
+          self.tell_host(ToolEvent::Cancel { request_id }, ops);
+        }
+        if event.is_error() {
+          self.set(AgentStatus::Error, Some(event.error_text()), ops);
+        } else {
+          self.set(AgentStatus::Idle, None, ops);
+        }
+        if !self.conversation.keep_open {
+          self.close_input(ops);
+        }
+        return;
+      }
+      "assistant" => self.asking_user = event.asks_the_user(),
+      _ => self.asking_user = false,
+    }
+    self.refresh(ops);
+  }
+
+  fn control_request(&mut self, request: Option<ControlRequest>, ops: &mut Vec<Op>) {
+    match request {
+      Some(ControlRequest::CanUseTool(request)) => {
+        if self.conversation.tools.is_none() {
+          // Only reachable when `args` asked for stdio prompts without a
+          // `canUseTool` to answer them: say no rather than hang the turn.
+          let deny = ToolDecision::Deny {
+            message: "the host has no canUseTool callback".into(),
+            interrupt: false,
+          };
+          self.answer(&request.request_id, &request.input, &deny, ops);
+          return;
+        }
+        self
+          .pending
+          .insert(request.request_id.clone(), request.input.clone());
+        let responder = ToolResponder {
+          request_id: request.request_id.clone(),
+          input: self.run_input.clone(),
+        };
+        self.tell_host(ToolEvent::Request(request, responder), ops);
+      }
+      Some(ControlRequest::Other {
+        request_id,
+        subtype,
+      }) => {
+        let error = format!("the host does not handle '{subtype}' control requests");
+        self.write(protocol::error_response(&request_id, &error), ops);
+      }
+      None => {}
+    }
+  }
+
+  fn answer(&mut self, request_id: &str, input: &str, decision: &ToolDecision, ops: &mut Vec<Op>) {
+    self.write(
+      protocol::decision_response(request_id, input, decision),
+      ops,
+    );
+  }
+
+  /// Stores and writes a line, unless input has ended.
+  fn write(&mut self, line: String, ops: &mut Vec<Op>) {
+    if !self.input_closed {
+      ops.push(Op::Input { line, reply: None });
+    }
+  }
+}
+
+impl OutputHandler for ClaudeOutput {
+  fn overlong(&self) -> Overlong {
+    Overlong::Truncate {
+      limit: MAX_EVENT_LINE,
+    }
+  }
+
+  fn attach(&mut self, input: RunInput) {
+    self.run_input = Some(input);
+  }
+
+  fn started(&mut self) -> Vec<Op> {
+    let mut ops = Vec::new();
+    match self.conversation.prompt.take() {
+      Some(prompt) => self.send_user_message(&prompt, None, &mut ops),
+      None => self.set(AgentStatus::Idle, None, &mut ops),
+    }
+    ops
+  }
+
+  fn line(&mut self, stream: Stream, line: Line) -> Vec<Op> {
+    let mut ops = Vec::new();
+    match (stream, line) {
+      (_, Line::Truncated { head, bytes }) => {
+        ops.push(Op::Append(protocol::truncated_message(&head, bytes)));
+      }
+      (Stream::Stderr, Line::Text(text)) => {
+        self.keep_stderr(&text);
+        ops.push(Op::Append(protocol::stderr_message(&text)));
+      }
+      (Stream::Stdout, Line::Text(text)) => self.event(text, &mut ops),
+    }
+    ops
+  }
+
+  fn input(&mut self, input: HostInput) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let ended = || Error::InvalidArgument("the run's input has ended (end() was called)".into());
+    match input {
+      HostInput::Send { reply, .. } if self.input_closed => drop(reply.send(Err(ended()))),
+      HostInput::Send { text, reply } => self.send_user_message(&text, Some(reply), &mut ops),
+      HostInput::Interrupt { reply } if self.input_closed => drop(reply.send(Err(ended()))),
+      HostInput::Interrupt { reply } => {
+        self.interrupts += 1;
+        let request_id = format!("eren-interrupt-{}", self.interrupts);
+        self.write(protocol::interrupt_request(&request_id), &mut ops);
+        ops.push(Op::After(Box::new(move || drop(reply.send(Ok(()))))));
+      }
+      HostInput::Decision {
+        request_id,
+        decision,
+      } => {
+        // A request the CLI withdrew, or that was answered, takes no answer.
+        if let Some(input) = self.pending.remove(&request_id) {
+          self.answer(&request_id, &input, &decision, &mut ops);
+          self.refresh(&mut ops);
+        }
+      }
+      HostInput::End => self.close_input(&mut ops),
+    }
+    ops
+  }
+
+  fn finished(&mut self, result: &RunResult) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for request_id in std::mem::take(&mut self.pending).into_keys() {
+      self.tell_host(ToolEvent::Cancel { request_id }, &mut ops);
+    }
+    if result.stopped {
+      self.set(AgentStatus::NotAvailable, None, &mut ops);
+    } else if self.turn_active || !self.saw_result {
+      if result.exit_code == Some(0) {
+        self.set(AgentStatus::Idle, None, &mut ops);
+      } else {
+        let how = match (&result.exit_code, &result.signal) {
+          (Some(code), _) => format!("claude exited with code {code}"),
+          (None, Some(signal)) => format!("claude was killed by {signal}"),
+          (None, None) => "claude exited abnormally".to_owned(),
+        };
+        let tail = self.stderr_tail.trim_end();
+        let message = if tail.is_empty() {
+          how
+        } else {
+          format!("{how}: {tail}")
+        };
+        self.set(AgentStatus::Error, Some(message), &mut ops);
+      }
+    }
+    ops
+  }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,381 @@
+//! The Claude CLI's stream-json protocol, both ways: reading the events it
+//! prints, and building what the host writes to its stdin (user messages,
+//! control responses, interrupts). Every shape the runner writes is built
+//! here.
+//!
+//! Events are read one level deep: the fields the runner acts on are kept as
+//! raw JSON and interpreted on demand, and the rest is skipped by a scanner
+//! that builds nothing. So a 60 MB tool result or an object nested 100,000
+//! deep costs neither memory beyond the line nor stack.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+/// The tool whose use means the agent waits for the user.
+pub const ASK_USER_TOOL: &str = "AskUserQuestion";
+
+type Raw = Option<Box<RawValue>>;
+
+/// The top-level fields of a CLI event that the runner looks at.
+#[derive(Deserialize, Default)]
+pub struct CliEvent {
+  #[serde(rename = "type")]
+  kind: Raw,
+  subtype: Raw,
+  session_id: Raw,
+  is_error: Raw,
+  result: Raw,
+  errors: Raw,
+  message: Raw,
+  request_id: Raw,
+  request: Raw,
+}
+
+/// A raw value read as `T`, or `None` when it is absent or of another type.
+fn read<'a, T: Deserialize<'a>>(raw: &'a Raw) -> Option<T> {
+  raw
+    .as_deref()
+    .and_then(|raw| serde_json::from_str(raw.get()).ok())
+}
+
+fn raw_text(raw: &Raw) -> Option<String> {
+  read::<String>(raw)
+}
+
+/// A line of stdout read as an event: `None` unless it is exactly one JSON
+/// object.
+pub fn parse_event(line: &str) -> Option<CliEvent> {
+  if !line.trim_start_matches([' ', '\t', '\r']).starts_with('{') {
+    return None;
+  }
+  let mut scanner = serde_json::Deserializer::from_str(line);
+  let event = CliEvent::deserialize(&mut scanner).ok()?;
+  scanner.end().ok()?;
+  Some(event)
+}
+
+impl CliEvent {
+  pub fn kind(&self) -> Option<String> {
+    raw_text(&self.kind)
+  }
+
+  pub fn subtype(&self) -> Option<String> {
+    raw_text(&self.subtype)
+  }
+
+  pub fn session_id(&self) -> Option<String> {
+    raw_text(&self.session_id).filter(|id| !id.is_empty())
+  }
+
+  pub fn request_id(&self) -> Option<String> {
+    raw_text(&self.request_id)
+  }
+
+  pub fn is_error(&self) -> bool {
+    read::<bool>(&self.is_error).unwrap_or(false)
+  }
+
+  /// A failed result's message: its `result` text, else its `errors`
+  /// joined, else its subtype.
+  pub fn error_text(&self) -> String {
+    raw_text(&self.result)
+      .filter(|text| !text.trim().is_empty())
+      .or_else(|| {
+        read::<Vec<Value>>(&self.errors)
+          .map(|errors| {
+            errors
+              .iter()
+              .map(|e| match e {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+              })
+              .collect::<Vec<_>>()
+              .join("; ")
+          })
+          .filter(|text| !text.is_empty())
+      })
+      .or_else(|| self.subtype())
+      .unwrap_or_else(|| "Claude reported an error".to_owned())
+  }
+
+  /// Whether this is an assistant message using the AskUserQuestion tool.
+  pub fn asks_the_user(&self) -> bool {
+    #[derive(Deserialize)]
+    struct Body {
+      content: Raw,
+    }
+    #[derive(Deserialize)]
+    struct Block {
+      #[serde(rename = "type")]
+      kind: Raw,
+      name: Raw,
+    }
+    let Some(body) = read::<Body>(&self.message) else {
+      return false;
+    };
+    read::<Vec<Block>>(&body.content).is_some_and(|blocks| {
+      blocks.iter().any(|block| {
+        raw_text(&block.kind).as_deref() == Some("tool_use")
+          && raw_text(&block.name).as_deref() == Some(ASK_USER_TOOL)
+      })
+    })
+  }
+
+  /// The request of a `control_request` event.
+  pub fn control_request(&self) -> Option<ControlRequest> {
+    #[derive(Deserialize)]
+    struct Body {
+      subtype: Raw,
+      tool_name: Raw,
+      input: Raw,
+      tool_use_id: Raw,
+      permission_suggestions: Raw,
+    }
+    let request_id = self.request_id()?;
+    let body = read::<Body>(&self.request)?;
+    let subtype = raw_text(&body.subtype).unwrap_or_default();
+    if subtype != "can_use_tool" {
+      return Some(ControlRequest::Other {
+        request_id,
+        subtype,
+      });
+    }
+    let input = body
+      .input
+      .filter(|raw| raw.get().trim_start().starts_with('{'))
+      .map(|raw| raw.get().to_owned())
+      .unwrap_or_else(|| "{}".to_owned());
+    let suggestions = body
+      .permission_suggestions
+      .filter(|raw| raw.get().trim_start().starts_with('['))
+      .map(|raw| raw.get().to_owned())
+      .unwrap_or_else(|| "[]".to_owned());
+    Some(ControlRequest::CanUseTool(ToolRequest {
+      request_id,
+      tool_name: raw_text(&body.tool_name).unwrap_or_default(),
+      input,
+      tool_use_id: raw_text(&body.tool_use_id),
+      suggestions,
+    }))
+  }
+}
+
+/// What the CLI asks of the host.
+pub enum ControlRequest {
+  CanUseTool(ToolRequest),
+  /// A request the runner does not handle; answered with an error.
+  Other {
+    request_id: String,
+    subtype: String,
+  },
+}
+
+/// A tool permission request, as the host sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolRequest {
+  pub request_id: String,
+  pub tool_name: String,
+  /// The tool's input, a JSON object as the CLI printed it.
+  pub input: String,
+  pub tool_use_id: Option<String>,
+  /// The CLI's permission suggestions, a JSON array as printed.
+  pub suggestions: String,
+}
+
+/// The host's answer to a [`ToolRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolDecision {
+  /// Run the tool, with `updated_input` (a JSON object) or the original.
+  Allow { updated_input: Option<Value> },
+  /// Do not run it; `interrupt` also ends the turn.
+  Deny { message: String, interrupt: bool },
+}
+
+/// A user message for stdin.
+pub fn user_message(text: &str) -> String {
+  json!({
+    "type": "user",
+    "message": { "role": "user", "content": [{ "type": "text", "text": text }] },
+    "parent_tool_use_id": null,
+  })
+  .to_string()
+}
+
+/// The control response carrying `decision` for the request whose input
+/// was `original_input`.
+pub fn decision_response(
+  request_id: &str,
+  original_input: &str,
+  decision: &ToolDecision,
+) -> String {
+  let response = match decision {
+    ToolDecision::Allow { updated_input } => {
+      let input = updated_input
+        .clone()
+        .or_else(|| serde_json::from_str(original_input).ok())
+        .unwrap_or_else(|| json!({}));
+      json!({ "behavior": "allow", "updatedInput": input })
+    }
+    ToolDecision::Deny { message, interrupt } => {
+      json!({ "behavior": "deny", "message": message, "interrupt": interrupt })
+    }
+  };
+  json!({
+    "type": "control_response",
+    "response": { "subtype": "success", "request_id": request_id, "response": response },
+  })
+  .to_string()
+}
+
+/// The answer to a control request the runner does not handle.
+pub fn error_response(request_id: &str, error: &str) -> String {
+  json!({
+    "type": "control_response",
+    "response": { "subtype": "error", "request_id": request_id, "error": error },
+  })
+  .to_string()
+}
+
+/// Asks the CLI to end its current turn.
+pub fn interrupt_request(request_id: &str) -> String {
+  json!({
+    "type": "control_request",
+    "request_id": request_id,
+    "request": { "subtype": "interrupt" },
+  })
+  .to_string()
+}
+
+/// What the CLI printed that is not an event.
+pub fn output_message(line: &str) -> String {
+  json!({ "type": "claude_output", "content": line }).to_string()
+}
+
+/// A stderr line of the CLI.
+pub fn stderr_message(line: &str) -> String {
+  json!({ "type": "claude_stderr", "content": line }).to_string()
+}
+
+/// A stdout line too long to keep whole.
+pub fn truncated_message(head: &str, bytes: usize) -> String {
+  json!({ "type": "claude_output_truncated", "bytes": bytes, "head": head }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn only_single_objects_are_events() {
+    assert!(parse_event(r#"{"type":"system"}"#).is_some());
+    assert!(parse_event(r#"  {"type":"system"}  "#).is_some());
+    for not_one in ["", "plain", "[1]", "42", "null", r#"{"a":1} {"b":2}"#, "{"] {
+      assert!(parse_event(not_one).is_none(), "{not_one}");
+    }
+  }
+
+  #[test]
+  fn a_deeply_nested_event_is_read_without_building_it() {
+    let depth = 200_000;
+    let line = format!(
+      r#"{{"type":"assistant","session_id":"c-9","deep":{}1{}}}"#,
+      "[".repeat(depth),
+      "]".repeat(depth)
+    );
+    let event = parse_event(&line).unwrap();
+    assert_eq!(event.kind().as_deref(), Some("assistant"));
+    assert_eq!(event.session_id().as_deref(), Some("c-9"));
+  }
+
+  #[test]
+  fn fields_of_an_unexpected_type_are_absent_not_errors() {
+    let event = parse_event(r#"{"type":7,"session_id":["x"],"is_error":"yes"}"#).unwrap();
+    assert_eq!(event.kind(), None);
+    assert_eq!(event.session_id(), None);
+    assert!(!event.is_error());
+  }
+
+  #[test]
+  fn error_text_prefers_result_then_errors_then_subtype() {
+    let text = |line: &str| parse_event(line).unwrap().error_text();
+    assert_eq!(
+      text(r#"{"type":"result","subtype":"error_during_execution","result":"quota"}"#),
+      "quota"
+    );
+    assert_eq!(
+      text(
+        r#"{"type":"result","subtype":"error_max_turns","errors":["Reached maximum number of turns (1)"]}"#
+      ),
+      "Reached maximum number of turns (1)"
+    );
+    assert_eq!(
+      text(r#"{"type":"result","subtype":"error_max_turns","errors":[]}"#),
+      "error_max_turns"
+    );
+  }
+
+  #[test]
+  fn a_can_use_tool_request_keeps_its_input_as_printed() {
+    let line = r#"{"type":"control_request","request_id":"r1","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{"command":"ls","n":[1,{"x":null}]},"permission_suggestions":[{"type":"addRules"}],"tool_use_id":"toolu_1"}}"#;
+    let Some(ControlRequest::CanUseTool(request)) = parse_event(line).unwrap().control_request()
+    else {
+      panic!("expected can_use_tool");
+    };
+    assert_eq!(request.request_id, "r1");
+    assert_eq!(request.tool_name, "Bash");
+    assert_eq!(request.input, r#"{"command":"ls","n":[1,{"x":null}]}"#);
+    assert_eq!(request.suggestions, r#"[{"type":"addRules"}]"#);
+    assert_eq!(request.tool_use_id.as_deref(), Some("toolu_1"));
+  }
+
+  #[test]
+  fn other_control_requests_are_named() {
+    let line =
+      r#"{"type":"control_request","request_id":"r2","request":{"subtype":"hook_callback"}}"#;
+    assert!(matches!(
+      parse_event(line).unwrap().control_request(),
+      Some(ControlRequest::Other { subtype, .. }) if subtype == "hook_callback"
+    ));
+  }
+
+  #[test]
+  fn decisions_become_control_responses() {
+    let allow = decision_response(
+      "r1",
+      r#"{"command":"ls"}"#,
+      &ToolDecision::Allow {
+        updated_input: None,
+      },
+    );
+    let allow: Value = serde_json::from_str(&allow).unwrap();
+    assert_eq!(
+      allow,
+      json!({"type":"control_response","response":{"subtype":"success","request_id":"r1","response":{"behavior":"allow","updatedInput":{"command":"ls"}}}})
+    );
+    let deny = decision_response(
+      "r1",
+      "{}",
+      &ToolDecision::Deny {
+        message: "no".into(),
+        interrupt: true,
+      },
+    );
+    let deny: Value = serde_json::from_str(&deny).unwrap();
+    assert_eq!(
+      deny["response"]["response"],
+      json!({"behavior":"deny","message":"no","interrupt":true})
+    );
+  }
+
+  #[test]
+  fn asks_the_user_only_for_an_ask_user_question_tool_use() {
+    let ask = r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":"AskUserQuestion","input":{}}]}}"#;
+    let text =
+      r#"{"type":"assistant","message":{"content":[{"type":"text","text":"AskUserQuestion"}]}}"#;
+    let string_content = r#"{"type":"assistant","message":{"content":"hi"}}"#;
+    assert!(parse_event(ask).unwrap().asks_the_user());
+    assert!(!parse_event(text).unwrap().asks_the_user());
+    assert!(!parse_event(string_content).unwrap().asks_the_user());
+  }
+}

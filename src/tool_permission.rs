@@ -1,0 +1,232 @@
+//! `canUseTool` for JS: tool permission requests of a Claude run, answered by
+//! the host.
+//!
+//! Like the registry's binding, this file holds state, and must: each
+//! pending request's `AbortController` is a JS object that lives only on the
+//! JS thread that made it. The core hands each request (and where its answer
+//! goes) over from its own threads; one weak threadsafe function per run
+//! brings the news to the JS thread, where the callback is called on a
+//! microtask (so a throw and a rejection are the same deny), and its
+//! decision goes back to the core.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use eren_machines_core::runner::claude::protocol::{ToolDecision, ToolRequest};
+use eren_machines_core::runner::claude::{ToolEvent, ToolResponder, ToolSink};
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+
+/// What the core has handed over and JS has not answered yet.
+#[derive(Default)]
+struct Handover {
+  requests: HashMap<String, ToolRequest>,
+  responders: HashMap<String, ToolResponder>,
+}
+
+type Shared = Arc<Mutex<Handover>>;
+type AbortFn = FunctionRef<(), Unknown<'static>>;
+/// A fulfilment or rejection handler of the callback's Promise.
+type Settle<'env> = Function<'env, Unknown<'env>, ()>;
+/// On the JS thread: the abort function of each pending request's signal.
+type Aborts = Rc<RefCell<HashMap<String, AbortFn>>>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Handover> {
+  shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A sink for the core that calls `callback` on the JS thread for each tool
+/// request, with an `AbortSignal` that aborts if the request is withdrawn.
+pub fn tool_sink(
+  env: &Env,
+  callback: &Function<Unknown<'static>, Unknown<'static>>,
+) -> Result<ToolSink> {
+  let shared: Shared = Arc::default();
+  let aborts: Aborts = Rc::default();
+  let callback = Rc::new(callback.create_ref()?);
+  let js_shared = shared.clone();
+  let deliver = env.create_function_from_closure("deliverToolEvent", move |ctx| {
+    let kind: String = ctx.get(0)?;
+    let request_id: String = ctx.get(1)?;
+    if kind == "request" {
+      ask(ctx.env, &callback, &js_shared, &aborts, request_id)
+    } else {
+      lock(&js_shared).responders.remove(&request_id);
+      let abort = aborts.borrow_mut().remove(&request_id);
+      if let Some(abort) = abort {
+        abort.borrow_back(ctx.env)?.call(())?;
+      }
+      Ok(())
+    }
+  })?;
+  let deliverer = deliver
+    .build_threadsafe_function::<FnArgs<(String, String)>>()
+    .weak::<true>()
+    .callee_handled::<false>()
+    .build()?;
+  Ok(Arc::new(move |event| {
+    let (kind, request_id) = match event {
+      ToolEvent::Request(request, responder) => {
+        let request_id = request.request_id.clone();
+        let mut handover = lock(&shared);
+        handover.requests.insert(request_id.clone(), request);
+        handover.responders.insert(request_id.clone(), responder);
+        ("request", request_id)
+      }
+      ToolEvent::Cancel { request_id } => ("cancel", request_id),
+    };
+    deliverer.call(
+      FnArgs::from((kind.to_owned(), request_id)),
+      ThreadsafeFunctionCallMode::NonBlocking,
+    );
+  }))
+}
+
+/// Builds the `ToolRequest` object and calls the host's callback on a
+/// microtask; its decision (or its failure, as a deny) goes to the core.
+fn ask(
+  env: &Env,
+  callback: &Rc<FunctionRef<Unknown<'static>, Unknown<'static>>>,
+  shared: &Shared,
+  aborts: &Aborts,
+  request_id: String,
+) -> Result<()> {
+  let Some(request) = lock(shared).requests.remove(&request_id) else {
+    return Ok(());
+  };
+  let global = env.get_global()?;
+  let json: Object = global.get_named_property("JSON")?;
+  let parse: Function<String, Unknown> = json.get_named_property("parse")?;
+  let mut object = Object::new(env)?;
+  object.set("requestId", &request.request_id)?;
+  object.set("toolName", &request.tool_name)?;
+  object.set("input", parse.apply(json, request.input.clone())?)?;
+  object.set("toolUseId", request.tool_use_id.clone())?;
+  object.set(
+    "suggestions",
+    parse.apply(json, request.suggestions.clone())?,
+  )?;
+  let controller_class: Function<(), Unknown> = global.get_named_property("AbortController")?;
+  let controller = Object::from_unknown(controller_class.new_instance(())?)?;
+  object.set(
+    "signal",
+    controller.get_named_property::<Unknown>("signal")?,
+  )?;
+  let abort: Function<(), Unknown> = controller.get_named_property("abort")?;
+  aborts
+    .borrow_mut()
+    .insert(request_id.clone(), abort.bind(controller)?.create_ref()?);
+
+  // Promise.resolve().then(() => callback(request)).then(decide, fail)
+  let promise_class = global
+    .get_named_property::<Unknown>("Promise")?
+    .coerce_to_object()?;
+  let resolve: Function<(), Object> = promise_class.get_named_property("resolve")?;
+  let resolved = resolve.apply(promise_class, ())?;
+  let user: Function<Unknown, Unknown> = callback.borrow_back(env)?;
+  let bind: Function<FnArgs<(Unknown, Unknown)>, Unknown> = user
+    .to_unknown()
+    .coerce_to_object()?
+    .get_named_property("bind")?;
+  let undefined = ().into_unknown(env)?;
+  let bound = bind.apply(
+    user.to_unknown(),
+    FnArgs::from((undefined, object.to_unknown())),
+  )?;
+  let then: Function<Unknown, Object> = resolved.get_named_property("then")?;
+  let called = then.apply(resolved, bound)?;
+  let settle = |outcome: fn(&Env, Unknown) -> ToolDecision| {
+    let shared = shared.clone();
+    let aborts = aborts.clone();
+    let request_id = request_id.clone();
+    env.create_function_from_closure("decide", move |ctx| {
+      let value: Unknown = ctx.get(0)?;
+      let decision = outcome(ctx.env, value);
+      aborts.borrow_mut().remove(&request_id);
+      let responder = lock(&shared).responders.remove(&request_id);
+      if let Some(responder) = responder {
+        // A run that ended has withdrawn the request; nothing to answer.
+        let _ = responder.respond(decision);
+      }
+      Ok(())
+    })
+  };
+  let decide = settle(decision_of)?;
+  let fail = settle(|env, reason| ToolDecision::Deny {
+    message: message_of(env, reason),
+    interrupt: false,
+  })?;
+  let then: Function<FnArgs<(Settle, Settle)>, Unknown> = called.get_named_property("then")?;
+  then.apply(called, FnArgs::from((decide, fail)))?;
+  Ok(())
+}
+
+/// A `ToolDecision` from what the callback returned; anything else is a
+/// deny that says why.
+fn decision_of(env: &Env, value: Unknown) -> ToolDecision {
+  let invalid = |why: &str| ToolDecision::Deny {
+    message: format!("canUseTool returned an invalid decision: {why}"),
+    interrupt: false,
+  };
+  if !matches!(value.get_type(), Ok(ValueType::Object)) {
+    return invalid("expected { behavior: 'allow' | 'deny', ... }");
+  }
+  let Ok(object) = Object::from_unknown(value) else {
+    return invalid("expected an object");
+  };
+  let field = |name: &str| -> Option<Unknown> {
+    object
+      .get_named_property::<Unknown>(name)
+      .ok()
+      .filter(|v| !matches!(v.get_type(), Ok(ValueType::Undefined | ValueType::Null)))
+  };
+  let behavior =
+    field("behavior").and_then(|v| unsafe { String::from_napi_value(env.raw(), v.raw()) }.ok());
+  match behavior.as_deref() {
+    Some("allow") => match field("updatedInput") {
+      None => ToolDecision::Allow {
+        updated_input: None,
+      },
+      Some(input) if matches!(input.get_type(), Ok(ValueType::Object)) => {
+        match unsafe { serde_json::Value::from_napi_value(env.raw(), input.raw()) } {
+          Ok(input @ serde_json::Value::Object(_)) => ToolDecision::Allow {
+            updated_input: Some(input),
+          },
+          _ => invalid("updatedInput must be a plain object"),
+        }
+      }
+      Some(_) => invalid("updatedInput must be an object"),
+    },
+    Some("deny") => ToolDecision::Deny {
+      message: field("message")
+        .and_then(|v| unsafe { String::from_napi_value(env.raw(), v.raw()) }.ok())
+        .unwrap_or_else(|| "denied by the host".to_owned()),
+      interrupt: field("interrupt")
+        .and_then(|v| unsafe { bool::from_napi_value(env.raw(), v.raw()) }.ok())
+        .unwrap_or(false),
+    },
+    _ => invalid("behavior must be 'allow' or 'deny'"),
+  }
+}
+
+/// The message of a thrown or rejected value: an error's `message`, else
+/// the value as a string.
+fn message_of(env: &Env, reason: Unknown) -> String {
+  if matches!(reason.get_type(), Ok(ValueType::Object)) {
+    if let Ok(object) = Object::from_unknown(reason) {
+      if let Ok(message) = object.get_named_property::<String>("message") {
+        return message;
+      }
+    }
+  }
+  reason
+    .coerce_to_string()
+    .and_then(|s| s.into_utf8())
+    .and_then(|s| s.into_owned())
+    .unwrap_or_else(|_| {
+      let _ = env;
+      "canUseTool failed".to_owned()
+    })
+}
