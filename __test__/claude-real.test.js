@@ -1,0 +1,312 @@
+// spawnClaude against the real Claude Code CLI (pinned in
+// fixtures/claude-cli.js), offline: a scratch HOME, a dummy API key, and
+// ANTHROPIC_BASE_URL at a stand-in for the Messages API on 127.0.0.1
+// (fixtures/model-api.js) whose replies are chosen by markers in the prompt.
+const fs = require('node:fs')
+const path = require('node:path')
+const { ProcessRegistry, SessionStore, spawnClaude } = require('..')
+const { deferred, tempDirs } = require('./helpers')
+const { claudeCli, VERSION } = require('./fixtures/claude-cli')
+const { startModelApi, lastUserText, lastToolResult } = require('./fixtures/model-api')
+
+jest.setTimeout(120000)
+const tmpDir = tempDirs('eren-claude-real-')
+const BIG = 1_600_000
+
+/** What the stand-in model says, by the marker in the latest user text. */
+function reply(body) {
+  const result = lastToolResult(body)
+  const text = lastUserText(body)
+  if (result) {
+    const content = typeof result.content === 'string' ? result.content : JSON.stringify(result.content)
+    return { text: `after tool: ${content.slice(0, 200)}` }
+  }
+  // The last marker counts: an interrupted turn's text is merged into the
+  // next user message.
+  const last = [...text.matchAll(/(RUN-TOOL|WRITE-BIG|ASK-USER|HANG|MAX-TURNS|SAY)(?: (\S+))?/g)].at(-1)
+  const marker = (name) => (last && last[1] === name ? [last[0], last[2]] : null)
+  let m
+  if ((m = marker('RUN-TOOL'))) {
+    return { tool: { name: 'Bash', input: { command: `touch ${m[1]}`, description: 'Create the marker file' } } }
+  }
+  if ((m = marker('WRITE-BIG'))) {
+    return { tool: { name: 'Write', input: { file_path: m[1], content: `${'a'.repeat(99)}\n`.repeat(BIG / 100) } } }
+  }
+  if (marker('ASK-USER')) {
+    return {
+      tool: {
+        name: 'AskUserQuestion',
+        input: {
+          questions: [
+            {
+              question: 'Which file should I edit?',
+              header: 'File',
+              options: [
+                { label: 'main.rs', description: 'the entry point' },
+                { label: 'lib.rs', description: 'the library' },
+              ],
+              multiSelect: false,
+            },
+          ],
+        },
+      },
+    }
+  }
+  if (marker('HANG')) return { hang: true }
+  if (marker('MAX-TURNS')) return { tool: { name: 'Bash', input: { command: 'true', description: 'Nothing' } } }
+  if ((m = marker('SAY'))) return { text: `said ${m[1]}` }
+  return { text: `heard ${text.length} characters` }
+}
+
+let api
+let cli
+beforeAll(async () => {
+  cli = claudeCli()
+  api = await startModelApi(reply)
+})
+afterAll(() => api.close())
+
+const registries = []
+afterEach(() => {
+  for (const registry of registries.splice(0)) for (const id of registry.sessionIds()) registry.stop(id)
+})
+
+/** Starts the real CLI in a fresh session with a scratch HOME and working directory. */
+async function claude(opts = {}, session = {}) {
+  const store = session.store || SessionStore.inMemory()
+  const sessionId = session.sessionId || (await store.createSession())
+  const registry = new ProcessRegistry()
+  registries.push(registry)
+  const home = session.home || tmpDir()
+  const seen = []
+  const watchers = new Set()
+  const run = await spawnClaude({
+    store,
+    registry,
+    sessionId,
+    claudePath: cli,
+    cwd: home,
+    env: {
+      EREN_TEST_CHILD: '1',
+      HOME: home,
+      ANTHROPIC_API_KEY: 'sk-ant-test-dummy',
+      ANTHROPIC_BASE_URL: api.url,
+      DISABLE_AUTOUPDATER: '1',
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    },
+    killGraceMs: 5000,
+    // onMessage runs after the status its message produced is stored.
+    onMessage: (m) => {
+      const content = JSON.parse(m.content)
+      seen.push(content)
+      for (const watcher of watchers) watcher(content)
+    },
+    ...opts,
+  })
+  /** Resolves with the first content so far or later that matches `test`. */
+  const until = (test) => {
+    const found = seen.find(test)
+    if (found) return Promise.resolve(found)
+    const wait = deferred()
+    const watcher = (content) => {
+      if (test(content)) {
+        watchers.delete(watcher)
+        wait.resolve(content)
+      }
+    }
+    watchers.add(watcher)
+    return wait.promise
+  }
+  return { store, registry, sessionId, run, home, until }
+}
+
+const contents = async (store, id) => (await store.messages(id)).map((m) => JSON.parse(m.content))
+const results = async (store, id) => (await contents(store, id)).filter((c) => c.type === 'result')
+
+test(`the CLI under test is ${VERSION}`, () => {
+  expect(fs.existsSync(cli)).toBe(true)
+})
+
+test('a two-turn conversation: each turn a result, claudeSessionId set, idle between turns', async () => {
+  const { store, sessionId, run, until } = await claude({ prompt: 'SAY one', conversation: true })
+  await until((c) => c.type === 'result')
+  const first = await store.getSession(sessionId)
+  expect(first.agentStatus).toBe('idle')
+  expect(first.claudeSessionId).toMatch(/^[0-9a-f-]{36}$/)
+  await run.send('SAY two')
+  await until((c) => c.type === 'result' && c.result === 'said two')
+  run.end()
+  expect(await run.exited).toMatchObject({ exitCode: 0, stopped: false })
+  expect((await results(store, sessionId)).map((r) => r.result)).toEqual(['said one', 'said two'])
+  const session = await store.getSession(sessionId)
+  expect(session.agentStatus).toBe('idle')
+  expect(session.claudeSessionId).toBe(first.claudeSessionId)
+})
+
+test('a tool approved through canUseTool runs, and its effect happens', async () => {
+  const marker = path.join(tmpDir(), 'approved')
+  const requests = []
+  const { store, sessionId, run } = await claude({
+    prompt: `RUN-TOOL ${marker}`,
+    canUseTool: (request) => {
+      requests.push(request)
+      return { behavior: 'allow' }
+    },
+  })
+  await run.exited
+  expect(requests.map((r) => [r.toolName, r.input.command])).toEqual([['Bash', `touch ${marker}`]])
+  expect(fs.existsSync(marker)).toBe(true)
+  const stored = await contents(store, sessionId)
+  const response = stored.find((c) => c.type === 'control_response')
+  expect(response.response.response).toEqual({ behavior: 'allow', updatedInput: requests[0].input })
+  expect((await store.getSession(sessionId)).agentStatus).toBe('idle')
+})
+
+test('a tool denied through canUseTool does not run, and the model hears why', async () => {
+  const marker = path.join(tmpDir(), 'denied')
+  const { store, sessionId, run } = await claude({
+    prompt: `RUN-TOOL ${marker}`,
+    canUseTool: () => ({ behavior: 'deny', message: 'not on this machine' }),
+  })
+  await run.exited
+  expect(fs.existsSync(marker)).toBe(false)
+  const toolResult = (await contents(store, sessionId)).find(
+    (c) => c.type === 'user' && c.message.content[0]?.type === 'tool_result',
+  )
+  expect(JSON.stringify(toolResult.message.content[0].content)).toContain('not on this machine')
+})
+
+test('AskUserQuestion is answered through canUseTool with allow and updatedInput holding the answers', async () => {
+  const asked = deferred()
+  const answered = deferred()
+  const { store, sessionId, run } = await claude({
+    prompt: 'ASK-USER',
+    canUseTool: async (request) => {
+      asked.resolve(request)
+      await answered.promise
+      return {
+        behavior: 'allow',
+        updatedInput: { ...request.input, answers: { 'Which file should I edit?': 'lib.rs' } },
+      }
+    },
+  })
+  const request = await asked.promise
+  expect(request.toolName).toBe('AskUserQuestion')
+  expect((await store.getSession(sessionId)).agentStatus).toBe('waiting')
+  answered.resolve()
+  await run.exited
+  const toolResult = (await contents(store, sessionId)).find(
+    (c) => c.type === 'user' && c.message.content[0]?.type === 'tool_result',
+  )
+  expect(JSON.stringify(toolResult.message.content[0].content)).toContain('lib.rs')
+  expect((await store.getSession(sessionId)).agentStatus).toBe('idle')
+})
+
+test('interrupt() ends the turn mid-request; the CLI stays for the next message', async () => {
+  const hung = api.requests.length
+  const { store, sessionId, run, until } = await claude({ prompt: 'HANG', conversation: true })
+  // The model request is open: the turn is in progress.
+  await new Promise((resolve) => {
+    const poll = setInterval(() => {
+      if (api.requests.length > hung) {
+        clearInterval(poll)
+        resolve()
+      }
+    }, 20)
+  })
+  expect((await store.getSession(sessionId)).agentStatus).toBe('running')
+  await run.interrupt()
+  await until((c) => c.type === 'result')
+  await run.send('SAY again')
+  await until((c) => c.type === 'result' && c.result === 'said again')
+  run.end()
+  expect((await run.exited).stopped).toBe(false)
+  const stored = await contents(store, sessionId)
+  expect(stored.some((c) => c.type === 'control_request' && c.request.subtype === 'interrupt')).toBe(true)
+})
+
+test('a stop interrupts the CLI with SIGINT: its own closing result is stored, then not_available', async () => {
+  const hung = api.requests.length
+  const { store, registry, sessionId, run } = await claude({ prompt: 'HANG' })
+  await new Promise((resolve) => {
+    const poll = setInterval(() => {
+      if (api.requests.length > hung) {
+        clearInterval(poll)
+        resolve()
+      }
+    }, 20)
+  })
+  registry.stop(sessionId)
+  const result = await run.exited
+  expect(result.stopped).toBe(true)
+  expect(result.signal).toBeNull()
+  const stored = await contents(store, sessionId)
+  expect(stored.at(-1).type).toBe('result')
+  expect((await store.getSession(sessionId)).agentStatus).toBe('not_available')
+})
+
+test('a tool result carrying a 1.6 MB file is stored whole', async () => {
+  // Inside the working directory, where acceptEdits lets the CLI write.
+  const home = tmpDir()
+  const file = path.join(home, 'big.txt')
+  const { store, sessionId, run } = await claude(
+    { prompt: `WRITE-BIG ${file}`, permissionMode: 'acceptEdits' },
+    { home },
+  )
+  await run.exited
+  expect(fs.statSync(file).size).toBe(BIG)
+  const messages = await store.messages(sessionId)
+  const big = messages.filter((m) => m.content.length > BIG)
+  expect(big.length).toBeGreaterThan(0)
+  for (const m of big) expect(() => JSON.parse(m.content)).not.toThrow()
+  const longest = Math.max(...messages.map((m) => m.content.length))
+  expect(longest).toBeGreaterThan(1 << 20)
+})
+
+test.each([
+  ['--version', '--version'],
+  ['-x is a flag', '-x is a flag'],
+  ['a 200 KB prompt', `${'long prompt '.repeat(17067)}`],
+])('%s as the prompt reaches the model as user text', async (_label, prompt) => {
+  const before = api.requests.length
+  const { store, sessionId, run } = await claude({ prompt })
+  expect((await run.exited).exitCode).toBe(0)
+  const sent = api.requests.slice(before).map((r) => lastUserText(r.body))
+  expect(sent.some((text) => text.includes(prompt))).toBe(true)
+  const [result] = await results(store, sessionId)
+  expect(result.is_error).toBe(false)
+})
+
+test('error_max_turns carries its text in errors, and errorMessage shows it', async () => {
+  const { store, sessionId, run } = await claude({
+    prompt: 'MAX-TURNS',
+    maxTurns: 1,
+    canUseTool: () => ({ behavior: 'allow' }),
+  })
+  await run.exited
+  const [result] = await results(store, sessionId)
+  expect(result.subtype).toBe('error_max_turns')
+  const session = await store.getSession(sessionId)
+  expect(session.agentStatus).toBe('error')
+  expect(session.errorMessage).toMatch(/maximum number of turns/i)
+  expect(session.errorMessage).not.toBe('error_max_turns')
+})
+
+test('resume keeps the claudeSessionId, and a fork changes it', async () => {
+  const store = SessionStore.inMemory()
+  const home = tmpDir()
+  const first = await claude({ prompt: 'SAY first' }, { store, home })
+  await first.run.exited
+  const original = (await store.getSession(first.sessionId)).claudeSessionId
+  const resumed = await claude({ prompt: 'SAY resumed', resumeSessionId: original }, { store, home })
+  await resumed.run.exited
+  expect((await store.getSession(resumed.sessionId)).claudeSessionId).toBe(original)
+  const forked = await claude(
+    { prompt: 'SAY forked', resumeSessionId: original, args: ['--fork-session'] },
+    { store, home },
+  )
+  await forked.run.exited
+  const forkedId = (await store.getSession(forked.sessionId)).claudeSessionId
+  expect(forkedId).toMatch(/^[0-9a-f-]{36}$/)
+  expect(forkedId).not.toBe(original)
+})
