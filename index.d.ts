@@ -199,6 +199,18 @@ export declare class StopHandle {
 /** What a session's agent is doing. New sessions are `'idle'`. */
 export type AgentStatus = 'idle' | 'running' | 'waiting' | 'error' | 'not_available'
 
+/**
+ * The `PATH` of the user's login shell (`$SHELL`, else the account's
+ * shell), resolved once and cached: a desktop app launched from the Dock,
+ * Finder or a launcher inherits a minimal `PATH`, so `claude`, `node` and
+ * the tools an agent runs are not found. Pass it to either runner as
+ * `env: { PATH }`. The shell runs for at most `timeoutMs` (default 3000)
+ * in its own process group, which is killed on every path; only `PATH` is
+ * taken from what it prints. When the shell fails, the inherited `PATH` is
+ * returned (and not cached). Never rejects except for bad options.
+ */
+export declare function loginShellPath(opts?: { timeoutMs?: number }): Promise<string>
+
 /** A stored message. `sequenceNumber` is the order within its session. */
 export interface Message {
   /** Unique within the store. */

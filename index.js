@@ -839,6 +839,7 @@ module.exports.ProcessRegistry = nativeBinding.ProcessRegistry
 module.exports.SessionStore = nativeBinding.SessionStore
 module.exports.StopHandle = nativeBinding.StopHandle
 module.exports.AgentStatus = nativeBinding.AgentStatus
+module.exports.loginShellPath = nativeBinding.loginShellPath
 module.exports.ProcessStatus = nativeBinding.ProcessStatus
 module.exports.spawnClaude = nativeBinding.spawnClaude
 module.exports.spawnTerminal = nativeBinding.spawnTerminal

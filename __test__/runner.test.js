@@ -290,6 +290,29 @@ describe('spawnTerminal', () => {
     expect(registry.count()).toBe(0)
   })
 
+  test('SPAWN_FAILED names the PATH searched for a missing command, and a missing cwd as such', async () => {
+    const ctx = await setup()
+    const notFound = await terminal(ctx, { command: 'no-such-tool', env: { ...MARK, PATH: '/a/bin:/b/bin' } }).catch(
+      (e) => e,
+    )
+    expect(notFound.code).toBe('SPAWN_FAILED')
+    expect(notFound.message).toContain("'no-such-tool' was not found on PATH (/a/bin:/b/bin)")
+    const noCwd = await terminal(ctx, { command: 'true', cwd: '/no/such/dir' }).catch((e) => e)
+    expect(noCwd.code).toBe('SPAWN_FAILED')
+    expect(noCwd.message).toContain('the working directory /no/such/dir does not exist')
+    expect(ctx.registry.count()).toBe(0)
+  })
+
+  test('clearEnv starts the command from an empty environment plus env', async () => {
+    const ctx = await setup()
+    const run = await terminal(ctx, { command: '/usr/bin/env', clearEnv: true, env: { ...MARK, ONLY: 'this' } })
+    await run.exited
+    const lines = (await parsed(ctx.store, ctx.sessionId))
+      .filter((c) => c.type === 'terminal_output')
+      .map((c) => c.content)
+    expect(lines.sort()).toEqual(['EREN_TEST_CHILD=1', 'ONLY=this'])
+  })
+
   test('bad options reject with INVALID_ARGUMENT', async () => {
     const ctx = await setup()
     const { store, registry, sessionId } = ctx
@@ -309,6 +332,7 @@ describe('spawnTerminal', () => {
       { ...base, cwd: 3 },
       { ...base, killGraceMs: -1 },
       { ...base, onMessage: 'x' },
+      { ...base, clearEnv: 'yes' },
     ]) {
       expect(await codeOf(() => spawnTerminal(opts))).toBe('INVALID_ARGUMENT')
     }

@@ -18,6 +18,8 @@ mod promise;
 mod registry;
 #[cfg(all(unix, not(test)))]
 mod runner;
+#[cfg(all(unix, not(test)))]
+mod shell_path;
 #[cfg(not(test))]
 mod store;
 #[cfg(all(unix, not(test)))]

@@ -33,6 +33,8 @@ pub mod registry;
 #[cfg(unix)]
 pub mod runner;
 pub mod session_id;
+#[cfg(unix)]
+pub mod shell_path;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod test_support;
