@@ -15,11 +15,12 @@ const tmpDir = tempDirs('eren-cli-')
  * Starts the CLI with its own database. Children it starts inherit
  * EREN_TEST_CHILD, which .ci/run checks for leftovers.
  */
-function start(args, { env = {}, db } = {}) {
+function start(args, { env = {}, db, input } = {}) {
   const child = spawn(process.execPath, [CLI, ...args], {
     env: { ...process.env, EREN_TEST_CHILD: '1', EREN_MACHINES_DB: db || path.join(tmpDir(), 'sessions.db'), ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   })
+  if (typeof input === 'string') child.stdin.end(input)
   const out = { stdout: '', stderr: '' }
   child.stdout.on('data', (d) => (out.stdout += d))
   child.stderr.on('data', (d) => (out.stderr += d))
@@ -234,5 +235,65 @@ describe('render', () => {
     expect(render('{"type":"terminal_finished","exit_code":null,"signal":"SIGKILL","stopped":true}').text).toBe(
       '[finished: signal SIGKILL, stopped]',
     )
+  })
+})
+
+describe('claude --chat', () => {
+  const chat = (prompt, opts) =>
+    start(['claude', '--chat', '--claude-path', FAKE_CLAUDE, ...(prompt ? ['--', prompt] : [])], opts)
+  /** Resolves once `text` has appeared on the stream. */
+  const seen = (running, stream, text) =>
+    new Promise((resolve) => {
+      const check = () => running[stream].includes(text) && resolve()
+      check()
+      running.child[stream].on('data', check)
+    })
+
+  test('asks y/n for a tool permission, reads the next message after each result, ends on an empty line', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    const result = await chat('tool', { db, input: 'y\nwhat next\n\n' }).done
+    expect(result.code).toBe(0)
+    expect(result.stderr).toContain('? allow Bash {"command":"touch marker"} [y/n]')
+    expect(result.stdout).toContain('ran {"command":"touch marker"}')
+    expect(result.stdout).toContain('You said: what next')
+    const log = await cli(['log', sessionOf(result.stderr), '--json'], { db })
+    const types = log.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(JSON.parse(line).content).type)
+    expect(types.filter((t) => t === 'result')).toHaveLength(2)
+    expect(types).toContain('control_response')
+  })
+
+  test('n denies the tool, and a chat can start with no prompt', async () => {
+    const denied = await chat('tool', { input: 'n\n\n' }).done
+    expect(denied.stdout).toContain('denied: denied at the terminal')
+    const opened = await chat(undefined, { input: 'hello from the terminal\n' }).done
+    expect(opened.code).toBe(0)
+    expect(opened.stdout).toContain('You said: hello from the terminal')
+  })
+
+  test('Ctrl-C interrupts the turn and the chat goes on; twice in one turn stops the CLI', async () => {
+    const once = chat('hang', { input: true })
+    await seen(once, 'stdout', 'working')
+    once.child.kill('SIGINT')
+    await seen(once, 'stderr', '> ')
+    once.child.stdin.end('\n')
+    const ended = await once.done
+    expect(ended.code).toBe(0)
+    expect(ended.stderr).toContain('interrupting the turn')
+    // The interrupted turn's result is the CLI's own error result.
+    expect(ended.stderr).toContain('eren-machines: Request interrupted')
+
+    const db = path.join(tmpDir(), 's.db')
+    const twice = chat('hang', { input: true, db })
+    await seen(twice, 'stdout', 'working')
+    twice.child.kill('SIGINT')
+    await seen(twice, 'stderr', 'interrupting the turn')
+    twice.child.kill('SIGINT')
+    const stopped = await twice.done
+    expect(stopped.signal).toBeNull()
+    const [session] = JSON.parse((await cli(['sessions', '--json'], { db })).stdout)
+    expect(session.agentStatus).toBe('not_available')
   })
 })

@@ -5,6 +5,7 @@
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
+const readline = require('node:readline')
 const { parseArgs } = require('node:util')
 const { ProcessRegistry, SessionStore, spawnTerminal, spawnClaude } = require('..')
 const { version } = require('../package.json')
@@ -33,9 +34,11 @@ Usage:
       Run a command, echo its stdout and stderr live and store every line.
       Ctrl-C or SIGTERM stops it through the registry (the whole process
       tree). Exits with the command's exit code (128+n if killed by signal n).
-  eren-machines claude [--db PATH] [--session ID] [--resume ID] [--claude-path P] -- <prompt>
+  eren-machines claude [--db PATH] [--session ID] [--resume ID] [--claude-path P] [--chat] -- <prompt>
       Run the Claude CLI on a prompt, print its messages as they stream, and
-      store every event.
+      store every event. --chat converses: after each result it reads your
+      next message (an empty line or Ctrl-D ends), asks y/n for each tool
+      permission, and Ctrl-C interrupts the turn (twice stops the CLI).
   eren-machines log <session> [--db PATH] [--follow] [--json] [--after N]
       Print a session's messages (--json: one JSON message per line).
       --follow keeps printing new ones until Ctrl-C.
@@ -89,7 +92,7 @@ function exitStatus(result) {
  * session through the registry. Resolves with the exit status once the run
  * has ended and every stored message has gone through `echo`.
  */
-async function supervise(store, sessionId, registry, start, echo) {
+async function supervise(store, sessionId, registry, start, echo, onSignal = () => registry.stop(sessionId)) {
   let echoed = (await store.getSession(sessionId)).lastSequence
   let caughtUp = null
   const onMessage = (message) => {
@@ -98,7 +101,7 @@ async function supervise(store, sessionId, registry, start, echo) {
     if (caughtUp && echoed >= caughtUp.target) caughtUp.resolve()
   }
   const stop = () => registry.stop(sessionId)
-  process.on('SIGINT', stop)
+  process.on('SIGINT', onSignal)
   process.on('SIGTERM', stop)
   try {
     const run = await start(onMessage)
@@ -108,7 +111,7 @@ async function supervise(store, sessionId, registry, start, echo) {
     if (echoed < target) await new Promise((resolve) => (caughtUp = { target, resolve }))
     return exitStatus(result)
   } finally {
-    process.off('SIGINT', stop)
+    process.off('SIGINT', onSignal)
     process.off('SIGTERM', stop)
   }
 }
@@ -163,35 +166,140 @@ async function claudeCommand(args) {
     session: { type: 'string' },
     resume: { type: 'string' },
     'claude-path': { type: 'string' },
+    chat: { type: 'boolean' },
   })
   if (values.help) return help()
-  if (positionals.length === 0) throw new UsageError('claude needs a prompt after --')
+  if (positionals.length === 0 && !values.chat) throw new UsageError('claude needs a prompt after -- (or --chat)')
   const store = openStore(values.db)
   try {
     const sessionId = await sessionFor(store, values.session)
     process.stderr.write(`eren-machines: session ${sessionId}\n`)
     const registry = new ProcessRegistry()
-    const status = await supervise(
+    const options = {
       store,
-      sessionId,
       registry,
-      (onMessage) =>
-        spawnClaude({
-          store,
-          registry,
-          sessionId,
-          prompt: positionals.join(' '),
-          resumeSessionId: values.resume,
-          claudePath: values['claude-path'],
-          onMessage,
-        }),
-      echoTo(null),
-    )
+      sessionId,
+      prompt: positionals.length > 0 ? positionals.join(' ') : undefined,
+      resumeSessionId: values.resume,
+      claudePath: values['claude-path'],
+    }
+    const status = values.chat
+      ? await chat(options)
+      : await supervise(store, sessionId, registry, (onMessage) => spawnClaude({ ...options, onMessage }), echoTo(null))
     const session = await store.getSession(sessionId)
     if (session.agentStatus === 'error') process.stderr.write(`eren-machines: ${session.errorMessage}\n`)
     return status
   } finally {
     await store.close()
+  }
+}
+
+/** Lines typed at the terminal, in order, whether or not a question is pending. */
+function lineReader() {
+  const rl = readline.createInterface({ input: process.stdin, terminal: false })
+  const lines = []
+  const waiters = []
+  let ended = false
+  rl.on('line', (line) => (waiters.length ? waiters.shift()(line) : lines.push(line)))
+  rl.on('close', () => {
+    ended = true
+    for (const waiter of waiters.splice(0)) waiter(null)
+  })
+  return {
+    /** The next line after printing `prompt`, or null at end of input. */
+    ask(prompt) {
+      write(process.stderr, prompt)
+      if (lines.length) return Promise.resolve(lines.shift())
+      if (ended) return Promise.resolve(null)
+      return new Promise((resolve) => waiters.push(resolve))
+    },
+    close: () => rl.close(),
+  }
+}
+
+/**
+ * `claude --chat`: a conversation at the terminal. Tool permissions are
+ * asked y/n (AskUserQuestion asks its question), Ctrl-C interrupts the turn
+ * and a second Ctrl-C in the same turn stops the CLI.
+ */
+async function chat(options) {
+  const { store, registry, sessionId } = options
+  const input = lineReader()
+  let turnEnded = null
+  let interrupted = false
+  let run = null
+  const nextTurnEnd = () => new Promise((resolve) => (turnEnded = resolve))
+  let firstTurn = options.prompt === undefined ? Promise.resolve() : nextTurnEnd()
+  const canUseTool = async (request) => {
+    if (request.toolName === 'AskUserQuestion') {
+      const answers = {}
+      for (const q of request.input.questions || []) {
+        const choices = (q.options || []).map((o, i) => `  ${i + 1}. ${o.label}`).join('\n')
+        const answer = await input.ask(`? ${q.question}\n${choices}\nanswer: `)
+        const picked = q.options?.[Number(answer) - 1]?.label
+        answers[q.question] = picked || answer || ''
+      }
+      return { behavior: 'allow', updatedInput: { ...request.input, answers } }
+    }
+    const shown = JSON.stringify(request.input)
+    const answer = await input.ask(
+      `? allow ${request.toolName} ${shown.length > 300 ? `${shown.slice(0, 299)}…` : shown} [y/n] `,
+    )
+    return /^y(es)?$/i.test((answer || '').trim())
+      ? { behavior: 'allow' }
+      : { behavior: 'deny', message: 'denied at the terminal' }
+  }
+  const onSignal = () => {
+    if (!run) return
+    if (turnEnded && !interrupted) {
+      interrupted = true
+      write(process.stderr, '^C interrupting the turn (Ctrl-C again stops)')
+      run.interrupt().catch(() => {})
+    } else if (turnEnded) {
+      registry.stop(sessionId)
+    } else {
+      run.end()
+    }
+  }
+  const noteTurnEnd = (message) => {
+    if (JSON.parse(message.content).type === 'result' && turnEnded) {
+      const resolve = turnEnded
+      turnEnded = null
+      interrupted = false
+      resolve()
+    }
+  }
+  try {
+    return await supervise(
+      store,
+      sessionId,
+      registry,
+      async (echo) => {
+        const onMessage = (message) => {
+          echo(message)
+          noteTurnEnd(message)
+        }
+        run = await spawnClaude({ ...options, conversation: true, canUseTool, onMessage })
+        const ended = run.exited.then(() => null)
+        ;(async () => {
+          for (;;) {
+            if ((await Promise.race([firstTurn, ended])) === null) return
+            const text = await Promise.race([input.ask('> '), ended])
+            if (text === null || text.trim() === '') {
+              run.end()
+              return
+            }
+            firstTurn = nextTurnEnd()
+            await run.send(text).catch(() => {})
+          }
+        })()
+        return run
+      },
+      echoTo(null),
+      onSignal,
+    )
+  } finally {
+    input.close()
   }
 }
 
