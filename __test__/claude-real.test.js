@@ -23,38 +23,39 @@ function reply(body) {
   }
   // The last marker counts: an interrupted turn's text is merged into the
   // next user message.
-  const last = [...text.matchAll(/(RUN-TOOL|WRITE-BIG|ASK-USER|HANG|MAX-TURNS|SAY)(?: (\S+))?/g)].at(-1)
-  const marker = (name) => (last && last[1] === name ? [last[0], last[2]] : null)
-  let m
-  if ((m = marker('RUN-TOOL'))) {
-    return { tool: { name: 'Bash', input: { command: `touch ${m[1]}`, description: 'Create the marker file' } } }
-  }
-  if ((m = marker('WRITE-BIG'))) {
-    return { tool: { name: 'Write', input: { file_path: m[1], content: `${'a'.repeat(99)}\n`.repeat(BIG / 100) } } }
-  }
-  if (marker('ASK-USER')) {
-    return {
-      tool: {
-        name: 'AskUserQuestion',
-        input: {
-          questions: [
-            {
-              question: 'Which file should I edit?',
-              header: 'File',
-              options: [
-                { label: 'main.rs', description: 'the entry point' },
-                { label: 'lib.rs', description: 'the library' },
-              ],
-              multiSelect: false,
-            },
-          ],
+  const [, marker, arg] =
+    [...text.matchAll(/(RUN-TOOL|WRITE-BIG|ASK-USER|HANG|MAX-TURNS|SAY)(?: (\S+))?/g)].at(-1) || []
+  switch (marker) {
+    case 'RUN-TOOL':
+      return { tool: { name: 'Bash', input: { command: `touch ${arg}`, description: 'Create the marker file' } } }
+    case 'WRITE-BIG':
+      return { tool: { name: 'Write', input: { file_path: arg, content: `${'a'.repeat(99)}\n`.repeat(BIG / 100) } } }
+    case 'ASK-USER':
+      return {
+        tool: {
+          name: 'AskUserQuestion',
+          input: {
+            questions: [
+              {
+                question: 'Which file should I edit?',
+                header: 'File',
+                options: [
+                  { label: 'main.rs', description: 'the entry point' },
+                  { label: 'lib.rs', description: 'the library' },
+                ],
+                multiSelect: false,
+              },
+            ],
+          },
         },
-      },
-    }
+      }
+    case 'HANG':
+      return { hang: true }
+    case 'MAX-TURNS':
+      return { tool: { name: 'Bash', input: { command: 'true', description: 'Nothing' } } }
+    case 'SAY':
+      return { text: `said ${arg}` }
   }
-  if (marker('HANG')) return { hang: true }
-  if (marker('MAX-TURNS')) return { tool: { name: 'Bash', input: { command: 'true', description: 'Nothing' } } }
-  if ((m = marker('SAY'))) return { text: `said ${m[1]}` }
   return { text: `heard ${text.length} characters` }
 }
 

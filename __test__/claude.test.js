@@ -428,6 +428,15 @@ describe('status and endings', () => {
   })
 })
 
+test('a CLI that ignores the SIGINT of a stop is SIGKILLed with its group after killGraceMs', async () => {
+  const deaf = watchFor((c) => c.type === 'assistant')
+  const { store, registry, run } = await claude({ prompt: 'stubborn', killGraceMs: 200, onMessage: deaf.onMessage })
+  await deaf.found
+  registry.stop('c')
+  expect(await run.exited).toEqual({ exitCode: null, signal: 'SIGKILL', stopped: true })
+  expect((await store.getSession('c')).agentStatus).toBe('not_available')
+})
+
 describe('bad input', () => {
   test('bad options reject with INVALID_ARGUMENT and spawn nothing', async () => {
     const { store, registry } = await setup()
