@@ -138,9 +138,13 @@ export declare class ProcessRegistry {
 export declare class SessionStore {
   /**
    * Opens a database file, creating it (mode 0600) if absent. An existing
-   * file keeps its mode. Opening runs on the calling thread.
+   * file keeps its mode. The path is a plain file path, never a URI;
+   * `':memory:'` is refused (use `inMemory()`). `durability` is `'full'`
+   * (default: a resolved write survives a power loss) or `'normal'` (it
+   * survives a crash of the host, not of the machine; faster). Opening
+   * runs on the calling thread.
    */
-  static open(path: string): SessionStore
+  static open(path: string, opts?: { durability?: 'full' | 'normal' }): SessionStore
   /** A private in-memory store, gone once closed or garbage-collected. */
   static inMemory(): SessionStore
   /**

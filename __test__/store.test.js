@@ -286,6 +286,96 @@ describe('subscribe', () => {
     await nextTurn()
     expect(gone.seen).toEqual([])
   })
+
+  test('a callback that unsubscribes from inside itself is never called again', async () => {
+    const store = SessionStore.inMemory()
+    await store.createSession('s')
+    await Promise.all(Array.from({ length: 500 }, (_, i) => terminalBridge.storeStdout(store, 's', `m${i}`)))
+    const seen = []
+    const all = collector()
+    store.subscribe('s', all.cb, { afterSequence: 0 })
+    const unsubscribe = store.subscribe(
+      's',
+      (m) => {
+        seen.push(m.sequenceNumber)
+        unsubscribe()
+      },
+      { afterSequence: 0 },
+    )
+    await all.until(500)
+    await nextTurn()
+    expect(seen).toEqual([1])
+  })
+})
+
+describe('settling without blocking the loop', () => {
+  test('a replay of 1,000 stored messages yields to the event loop between slices', async () => {
+    const store = SessionStore.inMemory()
+    await store.createSession('s')
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => terminalBridge.storeStdout(store, 's', `m${i}`)))
+    const replay = collector()
+    let deliveredWhenTheLoopRan = null
+    store.subscribe(
+      's',
+      (m) => {
+        if (replay.seen.length === 0) setImmediate(() => (deliveredWhenTheLoopRan = replay.seen.length))
+        replay.cb(m)
+      },
+      { afterSequence: 0 },
+    )
+    await replay.until(1000)
+    // Node runs up to 1,000 threadsafe-function calls per loop turn; settling
+    // in slices lets a setImmediate in between long before that.
+    expect(deliveredWhenTheLoopRan).not.toBeNull()
+    expect(deliveredWhenTheLoopRan).toBeLessThan(1000)
+    expect(replay.seen.map((m) => m.sequenceNumber)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1))
+  })
+
+  test('1,000 appends in flight resolve in order of commit, each with its own message', async () => {
+    const store = SessionStore.inMemory()
+    await store.createSession('s')
+    const messages = await Promise.all(
+      Array.from({ length: 1000 }, (_, i) => terminalBridge.storeStdout(store, 's', `line ${i}`)),
+    )
+    expect(messages.map((m) => JSON.parse(m.content).content)).toEqual(messages.map((_, i) => `line ${i}`))
+    expect(new Set(messages.map((m) => m.sequenceNumber)).size).toBe(1000)
+  })
+})
+
+describe('store options', () => {
+  test("durability 'normal' and 'full' both store and reopen; anything else is INVALID_ARGUMENT", async () => {
+    for (const durability of ['normal', 'full', undefined]) {
+      const file = tmpDb()
+      const store = SessionStore.open(file, { durability })
+      await store.createSession('s')
+      await terminalBridge.storeStdout(store, 's', 'kept')
+      await store.close()
+      const reopened = SessionStore.open(file)
+      expect((await reopened.getSession('s')).lastSequence).toBe(1)
+      await reopened.close()
+    }
+    for (const opts of ['normal', 5, { durability: 'fast' }, { durability: 1 }]) {
+      const file = tmpDb()
+      expect(await codeOf(() => SessionStore.open(file, opts))).toBe('INVALID_ARGUMENT')
+      expect(fs.existsSync(file)).toBe(false)
+    }
+  })
+
+  test("open takes a plain path, never a URI, and ':memory:' is INVALID_ARGUMENT", async () => {
+    const dir = tmpDir()
+    const cwd = process.cwd()
+    process.chdir(dir)
+    try {
+      const store = SessionStore.open('file:notes.db')
+      await store.createSession('s')
+      await store.close()
+      expect(fs.readdirSync(dir).filter((f) => !f.endsWith('-wal') && !f.endsWith('-shm'))).toEqual(['file:notes.db'])
+      expect(await codeOf(() => SessionStore.open(':memory:'))).toBe('INVALID_ARGUMENT')
+      expect(fs.existsSync(path.join(dir, ':memory:'))).toBe(false)
+    } finally {
+      process.chdir(cwd)
+    }
+  })
 })
 
 describe('bridges', () => {

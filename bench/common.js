@@ -17,10 +17,10 @@ CREATE TABLE messages (session INTEGER NOT NULL, sequence INTEGER NOT NULL, id I
 `
 
 /** A better-sqlite3 database with the addon's pragmas, schema and one session (key 1). */
-function baselineDatabase(file) {
+function baselineDatabase(file, synchronous = 'FULL') {
   const db = new Database(file)
   db.pragma('journal_mode = WAL')
-  db.pragma('synchronous = FULL')
+  db.pragma(`synchronous = ${synchronous}`)
   db.pragma('busy_timeout = 10000')
   db.exec(SCHEMA)
   db.prepare("INSERT INTO sessions (session_id, agent_status, created_at) VALUES ('bench', 'idle', ?)").run(Date.now())

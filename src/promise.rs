@@ -1,47 +1,275 @@
-//! How core answers reach JS: Promises settled from the store's threads, and
-//! message callbacks called through weak threadsafe functions.
+//! How core answers reach JS: every Promise of the addon, and every message
+//! callback, settles through one channel per JS context.
+//!
+//! A store thread that answers pushes a settlement onto the context's queue
+//! and, if none is on its way, wakes the JS thread through the context's one
+//! threadsafe function. The JS thread then settles at most [`SLICE`] items
+//! per turn and yields (`setImmediate`) between slices, so a commit that
+//! answers a thousand appends never blocks the event loop for long. The
+//! threadsafe function is weak, and referenced only while Promises are
+//! pending: a pending Promise keeps the process alive, a subscription never
+//! does.
+//!
+//! This file holds per-context state and a few raw Node-API calls (promise
+//! creation and settlement on the JS thread, and ref/unref of the
+//! threadsafe function), which napi-rs wraps only in a per-call
+//! threadsafe function: exactly the cost this channel exists to avoid.
 
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 
 use crate::args::Callback;
 use crate::error::{coded, Failure, Result};
 use crate::store::JsMessage;
 use eren_machines_core::store as core;
 
-/// Turns a store answer into a Promise that rejects with a coded `Error`.
+/// Items settled per turn of the event loop.
+const SLICE: usize = 32;
+
+/// Settles one item on the JS thread.
+type Settle = Box<dyn FnOnce(&Env, &Channel) + Send>;
+type Wake = ThreadsafeFunction<(), (), (), Status, false, true>;
+
+/// What crosses threads: the queue and the way to wake the JS thread.
+struct Shared {
+  queue: Mutex<VecDeque<Settle>>,
+  /// A wake (or a scheduled slice) is on its way to the JS thread.
+  waking: AtomicBool,
+  wake: Wake,
+}
+
+impl Shared {
+  fn push(self: &Arc<Self>, settle: Settle) {
+    self
+      .queue
+      .lock()
+      .unwrap_or_else(|p| p.into_inner())
+      .push_back(settle);
+    if !self.waking.swap(true, Ordering::AcqRel) {
+      self.wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+    }
+  }
+}
+
+/// One JS context's channel. Lives in the context's instance data; its
+/// JS-thread fields are touched on that thread only.
+pub struct Channel {
+  shared: Arc<Shared>,
+  deferreds: RefCell<HashMap<u64, sys::napi_deferred>>,
+  sinks: RefCell<HashMap<u64, FunctionRef<JsMessage, Unknown<'static>>>>,
+  next_id: Cell<u64>,
+  /// The function that settles the next slice, for `setImmediate`.
+  next_slice: RefCell<Option<FunctionRef<(), ()>>>,
+}
+
+impl Channel {
+  /// The channel of `env`'s context, made on first use.
+  fn of(env: &Env) -> napi::Result<&'static Channel> {
+    if let Some(channel) = env.get_instance_data::<Channel>()? {
+      return Ok(&*channel);
+    }
+    let drain = env.create_function_from_closure("settle", |ctx| {
+      if let Some(channel) = ctx.env.get_instance_data::<Channel>()? {
+        channel.drain(ctx.env)?;
+      }
+      Ok(())
+    })?;
+    let wake: Wake = drain
+      .build_threadsafe_function::<()>()
+      .weak::<true>()
+      .callee_handled::<false>()
+      .build()?;
+    let next_slice = drain.create_ref()?;
+    let channel = Channel {
+      shared: Arc::new(Shared {
+        queue: Mutex::new(VecDeque::new()),
+        waking: AtomicBool::new(false),
+        wake,
+      }),
+      deferreds: RefCell::default(),
+      sinks: RefCell::default(),
+      next_id: Cell::new(0),
+      next_slice: RefCell::new(Some(next_slice)),
+    };
+    env.set_instance_data(channel, (), |_| {})?;
+    env
+      .get_instance_data::<Channel>()?
+      .map(|channel| &*channel)
+      .ok_or_else(|| napi::Error::new(Status::GenericFailure, "no instance data"))
+  }
+
+  fn next_id(&self) -> u64 {
+    let id = self.next_id.get() + 1;
+    self.next_id.set(id);
+    id
+  }
+
+  /// References the wake function while any Promise is pending.
+  fn keep_alive(&self, env: &Env, alive: bool) {
+    let raw = self.shared.wake.raw();
+    // SAFETY: on the JS thread of `env`, with the function this context made.
+    unsafe {
+      if alive {
+        sys::napi_ref_threadsafe_function(env.raw(), raw);
+      } else {
+        sys::napi_unref_threadsafe_function(env.raw(), raw);
+      }
+    }
+  }
+
+  /// Settles one slice, then yields to the event loop before the next.
+  fn drain(&self, env: &Env) -> napi::Result<()> {
+    let slice: Vec<Settle> = {
+      let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+      let n = queue.len().min(SLICE);
+      queue.drain(..n).collect()
+    };
+    for settle in slice {
+      settle(env, self);
+    }
+    self.shared.waking.store(false, Ordering::Release);
+    let more = !self
+      .shared
+      .queue
+      .lock()
+      .unwrap_or_else(|p| p.into_inner())
+      .is_empty();
+    if more && !self.shared.waking.swap(true, Ordering::AcqRel) {
+      let set_immediate: Function<Function<(), ()>, Unknown> =
+        env.get_global()?.get_named_property("setImmediate")?;
+      if let Some(next) = self.next_slice.borrow().as_ref() {
+        set_immediate.call(next.borrow_back(env)?)?;
+      }
+    }
+    Ok(())
+  }
+
+  fn settle_promise(&self, env: &Env, id: u64, outcome: napi::Result<sys::napi_value>) {
+    let Some(deferred) = self.deferreds.borrow_mut().remove(&id) else {
+      return;
+    };
+    // SAFETY: `deferred` was made by napi_create_promise on this thread and
+    // is settled exactly once, here.
+    unsafe {
+      match outcome {
+        Ok(value) => sys::napi_resolve_deferred(env.raw(), deferred, value),
+        Err(error) => {
+          let value = napi::JsError::from(error).into_value(env.raw());
+          sys::napi_reject_deferred(env.raw(), deferred, value)
+        }
+      };
+    }
+    if self.deferreds.borrow().is_empty() {
+      self.keep_alive(env, false);
+    }
+  }
+}
+
+/// Turns a core answer into a Promise that settles through the context's
+/// channel, rejecting with a coded `Error`.
 pub fn promise<'env, T, V>(
   env: &'env Env,
   pending: impl Future<Output = eren_machines_core::Result<T>> + Send + 'static,
-  convert: impl FnOnce(T) -> V + 'static,
+  convert: impl FnOnce(T) -> V + Send + 'static,
 ) -> Result<PromiseRaw<'env, V>>
 where
   T: Send + 'static,
   V: ToNapiValue,
 {
-  env
-    .spawn_future_with_callback(async move { Ok(pending.await) }, move |env, answer| {
-      answer.map(convert).map_err(|e| coded(env.raw(), e))
-    })
-    .map_err(Failure::from)
+  let channel = Channel::of(env)?;
+  let mut deferred = std::ptr::null_mut();
+  let mut value = std::ptr::null_mut();
+  // SAFETY: a plain Node-API call on the JS thread of `env`.
+  check_status!(unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut value) })
+    .map_err(Failure::from)?;
+  let id = channel.next_id();
+  if channel.deferreds.borrow().is_empty() {
+    channel.keep_alive(env, true);
+  }
+  channel.deferreds.borrow_mut().insert(id, deferred);
+  let shared = channel.shared.clone();
+  napi::bindgen_prelude::spawn(async move {
+    let answer = pending.await;
+    shared.push(Box::new(move |env, channel| {
+      let outcome = match answer {
+        // SAFETY: converting on the JS thread of `env`.
+        Ok(t) => unsafe { V::to_napi_value(env.raw(), convert(t)) },
+        Err(e) => Err(coded(env.raw(), e)),
+      };
+      channel.settle_promise(env, id, outcome);
+    }));
+  });
+  Ok(PromiseRaw::new(env.raw(), value))
 }
 
 /// Calls `cb` on the JS thread with each message a store thread hands over,
-/// in order, through a weak threadsafe function: it never keeps the process
-/// alive.
-pub fn message_sink(cb: &Callback<JsMessage>) -> napi::Result<core::MessageSink> {
-  let deliver = cb
-    .0
-    .build_threadsafe_function::<JsMessage>()
-    .weak::<true>()
-    .callee_handled::<false>()
-    .build()?;
-  Ok(Box::new(move |message| {
-    deliver.call(
-      JsMessage::from(message.clone()),
-      ThreadsafeFunctionCallMode::NonBlocking,
-    );
-  }))
+/// in order, through the context's channel. It never keeps the process
+/// alive, and once the returned sink is dropped (the subscription or run is
+/// over) nothing more is delivered, also what was already queued.
+pub fn message_sink(
+  env: &Env,
+  cb: &Callback<JsMessage>,
+) -> napi::Result<(core::MessageSink, SinkId)> {
+  let channel = Channel::of(env)?;
+  let id = channel.next_id();
+  channel.sinks.borrow_mut().insert(id, cb.0.create_ref()?);
+  let sink = Sink {
+    id,
+    shared: channel.shared.clone(),
+  };
+  Ok((Box::new(move |message| sink.deliver(message)), SinkId(id)))
+}
+
+/// Names a message callback, to stop it from the JS thread.
+#[derive(Clone, Copy)]
+pub struct SinkId(u64);
+
+/// Stops a callback at once: deliveries already queued are dropped too, so
+/// after `unsubscribe()` returns the callback is never called again, also
+/// when it unsubscribes from inside itself.
+pub fn forget_sink(env: &Env, id: SinkId) -> napi::Result<()> {
+  Channel::of(env)?.sinks.borrow_mut().remove(&id.0);
+  Ok(())
+}
+
+/// A store thread's handle on one JS callback.
+struct Sink {
+  id: u64,
+  shared: Arc<Shared>,
+}
+
+impl Sink {
+  fn deliver(&self, message: &core::Message) {
+    let id = self.id;
+    let message = JsMessage::from(message.clone());
+    self.shared.push(Box::new(move |env, channel| {
+      let callback = channel
+        .sinks
+        .borrow()
+        .get(&id)
+        .and_then(|cb| cb.borrow_back(env).ok());
+      if let Some(callback) = callback {
+        if let Err(error) = callback.call(message) {
+          // Like an EventTarget listener: reported, not swallowed.
+          env.fatal_exception(error);
+        }
+      }
+    }));
+  }
+}
+
+impl Drop for Sink {
+  fn drop(&mut self) {
+    let id = self.id;
+    // The callback's reference is released on the JS thread.
+    self.shared.push(Box::new(move |_env, channel| {
+      channel.sinks.borrow_mut().remove(&id);
+    }));
+  }
 }

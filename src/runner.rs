@@ -47,7 +47,7 @@ struct Common {
   on_message: Option<eren_machines_core::store::MessageSink>,
 }
 
-fn common(opts: &Options) -> Result<Common> {
+fn common(js: &Env, opts: &Options) -> Result<Common> {
   let store: StoreArg = opts.require("store", "a SessionStore")?;
   let registry: RegistryArg = opts.require("registry", "a ProcessRegistry")?;
   let session_id: String = opts.require("sessionId", "a string")?;
@@ -57,7 +57,7 @@ fn common(opts: &Options) -> Result<Common> {
   let kill_grace = opts.count("killGraceMs")?;
   let on_message: Option<Callback<JsMessage>> = opts.get("onMessage", "a function")?;
   let on_message = match on_message {
-    Some(cb) => Some(message_sink(&cb)?),
+    Some(cb) => Some(message_sink(js, &cb)?.0),
     None => None,
   };
   let mut env: Vec<(String, String)> = env.unwrap_or_default().into_iter().collect();
@@ -175,7 +175,7 @@ pub fn spawn_terminal<'env>(
   env: &'env Env,
   opts: Options,
 ) -> Result<PromiseRaw<'env, Object<'env>>> {
-  let common = common(&opts)?;
+  let common = common(env, &opts)?;
   let command: String = opts.require("command", "a string")?;
   let args: Option<Vec<String>> = opts.get("args", "an array of strings")?;
   let program = Program {
@@ -216,7 +216,7 @@ pub fn spawn_terminal<'env>(
   ts_return_type = "Promise<ClaudeRun>"
 )]
 pub fn spawn_claude<'env>(env: &'env Env, opts: Options) -> Result<PromiseRaw<'env, Object<'env>>> {
-  let common = common(&opts)?;
+  let common = common(env, &opts)?;
   let strings = |name: &str| -> Result<Vec<String>> {
     Ok(
       opts

@@ -6,7 +6,7 @@ use napi_derive::napi;
 
 use crate::args::{invalid_argument, Callback, OptionalText, Options, Text};
 use crate::error::{Failure, Result};
-use crate::promise::{message_sink, promise};
+use crate::promise::{forget_sink, message_sink, promise};
 use eren_machines_core::store::{self as core, SessionReader, SessionWriter};
 
 /// A stored message. `sequenceNumber` is the order within its session.
@@ -90,15 +90,30 @@ pub struct SessionStore {
 #[napi]
 impl SessionStore {
   /// Opens a database file, creating it (mode 0600) if absent. An existing
-  /// file keeps its mode. Opening runs on the calling thread.
-  #[napi(factory, catch_unwind)]
-  pub fn open(#[napi(ts_arg_type = "string")] path: Text) -> Result<Self> {
-    if path.0.is_empty() {
-      return Err(Failure::from(eren_machines_core::Error::InvalidArgument(
-        "path must not be empty".into(),
-      )));
-    }
-    let core = core::SessionStore::open(path.0)?;
+  /// file keeps its mode. The path is a plain file path, never a URI;
+  /// `':memory:'` is refused (use `inMemory()`). `durability` is `'full'`
+  /// (default: a resolved write survives a power loss) or `'normal'` (it
+  /// survives a crash of the host, not of the machine; faster). Opening
+  /// runs on the calling thread.
+  #[napi(
+    factory,
+    catch_unwind,
+    ts_args_type = "path: string, opts?: { durability?: 'full' | 'normal' }"
+  )]
+  pub fn open(path: Text, opts: Options) -> Result<Self> {
+    let durability = match opts
+      .get::<String>("durability", "'full' or 'normal'")?
+      .as_deref()
+    {
+      None | Some("full") => core::Durability::Full,
+      Some("normal") => core::Durability::Normal,
+      Some(other) => {
+        return Err(Failure::from(eren_machines_core::Error::InvalidArgument(
+          format!("durability must be 'full' or 'normal', got '{other}'"),
+        )))
+      }
+    };
+    let core = core::SessionStore::open_with(path.0, durability)?;
     Ok(SessionStore { core })
   }
 
@@ -185,11 +200,12 @@ impl SessionStore {
     opts: Options,
   ) -> Result<Function<'env, (), ()>> {
     let after = opts.count("afterSequence")?;
-    let sink = message_sink(&cb)?;
+    let (sink, sink_id) = message_sink(env, &cb)?;
     let subscription = self.core.subscribe(&session_id.0, after, sink)?;
     let store = self.core.clone();
     env
-      .create_function_from_closure("unsubscribe", move |_| {
+      .create_function_from_closure("unsubscribe", move |ctx| {
+        forget_sink(ctx.env, sink_id)?;
         store.unsubscribe(&subscription);
         Ok(())
       })

@@ -43,7 +43,7 @@ async function host(): Promise<void> {
     registry.remove('build'),
   ]
 
-  const store: SessionStore = SessionStore.open('/tmp/eren-types.db')
+  const store: SessionStore = SessionStore.open('/tmp/eren-types.db', { durability: 'normal' })
   const memory: SessionStore = SessionStore.inMemory()
   const sessionId: string = await store.createSession()
   await store.createSession('named')

@@ -25,7 +25,7 @@ pub use model::{AgentStatus, Message, Session};
 pub use pending::Pending;
 pub(crate) use pending::{reply_channel, Reply};
 use reader::ReadJob;
-pub use schema::Location;
+pub use schema::{Durability, Location};
 use writer::Command;
 
 /// The writes the bridges need. Every call is handed to the writer thread at
@@ -91,21 +91,26 @@ static MEMORY_STORES: AtomicU64 = AtomicU64::new(0);
 impl SessionStore {
   /// Opens (creating if absent) a database file.
   pub fn open(path: impl Into<std::path::PathBuf>) -> Result<Self> {
-    Self::open_location(Location::File(path.into()))
+    Self::open_with(path, Durability::Full)
+  }
+
+  /// Opens a database file with the given durability (see [`Durability`]).
+  pub fn open_with(path: impl Into<std::path::PathBuf>, durability: Durability) -> Result<Self> {
+    Self::open_location(Location::File(path.into()), durability)
   }
 
   /// A private in-memory store, gone when the last handle is dropped.
   pub fn in_memory() -> Result<Self> {
     let n = MEMORY_STORES.fetch_add(1, Ordering::Relaxed);
-    Self::open_location(Location::Memory(format!(
-      "eren-machines-{}-{n}",
-      std::process::id()
-    )))
+    Self::open_location(
+      Location::Memory(format!("eren-machines-{}-{n}", std::process::id())),
+      Durability::Full,
+    )
   }
 
-  fn open_location(location: Location) -> Result<Self> {
-    let write_conn = schema::open(&location, true)?;
-    let read_conn = schema::open(&location, false)?;
+  fn open_location(location: Location, durability: Durability) -> Result<Self> {
+    let write_conn = schema::open(&location, true, durability)?;
+    let read_conn = schema::open(&location, false, durability)?;
     let state = writer::WriterState::load(&write_conn)?;
     let live = Arc::new(Live::new(state.committed_sequences()));
     let writer = writer::spawn(write_conn, state, live.clone())?;

@@ -39,6 +39,26 @@ CREATE TABLE meta (
 INSERT INTO meta (name, value) VALUES ('next_message_id', 1);
 ";
 
+/// What a resolved write survives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+  /// `synchronous=FULL`: a resolved write survives a power loss.
+  #[default]
+  Full,
+  /// `synchronous=NORMAL`: it survives a crash of the host, not of the
+  /// machine (WAL commits are synced at checkpoints, not each commit).
+  Normal,
+}
+
+impl Durability {
+  fn pragma(self) -> &'static str {
+    match self {
+      Durability::Full => "FULL",
+      Durability::Normal => "NORMAL",
+    }
+  }
+}
+
 /// Where a store keeps its data.
 #[derive(Debug, Clone)]
 pub enum Location {
@@ -75,29 +95,41 @@ fn create_private_file(_path: &Path) -> Result<()> {
 
 /// Opens a connection with the store's pragmas. The writer passes
 /// `migrate = true` and brings the schema up to date before anyone reads.
-pub fn open(location: &Location, migrate: bool) -> Result<Connection> {
+pub fn open(location: &Location, migrate: bool, durability: Durability) -> Result<Connection> {
   let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
     | OpenFlags::SQLITE_OPEN_CREATE
-    | OpenFlags::SQLITE_OPEN_URI
     | OpenFlags::SQLITE_OPEN_NO_MUTEX;
   let conn = match location {
     Location::File(path) => {
-      if migrate {
-        create_private_file(path)?;
+      // A plain path, never a URI: `file:notes.db` is a file of that name.
+      if path.as_os_str() == ":memory:" || path.as_os_str().is_empty() {
+        return Err(Error::InvalidArgument(format!(
+          "'{}' is not a database file path (use an in-memory store instead)",
+          path.display()
+        )));
       }
-      Connection::open_with_flags(path, flags)?
+      // SQLite (as bundled) reads a name that starts with `file:` as a URI
+      // even without the URI flag; an absolute path never does.
+      let path = std::path::absolute(path)
+        .map_err(|e| Error::Armin(format!("cannot resolve {}: {e}", path.display())))?;
+      if migrate {
+        create_private_file(&path)?;
+      }
+      Connection::open_with_flags(&path, flags)?
     }
-    Location::Memory(name) => {
-      Connection::open_with_flags(format!("file:/{name}?vfs=memdb"), flags)?
-    }
+    // The shared in-memory database is named through a URI.
+    Location::Memory(name) => Connection::open_with_flags(
+      format!("file:/{name}?vfs=memdb"),
+      flags | OpenFlags::SQLITE_OPEN_URI,
+    )?,
   };
   conn.busy_timeout(Duration::from_secs(10))?;
   if let Location::File(_) = location {
     // WAL: readers never block the writer. FULL: a commit survives power
     // loss, not only a crash of the host; group commit pays one fsync per
-    // batch, not per message.
+    // batch, not per message. NORMAL leaves the fsync to checkpoints.
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "synchronous", durability.pragma())?;
   }
   if migrate {
     migrate_schema(&conn)?;

@@ -306,3 +306,43 @@ fn two_stores_on_one_file_share_sequences_and_message_ids() {
   first.append("shared", "x".into()).wait().unwrap();
   assert!(first.subscribe("theirs", None, Box::new(|_| {})).is_ok());
 }
+
+#[test]
+fn durability_sets_the_sync_level_and_normal_still_persists() {
+  let dir = TempDir::new("durability");
+  let path = dir.path().join("sessions.db");
+  for (durability, level) in [(Durability::Full, 2), (Durability::Normal, 1)] {
+    let conn = schema::open(&Location::File(path.clone()), true, durability).unwrap();
+    let synchronous: i64 = conn
+      .pragma_query_value(None, "synchronous", |row| row.get(0))
+      .unwrap();
+    assert_eq!(synchronous, level);
+  }
+  let store = SessionStore::open_with(&path, Durability::Normal).unwrap();
+  store.create_session(Some("s")).wait().unwrap();
+  store.append("s", "kept".into()).wait().unwrap();
+  store.close().wait().unwrap();
+  let reopened = SessionStore::open(&path).unwrap();
+  assert_eq!(
+    reopened.messages("s", 0, None).wait().unwrap()[0].content,
+    "kept"
+  );
+}
+
+#[test]
+fn paths_are_plain_files_never_uris_and_memory_is_refused() {
+  let dir = TempDir::new("uri");
+  let uri_like = dir.path().join("file:notes.db?mode=memory");
+  let store = SessionStore::open(&uri_like).unwrap();
+  store.create_session(Some("s")).wait().unwrap();
+  store.close().wait().unwrap();
+  assert!(
+    uri_like.exists(),
+    "the data went into the file of that very name"
+  );
+  for bad in [":memory:", ""] {
+    let err = SessionStore::open(bad).err().unwrap();
+    assert_eq!(err.code(), "INVALID_ARGUMENT");
+  }
+  assert!(!std::path::Path::new(":memory:").exists());
+}
