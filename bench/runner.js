@@ -2,12 +2,14 @@
 // `seq 1 N` through spawnTerminal into a file store, against Node's best
 // do-it-yourself path in the same run: child_process.spawn, readline, and
 // better-sqlite3 inserting the same message JSON in batched transactions
-// into the same schema with the same pragmas. Prints lines/s for both, the
-// ratio, the addon's peak RSS and the event-loop delay p99 of each. Figures
-// to report, never assertions. `npm run bench:runner`.
+// into the same schema with the same pragmas; and against the physical
+// limit, a bare Rust loop inserting the same rows into SQLite alone
+// (crates/eren-machines-core/examples/sqlite_insert_limit.rs). Prints
+// lines/s for each, the ratios, the addon's peak RSS and the event-loop
+// delay p99. Figures to report, never assertions. `npm run bench:runner`.
 const path = require('node:path')
 const readline = require('node:readline')
-const { spawn } = require('node:child_process')
+const { execFileSync, spawn } = require('node:child_process')
 const { baselineDatabase, measure, fmt, inScratchDir, runBench } = require('./common')
 const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
 
@@ -73,12 +75,25 @@ async function baseline(dir) {
   return result
 }
 
+/** SQLite's own insert rate for the same rows, from a bare Rust program. */
+function insertLimit(dir) {
+  const root = path.join(__dirname, '..')
+  const cargo = ['--release', '--quiet', '-p', 'eren-machines-core', '--example', 'sqlite_insert_limit']
+  execFileSync('cargo', ['build', ...cargo], { cwd: root, stdio: 'inherit' })
+  const output = execFileSync('cargo', ['run', ...cargo, '--', path.join(dir, 'limit.db'), String(LINES)], {
+    cwd: root,
+    encoding: 'utf8',
+  })
+  return JSON.parse(output).rowsPerSecond
+}
+
 async function main() {
   await inScratchDir(async (dir) => {
     const rssBefore = process.memoryUsage().rss
     const ours = await addon(dir)
     const peakRss = process.resourceUsage().maxRSS * 1024
     const theirs = await baseline(dir)
+    const limit = insertLimit(dir)
     const mb = (n) => (n / 1048576).toFixed(0)
     console.log(`lines: ${LINES} (seq 1 ${LINES}), pragmas: WAL, synchronous=FULL`)
     console.log(
@@ -87,7 +102,9 @@ async function main() {
     console.log(
       `child_process+readline+better-sqlite3: ${fmt(theirs.rate)} lines/s, event-loop p99 ${theirs.p99.toFixed(2)} ms`,
     )
+    console.log(`bare Rust + SQLite insert loop:        ${fmt(limit)} rows/s (the limit)`)
     console.log(`ratio addon / do-it-yourself:          ${(ours.rate / theirs.rate).toFixed(2)}x`)
+    console.log(`ratio addon / the limit:               ${(ours.rate / limit).toFixed(2)}x`)
     console.log(`addon peak RSS: ${mb(peakRss)} MB (process RSS before the run: ${mb(rssBefore)} MB)`)
   })
 }
