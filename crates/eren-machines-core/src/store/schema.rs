@@ -70,14 +70,17 @@ pub enum Location {
 
 /// Creates the database file readable and writable by its owner only. SQLite
 /// gives the `-wal` and `-shm` files the mode of the database file.
+/// Through a symlink, the file created is the link's final target (SQLite
+/// opens that), so that is the one made private.
 #[cfg(unix)]
 fn create_private_file(path: &Path) -> Result<()> {
   use std::os::unix::fs::OpenOptionsExt;
+  let path = final_target(path);
   match std::fs::OpenOptions::new()
     .write(true)
     .create_new(true)
     .mode(0o600)
-    .open(path)
+    .open(&path)
   {
     Ok(_) => Ok(()),
     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
@@ -91,6 +94,29 @@ fn create_private_file(path: &Path) -> Result<()> {
 #[cfg(not(unix))]
 fn create_private_file(_path: &Path) -> Result<()> {
   Ok(())
+}
+
+/// Where a chain of symlinks ends, existing or not (at most 40 links, as
+/// the kernel allows).
+#[cfg(unix)]
+fn final_target(path: &Path) -> std::path::PathBuf {
+  let mut current = path.to_path_buf();
+  for _ in 0..40 {
+    let is_link = std::fs::symlink_metadata(&current).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+      break;
+    }
+    match std::fs::read_link(&current) {
+      Ok(target) => {
+        current = match current.parent() {
+          Some(dir) if target.is_relative() => dir.join(target),
+          _ => target,
+        }
+      }
+      Err(_) => break,
+    }
+  }
+  current
 }
 
 /// Opens a connection with the store's pragmas. The writer passes
@@ -124,6 +150,9 @@ pub fn open(location: &Location, migrate: bool, durability: Durability) -> Resul
     )?,
   };
   conn.busy_timeout(Duration::from_secs(10))?;
+  // Before anything is changed: a database that is newer, or not ours, is
+  // refused and left as it was (its journal mode included).
+  check_ours(&conn)?;
   if let Location::File(_) = location {
     // WAL: readers never block the writer. FULL: a commit survives power
     // loss, not only a crash of the host; group commit pays one fsync per
@@ -137,18 +166,57 @@ pub fn open(location: &Location, migrate: bool, durability: Durability) -> Resul
   Ok(conn)
 }
 
-fn migrate_schema(conn: &Connection) -> Result<()> {
-  let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+fn check_ours(conn: &Connection) -> Result<()> {
+  let (version, tables) = version_and_tables(conn)?;
   if version > SCHEMA_VERSION {
     return Err(Error::Armin(format!(
       "database schema version {version} is newer than this build supports ({SCHEMA_VERSION})"
     )));
   }
-  if version < 1 {
-    conn.execute_batch(&format!(
-      "BEGIN IMMEDIATE; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
-    ))?;
+  if version == 0 && tables > 0 {
+    return Err(not_ours());
   }
-  // Later migrations go here: `if version < 2 { ... PRAGMA user_version = 2 }`.
   Ok(())
+}
+
+fn not_ours() -> Error {
+  Error::Armin(
+    "the database is not an eren-machines database (it has tables but no schema version)".into(),
+  )
+}
+
+/// The schema version and the number of tables, read in one statement so
+/// both come from the same snapshot while another process may be migrating.
+fn version_and_tables(conn: &Connection) -> Result<(i64, i64)> {
+  Ok(conn.query_row(
+    "SELECT (SELECT user_version FROM pragma_user_version),
+            (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%')",
+    [],
+    |row| Ok((row.get(0)?, row.get(1)?)),
+  )?)
+}
+
+/// Brings the schema up to date inside one write transaction, so that
+/// several processes creating the same new file at once all succeed: the
+/// first creates the tables, the others find them.
+fn migrate_schema(conn: &Connection) -> Result<()> {
+  conn.execute_batch("BEGIN IMMEDIATE")?;
+  let migrated = (|| -> Result<()> {
+    let (version, tables) = version_and_tables(conn)?;
+    if version == 0 {
+      if tables > 0 {
+        return Err(not_ours());
+      }
+      conn.execute_batch(&format!("{SCHEMA_V1} PRAGMA user_version = 1;"))?;
+    }
+    // Later migrations go here: `if version < 2 { ... PRAGMA user_version = 2 }`.
+    Ok(())
+  })();
+  match migrated {
+    Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+    Err(e) => {
+      let _ = conn.execute_batch("ROLLBACK");
+      Err(e)
+    }
+  }
 }

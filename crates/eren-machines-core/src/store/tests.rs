@@ -346,3 +346,94 @@ fn paths_are_plain_files_never_uris_and_memory_is_refused() {
   }
   assert!(!std::path::Path::new(":memory:").exists());
 }
+
+fn journal_mode(path: &std::path::Path) -> String {
+  rusqlite::Connection::open(path)
+    .unwrap()
+    .pragma_query_value(None, "journal_mode", |row| row.get(0))
+    .unwrap()
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_untouched() {
+  let dir = TempDir::new("newer");
+  let path = dir.path().join("sessions.db");
+  rusqlite::Connection::open(&path)
+    .unwrap()
+    .execute_batch("PRAGMA user_version = 99; CREATE TABLE future (x);")
+    .unwrap();
+  let err = SessionStore::open(&path).err().unwrap();
+  assert_eq!(err.code(), "STORAGE_ERROR");
+  assert!(err.to_string().contains("newer"));
+  assert_eq!(journal_mode(&path), "delete");
+}
+
+#[test]
+fn a_database_that_is_not_ours_is_refused_and_left_untouched() {
+  let dir = TempDir::new("foreign");
+  let path = dir.path().join("notes.db");
+  rusqlite::Connection::open(&path)
+    .unwrap()
+    .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine');")
+    .unwrap();
+  let err = SessionStore::open(&path).err().unwrap();
+  assert_eq!(err.code(), "STORAGE_ERROR");
+  assert!(err.to_string().contains("not an eren-machines database"));
+  assert_eq!(journal_mode(&path), "delete");
+  let tables: i64 = rusqlite::Connection::open(&path)
+    .unwrap()
+    .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+    .unwrap();
+  assert_eq!(tables, 1);
+}
+
+#[test]
+fn several_stores_creating_the_same_new_file_at_once_all_succeed() {
+  for round in 0..5 {
+    let dir = TempDir::new(&format!("race-{round}"));
+    let path = Arc::new(dir.path().join("sessions.db"));
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let opened: Vec<_> = (0..4)
+      .map(|i| {
+        let path = path.clone();
+        let barrier = barrier.clone();
+        std::thread::spawn(move || {
+          barrier.wait();
+          let store = SessionStore::open(path.as_ref())?;
+          store.create_session(Some(&format!("s{i}"))).wait()?;
+          store.close().wait()
+        })
+      })
+      .collect();
+    for thread in opened {
+      thread.join().unwrap().unwrap();
+    }
+    let store = SessionStore::open(path.as_ref()).unwrap();
+    assert_eq!(store.list_sessions().wait().unwrap().len(), 4);
+  }
+}
+
+#[cfg(unix)]
+#[test]
+fn through_a_dangling_symlink_the_database_created_is_private() {
+  use std::os::unix::fs::PermissionsExt;
+  let dir = TempDir::new("symlink");
+  let target = dir.path().join("real.db");
+  let link = dir.path().join("link.db");
+  std::os::unix::fs::symlink(&target, &link).unwrap();
+  let store = SessionStore::open(&link).unwrap();
+  store.create_session(Some("s")).wait().unwrap();
+  store.append("s", "x".into()).wait().unwrap();
+  for file in [
+    target.clone(),
+    dir.path().join("real.db-wal"),
+    dir.path().join("real.db-shm"),
+  ] {
+    if file.exists() {
+      let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+      assert_eq!(mode, 0o600, "{}", file.display());
+    }
+  }
+  assert!(target.exists());
+  store.close().wait().unwrap();
+}
