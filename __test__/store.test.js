@@ -292,8 +292,6 @@ describe('subscribe', () => {
     await store.createSession('s')
     await Promise.all(Array.from({ length: 500 }, (_, i) => terminalBridge.storeStdout(store, 's', `m${i}`)))
     const seen = []
-    const all = collector()
-    store.subscribe('s', all.cb, { afterSequence: 0 })
     const unsubscribe = store.subscribe(
       's',
       (m) => {
@@ -302,6 +300,10 @@ describe('subscribe', () => {
       },
       { afterSequence: 0 },
     )
+    // Replays are served in order: once this one has all 500, the first
+    // subscription's deliveries have all been through the queue.
+    const all = collector()
+    store.subscribe('s', all.cb, { afterSequence: 0 })
     await all.until(500)
     await nextTurn()
     expect(seen).toEqual([1])
@@ -478,6 +480,60 @@ describe('bridges', () => {
     expect(JSON.parse(first.content).content).toBe(big)
     expect(JSON.parse(second.content).text).toBe(text)
     await store.close()
+  })
+})
+
+describe('session ids are checked the same way at every entry point', () => {
+  const { ProcessRegistry } = require('..')
+  const bad = ['', 'x'.repeat(257), 'user-\uD800', 'job-\uDC00', 42]
+
+  test('empty, over 256 bytes, a lone surrogate or not a string is INVALID_ARGUMENT everywhere', async () => {
+    const store = SessionStore.inMemory()
+    await store.createSession('ok')
+    const registry = new ProcessRegistry()
+    for (const id of bad) {
+      for (const call of [
+        () => registry.register(id),
+        () => registry.stop(id),
+        () => registry.remove(id),
+        () => registry.status(id),
+        () => registry.onStop(id, () => {}),
+        () => store.subscribe(id, () => {}),
+      ]) {
+        expect(thrownBy(call)?.code).toBe('INVALID_ARGUMENT')
+      }
+      for (const call of [
+        () => store.createSession(id),
+        () => store.getSession(id),
+        () => store.messages(id),
+        () => store.closeSession(id),
+        () => store.deleteSession(id),
+        () => claudeBridge.storeEvent(store, id, '{}'),
+        () => claudeBridge.updateClaudeSessionId(store, id, 'c'),
+        () => claudeBridge.setRunning(store, id),
+        () => claudeBridge.setIdle(store, id),
+        () => terminalBridge.storeStdout(store, id, 'x'),
+        () => terminalBridge.storeStderr(store, id, 'x'),
+        () => terminalBridge.storeFinished(store, id, 0),
+      ]) {
+        expect(await codeOf(call)).toBe('INVALID_ARGUMENT')
+      }
+    }
+    expect(registry.count()).toBe(0)
+    expect((await store.listSessions()).map((s) => s.id)).toEqual(['ok'])
+  })
+
+  test('ids with lone surrogates never collide with their U+FFFD look-alikes', async () => {
+    const store = SessionStore.inMemory()
+    await store.createSession('user-\uFFFD')
+    expect(await codeOf(() => store.createSession('user-\uD800'))).toBe('INVALID_ARGUMENT')
+    const registry = new ProcessRegistry()
+    const handle = registry.register('job-\uFFFD')
+    expect(thrownBy(() => registry.stop('job-\uDC00')).code).toBe('INVALID_ARGUMENT')
+    expect(handle.stopped).toBe(false)
+    // Well-formed pairs are fine.
+    await store.createSession('emoji-\uD83D\uDE00')
+    expect((await store.getSession('emoji-😀')).id).toBe('emoji-😀')
   })
 })
 

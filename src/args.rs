@@ -4,6 +4,7 @@
 use napi::bindgen_prelude::*;
 
 use crate::error::coded;
+use eren_machines_core::session_id::validate_session_id;
 use eren_machines_core::Error;
 
 pub fn invalid_argument(env: sys::napi_env, message: String) -> napi::Error {
@@ -34,6 +35,36 @@ impl FromNapiValue for Text {
   unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
     expect_type(env, value, ValueType::String, "a string")?;
     Ok(Text(unsafe { String::from_napi_value(env, value)? }))
+  }
+}
+
+/// A session id: a JS string that is valid UTF-16 (no lone surrogates, which
+/// would otherwise turn into U+FFFD and collide with another id), non-empty
+/// and at most 256 UTF-8 bytes. Checked the same way at every entry point.
+pub struct SessionId(pub String);
+
+impl FromNapiValue for SessionId {
+  unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+    expect_type(env, value, ValueType::String, "a session id string")?;
+    let units = unsafe { Utf16String::from_napi_value(env, value)? };
+    let id = String::from_utf16(&units)
+      .map_err(|_| invalid_argument(env, "a session id must not hold a lone surrogate".into()))?;
+    validate_session_id(&id).map_err(|e| coded(env, e))?;
+    Ok(SessionId(id))
+  }
+}
+
+/// `undefined` or a [`SessionId`].
+pub struct OptionalSessionId(pub Option<String>);
+
+impl FromNapiValue for OptionalSessionId {
+  unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+    match type_of!(env, value)? {
+      ValueType::Undefined => Ok(OptionalSessionId(None)),
+      _ => Ok(OptionalSessionId(Some(
+        unsafe { SessionId::from_napi_value(env, value)? }.0,
+      ))),
+    }
   }
 }
 
@@ -71,20 +102,6 @@ impl FromNapiValue for OptionalI32 {
         env,
         format!("expected a number or null, got {other}"),
       )),
-    }
-  }
-}
-
-/// `undefined` or a string.
-pub struct OptionalText(pub Option<String>);
-
-impl FromNapiValue for OptionalText {
-  unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
-    match type_of!(env, value)? {
-      ValueType::Undefined => Ok(OptionalText(None)),
-      _ => Ok(OptionalText(Some(
-        unsafe { Text::from_napi_value(env, value)? }.0,
-      ))),
     }
   }
 }

@@ -3,7 +3,7 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::args::{OptionalI32, Text};
+use crate::args::{OptionalI32, SessionId, Text};
 use crate::error::Result;
 use crate::promise::promise;
 use crate::store::{JsMessage, StoreArg};
@@ -21,7 +21,7 @@ use eren_machines_core::bridge::{claude, terminal};
 pub fn store_event<'env>(
   env: &'env Env,
   store: StoreArg,
-  session_id: Text,
+  session_id: SessionId,
   raw_json: Text,
 ) -> Result<PromiseRaw<'env, JsMessage>> {
   promise(
@@ -43,7 +43,7 @@ pub fn store_event<'env>(
 pub fn update_claude_session_id<'env>(
   env: &'env Env,
   store: StoreArg,
-  session_id: Text,
+  session_id: SessionId,
   claude_session_id: Text,
 ) -> Result<PromiseRaw<'env, bool>> {
   let pending = claude::update_claude_session_id(&store.0, &session_id.0, &claude_session_id.0);
@@ -61,7 +61,7 @@ pub fn update_claude_session_id<'env>(
 pub fn set_running<'env>(
   env: &'env Env,
   store: StoreArg,
-  session_id: Text,
+  session_id: SessionId,
 ) -> Result<PromiseRaw<'env, ()>> {
   promise(env, claude::set_running(&store.0, &session_id.0), |()| ())
 }
@@ -77,7 +77,7 @@ pub fn set_running<'env>(
 pub fn set_idle<'env>(
   env: &'env Env,
   store: StoreArg,
-  session_id: Text,
+  session_id: SessionId,
 ) -> Result<PromiseRaw<'env, ()>> {
   promise(env, claude::set_idle(&store.0, &session_id.0), |()| ())
 }
@@ -93,7 +93,7 @@ pub fn set_idle<'env>(
 pub fn store_stdout<'env>(
   env: &'env Env,
   store: StoreArg,
-  session_id: Text,
+  session_id: SessionId,
   line: Text,
 ) -> Result<PromiseRaw<'env, JsMessage>> {
   store_output(env, store, session_id, terminal::Stream::Stdout, line)
@@ -110,7 +110,7 @@ pub fn store_stdout<'env>(
 pub fn store_stderr<'env>(
   env: &'env Env,
   store: StoreArg,
-  session_id: Text,
+  session_id: SessionId,
   line: Text,
 ) -> Result<PromiseRaw<'env, JsMessage>> {
   store_output(env, store, session_id, terminal::Stream::Stderr, line)
@@ -119,7 +119,7 @@ pub fn store_stderr<'env>(
 fn store_output<'env>(
   env: &'env Env,
   store: StoreArg,
-  session_id: Text,
+  session_id: SessionId,
   stream: terminal::Stream,
   line: Text,
 ) -> Result<PromiseRaw<'env, JsMessage>> {
@@ -139,7 +139,7 @@ fn store_output<'env>(
 pub fn store_finished<'env>(
   env: &'env Env,
   store: StoreArg,
-  session_id: Text,
+  session_id: SessionId,
   exit_code: OptionalI32,
 ) -> Result<PromiseRaw<'env, JsMessage>> {
   promise(

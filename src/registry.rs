@@ -24,10 +24,9 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-use crate::args::{Callback, Text};
+use crate::args::{Callback, SessionId};
 use crate::error::{Failure, Result};
 use eren_machines_core::registry::{self as core, StopOutcome, Subscription};
-use eren_machines_core::session_id::validate_session_id;
 
 /// Whether a session has a registered process.
 #[napi(string_enum)]
@@ -254,8 +253,11 @@ impl ProcessRegistry {
   /// Registers a session. Throws `ALREADY_RUNNING` if it is registered, and
   /// `INVALID_ARGUMENT` for an empty id or one over 256 UTF-8 bytes.
   #[napi(catch_unwind)]
-  pub fn register(&self, #[napi(ts_arg_type = "string")] session_id: Text) -> Result<StopHandle> {
-    let Text(session_id) = session_id;
+  pub fn register(
+    &self,
+    #[napi(ts_arg_type = "string")] session_id: SessionId,
+  ) -> Result<StopHandle> {
+    let SessionId(session_id) = session_id;
     let registration = self.core.register_tracked(&session_id)?;
     Ok(StopHandle {
       session_id,
@@ -268,7 +270,11 @@ impl ProcessRegistry {
   /// Removes the registration and signals every subscriber once, after this
   /// call returns. Returns true if the id was registered.
   #[napi(catch_unwind)]
-  pub fn stop(&self, env: Env, #[napi(ts_arg_type = "string")] session_id: Text) -> Result<bool> {
+  pub fn stop(
+    &self,
+    env: Env,
+    #[napi(ts_arg_type = "string")] session_id: SessionId,
+  ) -> Result<bool> {
     let Some(generation) = self.core.stop_registration(&session_id.0) else {
       return Ok(false);
     };
@@ -280,7 +286,7 @@ impl ProcessRegistry {
   /// path); its subscriptions are dropped uncalled. Returns true if the id was
   /// registered.
   #[napi(catch_unwind)]
-  pub fn remove(&self, #[napi(ts_arg_type = "string")] session_id: Text) -> bool {
+  pub fn remove(&self, #[napi(ts_arg_type = "string")] session_id: SessionId) -> bool {
     let Some(generation) = self.core.remove_registration(&session_id.0) else {
       return false;
     };
@@ -289,7 +295,7 @@ impl ProcessRegistry {
   }
 
   #[napi(catch_unwind)]
-  pub fn status(&self, #[napi(ts_arg_type = "string")] session_id: Text) -> ProcessStatus {
+  pub fn status(&self, #[napi(ts_arg_type = "string")] session_id: SessionId) -> ProcessStatus {
     self.core.status(&session_id.0).into()
   }
 
@@ -320,11 +326,10 @@ impl ProcessRegistry {
   pub fn on_stop<'env>(
     &self,
     env: &'env Env,
-    session_id: Text,
+    session_id: SessionId,
     cb: Callback<String>,
   ) -> Result<Function<'env, (), ()>> {
-    let Text(session_id) = session_id;
-    validate_session_id(&session_id)?;
+    let SessionId(session_id) = session_id;
     let subscription = self
       .core
       .subscribe(&session_id)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::args::{Callback, Options, Text};
+use crate::args::{Callback, Options, SessionId, Text};
 use crate::error::{coded, Failure, Result};
 use crate::promise::{message_sink, promise};
 use crate::registry::RegistryArg;
@@ -50,7 +50,7 @@ struct Common {
 fn common(js: &Env, opts: &Options) -> Result<Common> {
   let store: StoreArg = opts.require("store", "a SessionStore")?;
   let registry: RegistryArg = opts.require("registry", "a ProcessRegistry")?;
-  let session_id: String = opts.require("sessionId", "a string")?;
+  let SessionId(session_id) = opts.require("sessionId", "a session id string")?;
   let cwd: Option<String> = opts.get("cwd", "a string")?;
   let env: Option<HashMap<String, String>> = opts.get("env", "an object of strings")?;
   let clear_env: Option<bool> = opts.get("clearEnv", "a boolean")?;

@@ -4,7 +4,7 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::args::{invalid_argument, Callback, OptionalText, Options, Text};
+use crate::args::{invalid_argument, Callback, OptionalSessionId, Options, SessionId, Text};
 use crate::error::{Failure, Result};
 use crate::promise::{forget_sink, message_sink, promise};
 use eren_machines_core::store::{self as core, SessionReader, SessionWriter};
@@ -134,7 +134,7 @@ impl SessionStore {
   pub fn create_session<'env>(
     &self,
     env: &'env Env,
-    session_id: OptionalText,
+    session_id: OptionalSessionId,
   ) -> Result<PromiseRaw<'env, String>> {
     let pending = self.core.create_session(session_id.0.as_deref());
     promise(env, pending, |id| id)
@@ -145,7 +145,7 @@ impl SessionStore {
   pub fn get_session<'env>(
     &self,
     env: &'env Env,
-    #[napi(ts_arg_type = "string")] session_id: Text,
+    #[napi(ts_arg_type = "string")] session_id: SessionId,
   ) -> Result<PromiseRaw<'env, Option<JsSession>>> {
     promise(env, self.core.get_session(&session_id.0), |s| {
       s.map(JsSession::from)
@@ -170,7 +170,7 @@ impl SessionStore {
   pub fn messages<'env>(
     &self,
     env: &'env Env,
-    session_id: Text,
+    session_id: SessionId,
     opts: Options,
   ) -> Result<PromiseRaw<'env, Vec<JsMessage>>> {
     let after = opts.count("afterSequence")?;
@@ -195,7 +195,7 @@ impl SessionStore {
   pub fn subscribe<'env>(
     &self,
     env: &'env Env,
-    session_id: Text,
+    session_id: SessionId,
     cb: Callback<JsMessage>,
     opts: Options,
   ) -> Result<Function<'env, (), ()>> {
@@ -217,7 +217,7 @@ impl SessionStore {
   pub fn close_session<'env>(
     &self,
     env: &'env Env,
-    #[napi(ts_arg_type = "string")] session_id: Text,
+    #[napi(ts_arg_type = "string")] session_id: SessionId,
   ) -> Result<PromiseRaw<'env, ()>> {
     promise(env, self.core.close_session(&session_id.0), |()| ())
   }
@@ -227,7 +227,7 @@ impl SessionStore {
   pub fn delete_session<'env>(
     &self,
     env: &'env Env,
-    #[napi(ts_arg_type = "string")] session_id: Text,
+    #[napi(ts_arg_type = "string")] session_id: SessionId,
   ) -> Result<PromiseRaw<'env, bool>> {
     promise(env, self.core.delete_session(&session_id.0), |deleted| {
       deleted
