@@ -131,6 +131,56 @@ describe('eren-machines CLI', () => {
     expect(sessions.find((s) => s.id === 'piped').lastSequence).toBe(50001)
   })
 
+  test('SIGHUP (the terminal closing) stops the run through the registry and stores its end', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    const running = start(['run', '--session', 'hup', '--', 'sh', '-c', 'sleep 60 & echo $!; wait'], { db })
+    const sleepPid = await new Promise((resolve) => {
+      running.child.stdout.on('data', () => {
+        const line = running.stdout.split('\n')[0]
+        if (/^\d+$/.test(line)) resolve(Number(line))
+      })
+    })
+    running.child.kill('SIGHUP')
+    const result = await running.done
+    expect(result.code).toBe(128 + os.constants.signals.SIGHUP)
+    expect(await settleGone(sleepPid)).toBe(true)
+    const log = await cli(['log', 'hup', '--json'], { db })
+    const last = JSON.parse(JSON.parse(log.stdout.trim().split('\n').at(-1)).content)
+    expect(last).toMatchObject({ type: 'terminal_finished', stopped: true })
+  })
+
+  test('a slow reader of a pipe gets every line of run and of log --json', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    // The reader starts a second late, so the CLI's output piles up in the pipe.
+    const slow = (args) =>
+      new Promise((resolve, reject) => {
+        const quoted = args.map((a) => `'${a}'`).join(' ')
+        const child = spawn('sh', ['-c', `"${process.execPath}" '${CLI}' ${quoted} | (sleep 1; wc -l)`], {
+          env: { ...process.env, EREN_TEST_CHILD: '1', EREN_MACHINES_DB: db },
+          stdio: ['ignore', 'pipe', 'ignore'],
+        })
+        let out = ''
+        child.stdout.on('data', (d) => (out += d))
+        child.on('error', reject)
+        child.on('close', () => resolve(Number(out.trim())))
+      })
+    expect(await slow(['run', '--session', 'lines', '--', 'seq', '1', '100000'])).toBe(100000)
+    expect(await slow(['log', 'lines', '--json'])).toBe(100001)
+  })
+
+  test('log and sessions with a mistyped --db create nothing', async () => {
+    const missing = path.join(tmpDir(), 'no', 'such', 'dir', 'typo.db')
+    for (const args of [
+      ['log', 'x', '--db', missing],
+      ['sessions', '--db', missing],
+    ]) {
+      const result = await cli(args)
+      expect(result.code).toBe(1)
+      expect(result.stderr).toContain(`no database at ${missing}`)
+    }
+    expect(fs.existsSync(path.dirname(path.dirname(path.dirname(missing))))).toBe(false)
+  })
+
   test('run --session appends to a named session, creating it when absent', async () => {
     const db = path.join(tmpDir(), 's.db')
     await cli(['run', '--session', 'named', '--', 'echo', 'one'], { db })
@@ -150,7 +200,8 @@ describe('eren-machines CLI', () => {
     })
     running.child.kill('SIGINT')
     const result = await running.done
-    expect(result.code).toBe(128 + os.constants.signals.SIGTERM)
+    // What the user did, as a shell reports it: Ctrl-C is 130.
+    expect(result.code).toBe(128 + os.constants.signals.SIGINT)
     expect(result.stderr).toContain('stopped')
     expect(await settleGone(sleepPid)).toBe(true)
   })

@@ -65,9 +65,11 @@ function parse(args, options, { positionals: wanted = 'any' } = {}) {
   return parsed
 }
 
-function openStore(dbPath) {
+/** Opens the database; only commands that write create it (and its folder). */
+function openStore(dbPath, { create = true } = {}) {
   const file = dbPath || defaultDatabase().path
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 })
+  if (!create && !fs.existsSync(file)) throw new Error(`no database at ${file}`)
+  if (create) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 })
   return SessionStore.open(file)
 }
 
@@ -92,27 +94,38 @@ function exitStatus(result) {
  * session through the registry. Resolves with the exit status once the run
  * has ended and every stored message has gone through `echo`.
  */
-async function supervise(store, sessionId, registry, start, echo, onSignal = () => registry.stop(sessionId)) {
+async function supervise(store, sessionId, registry, start, echo, onInterrupt) {
   let echoed = (await store.getSession(sessionId)).lastSequence
   let caughtUp = null
+  // The signal that stopped the run, so the exit status says what the user
+  // did (130 for Ctrl-C) rather than what the runner sent the child.
+  let stoppedBy = null
   const onMessage = (message) => {
     echo(message)
     echoed = message.sequenceNumber
     if (caughtUp && echoed >= caughtUp.target) caughtUp.resolve()
   }
-  const stop = () => registry.stop(sessionId)
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', stop)
+  const stopOn = (signal) => () => {
+    stoppedBy ??= signal
+    registry.stop(sessionId)
+  }
+  const handlers = {
+    SIGINT: onInterrupt || stopOn('SIGINT'),
+    SIGTERM: stopOn('SIGTERM'),
+    // Closing the terminal: stop the run and store its end, leave nothing behind.
+    SIGHUP: stopOn('SIGHUP'),
+  }
+  for (const [signal, handler] of Object.entries(handlers)) process.on(signal, handler)
   try {
     const run = await start(onMessage)
     const result = await run.exited
     // onMessage runs on its own queue: wait until it has seen the last message.
     const target = (await store.getSession(sessionId)).lastSequence
     if (echoed < target) await new Promise((resolve) => (caughtUp = { target, resolve }))
+    if (result.stopped && stoppedBy) return 128 + os.constants.signals[stoppedBy]
     return exitStatus(result)
   } finally {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', stop)
+    for (const [signal, handler] of Object.entries(handlers)) process.off(signal, handler)
   }
 }
 
@@ -315,7 +328,7 @@ async function logCommand(args) {
   const after = values.after === undefined ? 0 : Number(values.after)
   if (!Number.isSafeInteger(after) || after < 0) throw new UsageError('--after takes a whole number of 0 or more')
   const [sessionId] = positionals
-  const store = openStore(values.db)
+  const store = openStore(values.db, { create: false })
   const print = values.json ? (m) => write(process.stdout, JSON.stringify(m)) : echoTo(process.stdout)
   try {
     // --follow polls: the writer is usually another process (a `run` in
@@ -342,7 +355,7 @@ async function logCommand(args) {
 async function sessionsCommand(args) {
   const { values } = parse(args, { db: { type: 'string' }, json: { type: 'boolean' } }, { positionals: 'none' })
   if (values.help) return help()
-  const store = openStore(values.db)
+  const store = openStore(values.db, { create: false })
   let sessions
   try {
     sessions = await store.listSessions()
@@ -393,14 +406,26 @@ async function main(argv) {
   return command(rest)
 }
 
-main(process.argv.slice(2)).then(
-  (status) => process.exit(status),
-  (error) => {
-    if (error instanceof UsageError) {
-      process.stderr.write(`eren-machines: ${error.message}\n\n${usage()}`)
-      process.exit(2)
-    }
-    process.stderr.write(`eren-machines: ${error.message}\n`)
-    process.exit(error.code === 'SPAWN_FAILED' ? 127 : 1)
-  },
-)
+/** Exits once stdout and stderr have written everything queued: a pipe to a slow reader loses nothing. */
+function exitAfterFlush(status) {
+  const pending = [process.stdout, process.stderr].filter((stream) => !closed.has(stream))
+  let left = pending.length
+  if (left === 0) process.exit(status)
+  for (const stream of pending) {
+    // Callbacks run in order, so this one runs after every earlier write.
+    stream.write('', () => {
+      left -= 1
+      if (left === 0) process.exit(status)
+    })
+  }
+}
+
+main(process.argv.slice(2)).then(exitAfterFlush, (error) => {
+  if (error instanceof UsageError) {
+    process.stderr.write(`eren-machines: ${error.message}\n\n${usage()}`)
+    exitAfterFlush(2)
+    return
+  }
+  process.stderr.write(`eren-machines: ${error.message}\n`)
+  exitAfterFlush(error.code === 'SPAWN_FAILED' ? 127 : 1)
+})
