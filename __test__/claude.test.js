@@ -42,16 +42,36 @@ async function claude(opts = {}) {
 const contents = async (store) => (await store.messages('c')).map((m) => JSON.parse(m.content))
 const types = async (store) => (await contents(store)).map((c) => c.type)
 
-/** An onMessage callback and a promise for the first content matching `test`. */
-function watchFor(test) {
-  const found = deferred()
+/** onMessage for a run, and `until(test)`: the first content so far or later that matches. */
+function watcher() {
+  const seen = []
+  const waiting = new Set()
   return {
-    found: found.promise,
     onMessage: (m) => {
       const content = JSON.parse(m.content)
-      if (test(content)) found.resolve(content)
+      seen.push(content)
+      for (const wait of waiting) wait(content)
+    },
+    until: (test) => {
+      const found = seen.find(test)
+      if (found) return Promise.resolve(found)
+      const match = deferred()
+      const wait = (content) => {
+        if (test(content)) {
+          waiting.delete(wait)
+          match.resolve(content)
+        }
+      }
+      waiting.add(wait)
+      return match.promise
     },
   }
+}
+
+/** An onMessage callback and a promise for the first content matching `test`. */
+function watchFor(test) {
+  const events = watcher()
+  return { found: events.until(test), onMessage: events.onMessage }
 }
 
 describe('the command line and stdin', () => {
@@ -184,15 +204,13 @@ describe('conversation', () => {
   })
 
   test('interrupt() writes the interrupt request; the CLI ends the turn and stays', async () => {
-    const working = watchFor((c) => c.type === 'assistant')
-    const { store, run } = await claude({ prompt: 'hang', conversation: true, onMessage: working.onMessage })
-    await working.found
+    // onMessage, not subscribe: it runs after the status its message produced is stored.
+    const events = watcher()
+    const { store, run } = await claude({ prompt: 'hang', conversation: true, onMessage: events.onMessage })
+    await events.until((c) => c.type === 'assistant')
     expect((await store.getSession('c')).agentStatus).toBe('running')
-    const done = watchFor((c) => c.type === 'result')
-    const unsubscribe = store.subscribe('c', done.onMessage)
     await run.interrupt()
-    await done.found
-    unsubscribe()
+    await events.until((c) => c.type === 'result')
     const stored = await contents(store)
     expect(stored.find((c) => c.type === 'control_request')).toEqual({
       type: 'control_request',
