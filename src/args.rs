@@ -68,6 +68,36 @@ impl FromNapiValue for OptionalSessionId {
   }
 }
 
+/// A plain object whose own enumerable values are all strings, such as
+/// `env`: a string, an array, a function, or a value that is not a string
+/// is refused rather than read character by character or skipped.
+pub struct StringMap(pub Vec<(String, String)>);
+
+impl FromNapiValue for StringMap {
+  unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+    let not_a_map = || invalid_argument(env, "expected an object whose values are strings".into());
+    if type_of!(env, value)? != ValueType::Object {
+      return Err(not_a_map());
+    }
+    let object = unsafe { Object::from_napi_value(env, value)? };
+    if object.is_array()? {
+      return Err(not_a_map());
+    }
+    let mut entries = Vec::new();
+    for key in Object::keys(&object)? {
+      let field: Unknown = object.get_named_property_unchecked(&key)?;
+      if field.get_type()? != ValueType::String {
+        return Err(invalid_argument(
+          env,
+          format!("the value of '{key}' must be a string"),
+        ));
+      }
+      entries.push((key, unsafe { String::from_napi_value(env, field.raw())? }));
+    }
+    Ok(StringMap(entries))
+  }
+}
+
 /// A JS function.
 pub struct Callback<'scope, Args: JsValuesTupleIntoVec>(
   pub Function<'scope, Args, Unknown<'static>>,

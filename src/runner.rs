@@ -1,12 +1,11 @@
 //! `spawnTerminal` and `spawnClaude`: option parsing and the `Run` object.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::args::{Callback, Options, SessionId, Text};
+use crate::args::{Callback, Options, SessionId, StringMap, Text};
 use crate::error::{coded, Failure, Result};
 use crate::promise::{message_sink, promise};
 use crate::registry::RegistryArg;
@@ -52,7 +51,7 @@ fn common(js: &Env, opts: &Options) -> Result<Common> {
   let registry: RegistryArg = opts.require("registry", "a ProcessRegistry")?;
   let SessionId(session_id) = opts.require("sessionId", "a session id string")?;
   let cwd: Option<String> = opts.get("cwd", "a string")?;
-  let env: Option<HashMap<String, String>> = opts.get("env", "an object of strings")?;
+  let env: Option<StringMap> = opts.get("env", "an object of strings")?;
   let clear_env: Option<bool> = opts.get("clearEnv", "a boolean")?;
   let kill_grace = opts.count("killGraceMs")?;
   let on_message: Option<Callback<JsMessage>> = opts.get("onMessage", "a function")?;
@@ -60,7 +59,7 @@ fn common(js: &Env, opts: &Options) -> Result<Common> {
     Some(cb) => Some(message_sink(js, &cb)?.0),
     None => None,
   };
-  let mut env: Vec<(String, String)> = env.unwrap_or_default().into_iter().collect();
+  let mut env: Vec<(String, String)> = env.map(|map| map.0).unwrap_or_default();
   env.sort();
   Ok(Common {
     store: store.0,
