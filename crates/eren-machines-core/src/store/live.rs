@@ -116,15 +116,16 @@ impl Live {
           state.sessions.insert(id.clone(), LiveSession::default());
         }
         Event::Appended(index) => {
-          let appended = messages(*index);
-          let Some(last) = appended.last() else {
-            continue;
-          };
-          if let Some(session) = state.sessions.get_mut(&last.session_id) {
-            session.last_sequence = last.sequence_number;
-            for subscriber in &mut session.subscribers {
-              for message in appended {
-                subscriber.offer(message);
+          // One session's run of messages at a time (a reconcile on open
+          // answers for several sessions at once).
+          for appended in messages(*index).chunk_by(|a, b| a.session_id == b.session_id) {
+            let last = &appended[appended.len() - 1];
+            if let Some(session) = state.sessions.get_mut(&last.session_id) {
+              session.last_sequence = last.sequence_number;
+              for subscriber in &mut session.subscribers {
+                for message in appended {
+                  subscriber.offer(message);
+                }
               }
             }
           }

@@ -5,6 +5,7 @@
 //! the commit. One reader thread with its own connection serves reads. Live
 //! subscriptions are fed by the writer after each commit (see [`live`]).
 
+mod host;
 mod live;
 mod model;
 mod pending;
@@ -115,7 +116,7 @@ impl SessionStore {
     let live = Arc::new(Live::new(state.committed_sequences()));
     let writer = writer::spawn(write_conn, state, live.clone())?;
     let reader = reader::spawn(read_conn, live.clone())?;
-    Ok(SessionStore {
+    let store = SessionStore {
       inner: Arc::new(Inner {
         location,
         closed: AtomicBool::new(false),
@@ -123,7 +124,12 @@ impl SessionStore {
         reader,
         live,
       }),
-    })
+    };
+    // Crash truth: a run left in progress by a host that died is not.
+    if let Location::File(_) = store.inner.location {
+      store.write(|reply| Command::Reconcile { reply }).wait()?;
+    }
+    Ok(store)
   }
 
   pub fn location(&self) -> &Location {

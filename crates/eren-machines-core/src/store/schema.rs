@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::error::{Error, Result};
 
 /// Bumped by every migration; stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1. Messages live in one `WITHOUT ROWID` B-tree keyed by
 /// (session, sequence), so an append touches exactly one B-tree. The store-wide
@@ -38,6 +38,10 @@ CREATE TABLE meta (
 ) WITHOUT ROWID;
 INSERT INTO meta (name, value) VALUES ('next_message_id', 1);
 ";
+
+/// Version 2: which live host owns a session's run (see [`super::host`]),
+/// so a run left `running` by a host that died is known as such on open.
+pub const SCHEMA_V2: &str = "ALTER TABLE sessions ADD COLUMN host TEXT;";
 
 /// What a resolved write survives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -209,7 +213,9 @@ fn migrate_schema(conn: &Connection) -> Result<()> {
       }
       conn.execute_batch(&format!("{SCHEMA_V1} PRAGMA user_version = 1;"))?;
     }
-    // Later migrations go here: `if version < 2 { ... PRAGMA user_version = 2 }`.
+    if version < 2 {
+      conn.execute_batch(&format!("{SCHEMA_V2} PRAGMA user_version = 2;"))?;
+    }
     Ok(())
   })();
   match migrated {

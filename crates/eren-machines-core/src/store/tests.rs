@@ -1,5 +1,6 @@
 use std::sync::{Arc, Mutex};
 
+use super::host;
 use super::*;
 use crate::test_support::{store_with_session, TempDir};
 
@@ -436,4 +437,86 @@ fn through_a_dangling_symlink_the_database_created_is_private() {
   }
   assert!(target.exists());
   store.close().wait().unwrap();
+}
+
+#[test]
+fn a_run_left_in_progress_by_a_host_that_ended_is_not_available_on_open() {
+  let dir = TempDir::new("crash-truth");
+  let path = dir.path().join("sessions.db");
+  let store = SessionStore::open(&path).unwrap();
+  for id in ["dead", "alive", "idle", "closed"] {
+    store.create_session(Some(id)).wait().unwrap();
+  }
+  for id in ["dead", "alive", "closed"] {
+    store
+      .update_agent_status(id, AgentStatus::Running, None)
+      .wait()
+      .unwrap();
+  }
+  store.close_session("closed").wait().unwrap();
+  store.close().wait().unwrap();
+  // "dead" and "closed" belonged to a host that has ended; "alive" to us.
+  rusqlite::Connection::open(&path)
+    .unwrap()
+    .execute(
+      "UPDATE sessions SET host = 'another-boot:1:1' WHERE session_id IN ('dead', 'closed')",
+      [],
+    )
+    .unwrap();
+  let reopened = SessionStore::open(&path).unwrap();
+  let dead = reopened.get_session("dead").wait().unwrap().unwrap();
+  assert_eq!(dead.agent_status, AgentStatus::NotAvailable);
+  assert_eq!(dead.error_message.as_deref(), Some(host::HOST_ENDED));
+  let messages = reopened.messages("dead", 0, None).wait().unwrap();
+  assert_eq!(
+    messages.last().unwrap().content,
+    r#"{"type":"run_interrupted"}"#
+  );
+  let closed = reopened.get_session("closed").wait().unwrap().unwrap();
+  assert_eq!(closed.agent_status, AgentStatus::NotAvailable);
+  assert!(reopened
+    .messages("closed", 0, None)
+    .wait()
+    .unwrap()
+    .is_empty());
+  for (id, status) in [("alive", AgentStatus::Running), ("idle", AgentStatus::Idle)] {
+    assert_eq!(
+      reopened
+        .get_session(id)
+        .wait()
+        .unwrap()
+        .unwrap()
+        .agent_status,
+      status
+    );
+  }
+  // Reconciled once: a second open changes nothing more.
+  reopened.close().wait().unwrap();
+  let again = SessionStore::open(&path).unwrap();
+  assert_eq!(again.messages("dead", 0, None).wait().unwrap().len(), 1);
+}
+
+#[test]
+fn a_version_1_database_is_migrated_in_place() {
+  let dir = TempDir::new("v1");
+  let path = dir.path().join("sessions.db");
+  let conn = rusqlite::Connection::open(&path).unwrap();
+  conn
+    .execute_batch(&format!("{} PRAGMA user_version = 1;", schema::SCHEMA_V1))
+    .unwrap();
+  conn
+    .execute(
+      "INSERT INTO sessions (session_id, agent_status, created_at) VALUES ('old', 'running', 0)",
+      [],
+    )
+    .unwrap();
+  drop(conn);
+  let store = SessionStore::open(&path).unwrap();
+  // No host recorded: an older build's run is left as it was.
+  let old = store.get_session("old").wait().unwrap().unwrap();
+  assert_eq!(old.agent_status, AgentStatus::Running);
+  store
+    .append("old", "after the upgrade".into())
+    .wait()
+    .unwrap();
 }

@@ -11,6 +11,7 @@ use std::sync::{mpsc, Arc};
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
+use super::host;
 use super::live::{Event, Live};
 use super::model::{now_ms, AgentStatus, Message};
 use super::pending::Reply;
@@ -56,6 +57,10 @@ pub enum Command {
     session_id: String,
     reply: Reply<bool>,
   },
+  /// Marks runs whose host has ended (see [`super::host`]).
+  Reconcile {
+    reply: Reply<Vec<Message>>,
+  },
   Shutdown {
     reply: Reply<()>,
   },
@@ -80,6 +85,7 @@ impl Command {
       Command::SetStatus { reply, .. } => drop(reply.send(Err(error()))),
       Command::CloseSession { reply, .. } => drop(reply.send(Err(error()))),
       Command::Delete { reply, .. } => drop(reply.send(Err(error()))),
+      Command::Reconcile { reply } => drop(reply.send(Err(error()))),
       Command::Shutdown { reply } => drop(reply.send(Ok(()))),
     }
   }
@@ -389,6 +395,7 @@ impl Batch<'_> {
         Answer::Done(reply, self.close_session(session_id))
       }
       Command::Delete { session_id, reply } => Answer::Flag(reply, self.delete(session_id)),
+      Command::Reconcile { reply } => Answer::Messages(reply, self.reconcile(index)),
       Command::Shutdown { reply } => Answer::Done(reply, Ok(())),
     }
   }
@@ -464,11 +471,54 @@ impl Batch<'_> {
     let Some(session) = self.state.sessions.get(&session_id) else {
       return Err(Error::SessionNotFound(session_id));
     };
+    // A run in progress names its host, so a crash of that host shows.
+    let host = matches!(status, AgentStatus::Running | AgentStatus::Waiting).then(host::this_host);
     self
       .tx
-      .prepare_cached("UPDATE sessions SET agent_status = ?1, error_message = ?2 WHERE key = ?3")?
-      .execute(params![status.as_str(), error_message, session.key])?;
+      .prepare_cached(
+        "UPDATE sessions SET agent_status = ?1, error_message = ?2, host = ?3 WHERE key = ?4",
+      )?
+      .execute(params![status.as_str(), error_message, host, session.key])?;
     Ok(())
+  }
+
+  /// Every session still `running` or `waiting` under a host that has
+  /// ended becomes `not_available`, with a `run_interrupted` message.
+  fn reconcile(&mut self, index: usize) -> Result<Vec<Message>> {
+    let stale: Vec<String> = {
+      let mut select = self.tx.prepare(
+        "SELECT session_id, host FROM sessions
+         WHERE agent_status IN ('running', 'waiting') AND host IS NOT NULL",
+      )?;
+      let rows = select.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+      })?;
+      rows
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|(_, owner)| !host::is_alive(owner))
+        .map(|(session_id, _)| session_id)
+        .collect()
+    };
+    let mut stored = Vec::new();
+    for session_id in stale {
+      self.set_status(
+        session_id.clone(),
+        AgentStatus::NotAvailable,
+        Some(host::HOST_ENDED.to_owned()),
+      )?;
+      // A closed session keeps its transcript as it was.
+      match self.append(session_id, vec![host::RUN_INTERRUPTED.to_owned()], index) {
+        Ok(messages) => stored.extend(messages),
+        Err(Error::SessionClosed(_)) => {}
+        Err(e) => return Err(e),
+      }
+    }
+    // All of them are in this one answer: it is published once.
+    self
+      .events
+      .dedup_by(|a, b| matches!((a, b), (Event::Appended(x), Event::Appended(y)) if x == y));
+    Ok(stored)
   }
 
   fn close_session(&mut self, session_id: String) -> Result<()> {
