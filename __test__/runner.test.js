@@ -313,6 +313,31 @@ describe('spawnTerminal', () => {
     expect(lines.sort()).toEqual(['EREN_TEST_CHILD=1', 'ONLY=this'])
   })
 
+  test('deleting, closing the session or closing the store stops the run; a deleted session run never writes into its successor', async () => {
+    for (const end of ['delete', 'closeSession', 'close']) {
+      const ctx = await setup()
+      const ready = watchFor((c) => c.content === 'ready')
+      const run = await terminal(ctx, {
+        command: 'sh',
+        args: ['-c', 'echo ready; while :; do echo tick; sleep 0.02; done'],
+        killGraceMs: 500,
+        onMessage: ready.onMessage,
+      })
+      await ready.found
+      if (end === 'delete') {
+        await ctx.store.deleteSession(ctx.sessionId)
+        await ctx.store.createSession(ctx.sessionId)
+      } else if (end === 'closeSession') {
+        await ctx.store.closeSession(ctx.sessionId)
+      } else {
+        await ctx.store.close()
+      }
+      expect((await run.exited).stopped).toBe(true)
+      expect(ctx.registry.count()).toBe(0)
+      if (end === 'delete') expect(await ctx.store.messages(ctx.sessionId)).toEqual([])
+    }
+  })
+
   test('bad options reject with INVALID_ARGUMENT', async () => {
     const ctx = await setup()
     const { store, registry, sessionId } = ctx

@@ -34,8 +34,8 @@ pub use crate::output::{RunResult, Stream};
 use crate::registry::{ProcessRegistry, StopOutcome, Subscription};
 use crate::session_id::validate_session_id;
 use crate::store::{
-  reply_channel, AgentStatus, Message, MessageSink, Pending, Reply, SessionReader, SessionStore,
-  SessionWriter,
+  reply_channel, AgentStatus, EndWatchId, Message, MessageSink, Pending, PinnedSession, Reply,
+  SessionReader, SessionStore,
 };
 pub use claude::protocol::ToolDecision;
 use lines::{Line, Overlong};
@@ -268,6 +268,9 @@ pub fn start(
     handler,
     on_message,
     stdin: None,
+    session: None,
+    generation: 0,
+    ended: false,
   };
   let spawned = std::thread::Builder::new()
     .name("eren-run".into())
@@ -313,6 +316,7 @@ struct Launched {
   input: RunInput,
   pid: u32,
   subscription: Subscription,
+  end_watch: EndWatchId,
 }
 
 struct Supervisor {
@@ -323,6 +327,11 @@ struct Supervisor {
   on_message: Option<MessageSink>,
   /// Lines for the stdin writer thread; dropped to close stdin.
   stdin: Option<mpsc::Sender<Vec<u8>>>,
+  /// The incarnation of the session the run writes into, once launched.
+  session: Option<PinnedSession>,
+  generation: u64,
+  /// The session or the store is gone: the run has been stopped.
+  ended: bool,
 }
 
 impl Supervisor {
@@ -347,6 +356,7 @@ impl Supervisor {
       input: launched.input.clone(),
     }));
     let status = self.pump(&launched.events, &launched.inputs);
+    self.store.unwatch_end(&launched.end_watch);
     // From here on the run takes no input: later sends fail at once, and
     // those already queued are answered.
     launched
@@ -376,16 +386,34 @@ impl Supervisor {
   /// helper threads.
   fn launch(&mut self, program: &Program, kill_grace: Duration) -> Result<Launched> {
     let session_id = &self.session_id;
-    match self.store.get_session(session_id).wait()? {
+    let incarnation = match self.store.get_session(session_id).wait()? {
       None => return Err(Error::SessionNotFound(session_id.clone())),
       Some(session) if session.closed => return Err(Error::SessionClosed(session_id.clone())),
-      Some(_) => {}
-    }
+      Some(session) => session.incarnation,
+    };
     let registration = self.registry.register_tracked(session_id)?;
     drop(registration.sender);
+    // Closing or deleting the session, or closing the store, stops the run.
+    let registry = self.registry.clone();
+    let (stopped_id, generation) = (session_id.clone(), registration.generation);
+    let end_watch = match self.store.watch_end(
+      session_id,
+      Box::new(move || {
+        registry.stop_generation(&stopped_id, generation);
+      }),
+    ) {
+      Ok(watch) => watch,
+      Err(e) => {
+        self.registry.remove_generation(session_id, generation);
+        return Err(e);
+      }
+    };
+    self.session = Some(self.store.pin(session_id, incarnation));
+    self.generation = generation;
     let mut child = match process::spawn(program) {
       Ok(child) => child,
       Err(e) => {
+        self.store.unwatch_end(&end_watch);
         self
           .registry
           .remove_generation(session_id, registration.generation);
@@ -467,6 +495,7 @@ impl Supervisor {
       input,
       pid,
       subscription: registration.subscription,
+      end_watch,
     })
   }
 
@@ -559,15 +588,15 @@ impl Supervisor {
   /// Hands the ops to the writer without waiting; consecutive appends go as
   /// one request.
   fn submit(&self, ops: Vec<Op>) -> Vec<Submitted> {
-    let session_id = &self.session_id;
+    let Some(session) = &self.session else {
+      return Vec::new();
+    };
     let mut submitted = Vec::new();
     let mut appends = Vec::new();
     let flush = |appends: &mut Vec<String>, submitted: &mut Vec<Submitted>| {
       if !appends.is_empty() {
         let contents = std::mem::take(appends);
-        submitted.push(Submitted::Messages(
-          self.store.append_many(session_id, contents),
-        ));
+        submitted.push(Submitted::Messages(session.append_many(contents)));
       }
     };
     for op in ops {
@@ -578,14 +607,10 @@ impl Supervisor {
       flush(&mut appends, &mut submitted);
       submitted.push(match op {
         Op::Append(_) => unreachable!("appends are gathered above"),
-        Op::ClaudeSessionId(id) => {
-          Submitted::Flag(self.store.update_claude_session_id(session_id, &id))
-        }
-        Op::Status(status, error) => {
-          Submitted::Done(self.store.update_agent_status(session_id, status, error))
-        }
+        Op::ClaudeSessionId(id) => Submitted::Flag(session.update_claude_session_id(&id)),
+        Op::Status(status, error) => Submitted::Done(session.update_agent_status(status, error)),
         Op::Input { line, reply } => Submitted::Input {
-          stored: self.store.append(session_id, line.clone()),
+          stored: session.append(line.clone()),
           line,
           reply,
         },
@@ -610,7 +635,10 @@ impl Supervisor {
     let mut stored: Vec<Message> = Vec::new();
     for pending in submitted {
       match pending {
-        Submitted::Messages(pending) => stored.extend(pending.wait().unwrap_or_default()),
+        Submitted::Messages(pending) => match pending.wait() {
+          Ok(messages) => stored.extend(messages),
+          Err(e) => self.write_failed(&e),
+        },
         Submitted::Flag(pending) => drop(pending.wait()),
         Submitted::Done(pending) => drop(pending.wait()),
         Submitted::Input {
@@ -619,9 +647,12 @@ impl Supervisor {
           reply,
         } => {
           let answer = pending.wait();
-          if let Ok(message) = &answer {
-            stored.push(message.clone());
-            self.write_line(line);
+          match &answer {
+            Ok(message) => {
+              stored.push(message.clone());
+              self.write_line(line);
+            }
+            Err(e) => self.write_failed(e),
           }
           if let Some(reply) = reply {
             let _ = reply.send(answer);
@@ -635,6 +666,22 @@ impl Supervisor {
       for message in &stored {
         sink(message);
       }
+    }
+  }
+
+  /// A write that fails because the session (this incarnation of it) or the
+  /// store is gone stops the run: nothing it prints can be stored any more.
+  /// Another process's delete is learnt this way.
+  fn write_failed(&mut self, error: &Error) {
+    let gone = matches!(
+      error,
+      Error::SessionNotFound(_) | Error::SessionClosed(_) | Error::StoreClosed
+    );
+    if gone && !self.ended {
+      self.ended = true;
+      self
+        .registry
+        .stop_generation(&self.session_id, self.generation);
     }
   }
 

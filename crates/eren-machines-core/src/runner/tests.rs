@@ -1,6 +1,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::*;
+use crate::store::{SessionReader, SessionWriter};
 use serde_json::Value;
 
 fn setup(session_id: &str) -> (SessionStore, Arc<ProcessRegistry>) {
@@ -173,4 +174,72 @@ fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() {
   let result = run.exited.wait().unwrap();
   assert_eq!(result.signal.as_deref(), Some("SIGKILL"));
   assert!(result.stopped);
+}
+
+/// A run that prints "ready", then a line every 20 ms until it is stopped.
+fn ticking(store: &SessionStore, registry: &Arc<ProcessRegistry>, id: &str) -> Run {
+  let (ready_tx, ready_rx) = mpsc::channel();
+  let ready = Mutex::new(Some(ready_tx));
+  let sink: MessageSink = Box::new(move |_| {
+    if let Some(tx) = ready.lock().unwrap().take() {
+      let _ = tx.send(());
+    }
+  });
+  let run = spawn_terminal(
+    store,
+    registry,
+    id,
+    sh("echo ready; while :; do echo tick; sleep 0.02; done"),
+    Duration::from_millis(500),
+    Some(sink),
+  )
+  .wait()
+  .unwrap();
+  ready_rx.recv().unwrap();
+  run
+}
+
+#[test]
+fn deleting_the_session_stops_its_run_which_never_writes_into_a_new_one_of_the_same_id() {
+  let (store, registry) = setup("t");
+  let run = ticking(&store, &registry, "t");
+  assert!(store.delete_session("t").wait().unwrap());
+  store.create_session(Some("t")).wait().unwrap();
+  let result = run.exited.wait().unwrap();
+  assert!(result.stopped);
+  assert!(store.messages("t", 0, None).wait().unwrap().is_empty());
+  assert!(registry.is_empty());
+}
+
+#[test]
+fn closing_the_session_stops_its_run() {
+  let (store, registry) = setup("t");
+  let run = ticking(&store, &registry, "t");
+  store.close_session("t").wait().unwrap();
+  assert!(run.exited.wait().unwrap().stopped);
+  assert!(registry.is_empty());
+}
+
+#[test]
+fn closing_the_store_stops_its_runs() {
+  let (store, registry) = setup("t");
+  store.create_session(Some("u")).wait().unwrap();
+  let first = ticking(&store, &registry, "t");
+  let second = ticking(&store, &registry, "u");
+  store.close().wait().unwrap();
+  assert!(first.exited.wait().unwrap().stopped);
+  assert!(second.exited.wait().unwrap().stopped);
+  assert!(registry.is_empty());
+}
+
+#[test]
+fn a_run_cannot_start_on_a_store_that_is_closed() {
+  let (store, registry) = setup("t");
+  store.close().wait().unwrap();
+  let err = spawn_terminal(&store, &registry, "t", sh("true"), DEFAULT_KILL_GRACE, None)
+    .wait()
+    .err()
+    .unwrap();
+  assert_eq!(err.code(), "STORE_CLOSED");
+  assert!(registry.is_empty());
 }

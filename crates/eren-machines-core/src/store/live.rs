@@ -35,10 +35,14 @@ impl Subscriber {
   }
 }
 
+/// Called once when a session is closed or deleted, or the store closes.
+pub type EndWatcher = Box<dyn FnOnce() + Send>;
+
 #[derive(Default)]
 struct LiveSession {
   last_sequence: i64,
   subscribers: Vec<Subscriber>,
+  end_watchers: Vec<(u64, EndWatcher)>,
 }
 
 #[derive(Default)]
@@ -72,7 +76,15 @@ pub enum Event {
   Created(String),
   /// Messages appended by the command whose answer has this index.
   Appended(usize),
+  Closed(String),
   Deleted(String),
+}
+
+/// Identifies one end watch; pass it to `unwatch_end`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndWatchId {
+  session_id: String,
+  id: u64,
 }
 
 pub struct Live {
@@ -88,7 +100,7 @@ impl Live {
           id,
           LiveSession {
             last_sequence,
-            subscribers: Vec::new(),
+            ..LiveSession::default()
           },
         )
       })
@@ -109,6 +121,7 @@ impl Live {
   /// Applies a committed batch. `messages` gives the messages of an
   /// `Appended` event; they are cloned only for a subscriber that buffers.
   pub fn publish<'a>(&self, events: &[Event], messages: impl Fn(usize) -> &'a [Message]) {
+    let mut ended = Vec::new();
     let mut state = self.lock();
     for event in events {
       match event {
@@ -130,10 +143,66 @@ impl Live {
             }
           }
         }
+        Event::Closed(id) => {
+          if let Some(session) = state.sessions.get_mut(id) {
+            ended.extend(session.end_watchers.drain(..).map(|(_, watcher)| watcher));
+          }
+        }
         Event::Deleted(id) => {
-          state.sessions.remove(id);
+          if let Some(session) = state.sessions.remove(id) {
+            ended.extend(session.end_watchers.into_iter().map(|(_, watcher)| watcher));
+          }
         }
       }
+    }
+    drop(state);
+    for watcher in ended {
+      watcher();
+    }
+  }
+
+  /// Calls `watcher` once when the session is closed or deleted, or every
+  /// watcher is ended with [`end_all`](Self::end_all).
+  pub fn watch_end(&self, session_id: &str, watcher: EndWatcher) -> Result<EndWatchId> {
+    let mut state = self.lock();
+    state.next_id += 1;
+    let id = state.next_id;
+    let session = state
+      .sessions
+      .get_mut(session_id)
+      .ok_or_else(|| Error::SessionNotFound(session_id.to_owned()))?;
+    session.end_watchers.push((id, watcher));
+    Ok(EndWatchId {
+      session_id: session_id.to_owned(),
+      id,
+    })
+  }
+
+  pub fn unwatch_end(&self, watch: &EndWatchId) {
+    let removed = self
+      .lock()
+      .sessions
+      .get_mut(&watch.session_id)
+      .and_then(|session| {
+        let index = session
+          .end_watchers
+          .iter()
+          .position(|(id, _)| *id == watch.id)?;
+        Some(session.end_watchers.remove(index))
+      });
+    drop(removed);
+  }
+
+  /// The store is closing: every watcher is called.
+  pub fn end_all(&self) {
+    let ended: Vec<EndWatcher> = self
+      .lock()
+      .sessions
+      .values_mut()
+      .flat_map(|session| session.end_watchers.drain(..).map(|(_, watcher)| watcher))
+      .collect();
+    for watcher in ended {
+      watcher();
     }
   }
 
@@ -147,6 +216,8 @@ impl Live {
     for (id, last_sequence) in sessions {
       state.sessions.entry(id).or_default().last_sequence = last_sequence;
     }
+    // Watchers of sessions another process deleted are dropped uncalled;
+    // their runs learn of it when a write fails.
   }
 
   pub fn subscribe(

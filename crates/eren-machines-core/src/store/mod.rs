@@ -21,13 +21,13 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Result};
 use crate::session_id::validate_session_id;
 use live::Live;
-pub use live::{MessageSink, SubscriptionId};
+pub use live::{EndWatchId, EndWatcher, MessageSink, SubscriptionId};
 pub use model::{AgentStatus, Message, Session};
 pub use pending::Pending;
 pub(crate) use pending::{reply_channel, Reply};
 use reader::ReadJob;
 pub use schema::{Durability, Location};
-use writer::Command;
+use writer::{Command, Target};
 
 /// The writes the bridges need. Every call is handed to the writer thread at
 /// once; the [`Pending`] answer resolves after the commit, so many writes can
@@ -179,12 +179,57 @@ impl SessionStore {
   /// Appends many messages to one session in one request; they get
   /// consecutive sequence numbers, all or none.
   pub fn append_many(&self, session_id: &str, contents: Vec<String>) -> Pending<Vec<Message>> {
-    let session_id = session_id.to_owned();
+    self.append_many_to(Target::any(session_id.to_owned()), contents)
+  }
+
+  fn append_many_to(&self, target: Target, contents: Vec<String>) -> Pending<Vec<Message>> {
     self.write(|reply| Command::AppendMany {
-      session_id,
+      target,
       contents,
       reply,
     })
+  }
+
+  fn append_to(&self, target: Target, content: String) -> Pending<Message> {
+    self.write(|reply| Command::Append {
+      target,
+      content,
+      reply,
+    })
+  }
+
+  fn set_claude_session_id_of(&self, target: Target, claude_session_id: &str) -> Pending<bool> {
+    let claude_session_id = claude_session_id.to_owned();
+    self.write(|reply| Command::SetClaudeSessionId {
+      target,
+      claude_session_id,
+      reply,
+    })
+  }
+
+  fn set_status_of(
+    &self,
+    target: Target,
+    status: AgentStatus,
+    error_message: Option<String>,
+  ) -> Pending<()> {
+    self.write(|reply| Command::SetStatus {
+      target,
+      status,
+      error_message,
+      reply,
+    })
+  }
+
+  /// Writes that reach only this incarnation of the session (see
+  /// [`Session::incarnation`]): once it is deleted, they fail with
+  /// `SESSION_NOT_FOUND`, also after a new session of the same id is made.
+  pub fn pin(&self, session_id: &str, incarnation: i64) -> PinnedSession {
+    PinnedSession {
+      store: self.clone(),
+      session_id: session_id.to_owned(),
+      incarnation,
+    }
   }
 
   /// Deletes a session and its messages. Resolves `false` if it was unknown.
@@ -199,6 +244,8 @@ impl SessionStore {
     if self.inner.closed.swap(true, Ordering::AcqRel) {
       return Pending::ready(Ok(()));
     }
+    // Closing the store stops its runs.
+    self.inner.live.end_all();
     let (writer_done, writer_receiver) = oneshot::channel();
     let (reader_done, reader_receiver) = oneshot::channel();
     let writer_sent = self
@@ -257,6 +304,19 @@ impl SessionStore {
     Ok(id)
   }
 
+  /// Calls `watcher` once when the session is closed or deleted, or this
+  /// store closes: how a run learns that it must stop.
+  pub fn watch_end(&self, session_id: &str, watcher: EndWatcher) -> Result<EndWatchId> {
+    if self.is_closed() {
+      return Err(Error::StoreClosed);
+    }
+    self.inner.live.watch_end(session_id, watcher)
+  }
+
+  pub fn unwatch_end(&self, watch: &EndWatchId) {
+    self.inner.live.unwatch_end(watch);
+  }
+
   /// Ends a subscription. Safe to call more than once.
   pub fn unsubscribe(&self, id: &SubscriptionId) {
     self.inner.live.unsubscribe(id);
@@ -276,22 +336,11 @@ impl SessionWriter for SessionStore {
   }
 
   fn append(&self, session_id: &str, content: String) -> Pending<Message> {
-    let session_id = session_id.to_owned();
-    self.write(|reply| Command::Append {
-      session_id,
-      content,
-      reply,
-    })
+    self.append_to(Target::any(session_id.to_owned()), content)
   }
 
   fn update_claude_session_id(&self, session_id: &str, claude_session_id: &str) -> Pending<bool> {
-    let session_id = session_id.to_owned();
-    let claude_session_id = claude_session_id.to_owned();
-    self.write(|reply| Command::SetClaudeSessionId {
-      session_id,
-      claude_session_id,
-      reply,
-    })
+    self.set_claude_session_id_of(Target::any(session_id.to_owned()), claude_session_id)
   }
 
   fn update_agent_status(
@@ -300,18 +349,58 @@ impl SessionWriter for SessionStore {
     status: AgentStatus,
     error_message: Option<String>,
   ) -> Pending<()> {
-    let session_id = session_id.to_owned();
-    self.write(|reply| Command::SetStatus {
-      session_id,
-      status,
-      error_message,
-      reply,
-    })
+    self.set_status_of(Target::any(session_id.to_owned()), status, error_message)
   }
 
   fn close_session(&self, session_id: &str) -> Pending<()> {
     let session_id = session_id.to_owned();
     self.write(|reply| Command::CloseSession { session_id, reply })
+  }
+}
+
+/// One incarnation of a session, for writes that must not reach a later
+/// session of the same id: what a run writes through.
+#[derive(Clone)]
+pub struct PinnedSession {
+  store: SessionStore,
+  session_id: String,
+  incarnation: i64,
+}
+
+impl PinnedSession {
+  fn target(&self) -> Target {
+    Target {
+      session_id: self.session_id.clone(),
+      incarnation: Some(self.incarnation),
+    }
+  }
+
+  pub fn store(&self) -> &SessionStore {
+    &self.store
+  }
+
+  pub fn append(&self, content: String) -> Pending<Message> {
+    self.store.append_to(self.target(), content)
+  }
+
+  pub fn append_many(&self, contents: Vec<String>) -> Pending<Vec<Message>> {
+    self.store.append_many_to(self.target(), contents)
+  }
+
+  pub fn update_claude_session_id(&self, claude_session_id: &str) -> Pending<bool> {
+    self
+      .store
+      .set_claude_session_id_of(self.target(), claude_session_id)
+  }
+
+  pub fn update_agent_status(
+    &self,
+    status: AgentStatus,
+    error_message: Option<String>,
+  ) -> Pending<()> {
+    self
+      .store
+      .set_status_of(self.target(), status, error_message)
   }
 }
 

@@ -39,6 +39,9 @@ impl AgentStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
   pub id: String,
+  /// Names this incarnation of the id: a session deleted and made again
+  /// under the same id gets another one.
+  pub incarnation: i64,
   pub claude_session_id: Option<String>,
   pub agent_status: AgentStatus,
   pub error_message: Option<String>,

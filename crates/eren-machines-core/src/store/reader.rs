@@ -70,7 +70,7 @@ fn run(conn: Connection, live: Arc<Live>, receiver: mpsc::Receiver<ReadJob>) {
 }
 
 const SESSION_COLUMNS: &str =
-  "session_id, claude_session_id, agent_status, error_message, closed, created_at, last_sequence";
+  "session_id, claude_session_id, agent_status, error_message, closed, created_at, last_sequence, key";
 
 fn session_from_row(row: &Row) -> rusqlite::Result<Session> {
   let status: String = row.get(2)?;
@@ -84,6 +84,7 @@ fn session_from_row(row: &Row) -> rusqlite::Result<Session> {
     closed: row.get(4)?,
     created_at: row.get(5)?,
     last_sequence: row.get(6)?,
+    incarnation: row.get(7)?,
   })
 }
 

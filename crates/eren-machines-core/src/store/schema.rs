@@ -40,8 +40,13 @@ INSERT INTO meta (name, value) VALUES ('next_message_id', 1);
 ";
 
 /// Version 2: which live host owns a session's run (see [`super::host`]),
-/// so a run left `running` by a host that died is known as such on open.
-pub const SCHEMA_V2: &str = "ALTER TABLE sessions ADD COLUMN host TEXT;";
+/// so a run left `running` by a host that died is known as such on open;
+/// and session keys that are never reused, so a key names one incarnation of
+/// a session id (a deleted session's run cannot write into its successor).
+pub const SCHEMA_V2: &str = "
+ALTER TABLE sessions ADD COLUMN host TEXT;
+INSERT INTO meta (name, value) SELECT 'next_session_key', coalesce(max(key), 0) + 1 FROM sessions;
+";
 
 /// What a resolved write survives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

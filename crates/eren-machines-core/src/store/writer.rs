@@ -28,23 +28,23 @@ pub enum Command {
     reply: Reply<String>,
   },
   Append {
-    session_id: String,
+    target: Target,
     content: String,
     reply: Reply<Message>,
   },
   /// Many messages to one session, numbered consecutively.
   AppendMany {
-    session_id: String,
+    target: Target,
     contents: Vec<String>,
     reply: Reply<Vec<Message>>,
   },
   SetClaudeSessionId {
-    session_id: String,
+    target: Target,
     claude_session_id: String,
     reply: Reply<bool>,
   },
   SetStatus {
-    session_id: String,
+    target: Target,
     status: AgentStatus,
     error_message: Option<String>,
     reply: Reply<()>,
@@ -98,10 +98,37 @@ struct CachedSession {
   closed: bool,
 }
 
+/// The session a write is for: by id, and, for a run, only the incarnation
+/// (the never-reused key) it started with.
+pub struct Target {
+  pub session_id: String,
+  pub incarnation: Option<i64>,
+}
+
+impl Target {
+  pub fn any(session_id: String) -> Self {
+    Target {
+      session_id,
+      incarnation: None,
+    }
+  }
+}
+
 /// The writer's authoritative view of every session.
 pub struct WriterState {
   sessions: HashMap<String, CachedSession>,
   next_message_id: i64,
+  next_session_key: i64,
+}
+
+impl WriterState {
+  /// The session `target` names, if it still is that incarnation.
+  fn session_mut(&mut self, target: &Target) -> Result<&mut CachedSession> {
+    match self.sessions.get_mut(&target.session_id) {
+      Some(session) if target.incarnation.is_none_or(|key| key == session.key) => Ok(session),
+      _ => Err(Error::SessionNotFound(target.session_id.clone())),
+    }
+  }
 }
 
 impl WriterState {
@@ -119,14 +146,17 @@ impl WriterState {
         ))
       })?
       .collect::<rusqlite::Result<HashMap<_, _>>>()?;
-    let next_message_id = conn.query_row(
-      "SELECT value FROM meta WHERE name = 'next_message_id'",
-      [],
-      |row| row.get(0),
-    )?;
+    let counter = |name: &str| -> Result<i64> {
+      Ok(
+        conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| {
+          row.get(0)
+        })?,
+      )
+    };
     Ok(WriterState {
       sessions,
-      next_message_id,
+      next_message_id: counter("next_message_id")?,
+      next_session_key: counter("next_session_key")?,
     })
   }
 
@@ -308,6 +338,7 @@ impl Writer {
       self.data_version = version;
     }
     let first_message_id = self.state.next_message_id;
+    let first_session_key = self.state.next_session_key;
     let mut batch_state = Batch {
       tx: &tx,
       state: &mut self.state,
@@ -333,6 +364,10 @@ impl Writer {
     if self.state.next_message_id != first_message_id {
       tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'next_message_id'")?
         .execute(params![self.state.next_message_id])?;
+    }
+    if self.state.next_session_key != first_session_key {
+      tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'next_session_key'")?
+        .execute(params![self.state.next_session_key])?;
     }
     if poisoned {
       return Err(Error::Armin(
@@ -365,32 +400,32 @@ impl Batch<'_> {
         Answer::Session(reply, result.map(|()| session_id))
       }
       Command::Append {
-        session_id,
+        target,
         content,
         reply,
       } => {
-        let result = self.append(session_id, vec![content], index);
+        let result = self.append(target, vec![content], index);
         Answer::Message(reply, result.map(|mut messages| messages.remove(0)))
       }
       Command::AppendMany {
-        session_id,
+        target,
         contents,
         reply,
-      } => Answer::Messages(reply, self.append(session_id, contents, index)),
+      } => Answer::Messages(reply, self.append(target, contents, index)),
       Command::SetClaudeSessionId {
-        session_id,
+        target,
         claude_session_id,
         reply,
       } => Answer::Flag(
         reply,
-        self.set_claude_session_id(&session_id, &claude_session_id),
+        self.set_claude_session_id(&target, &claude_session_id),
       ),
       Command::SetStatus {
-        session_id,
+        target,
         status,
         error_message,
         reply,
-      } => Answer::Done(reply, self.set_status(session_id, status, error_message)),
+      } => Answer::Done(reply, self.set_status(&target, status, error_message)),
       Command::CloseSession { session_id, reply } => {
         Answer::Done(reply, self.close_session(session_id))
       }
@@ -404,21 +439,24 @@ impl Batch<'_> {
     if self.state.sessions.contains_key(session_id) {
       return Err(Error::SessionExists(session_id.to_owned()));
     }
+    let key = self.state.next_session_key;
     self
       .tx
       .prepare_cached(
-        "INSERT INTO sessions (session_id, agent_status, closed, created_at, last_sequence)
-         VALUES (?1, ?2, 0, ?3, 0)",
+        "INSERT INTO sessions (key, session_id, agent_status, closed, created_at, last_sequence)
+         VALUES (?1, ?2, ?3, 0, ?4, 0)",
       )?
       .execute(params![
+        key,
         session_id,
         AgentStatus::Idle.as_str(),
         self.created_at
       ])?;
+    self.state.next_session_key += 1;
     self.state.sessions.insert(
       session_id.to_owned(),
       CachedSession {
-        key: self.tx.last_insert_rowid(),
+        key,
         last_sequence: 0,
         closed: false,
       },
@@ -432,11 +470,11 @@ impl Batch<'_> {
   /// at `index`.
   fn append(
     &mut self,
-    session_id: String,
+    target: Target,
     contents: Vec<String>,
     index: usize,
   ) -> Result<Vec<Message>> {
-    let result = insert_messages(self.tx, self.state, session_id, contents, self.created_at);
+    let result = insert_messages(self.tx, self.state, target, contents, self.created_at);
     match &result {
       Ok(messages) => {
         if let Some(last) = messages.last() {
@@ -451,8 +489,8 @@ impl Batch<'_> {
     result
   }
 
-  fn set_claude_session_id(&mut self, session_id: &str, claude_session_id: &str) -> Result<bool> {
-    let Some(session) = self.state.sessions.get(session_id) else {
+  fn set_claude_session_id(&mut self, target: &Target, claude_session_id: &str) -> Result<bool> {
+    let Ok(session) = self.state.session_mut(target) else {
       return Ok(false);
     };
     self
@@ -464,13 +502,11 @@ impl Batch<'_> {
 
   fn set_status(
     &mut self,
-    session_id: String,
+    target: &Target,
     status: AgentStatus,
     error_message: Option<String>,
   ) -> Result<()> {
-    let Some(session) = self.state.sessions.get(&session_id) else {
-      return Err(Error::SessionNotFound(session_id));
-    };
+    let session = self.state.session_mut(target)?;
     // A run in progress names its host, so a crash of that host shows.
     let host = matches!(status, AgentStatus::Running | AgentStatus::Waiting).then(host::this_host);
     self
@@ -502,13 +538,14 @@ impl Batch<'_> {
     };
     let mut stored = Vec::new();
     for session_id in stale {
+      let target = Target::any(session_id);
       self.set_status(
-        session_id.clone(),
+        &target,
         AgentStatus::NotAvailable,
         Some(host::HOST_ENDED.to_owned()),
       )?;
       // A closed session keeps its transcript as it was.
-      match self.append(session_id, vec![host::RUN_INTERRUPTED.to_owned()], index) {
+      match self.append(target, vec![host::RUN_INTERRUPTED.to_owned()], index) {
         Ok(messages) => stored.extend(messages),
         Err(Error::SessionClosed(_)) => {}
         Err(e) => return Err(e),
@@ -526,10 +563,12 @@ impl Batch<'_> {
       return Err(Error::SessionNotFound(session_id));
     };
     session.closed = true;
+    let key = session.key;
     self
       .tx
       .prepare_cached("UPDATE sessions SET closed = 1 WHERE key = ?1")?
-      .execute(params![session.key])?;
+      .execute(params![key])?;
+    self.events.push(Event::Closed(session_id));
     Ok(())
   }
 
@@ -555,13 +594,13 @@ impl Batch<'_> {
 fn insert_messages(
   tx: &Transaction,
   state: &mut WriterState,
-  session_id: String,
+  target: Target,
   contents: Vec<String>,
   created_at: i64,
 ) -> Result<Vec<Message>> {
-  let Some(session) = state.sessions.get_mut(&session_id) else {
-    return Err(Error::SessionNotFound(session_id));
-  };
+  let session_id = target.session_id.clone();
+  let next_message_id = state.next_message_id;
+  let session = state.session_mut(&target)?;
   if session.closed {
     return Err(Error::SessionClosed(session_id));
   }
@@ -569,9 +608,9 @@ fn insert_messages(
     "INSERT INTO messages (session, sequence, id, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
   )?;
   let mut messages = Vec::with_capacity(contents.len());
+  let mut id = next_message_id;
   for content in contents {
     let sequence_number = session.last_sequence + 1;
-    let id = state.next_message_id;
     insert.execute(params![
       session.key,
       sequence_number,
@@ -580,7 +619,6 @@ fn insert_messages(
       created_at
     ])?;
     session.last_sequence = sequence_number;
-    state.next_message_id += 1;
     messages.push(Message {
       id,
       session_id: session_id.clone(),
@@ -588,6 +626,8 @@ fn insert_messages(
       content,
       created_at,
     });
+    id += 1;
   }
+  state.next_message_id = id;
   Ok(messages)
 }
