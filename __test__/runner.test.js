@@ -338,6 +338,18 @@ describe('spawnTerminal', () => {
     }
   })
 
+  test("a worker's terminate() stops the runs it started", async () => {
+    const { Worker } = require('node:worker_threads')
+    const worker = new Worker(path.join(__dirname, 'fixtures', 'run-worker.js'))
+    const sleepPid = await new Promise((resolve, reject) => {
+      worker.on('error', reject)
+      worker.on('message', (line) => resolve(Number(line)))
+    })
+    expect(isGone(sleepPid)).toBe(false)
+    await worker.terminate()
+    expect(await settleGone(sleepPid)).toBe(true)
+  })
+
   test('bad options reject with INVALID_ARGUMENT', async () => {
     const ctx = await setup()
     const { store, registry, sessionId } = ctx

@@ -66,6 +66,37 @@ pub struct Channel {
   next_id: Cell<u64>,
   /// The function that settles the next slice, for `setImmediate`.
   next_slice: RefCell<Option<FunctionRef<(), ()>>>,
+  /// Runs started from this context, stopped when it goes away.
+  runs: RefCell<Vec<OwnedRun>>,
+}
+
+/// A run and the registration that stops it.
+pub struct OwnedRun {
+  pub registry: Arc<eren_machines_core::ProcessRegistry>,
+  pub session_id: String,
+  pub generation: u64,
+}
+
+/// The context is torn down (a worker's `terminate()`, the end of the
+/// process): its runs must not outlive it with nobody left to stop them.
+impl Drop for Channel {
+  fn drop(&mut self) {
+    for run in self.runs.take() {
+      run
+        .registry
+        .stop_generation(&run.session_id, run.generation);
+    }
+  }
+}
+
+/// Notes a run started from `env`'s context, so that the context's end stops
+/// it; runs that already ended are forgotten as new ones come.
+pub fn own_run(env: &Env, run: OwnedRun) -> napi::Result<()> {
+  let channel = Channel::of(env)?;
+  let mut runs = channel.runs.borrow_mut();
+  runs.retain(|owned| owned.registry.is_running(&owned.session_id));
+  runs.push(run);
+  Ok(())
 }
 
 impl Channel {
@@ -96,6 +127,7 @@ impl Channel {
       sinks: RefCell::default(),
       next_id: Cell::new(0),
       next_slice: RefCell::new(Some(next_slice)),
+      runs: RefCell::default(),
     };
     env.set_instance_data(channel, (), |_| {})?;
     env

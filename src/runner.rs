@@ -7,7 +7,7 @@ use napi_derive::napi;
 
 use crate::args::{Callback, Options, SessionId, StringMap, Text};
 use crate::error::{coded, Failure, Result};
-use crate::promise::{message_sink, promise};
+use crate::promise::{message_sink, own_run, promise, OwnedRun};
 use crate::registry::RegistryArg;
 use crate::store::{JsMessage, StoreArg};
 use crate::tool_permission::tool_sink;
@@ -89,6 +89,7 @@ fn start<'env>(
   handler: Box<dyn runner::OutputHandler>,
   surface: Surface,
 ) -> Result<PromiseRaw<'env, Object<'env>>> {
+  let registry = common.registry.clone();
   let started = runner::start(
     &common.store,
     &common.registry,
@@ -101,6 +102,14 @@ fn start<'env>(
   env
     .spawn_future_with_callback(async move { Ok(started.await) }, move |env, started| {
       let run = started.map_err(|e| coded(env.raw(), e))?;
+      own_run(
+        env,
+        OwnedRun {
+          registry,
+          session_id: run.session_id.clone(),
+          generation: run.generation,
+        },
+      )?;
       let mut object = Object::new(env)?;
       object.set("sessionId", run.session_id)?;
       object.set("pid", run.pid)?;

@@ -85,6 +85,9 @@ pub struct Run {
   pub exited: Pending<RunResult>,
   /// Where the host's input for this run goes.
   pub input: RunInput,
+  /// The registration the run holds: `ProcessRegistry::stop_generation`
+  /// with it stops this run and no later one of the same session id.
+  pub generation: u64,
 }
 
 /// What a host may send to a run while it lives.
@@ -354,6 +357,7 @@ impl Supervisor {
       pid: launched.pid,
       exited: result,
       input: launched.input.clone(),
+      generation: self.generation,
     }));
     let status = self.pump(&launched.events, &launched.inputs);
     self.store.unwatch_end(&launched.end_watch);
