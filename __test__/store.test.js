@@ -3,7 +3,7 @@ const fs = require('node:fs')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { SessionStore, claudeBridge, terminalBridge } = require('..')
-const { codeOf, deferred, errorOf, nextTurn, thrownBy, tempDirs } = require('./helpers')
+const { codeOf, deferred, errorOf, nextTurn, runNode, thrownBy, tempDirs } = require('./helpers')
 
 const tmpDir = tempDirs('eren-store-')
 const tmpDb = () => path.join(tmpDir(), 'sessions.db')
@@ -307,6 +307,21 @@ describe('subscribe', () => {
     await all.until(500)
     await nextTurn()
     expect(seen).toEqual([1])
+  })
+})
+
+describe('subscriptions and the process lifetime', () => {
+  test('a subscribe that still has stored messages to replay keeps the process alive until they are delivered', async () => {
+    const file = tmpDb()
+    const store = SessionStore.open(file)
+    await store.createSession('big')
+    for (let batch = 0; batch < 20; batch++) {
+      await Promise.all(Array.from({ length: 5000 }, (_, i) => terminalBridge.storeStdout(store, 'big', `line ${i}`)))
+    }
+    await store.close()
+    const result = await runNode(path.join(__dirname, 'fixtures', 'replay-subscriber.js'), [file])
+    expect(result.code).toBe(0)
+    expect(result.stdout.trim()).toBe('100000')
   })
 })
 

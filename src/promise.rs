@@ -62,12 +62,22 @@ impl Shared {
 pub struct Channel {
   shared: Arc<Shared>,
   deferreds: RefCell<HashMap<u64, sys::napi_deferred>>,
-  sinks: RefCell<HashMap<u64, FunctionRef<JsMessage, Unknown<'static>>>>,
+  sinks: RefCell<HashMap<u64, SinkEntry>>,
+  /// Pending Promises and unfinished replays: while any, the process stays
+  /// alive.
+  holds: Cell<usize>,
   next_id: Cell<u64>,
   /// The function that settles the next slice, for `setImmediate`.
   next_slice: RefCell<Option<FunctionRef<(), ()>>>,
   /// Runs started from this context, stopped when it goes away.
   runs: RefCell<Vec<OwnedRun>>,
+}
+
+/// A message callback, and the sequence its replay runs to while it holds
+/// the process alive.
+struct SinkEntry {
+  callback: FunctionRef<JsMessage, Unknown<'static>>,
+  replay_until: Option<i64>,
 }
 
 /// A run and the registration that stops it.
@@ -125,6 +135,7 @@ impl Channel {
       }),
       deferreds: RefCell::default(),
       sinks: RefCell::default(),
+      holds: Cell::new(0),
       next_id: Cell::new(0),
       next_slice: RefCell::new(Some(next_slice)),
       runs: RefCell::default(),
@@ -142,16 +153,31 @@ impl Channel {
     id
   }
 
-  /// References the wake function while any Promise is pending.
-  fn keep_alive(&self, env: &Env, alive: bool) {
-    let raw = self.shared.wake.raw();
-    // SAFETY: on the JS thread of `env`, with the function this context made.
-    unsafe {
-      if alive {
-        sys::napi_ref_threadsafe_function(env.raw(), raw);
-      } else {
-        sys::napi_unref_threadsafe_function(env.raw(), raw);
-      }
+  /// Something the process must stay alive for: the wake function is
+  /// referenced while anything holds it.
+  fn hold(&self, env: &Env) {
+    let holds = self.holds.get();
+    self.holds.set(holds + 1);
+    if holds == 0 {
+      // SAFETY: on the JS thread of `env`, with the function this context made.
+      unsafe { sys::napi_ref_threadsafe_function(env.raw(), self.shared.wake.raw()) };
+    }
+  }
+
+  fn release(&self, env: &Env) {
+    let holds = self.holds.get().saturating_sub(1);
+    self.holds.set(holds);
+    if holds == 0 {
+      // SAFETY: as in `hold`.
+      unsafe { sys::napi_unref_threadsafe_function(env.raw(), self.shared.wake.raw()) };
+    }
+  }
+
+  /// Forgets a callback, releasing what its replay held.
+  fn remove_sink(&self, env: &Env, id: u64) {
+    let removed = self.sinks.borrow_mut().remove(&id);
+    if removed.is_some_and(|entry| entry.replay_until.is_some()) {
+      self.release(env);
     }
   }
 
@@ -197,9 +223,7 @@ impl Channel {
         }
       };
     }
-    if self.deferreds.borrow().is_empty() {
-      self.keep_alive(env, false);
-    }
+    self.release(env);
   }
 }
 
@@ -221,9 +245,7 @@ where
   check_status!(unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut value) })
     .map_err(Failure::from)?;
   let id = channel.next_id();
-  if channel.deferreds.borrow().is_empty() {
-    channel.keep_alive(env, true);
-  }
+  channel.hold(env);
   channel.deferreds.borrow_mut().insert(id, deferred);
   let shared = channel.shared.clone();
   napi::bindgen_prelude::spawn(async move {
@@ -250,7 +272,13 @@ pub fn message_sink(
 ) -> napi::Result<(core::MessageSink, SinkId)> {
   let channel = Channel::of(env)?;
   let id = channel.next_id();
-  channel.sinks.borrow_mut().insert(id, cb.0.create_ref()?);
+  channel.sinks.borrow_mut().insert(
+    id,
+    SinkEntry {
+      callback: cb.0.create_ref()?,
+      replay_until: None,
+    },
+  );
   let sink = Sink {
     id,
     shared: channel.shared.clone(),
@@ -266,7 +294,20 @@ pub struct SinkId(u64);
 /// after `unsubscribe()` returns the callback is never called again, also
 /// when it unsubscribes from inside itself.
 pub fn forget_sink(env: &Env, id: SinkId) -> napi::Result<()> {
-  Channel::of(env)?.sinks.borrow_mut().remove(&id.0);
+  Channel::of(env)?.remove_sink(env, id.0);
+  Ok(())
+}
+
+/// Keeps the process alive until the callback has seen the stored messages
+/// up to `until` (its replay), or is gone.
+pub fn hold_replay(env: &Env, id: SinkId, until: i64) -> napi::Result<()> {
+  let channel = Channel::of(env)?;
+  if let Some(entry) = channel.sinks.borrow_mut().get_mut(&id.0) {
+    entry.replay_until = Some(until);
+  } else {
+    return Ok(());
+  }
+  channel.hold(env);
   Ok(())
 }
 
@@ -281,16 +322,26 @@ impl Sink {
     let id = self.id;
     let message = JsMessage::from(message.clone());
     self.shared.push(Box::new(move |env, channel| {
-      let callback = channel
-        .sinks
-        .borrow()
-        .get(&id)
-        .and_then(|cb| cb.borrow_back(env).ok());
+      let sequence = message.sequence_number;
+      let (callback, replayed) = {
+        let mut sinks = channel.sinks.borrow_mut();
+        let Some(entry) = sinks.get_mut(&id) else {
+          return;
+        };
+        let replayed = entry.replay_until.is_some_and(|until| sequence >= until);
+        if replayed {
+          entry.replay_until = None;
+        }
+        (entry.callback.borrow_back(env).ok(), replayed)
+      };
       if let Some(callback) = callback {
         if let Err(error) = callback.call(message) {
           // Like an EventTarget listener: reported, not swallowed.
           env.fatal_exception(error);
         }
+      }
+      if replayed {
+        channel.release(env);
       }
     }));
   }
@@ -300,8 +351,8 @@ impl Drop for Sink {
   fn drop(&mut self) {
     let id = self.id;
     // The callback's reference is released on the JS thread.
-    self.shared.push(Box::new(move |_env, channel| {
-      channel.sinks.borrow_mut().remove(&id);
-    }));
+    self
+      .shared
+      .push(Box::new(move |env, channel| channel.remove_sink(env, id)));
   }
 }

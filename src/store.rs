@@ -6,7 +6,7 @@ use napi_derive::napi;
 
 use crate::args::{invalid_argument, Callback, OptionalSessionId, Options, SessionId, Text};
 use crate::error::{Failure, Result};
-use crate::promise::{forget_sink, message_sink, promise};
+use crate::promise::{forget_sink, hold_replay, message_sink, promise};
 use eren_machines_core::store::{self as core, SessionReader, SessionWriter};
 
 /// A stored message. `sequenceNumber` is the order within its session.
@@ -202,6 +202,11 @@ impl SessionStore {
     let after = opts.count("afterSequence")?;
     let (sink, sink_id) = message_sink(env, &cb)?;
     let subscription = self.core.subscribe(&session_id.0, after, sink)?;
+    // Stored messages still to replay keep the process alive; a live-only
+    // wait never does.
+    if let Some(until) = subscription.replay_until {
+      hold_replay(env, sink_id, until)?;
+    }
     let store = self.core.clone();
     env
       .create_function_from_closure("unsubscribe", move |ctx| {

@@ -56,6 +56,9 @@ struct State {
 pub struct SubscriptionId {
   session_id: String,
   id: u64,
+  /// The last stored sequence the subscription replays, when it replays any:
+  /// once the sink has seen it, the subscription is live only.
+  pub replay_until: Option<i64>,
 }
 
 /// A replay the reader owes a subscriber: sequences in `(after, upto]`.
@@ -245,6 +248,7 @@ impl Live {
     let subscription = SubscriptionId {
       session_id: session_id.to_owned(),
       id,
+      replay_until: replay.then_some(last),
     };
     let backlog = replay.then(|| Backlog {
       subscription: subscription.clone(),
