@@ -39,6 +39,9 @@ struct Entry {
   generation: u64,
   sender: broadcast::Sender<()>,
   stopped: Arc<AtomicBool>,
+  /// Its process has ended and its outcome is decided: a stop now would
+  /// stop nothing, so it is not one.
+  sealed: bool,
 }
 
 /// A registration as returned by [`ProcessRegistry::register_tracked`].
@@ -184,6 +187,7 @@ impl ProcessRegistry {
         generation,
         sender: sender.clone(),
         stopped: stopped.clone(),
+        sealed: false,
       },
     );
     Ok(Registration {
@@ -218,8 +222,30 @@ impl ProcessRegistry {
 
   /// Like [`stop`](Self::stop), returning the generation that was stopped.
   pub fn stop_registration(&self, session_id: &str) -> Option<u64> {
-    let entry = self.lock().remove(session_id)?;
+    let entry = {
+      let mut entries = self.lock();
+      if entries.get(session_id)?.sealed {
+        return None;
+      }
+      entries.remove(session_id)?
+    };
     Some(Self::signal(entry))
+  }
+
+  /// Decides how the registration `generation` of `session_id` ended, once
+  /// its process is gone: true if it was stopped. From then on a stop is
+  /// refused (answers false), so a `stop()` that returns true always ends in
+  /// a stopped run. The registration stays until it is removed.
+  pub fn seal_generation(&self, session_id: &str, generation: u64, stopped: &Subscription) -> bool {
+    let mut entries = self.lock();
+    match entries.get_mut(session_id) {
+      Some(entry) if entry.generation == generation => {
+        entry.sealed = true;
+        entry.stopped.load(Ordering::Acquire)
+      }
+      // Gone already: stopped, or released by `remove()`.
+      _ => stopped.is_stopped(),
+    }
   }
 
   fn signal(entry: Entry) -> u64 {
@@ -234,7 +260,9 @@ impl ProcessRegistry {
     let entry = {
       let mut entries = self.lock();
       match entries.get(session_id) {
-        Some(entry) if entry.generation == generation => entries.remove(session_id),
+        Some(entry) if entry.generation == generation && !entry.sealed => {
+          entries.remove(session_id)
+        }
         _ => None,
       }
     };
@@ -519,5 +547,21 @@ mod tests {
       thread.join().unwrap();
     }
     assert!(registry.is_empty());
+  }
+
+  #[test]
+  fn a_sealed_registration_refuses_a_late_stop_and_keeps_its_outcome() {
+    let registry = ProcessRegistry::new();
+    let natural = registry.register_tracked("a").unwrap();
+    assert!(!registry.seal_generation("a", natural.generation, &natural.subscription));
+    assert!(!registry.stop("a"), "the process had already ended");
+    assert!(!registry.stop_generation("a", natural.generation));
+    assert!(!natural.subscription.is_stopped());
+    assert_eq!(registry.status("a"), ProcessStatus::Running);
+    assert!(registry.remove_generation("a", natural.generation));
+
+    let stopped = registry.register_tracked("b").unwrap();
+    assert!(registry.stop("b"));
+    assert!(registry.seal_generation("b", stopped.generation, &stopped.subscription));
   }
 }

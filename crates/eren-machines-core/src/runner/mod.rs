@@ -376,7 +376,13 @@ impl Supervisor {
     let result = RunResult {
       exit_code: status.and_then(|s| s.code()),
       signal: status.and_then(signal_of),
-      stopped: launched.subscription.is_stopped(),
+      // Decided once: a stop that comes after this is refused, so stop()
+      // never answers true for a run that reports stopped: false.
+      stopped: self.registry.seal_generation(
+        &self.session_id,
+        launched.subscription.generation,
+        &launched.subscription,
+      ),
     };
     let finished = self.handler.finished(&result);
     self.store_ops(finished);
