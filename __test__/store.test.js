@@ -325,6 +325,34 @@ describe('subscriptions and the process lifetime', () => {
   })
 })
 
+describe('several processes on one file', () => {
+  test('subscribe sees a session another process created and every message it commits, in order, once', async () => {
+    const file = tmpDb()
+    const store = SessionStore.open(file)
+    const other = spawn(
+      process.execPath,
+      [path.join(__dirname, 'fixtures', 'other-writer.js'), file, 'theirs', '300'],
+      {
+        stdio: ['pipe', 'pipe', 'inherit'],
+        env: { ...process.env, EREN_TEST_CHILD: '1' },
+      },
+    )
+    const exited = new Promise((resolve) => other.on('exit', resolve))
+    await new Promise((resolve) => other.stdout.on('data', (d) => String(d).includes('created') && resolve()))
+    const seen = collector()
+    const unsubscribe = store.subscribe('theirs', seen.cb, { afterSequence: 0 })
+    other.stdin.end('go\n')
+    await seen.until(300)
+    unsubscribe()
+    expect(seen.seen.map((m) => m.sequenceNumber)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1))
+    expect(seen.seen.map((m) => JSON.parse(m.content).content)).toEqual(
+      Array.from({ length: 300 }, (_, i) => `line ${i}`),
+    )
+    await exited
+    await store.close()
+  })
+})
+
 describe('settling without blocking the loop', () => {
   test('a replay of 1,000 stored messages yields to the event loop between slices', async () => {
     const store = SessionStore.inMemory()

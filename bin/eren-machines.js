@@ -13,9 +13,6 @@ const { render } = require('./render')
 
 class UsageError extends Error {}
 
-/** How often `log --follow` looks for new messages. */
-const FOLLOW_POLL_MS = 200
-
 /** $EREN_MACHINES_DB, else $XDG_DATA_HOME/eren-machines, else ~/.local/share/eren-machines. */
 function defaultDatabase(env = process.env) {
   if (env.EREN_MACHINES_DB) return { path: env.EREN_MACHINES_DB, from: '$EREN_MACHINES_DB' }
@@ -331,21 +328,24 @@ async function logCommand(args) {
   const store = openStore(values.db, { create: false })
   const print = values.json ? (m) => write(process.stdout, JSON.stringify(m)) : echoTo(process.stdout)
   try {
-    // --follow polls: the writer is usually another process (a `run` in
-    // another terminal), whose commits this process's subscriptions never see.
     let last = after
-    let stopped = !values.follow
-    const stop = new Promise((resolve) => {
-      process.once('SIGINT', resolve)
-      process.once('SIGTERM', resolve)
-    }).then(() => (stopped = true))
-    do {
-      for (const message of await store.messages(sessionId, { afterSequence: last })) {
-        print(message)
-        last = message.sequenceNumber
-      }
-      if (!stopped) await Promise.race([stop, new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS))])
-    } while (!stopped)
+    for (const message of await store.messages(sessionId, { afterSequence: last })) {
+      print(message)
+      last = message.sequenceNumber
+    }
+    if (values.follow) {
+      // The subscription sees what other processes (a `run` in another
+      // terminal) commit, too; it does not keep the process alive, so the
+      // wait for Ctrl-C does.
+      const keepAlive = setInterval(() => {}, 1 << 30)
+      const unsubscribe = store.subscribe(sessionId, print, { afterSequence: last })
+      await new Promise((resolve) => {
+        process.once('SIGINT', resolve)
+        process.once('SIGTERM', resolve)
+      })
+      unsubscribe()
+      clearInterval(keepAlive)
+    }
     return 0
   } finally {
     await store.close()

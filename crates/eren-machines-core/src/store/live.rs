@@ -17,7 +17,10 @@ pub type MessageSink = Box<dyn FnMut(&Message) + Send>;
 
 struct Subscriber {
   id: u64,
-  after: i64,
+  /// The highest sequence offered so far (or covered by the replay): the
+  /// local writer and the watch for other processes may both offer a
+  /// message, and it goes out once.
+  seen: i64,
   sink: MessageSink,
   /// `Some` while the stored backlog is being replayed.
   buffer: Option<Vec<Message>>,
@@ -25,9 +28,10 @@ struct Subscriber {
 
 impl Subscriber {
   fn offer(&mut self, message: &Message) {
-    if message.sequence_number <= self.after {
+    if message.sequence_number <= self.seen {
       return;
     }
+    self.seen = message.sequence_number;
     match &mut self.buffer {
       Some(buffer) => buffer.push(message.clone()),
       None => (self.sink)(message),
@@ -241,7 +245,7 @@ impl Live {
     let replay = after < last;
     session.subscribers.push(Subscriber {
       id,
-      after,
+      seen: after.max(last),
       sink,
       buffer: replay.then(Vec::new),
     });
@@ -256,6 +260,60 @@ impl Live {
       upto: last,
     });
     Ok((subscription, backlog))
+  }
+
+  pub fn knows(&self, session_id: &str) -> bool {
+    self.lock().sessions.contains_key(session_id)
+  }
+
+  /// Makes a session known that another process created.
+  pub fn adopt(&self, session_id: &str, last_sequence: i64) {
+    self
+      .lock()
+      .sessions
+      .entry(session_id.to_owned())
+      .or_insert_with(|| LiveSession {
+        last_sequence,
+        ..LiveSession::default()
+      });
+  }
+
+  pub fn has_subscribers(&self) -> bool {
+    self
+      .lock()
+      .sessions
+      .values()
+      .any(|session| !session.subscribers.is_empty())
+  }
+
+  /// Each subscribed session and the lowest sequence its subscribers have
+  /// seen: what another process may have committed beyond.
+  pub fn watched(&self) -> Vec<(String, i64)> {
+    self
+      .lock()
+      .sessions
+      .iter()
+      .filter_map(|(id, session)| {
+        let seen = session.subscribers.iter().map(|s| s.seen).min()?;
+        Some((id.clone(), seen))
+      })
+      .collect()
+  }
+
+  /// Offers messages another process committed, in order.
+  pub fn offer_external(&self, session_id: &str, messages: &[Message]) {
+    let mut state = self.lock();
+    let Some(session) = state.sessions.get_mut(session_id) else {
+      return;
+    };
+    if let Some(last) = messages.last() {
+      session.last_sequence = session.last_sequence.max(last.sequence_number);
+    }
+    for subscriber in &mut session.subscribers {
+      for message in messages {
+        subscriber.offer(message);
+      }
+    }
   }
 
   pub fn unsubscribe(&self, subscription: &SubscriptionId) {

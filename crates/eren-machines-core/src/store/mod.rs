@@ -292,15 +292,23 @@ impl SessionStore {
         )));
       }
     }
+    if !self.inner.live.knows(session_id) {
+      // Perhaps another process created it: look in the file.
+      if let Some(session) = self.get_session(session_id).wait()? {
+        self.inner.live.adopt(session_id, session.last_sequence);
+      }
+    }
     let (id, backlog) = self
       .inner
       .live
       .subscribe(session_id, after_sequence, sink)?;
-    if let Some(backlog) = backlog {
-      // If the reader is gone the store is closing; the subscription simply
-      // never receives its backlog, like any subscription of a closed store.
-      let _ = self.inner.reader.send(ReadJob::Backlog(backlog));
-    }
+    // If the reader is gone the store is closing; the subscription simply
+    // never receives its backlog, like any subscription of a closed store.
+    // Either job also starts the reader's watch for other processes.
+    let _ = self.inner.reader.send(match backlog {
+      Some(backlog) => ReadJob::Backlog(backlog),
+      None => ReadJob::Watch,
+    });
     Ok(id)
   }
 

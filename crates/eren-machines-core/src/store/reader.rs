@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 
 /// Rows read per step of a subscription's replay.
 const REPLAY_CHUNK: i64 = 1024;
+/// How often, while anyone subscribes, the reader looks for commits of
+/// other processes on the same file.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(40);
 
 pub enum ReadJob {
   GetSession {
@@ -28,6 +31,8 @@ pub enum ReadJob {
     reply: Reply<Vec<Message>>,
   },
   Backlog(Backlog),
+  /// A subscription began: look at other processes' commits from now on.
+  Watch,
   Shutdown {
     reply: Reply<()>,
   },
@@ -43,7 +48,23 @@ pub fn spawn(conn: Connection, live: Arc<Live>) -> Result<mpsc::Sender<ReadJob>>
 }
 
 fn run(conn: Connection, live: Arc<Live>, receiver: mpsc::Receiver<ReadJob>) {
-  while let Ok(job) = receiver.recv() {
+  let mut data_version = None;
+  loop {
+    let job = if live.has_subscribers() {
+      match receiver.recv_timeout(WATCH_EVERY) {
+        Ok(job) => job,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+          watch_other_processes(&conn, &live, &mut data_version);
+          continue;
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+      }
+    } else {
+      match receiver.recv() {
+        Ok(job) => job,
+        Err(_) => return,
+      }
+    };
     match job {
       ReadJob::GetSession { session_id, reply } => {
         let _ = reply.send(get_session(&conn, &session_id));
@@ -59,7 +80,11 @@ fn run(conn: Connection, live: Arc<Live>, receiver: mpsc::Receiver<ReadJob>) {
       } => {
         let _ = reply.send(messages(&conn, &session_id, after_sequence, limit));
       }
-      ReadJob::Backlog(backlog) => replay(&conn, &live, backlog),
+      ReadJob::Backlog(backlog) => {
+        replay(&conn, &live, backlog);
+        watch_other_processes(&conn, &live, &mut data_version);
+      }
+      ReadJob::Watch => watch_other_processes(&conn, &live, &mut data_version),
       ReadJob::Shutdown { reply } => {
         drop(conn);
         let _ = reply.send(Ok(()));
@@ -110,7 +135,7 @@ fn list_sessions(conn: &Connection) -> Result<Vec<Session>> {
     .map_err(Error::from)
 }
 
-fn session_key(conn: &Connection, session_id: &str) -> Result<Option<i64>> {
+pub(super) fn session_key(conn: &Connection, session_id: &str) -> Result<Option<i64>> {
   conn
     .prepare_cached("SELECT key FROM sessions WHERE session_id = ?1")
     .and_then(|mut s| {
@@ -121,7 +146,7 @@ fn session_key(conn: &Connection, session_id: &str) -> Result<Option<i64>> {
 }
 
 /// Messages of one session with `after < sequence <= upto`, at most `limit`.
-fn read_range(
+pub(super) fn read_range(
   conn: &Connection,
   key: i64,
   session_id: &str,
@@ -157,6 +182,35 @@ fn messages(
   let key =
     session_key(conn, session_id)?.ok_or_else(|| Error::SessionNotFound(session_id.to_owned()))?;
   read_range(conn, key, session_id, after, i64::MAX, limit.unwrap_or(-1))
+}
+
+/// Delivers to this store's subscribers what other processes committed on
+/// the same file since the last look. `PRAGMA data_version` changes when
+/// another connection commits (this store's own writer included: its
+/// messages are then found already seen and skipped).
+fn watch_other_processes(conn: &Connection, live: &Live, last: &mut Option<i64>) {
+  let Ok(version) = conn.pragma_query_value(None, "data_version", |row| row.get::<_, i64>(0))
+  else {
+    return;
+  };
+  if *last == Some(version) {
+    return;
+  }
+  *last = Some(version);
+  for (session_id, seen) in live.watched() {
+    let Ok(Some(key)) = session_key(conn, &session_id) else {
+      continue;
+    };
+    let mut after = seen;
+    loop {
+      let chunk = match read_range(conn, key, &session_id, after, i64::MAX, REPLAY_CHUNK) {
+        Ok(chunk) if !chunk.is_empty() => chunk,
+        _ => break,
+      };
+      after = chunk.last().map_or(after, |m| m.sequence_number);
+      live.offer_external(&session_id, &chunk);
+    }
+  }
 }
 
 fn replay(conn: &Connection, live: &Live, backlog: Backlog) {

@@ -520,3 +520,35 @@ fn a_version_1_database_is_migrated_in_place() {
     .wait()
     .unwrap();
 }
+
+#[test]
+fn subscribers_see_sessions_and_messages_that_another_store_on_the_file_commits() {
+  let dir = TempDir::new("cross-process");
+  let path = dir.path().join("sessions.db");
+  let watcher = SessionStore::open(&path).unwrap();
+  let other = SessionStore::open(&path).unwrap();
+  // Created by the other store after this one opened.
+  other.create_session(Some("s")).wait().unwrap();
+  other.append("s", "before".into()).wait().unwrap();
+  let (sender, received) = std::sync::mpsc::channel();
+  let sink: MessageSink = Box::new(move |m: &Message| {
+    let _ = sender.send((m.sequence_number, m.content.clone()));
+  });
+  watcher.subscribe("s", Some(0), sink).unwrap();
+  for i in 0..50 {
+    other.append("s", format!("m{i}")).wait().unwrap();
+  }
+  // And a write of our own in between, which must not come twice.
+  watcher.append("s", "ours".into()).wait().unwrap();
+  let wait = std::time::Duration::from_secs(10);
+  let got: Vec<(i64, String)> = (0..52)
+    .map(|_| received.recv_timeout(wait).unwrap())
+    .collect();
+  let sequences: Vec<i64> = got.iter().map(|(s, _)| *s).collect();
+  assert_eq!(sequences, (1..=52).collect::<Vec<_>>());
+  assert_eq!(got[0].1, "before");
+  assert_eq!(got[51].1, "ours");
+  assert!(received
+    .recv_timeout(std::time::Duration::from_millis(200))
+    .is_err());
+}

@@ -15,6 +15,7 @@ use super::host;
 use super::live::{Event, Live};
 use super::model::{now_ms, AgentStatus, Message};
 use super::pending::Reply;
+use super::reader;
 use crate::error::{Error, Result};
 
 /// Most commands in one transaction; bounds the latency of a single commit.
@@ -335,6 +336,9 @@ impl Writer {
     if version != self.data_version {
       self.state = WriterState::load(&tx)?;
       self.live.refresh(self.state.committed_sequences());
+      // What the other process committed reaches this store's subscribers
+      // before anything this batch appends, so they see no gap.
+      deliver_external(&tx, &self.live)?;
       self.data_version = version;
     }
     let first_message_id = self.state.next_message_id;
@@ -588,6 +592,19 @@ impl Batch<'_> {
       .execute(params![session.key])?;
     Ok(true)
   }
+}
+
+/// Offers subscribers the messages another process committed beyond what
+/// they have seen.
+fn deliver_external(tx: &Transaction, live: &Live) -> Result<()> {
+  for (session_id, seen) in live.watched() {
+    let Some(key) = reader::session_key(tx, &session_id)? else {
+      continue;
+    };
+    let messages = reader::read_range(tx, key, &session_id, seen, i64::MAX, -1)?;
+    live.offer_external(&session_id, &messages);
+  }
+  Ok(())
 }
 
 /// Inserts `contents` into one session, numbered consecutively.
