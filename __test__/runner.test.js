@@ -338,6 +338,34 @@ describe('spawnTerminal', () => {
     }
   })
 
+  test('onMessage that falls behind makes the run stop reading the child, so nothing piles up', async () => {
+    const ctx = await setup()
+    const blocked = deferred()
+    let calls = 0
+    let storedWhileBlocked = null
+    const run = await terminal(ctx, {
+      command: 'sh',
+      // Lines of 1,000 characters, as fast as the pipe takes them.
+      args: ['-c', 'line=$(printf "%01000d" 0); while :; do echo "$line"; done'],
+      onMessage: () => {
+        calls += 1
+        if (calls === 1) {
+          // A host busy for half a second: without backpressure the run
+          // would store some hundred thousand lines meanwhile.
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500)
+          ctx.store.getSession(ctx.sessionId).then((s) => {
+            storedWhileBlocked = s.lastSequence
+            blocked.resolve()
+          })
+        }
+      },
+    })
+    await blocked.promise
+    ctx.registry.stop(ctx.sessionId)
+    await run.exited
+    expect(storedWhileBlocked).toBeLessThan(10000)
+  })
+
   test("a worker's terminate() stops the runs it started", async () => {
     const { Worker } = require('node:worker_threads')
     const worker = new Worker(path.join(__dirname, 'fixtures', 'run-worker.js'))

@@ -42,6 +42,8 @@ struct Shared {
   /// A wake (or a scheduled slice) is on its way to the JS thread.
   waking: AtomicBool,
   wake: Wake,
+  /// The context is gone: nobody will drain the queue any more.
+  closed: AtomicBool,
 }
 
 impl Shared {
@@ -91,6 +93,7 @@ pub struct OwnedRun {
 /// process): its runs must not outlive it with nobody left to stop them.
 impl Drop for Channel {
   fn drop(&mut self) {
+    self.shared.closed.store(true, Ordering::Release);
     for run in self.runs.take() {
       run
         .registry
@@ -132,6 +135,7 @@ impl Channel {
         queue: Mutex::new(VecDeque::new()),
         waking: AtomicBool::new(false),
         wake,
+        closed: AtomicBool::new(false),
       }),
       deferreds: RefCell::default(),
       sinks: RefCell::default(),
@@ -269,6 +273,7 @@ where
 pub fn message_sink(
   env: &Env,
   cb: &Callback<JsMessage>,
+  flow: Flow,
 ) -> napi::Result<(core::MessageSink, SinkId)> {
   let channel = Channel::of(env)?;
   let id = channel.next_id();
@@ -282,6 +287,10 @@ pub fn message_sink(
   let sink = Sink {
     id,
     shared: channel.shared.clone(),
+    backlog: match flow {
+      Flow::Free => None,
+      Flow::Backpressure => Some(Arc::default()),
+    },
   };
   Ok((Box::new(move |message| sink.deliver(message)), SinkId(id)))
 }
@@ -311,17 +320,57 @@ pub fn hold_replay(env: &Env, id: SinkId, until: i64) -> napi::Result<()> {
   Ok(())
 }
 
+/// Whether the thread that hands messages over may be made to wait.
+#[derive(Clone, Copy)]
+pub enum Flow {
+  /// Never wait: a subscription is fed by the store's own threads.
+  Free,
+  /// Wait while the callback is [`BACKLOG`] messages behind: a run's
+  /// supervisor then stops reading the child, whose pipe fills and slows it,
+  /// so memory never grows with the output.
+  Backpressure,
+}
+
+/// Messages a backpressured callback may fall behind by.
+const BACKLOG: usize = 1024;
+
+/// How far a callback is behind, and where the waiting thread sleeps.
+#[derive(Default)]
+struct Backlog {
+  behind: Mutex<usize>,
+  caught_up: std::sync::Condvar,
+}
+
 /// A store thread's handle on one JS callback.
 struct Sink {
   id: u64,
   shared: Arc<Shared>,
+  backlog: Option<Arc<Backlog>>,
 }
 
 impl Sink {
   fn deliver(&self, message: &core::Message) {
     let id = self.id;
     let message = JsMessage::from(message.clone());
+    let backlog = self.backlog.clone();
+    if let Some(backlog) = &backlog {
+      let mut behind = backlog.behind.lock().unwrap_or_else(|p| p.into_inner());
+      while *behind >= BACKLOG && !self.shared.closed.load(Ordering::Acquire) {
+        // Timed, so a context torn down while we wait is noticed.
+        behind = backlog
+          .caught_up
+          .wait_timeout(behind, std::time::Duration::from_millis(100))
+          .unwrap_or_else(|p| p.into_inner())
+          .0;
+      }
+      *behind += 1;
+    }
     self.shared.push(Box::new(move |env, channel| {
+      if let Some(backlog) = backlog {
+        let mut behind = backlog.behind.lock().unwrap_or_else(|p| p.into_inner());
+        *behind = behind.saturating_sub(1);
+        backlog.caught_up.notify_one();
+      }
       let sequence = message.sequence_number;
       let (callback, replayed) = {
         let mut sinks = channel.sinks.borrow_mut();

@@ -7,7 +7,7 @@ use napi_derive::napi;
 
 use crate::args::{Callback, Options, SessionId, StringMap, Text};
 use crate::error::{coded, Failure, Result};
-use crate::promise::{message_sink, own_run, promise, OwnedRun};
+use crate::promise::{message_sink, own_run, promise, Flow, OwnedRun};
 use crate::registry::RegistryArg;
 use crate::store::{JsMessage, StoreArg};
 use crate::tool_permission::tool_sink;
@@ -56,7 +56,7 @@ fn common(js: &Env, opts: &Options) -> Result<Common> {
   let kill_grace = opts.count("killGraceMs")?;
   let on_message: Option<Callback<JsMessage>> = opts.get("onMessage", "a function")?;
   let on_message = match on_message {
-    Some(cb) => Some(message_sink(js, &cb)?.0),
+    Some(cb) => Some(message_sink(js, &cb, Flow::Backpressure)?.0),
     None => None,
   };
   let mut env: Vec<(String, String)> = env.map(|map| map.0).unwrap_or_default();
