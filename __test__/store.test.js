@@ -580,6 +580,40 @@ describe('session ids are checked the same way at every entry point', () => {
   })
 })
 
+describe('every error has a code', () => {
+  const { ProcessRegistry, StopHandle, spawnTerminal } = require('..')
+
+  test('new SessionStore() and new StopHandle() are INVALID_ARGUMENT', () => {
+    expect(thrownBy(() => new SessionStore()).code).toBe('INVALID_ARGUMENT')
+    expect(thrownBy(() => new StopHandle()).code).toBe('INVALID_ARGUMENT')
+    // The handles the package makes are unaffected.
+    expect(new ProcessRegistry().register('fine').sessionId).toBe('fine')
+  })
+
+  test('options whose getters or Proxy traps throw are INVALID_ARGUMENT, not the trap error', async () => {
+    const store = SessionStore.inMemory()
+    await store.createSession('s')
+    const trap = new Proxy(
+      {},
+      {
+        get() {
+          throw new Error('trap')
+        },
+      },
+    )
+    const getter = {
+      get limit() {
+        throw new Error('getter')
+      },
+    }
+    expect(await codeOf(() => spawnTerminal(trap))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(() => store.messages('s', getter))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(() => store.messages('s', trap))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(() => SessionStore.open(tmpDb(), trap))).toBe('INVALID_ARGUMENT')
+    expect(thrownBy(() => store.subscribe('s', () => {}, trap)).code).toBe('INVALID_ARGUMENT')
+  })
+})
+
 describe('bad input stores nothing', () => {
   test('an event that is not JSON, or is an array, rejects INVALID_JSON and leaves lastSequence unchanged', async () => {
     const store = SessionStore.inMemory()

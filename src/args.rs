@@ -8,7 +8,22 @@ use eren_machines_core::session_id::validate_session_id;
 use eren_machines_core::Error;
 
 pub fn invalid_argument(env: sys::napi_env, message: String) -> napi::Error {
+  clear_pending_exception(env);
   coded(env, Error::InvalidArgument(message))
+}
+
+/// Drops a JS exception that a throwing getter or Proxy trap left pending
+/// while an argument was read, so that the caller sees our coded error.
+fn clear_pending_exception(env: sys::napi_env) {
+  let mut pending = false;
+  // SAFETY: plain Node-API calls on the JS thread of `env`.
+  unsafe {
+    sys::napi_is_exception_pending(env, &mut pending);
+    if pending {
+      let mut exception = std::ptr::null_mut();
+      sys::napi_get_and_clear_last_exception(env, &mut exception);
+    }
+  }
 }
 
 fn expect_type(
@@ -179,7 +194,10 @@ impl Options {
     name: &str,
     expected: &str,
   ) -> std::result::Result<Option<T>, Error> {
-    let invalid = || Error::InvalidArgument(format!("{name} must be {expected}"));
+    let invalid = || {
+      clear_pending_exception(self.env);
+      Error::InvalidArgument(format!("{name} must be {expected}"))
+    };
     match self.field(name) {
       Ok(None) => Ok(None),
       Ok(Some(value)) => unsafe { T::from_napi_value(self.env, value) }
@@ -202,7 +220,10 @@ impl Options {
 
   /// A whole number of at least 0, or `None` when the field is absent.
   pub fn count(&self, name: &str) -> std::result::Result<Option<i64>, Error> {
-    let bad = || Error::InvalidArgument(format!("{name} must be an integer of 0 or more"));
+    let bad = || {
+      clear_pending_exception(self.env);
+      Error::InvalidArgument(format!("{name} must be an integer of 0 or more"))
+    };
     let read = || -> Result<Option<f64>> {
       let Some(value) = self.field(name)? else {
         return Ok(None);

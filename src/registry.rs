@@ -353,6 +353,15 @@ pub struct StopHandle {
 
 #[napi]
 impl StopHandle {
+  /// Not for use: a handle comes from `registry.register(sessionId)`.
+  /// Throws `INVALID_ARGUMENT`.
+  #[napi(constructor, skip_typescript)]
+  pub fn new() -> Result<Self> {
+    Err(Failure::from(eren_machines_core::Error::InvalidArgument(
+      "use registry.register(sessionId), not new StopHandle()".into(),
+    )))
+  }
+
   #[napi(getter)]
   pub fn session_id(&self) -> String {
     self.session_id.clone()

@@ -89,6 +89,15 @@ pub struct SessionStore {
 
 #[napi]
 impl SessionStore {
+  /// Not for use: a store comes from `SessionStore.open(path)` or
+  /// `SessionStore.inMemory()`. Throws `INVALID_ARGUMENT`.
+  #[napi(constructor, skip_typescript)]
+  pub fn new() -> Result<Self> {
+    Err(Failure::from(eren_machines_core::Error::InvalidArgument(
+      "use SessionStore.open(path) or SessionStore.inMemory(), not new SessionStore()".into(),
+    )))
+  }
+
   /// Opens a database file, creating it (mode 0600) if absent. An existing
   /// file keeps its mode. The path is a plain file path, never a URI;
   /// `':memory:'` is refused (use `inMemory()`). `durability` is `'full'`
