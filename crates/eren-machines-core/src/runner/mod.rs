@@ -437,27 +437,13 @@ impl Supervisor {
     let pid = child.id();
     let (events, receiver) = mpsc::sync_channel(READ_BUFFER);
     let overlong = self.handler.overlong();
-    for (stream, pipe) in [
-      (
-        Stream::Stdout,
-        child
-          .stdout
-          .take()
-          .map(|p| Box::new(p) as Box<dyn Read + Send>),
-      ),
-      (
-        Stream::Stderr,
-        child
-          .stderr
-          .take()
-          .map(|p| Box::new(p) as Box<dyn Read + Send>),
-      ),
-    ] {
-      let events = events.clone();
-      helper_thread("eren-pipe", move || {
-        read_lines(stream, pipe, overlong, events)
-      });
-    }
+    // One reader for both pipes, so lines keep the order they arrived in
+    // across stdout and stderr.
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let reader_events = events.clone();
+    helper_thread("eren-pipes", move || {
+      read_pipes(stdout, stderr, overlong, reader_events)
+    });
     if let Some(stdin) = child.stdin.take() {
       let (lines, pending_lines) = mpsc::channel();
       helper_thread("eren-stdin", move || write_stdin(stdin, pending_lines));
@@ -737,38 +723,105 @@ fn write_stdin(mut stdin: ChildStdin, lines: mpsc::Receiver<Vec<u8>>) {
   }
 }
 
-fn read_lines(
-  stream: Stream,
-  pipe: Option<Box<dyn Read + Send>>,
+/// Reads stdout and stderr on one thread, whichever has data first, until
+/// both are closed. Once the supervisor is gone the pipes are still
+/// drained, so the child never blocks on a full pipe.
+fn read_pipes(
+  stdout: Option<std::process::ChildStdout>,
+  stderr: Option<std::process::ChildStderr>,
   overlong: Overlong,
   events: mpsc::SyncSender<Event>,
 ) {
-  if let Some(mut pipe) = pipe {
-    let mut splitter = lines::LineSplitter::new(overlong);
-    let mut buffer = vec![0u8; 64 * 1024];
-    // Once the supervisor is gone the pipe is still drained, so the child
-    // never blocks on a full pipe.
-    let mut open = true;
-    let mut send = |lines: Vec<Line>| {
-      if open && !lines.is_empty() {
-        open = events.send(Event::Lines(stream, lines)).is_ok();
-      }
-    };
-    loop {
-      let mut lines = Vec::new();
-      match pipe.read(&mut buffer) {
-        Ok(0) => break,
-        Ok(n) => splitter.push(&buffer[..n], &mut |line| lines.push(line)),
-        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+  use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+  use std::os::fd::AsFd;
+
+  struct Pipe {
+    stream: Stream,
+    reader: Box<dyn Read + Send>,
+    fd: std::os::fd::OwnedFd,
+    splitter: lines::LineSplitter,
+    open: bool,
+  }
+  let pipe = |stream, reader: Option<Box<dyn Read + Send>>, fd: Option<std::os::fd::OwnedFd>| {
+    Some(Pipe {
+      stream,
+      reader: reader?,
+      fd: fd?,
+      splitter: lines::LineSplitter::new(overlong),
+      open: true,
+    })
+  };
+  let dup =
+    |fd: Option<std::os::fd::BorrowedFd<'_>>| fd.and_then(|fd| fd.try_clone_to_owned().ok());
+  let out_fd = dup(stdout.as_ref().map(|p| p.as_fd()));
+  let err_fd = dup(stderr.as_ref().map(|p| p.as_fd()));
+  let mut pipes: Vec<Pipe> = [
+    pipe(
+      Stream::Stdout,
+      stdout.map(|p| Box::new(p) as Box<dyn Read + Send>),
+      out_fd,
+    ),
+    pipe(
+      Stream::Stderr,
+      stderr.map(|p| Box::new(p) as Box<dyn Read + Send>),
+      err_fd,
+    ),
+  ]
+  .into_iter()
+  .flatten()
+  .collect();
+  let mut supervised = true;
+  let mut send = |event: Event| {
+    if supervised {
+      supervised = events.send(event).is_ok();
+    }
+  };
+  let mut buffer = vec![0u8; 64 * 1024];
+  while pipes.iter().any(|p| p.open) {
+    let ready: Vec<bool> = {
+      let mut fds: Vec<PollFd> = pipes
+        .iter()
+        .filter(|p| p.open)
+        .map(|p| PollFd::new(p.fd.as_fd(), PollFlags::POLLIN))
+        .collect();
+      match poll(&mut fds, PollTimeout::NONE) {
+        Ok(_) => fds
+          .iter()
+          .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+          .collect(),
+        Err(nix::errno::Errno::EINTR) => continue,
         Err(_) => break,
       }
-      send(lines);
+    };
+    let mut ready = ready.into_iter();
+    for pipe in pipes.iter_mut().filter(|p| p.open) {
+      if !ready.next().unwrap_or(false) {
+        continue;
+      }
+      let mut lines = Vec::new();
+      match pipe.reader.read(&mut buffer) {
+        Ok(0) => pipe.open = false,
+        Ok(n) => pipe
+          .splitter
+          .push(&buffer[..n], &mut |line| lines.push(line)),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+        Err(_) => pipe.open = false,
+      }
+      if !lines.is_empty() {
+        send(Event::Lines(pipe.stream, lines));
+      }
     }
-    let mut last = Vec::new();
-    splitter.finish(&mut |line| last.push(line));
-    send(last);
   }
-  let _ = events.send(Event::ReaderDone);
+  for pipe in pipes {
+    let mut last = Vec::new();
+    pipe.splitter.finish(&mut |line| last.push(line));
+    if !last.is_empty() {
+      send(Event::Lines(pipe.stream, last));
+    }
+  }
+  // The supervisor counts one end per stream.
+  send(Event::ReaderDone);
+  send(Event::ReaderDone);
 }
 
 fn signal_of(status: ExitStatus) -> Option<String> {

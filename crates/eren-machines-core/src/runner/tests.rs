@@ -243,3 +243,22 @@ fn a_run_cannot_start_on_a_store_that_is_closed() {
   assert_eq!(err.code(), "STORE_CLOSED");
   assert!(registry.is_empty());
 }
+
+#[test]
+fn lines_written_apart_are_stored_in_the_order_written_across_stdout_and_stderr() {
+  let (store, registry) = setup("t");
+  // Apart by more than a scheduling hiccup of a loaded 2-core machine.
+  let script =
+    "echo out1; sleep 0.02; echo err1 >&2; sleep 0.02; echo out2; sleep 0.02; echo err2 >&2";
+  for round in 0..20 {
+    store.delete_session("t").wait().unwrap();
+    store.create_session(Some("t")).wait().unwrap();
+    let run = run(&store, &registry, "t", sh(script));
+    run.exited.wait().unwrap();
+    let order: Vec<String> = contents(&store, "t")
+      .iter()
+      .filter_map(|v| v["content"].as_str().map(str::to_owned))
+      .collect();
+    assert_eq!(order, ["out1", "err1", "out2", "err2"], "round {round}");
+  }
+}

@@ -166,13 +166,34 @@ pub fn open(location: &Location, migrate: bool, durability: Durability) -> Resul
     // WAL: readers never block the writer. FULL: a commit survives power
     // loss, not only a crash of the host; group commit pays one fsync per
     // batch, not per message. NORMAL leaves the fsync to checkpoints.
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    if migrate {
+      // Persistent in the file: the writer's connection sets it once. Other
+      // processes switching the same new file at the same moment may find
+      // it locked without SQLite's busy handler being asked, so retry.
+      retry_while_busy(|| conn.pragma_update(None, "journal_mode", "WAL"))?;
+    }
     conn.pragma_update(None, "synchronous", durability.pragma())?;
   }
   if migrate {
     migrate_schema(&conn)?;
   }
   Ok(conn)
+}
+
+/// Runs `step` until it is not refused with SQLITE_BUSY, for as long as the
+/// store's busy timeout.
+fn retry_while_busy(mut step: impl FnMut() -> rusqlite::Result<()>) -> Result<()> {
+  let deadline = std::time::Instant::now() + Duration::from_secs(10);
+  loop {
+    match step() {
+      Err(rusqlite::Error::SqliteFailure(e, _))
+        if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+      {
+        std::thread::sleep(Duration::from_millis(5));
+      }
+      other => return Ok(other?),
+    }
+  }
 }
 
 fn check_ours(conn: &Connection) -> Result<()> {
