@@ -207,14 +207,7 @@ test('interrupt() ends the turn mid-request; the CLI stays for the next message'
   const hung = api.requests.length
   const { store, sessionId, run, until } = await claude({ prompt: 'HANG', conversation: true })
   // The model request is open: the turn is in progress.
-  await new Promise((resolve) => {
-    const poll = setInterval(() => {
-      if (api.requests.length > hung) {
-        clearInterval(poll)
-        resolve()
-      }
-    }, 20)
-  })
+  await api.untilRequests(hung)
   expect((await store.getSession(sessionId)).agentStatus).toBe('running')
   await run.interrupt()
   await until((c) => c.type === 'result')
@@ -229,14 +222,8 @@ test('interrupt() ends the turn mid-request; the CLI stays for the next message'
 test('a stop interrupts the CLI with SIGINT: its own closing result is stored, then not_available', async () => {
   const hung = api.requests.length
   const { store, registry, sessionId, run } = await claude({ prompt: 'HANG' })
-  await new Promise((resolve) => {
-    const poll = setInterval(() => {
-      if (api.requests.length > hung) {
-        clearInterval(poll)
-        resolve()
-      }
-    }, 20)
-  })
+  // The model request is open: the turn is in progress.
+  await api.untilRequests(hung)
   registry.stop(sessionId)
   const result = await run.exited
   expect(result.stopped).toBe(true)

@@ -55,6 +55,19 @@ struct State {
   next_id: u64,
 }
 
+impl State {
+  /// A new id for something registered on `session_id`, and the session.
+  fn register(&mut self, session_id: &str) -> Result<(u64, &mut LiveSession)> {
+    self.next_id += 1;
+    let id = self.next_id;
+    let session = self
+      .sessions
+      .get_mut(session_id)
+      .ok_or_else(|| Error::SessionNotFound(session_id.to_owned()))?;
+    Ok((id, session))
+  }
+}
+
 /// Identifies one subscription; pass it to `unsubscribe`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionId {
@@ -172,12 +185,7 @@ impl Live {
   /// watcher is ended with [`end_all`](Self::end_all).
   pub fn watch_end(&self, session_id: &str, watcher: EndWatcher) -> Result<EndWatchId> {
     let mut state = self.lock();
-    state.next_id += 1;
-    let id = state.next_id;
-    let session = state
-      .sessions
-      .get_mut(session_id)
-      .ok_or_else(|| Error::SessionNotFound(session_id.to_owned()))?;
+    let (id, session) = state.register(session_id)?;
     session.end_watchers.push((id, watcher));
     Ok(EndWatchId {
       session_id: session_id.to_owned(),
@@ -234,12 +242,7 @@ impl Live {
     sink: MessageSink,
   ) -> Result<(SubscriptionId, Option<Backlog>)> {
     let mut state = self.lock();
-    state.next_id += 1;
-    let id = state.next_id;
-    let session = state
-      .sessions
-      .get_mut(session_id)
-      .ok_or_else(|| Error::SessionNotFound(session_id.to_owned()))?;
+    let (id, session) = state.register(session_id)?;
     let last = session.last_sequence;
     let after = after.unwrap_or(last);
     let replay = after < last;
