@@ -110,7 +110,7 @@ impl SessionStore {
   }
 
   fn open_location(location: Location, durability: Durability) -> Result<Self> {
-    let write_conn = schema::open(&location, true, durability)?;
+    let write_conn = schema::open_retrying(&location, durability)?;
     let read_conn = schema::open(&location, false, durability)?;
     let state = writer::WriterState::load(&write_conn)?;
     let live = Arc::new(Live::new(state.committed_sequences()));

@@ -180,6 +180,24 @@ pub fn open(location: &Location, migrate: bool, durability: Durability) -> Resul
   Ok(conn)
 }
 
+/// Opens the writer's connection. Several processes creating the same new
+/// file at once contend for its first locks, and SQLite does not always ask
+/// its busy handler then (while the file changes journal mode, say), so a
+/// refusal for a lock is tried again, for as long as the busy timeout.
+pub fn open_retrying(location: &Location, durability: Durability) -> Result<Connection> {
+  let deadline = std::time::Instant::now() + Duration::from_secs(10);
+  loop {
+    match open(location, true, durability) {
+      Err(Error::Armin(reason))
+        if reason.contains("database is locked") && std::time::Instant::now() < deadline =>
+      {
+        std::thread::sleep(Duration::from_millis(5));
+      }
+      other => return other,
+    }
+  }
+}
+
 /// Runs `step` until it is not refused with SQLITE_BUSY, for as long as the
 /// store's busy timeout.
 fn retry_while_busy(mut step: impl FnMut() -> rusqlite::Result<()>) -> Result<()> {
