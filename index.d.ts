@@ -82,6 +82,16 @@ export interface ClaudeRun extends Run {
   end(): void
 }
 
+/** A terminal run started by `spawnTerminal`. */
+export interface TerminalRun extends Run {
+  /** Writes to the child's stdin (`stdin: 'pipe'`); settles once the bytes are in the pipe. Never stored. `INVALID_ARGUMENT` without a stdin pipe or after `end()`, `NOT_RUNNING` once the run ended. */
+  write(data: string | Uint8Array): Promise<void>
+  /** Closes the child's stdin (EOF). */
+  end(): void
+  /** For runs in a pseudo-terminal; not available yet: `INVALID_ARGUMENT`. */
+  resize(cols: number, rows: number): void
+}
+
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
@@ -272,7 +282,9 @@ export declare function spawnClaude(opts: ClaudeOptions): Promise<ClaudeRun>
 
 /**
  * Spawns `command` with `args` into the session: no shell, a new process
- * group, stdin closed. Every stdout and stderr line is stored as a
+ * group, stdin closed (or a pipe with `stdin: 'pipe'`, for `write()` and
+ * `end()`; what is written is never stored). Every stdout and stderr line
+ * is stored, in the order it arrived, as a
  * `terminal_output` message, then `terminal_finished` with `exit_code`,
  * `signal` and `stopped`. `registry.stop(sessionId)` sends SIGTERM to the
  * group, then SIGKILL after `killGraceMs` (default 3000). `env` is added to
@@ -281,7 +293,7 @@ export declare function spawnClaude(opts: ClaudeOptions): Promise<ClaudeRun>
  * spawned) or `SPAWN_FAILED` (no registration is left behind; the message
  * names the `PATH` searched, or the missing `cwd`).
  */
-export declare function spawnTerminal(opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; clearEnv?: boolean; killGraceMs?: number; onMessage?: (m: Message) => void }): Promise<Run>
+export declare function spawnTerminal(opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdin?: 'ignore' | 'pipe'; killGraceMs?: number; onMessage?: (m: Message) => void }): Promise<TerminalRun>
 
 export declare namespace claudeBridge {
   /** Sets the agent status to `'idle'`. */

@@ -195,11 +195,12 @@ describe('conversation', () => {
   })
 
   test('send after end() is INVALID_ARGUMENT and writes nothing', async () => {
-    const { run } = await claude({ prompt: 'hang', conversation: true })
+    const { run, registry } = await claude({ prompt: 'hang', conversation: true })
     run.end()
     expect(await codeOf(() => run.send('no'))).toBe('INVALID_ARGUMENT')
     expect(await codeOf(() => run.send(5))).toBe('INVALID_ARGUMENT')
-    await run.interrupt().catch(() => {})
+    expect(await codeOf(() => run.interrupt())).toBe('INVALID_ARGUMENT')
+    registry.stop('c')
     await run.exited
   })
 

@@ -366,6 +366,39 @@ describe('spawnTerminal', () => {
     expect(storedWhileBlocked).toBeLessThan(10000)
   })
 
+  test("stdin: 'pipe' takes write() of strings and bytes in order, end() sends EOF, and input is never stored", async () => {
+    const ctx = await setup()
+    const run = await terminal(ctx, {
+      command: 'sh',
+      args: ['-c', 'read answer; echo "got $answer"; cat'],
+      stdin: 'pipe',
+    })
+    await run.write('hunter')
+    await run.write(Buffer.from('2\n'))
+    await run.write(new Uint8Array([0x6d, 0x6f, 0x72, 0x65, 0x0a]))
+    run.end()
+    expect((await run.exited).exitCode).toBe(0)
+    const lines = (await parsed(ctx.store, ctx.sessionId))
+      .filter((c) => c.type === 'terminal_output')
+      .map((c) => c.content)
+    expect(lines).toEqual(['got hunter2', 'more'])
+    const raw = (await ctx.store.messages(ctx.sessionId)).map((m) => m.content).join('\n')
+    expect(raw.match(/hunter2/g)).toHaveLength(1)
+  })
+
+  test('write() without a stdin pipe or of the wrong type is INVALID_ARGUMENT, after the run NOT_RUNNING; resize is for pseudo-terminals', async () => {
+    const ctx = await setup()
+    const run = await terminal(ctx, { command: 'sleep', args: ['30'] })
+    expect(await codeOf(() => run.write('x'))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(() => run.write(42))).toBe('INVALID_ARGUMENT')
+    expect(await codeOf(() => run.resize(80, 24))).toBe('INVALID_ARGUMENT')
+    ctx.registry.stop(ctx.sessionId)
+    await run.exited
+    expect(await codeOf(() => run.write('late'))).toBe('NOT_RUNNING')
+    run.end()
+    expect(await codeOf(() => terminal(ctx, { command: 'true', stdin: 'yes' }))).toBe('INVALID_ARGUMENT')
+  })
+
   test("a worker's terminate() stops the runs it started", async () => {
     const { Worker } = require('node:worker_threads')
     const worker = new Worker(path.join(__dirname, 'fixtures', 'run-worker.js'))

@@ -113,6 +113,26 @@ impl FromNapiValue for StringMap {
   }
 }
 
+/// Bytes to write: a string (as UTF-8) or a `Uint8Array` (a `Buffer` too).
+pub struct Bytes(pub Vec<u8>);
+
+impl FromNapiValue for Bytes {
+  unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+    if type_of!(env, value)? == ValueType::String {
+      return Ok(Bytes(
+        unsafe { String::from_napi_value(env, value)? }.into_bytes(),
+      ));
+    }
+    match unsafe { Uint8Array::from_napi_value(env, value) } {
+      Ok(array) => Ok(Bytes(array.to_vec())),
+      Err(_) => Err(invalid_argument(
+        env,
+        "expected a string or a Uint8Array".into(),
+      )),
+    }
+  }
+}
+
 /// A JS function.
 pub struct Callback<'scope, Args: JsValuesTupleIntoVec>(
   pub Function<'scope, Args, Unknown<'static>>,

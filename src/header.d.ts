@@ -81,3 +81,13 @@ export interface ClaudeRun extends Run {
   /** No more input: the CLI exits after its turn. */
   end(): void
 }
+
+/** A terminal run started by `spawnTerminal`. */
+export interface TerminalRun extends Run {
+  /** Writes to the child's stdin (`stdin: 'pipe'`); settles once the bytes are in the pipe. Never stored. `INVALID_ARGUMENT` without a stdin pipe or after `end()`, `NOT_RUNNING` once the run ended. */
+  write(data: string | Uint8Array): Promise<void>
+  /** Closes the child's stdin (EOF). */
+  end(): void
+  /** For runs in a pseudo-terminal; not available yet: `INVALID_ARGUMENT`. */
+  resize(cols: number, rows: number): void
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::args::{Callback, Options, SessionId, StringMap, Text};
+use crate::args::{Bytes, Callback, Options, SessionId, StringMap, Text};
 use crate::error::{coded, Failure, Result};
 use crate::promise::{message_sink, own_run, promise, Flow, OwnedRun};
 use crate::registry::RegistryArg;
@@ -115,8 +115,9 @@ fn start<'env>(
       object.set("pid", run.pid)?;
       let exited = promise(env, run.exited, JsRunResult::from).map_err(|e| coded(env.raw(), e))?;
       object.set("exited", exited)?;
-      if let Surface::Claude = surface {
-        claude_methods(env, &mut object, run.input)?;
+      match surface {
+        Surface::Claude => claude_methods(env, &mut object, run.input)?,
+        Surface::Terminal => terminal_methods(env, &mut object, run.input)?,
       }
       Ok(object)
     })
@@ -129,6 +130,38 @@ fn detach<T>(env: &Env, made: Result<PromiseRaw<'_, T>>) -> napi::Result<Unknown
   let made = made.map_err(|e| coded(env.raw(), e))?;
   // SAFETY: the value is returned to JS right away, from the same call.
   Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), made.raw()) })
+}
+
+/// `write`, `end` and `resize` of a terminal run.
+fn terminal_methods(env: &Env, object: &mut Object, input: RunInput) -> napi::Result<()> {
+  let writer = input.clone();
+  object.set(
+    "write",
+    env.create_function_from_closure::<Unknown, _, _>("write", move |ctx| {
+      let Bytes(data) = ctx.get(0)?;
+      let pending = writer.request(|reply| HostInput::Write { data, reply });
+      detach(ctx.env, promise(ctx.env, pending, |()| ()))
+    })?,
+  )?;
+  object.set(
+    "end",
+    env.create_function_from_closure::<(), _, _>("end", move |_ctx| {
+      // Ending a run that already ended is a no-op, like closing a closed
+      // stream.
+      let _ = input.send(HostInput::End);
+      Ok(())
+    })?,
+  )?;
+  object.set(
+    "resize",
+    env.create_function_from_closure::<(), _, _>("resize", move |ctx| -> napi::Result<()> {
+      Err(coded(
+        ctx.env.raw(),
+        Error::InvalidArgument("resize() is for runs in a pseudo-terminal".into()),
+      ))
+    })?,
+  )?;
+  Ok(())
 }
 
 /// `send`, `interrupt` and `end` of a Claude run.
@@ -166,7 +199,9 @@ fn claude_methods(env: &Env, object: &mut Object, input: RunInput) -> napi::Resu
 }
 
 /// Spawns `command` with `args` into the session: no shell, a new process
-/// group, stdin closed. Every stdout and stderr line is stored as a
+/// group, stdin closed (or a pipe with `stdin: 'pipe'`, for `write()` and
+/// `end()`; what is written is never stored). Every stdout and stderr line
+/// is stored, in the order it arrived, as a
 /// `terminal_output` message, then `terminal_finished` with `exit_code`,
 /// `signal` and `stopped`. `registry.stop(sessionId)` sends SIGTERM to the
 /// group, then SIGKILL after `killGraceMs` (default 3000). `env` is added to
@@ -176,8 +211,8 @@ fn claude_methods(env: &Env, object: &mut Object, input: RunInput) -> napi::Resu
 /// names the `PATH` searched, or the missing `cwd`).
 #[napi(
   catch_unwind,
-  ts_args_type = "opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; clearEnv?: boolean; killGraceMs?: number; onMessage?: (m: Message) => void }",
-  ts_return_type = "Promise<Run>"
+  ts_args_type = "opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdin?: 'ignore' | 'pipe'; killGraceMs?: number; onMessage?: (m: Message) => void }",
+  ts_return_type = "Promise<TerminalRun>"
 )]
 pub fn spawn_terminal<'env>(
   env: &'env Env,
@@ -186,12 +221,25 @@ pub fn spawn_terminal<'env>(
   let common = common(env, &opts)?;
   let command: String = opts.require("command", "a string")?;
   let args: Option<Vec<String>> = opts.get("args", "an array of strings")?;
+  let stdin = match opts
+    .get::<String>("stdin", "'ignore' or 'pipe'")?
+    .as_deref()
+  {
+    None | Some("ignore") => false,
+    Some("pipe") => true,
+    Some(other) => {
+      return Err(Failure::from(Error::InvalidArgument(format!(
+        "stdin must be 'ignore' or 'pipe', got '{other}'"
+      ))))
+    }
+  };
   let program = Program {
     command,
     args: args.unwrap_or_default(),
     cwd: common.cwd.clone(),
     env: common.env.clone(),
     clear_env: common.clear_env,
+    stdin,
     ..Program::default()
   };
   start(

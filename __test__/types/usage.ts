@@ -17,6 +17,7 @@ import {
   type StopHandle,
   spawnClaude,
   spawnTerminal,
+  type TerminalRun,
   type ToolDecision,
   type ToolRequest,
   terminalBridge,
@@ -76,7 +77,7 @@ async function host(): Promise<void> {
     terminalBridge.storeFinished(store, sessionId, null),
   ])
 
-  const run: Run = await spawnTerminal({
+  const run: TerminalRun = await spawnTerminal({
     store,
     registry,
     sessionId,
@@ -85,8 +86,12 @@ async function host(): Promise<void> {
     cwd: '/tmp',
     env: { A: 'b' },
     killGraceMs: 100,
+    stdin: 'pipe',
     onMessage: (m) => m.sequenceNumber,
   })
+  await run.write('input\n')
+  await run.write(new Uint8Array([10]))
+  run.end()
   const result: RunResult = await run.exited
   const how: [number | null, string | null, boolean, number] = [result.exitCode, result.signal, result.stopped, run.pid]
   const decide = async (request: ToolRequest): Promise<ToolDecision> => {

@@ -101,6 +101,9 @@ pub enum HostInput {
     request_id: String,
     decision: ToolDecision,
   },
+  /// Bytes for stdin, never stored (they may be a password); answered once
+  /// they are in the pipe.
+  Write { data: Vec<u8>, reply: Reply<()> },
   /// No more input: stdin is closed once what was sent before is written.
   End,
 }
@@ -150,6 +153,12 @@ pub enum Op {
     line: String,
     reply: Option<Reply<Message>>,
   },
+  /// Written to stdin without being stored; `reply` hears once it is in
+  /// the pipe.
+  Write {
+    data: Vec<u8>,
+    reply: Reply<()>,
+  },
   /// Closes stdin once everything before it is written.
   CloseStdin,
   /// Runs once everything before it is stored (and written).
@@ -181,6 +190,7 @@ pub fn refuse_input(input: HostInput, why: &str) -> Vec<Op> {
   match input {
     HostInput::Send { reply, .. } => drop(reply.send(Err(error()))),
     HostInput::Interrupt { reply } => drop(reply.send(Err(error()))),
+    HostInput::Write { reply, .. } => drop(reply.send(Err(error()))),
     HostInput::Decision { .. } => {}
     HostInput::End => return vec![Op::CloseStdin],
   }
@@ -198,6 +208,14 @@ impl OutputHandler for TerminalOutput {
       Line::Truncated { head, .. } => head,
     };
     vec![Op::Append(terminal::output_content(stream, &text))]
+  }
+
+  /// Bytes go to stdin unstored; `end()` closes it.
+  fn input(&mut self, input: HostInput) -> Vec<Op> {
+    match input {
+      HostInput::Write { data, reply } => vec![Op::Write { data, reply }],
+      other => refuse_input(other, "a terminal run takes write() and end() only"),
+    }
   }
 
   fn finished(&mut self, result: &RunResult) -> Vec<Op> {
@@ -271,6 +289,7 @@ pub fn start(
     handler,
     on_message,
     stdin: None,
+    stdin_piped: program.stdin,
     session: None,
     generation: 0,
     ended: false,
@@ -308,6 +327,10 @@ enum Submitted {
     line: String,
     reply: Option<Reply<Message>>,
   },
+  Write {
+    data: Vec<u8>,
+    reply: Reply<()>,
+  },
   CloseStdin,
   After(Box<dyn FnOnce() + Send>),
 }
@@ -328,8 +351,11 @@ struct Supervisor {
   session_id: String,
   handler: Box<dyn OutputHandler>,
   on_message: Option<MessageSink>,
-  /// Lines for the stdin writer thread; dropped to close stdin.
-  stdin: Option<mpsc::Sender<Vec<u8>>>,
+  /// Bytes for the stdin writer thread, each with who waits for it;
+  /// dropped to close stdin.
+  stdin: Option<StdinSender>,
+  /// The program was given a stdin pipe.
+  stdin_piped: bool,
   /// The incarnation of the session the run writes into, once launched.
   session: Option<PinnedSession>,
   generation: u64,
@@ -610,6 +636,7 @@ impl Supervisor {
           line,
           reply,
         },
+        Op::Write { data, reply } => Submitted::Write { data, reply },
         Op::CloseStdin => Submitted::CloseStdin,
         Op::After(action) => Submitted::After(action),
       });
@@ -654,6 +681,21 @@ impl Supervisor {
             let _ = reply.send(answer);
           }
         }
+        Submitted::Write { data, reply } => match &self.stdin {
+          Some(stdin) => {
+            if let Err(mpsc::SendError((_, Some(reply)))) = stdin.send((data, Some(reply))) {
+              let _ = reply.send(Err(Error::NotRunning(self.session_id.clone())));
+            }
+          }
+          None => {
+            let why = if self.stdin_piped {
+              "the run's input has ended (end() was called)"
+            } else {
+              "this run has no stdin: start it with stdin: 'pipe'"
+            };
+            let _ = reply.send(Err(Error::InvalidArgument(why.into())));
+          }
+        },
         Submitted::CloseStdin => self.stdin = None,
         Submitted::After(action) => action(),
       }
@@ -685,7 +727,7 @@ impl Supervisor {
     if let Some(stdin) = &self.stdin {
       line.push('\n');
       // The writer thread is gone only if the child closed its stdin.
-      let _ = stdin.send(line.into_bytes());
+      let _ = stdin.send((line.into_bytes(), None));
     }
   }
 }
@@ -696,6 +738,7 @@ fn refuse_ended(input: HostInput, session_id: &str) {
   match input {
     HostInput::Send { reply, .. } => drop(reply.send(Err(error()))),
     HostInput::Interrupt { reply } => drop(reply.send(Err(error()))),
+    HostInput::Write { reply, .. } => drop(reply.send(Err(error()))),
     HostInput::Decision { .. } | HostInput::End => {}
   }
 }
@@ -714,11 +757,26 @@ fn helper_thread(name: &str, f: impl FnOnce() + Send + 'static) {
 
 /// Writes each line to the child's stdin until the sender is dropped, then
 /// closes it. A child that stops reading blocks only this thread.
-fn write_stdin(mut stdin: ChildStdin, lines: mpsc::Receiver<Vec<u8>>) {
-  for line in lines {
-    if stdin.write_all(&line).is_err() {
-      // The child closed its end; later lines have nowhere to go.
-      return;
+type StdinSender = mpsc::Sender<(Vec<u8>, Option<Reply<()>>)>;
+
+/// Writes each piece to the child's stdin until the sender is dropped, then
+/// closes it, answering each waiting writer once its bytes are in the pipe.
+/// A child that stops reading blocks only this thread (and the writers that
+/// wait for it).
+fn write_stdin(mut stdin: ChildStdin, pieces: mpsc::Receiver<(Vec<u8>, Option<Reply<()>>)>) {
+  let mut closed = false;
+  for (data, reply) in pieces {
+    let outcome = if closed {
+      Err(std::io::ErrorKind::BrokenPipe.into())
+    } else {
+      stdin.write_all(&data)
+    };
+    closed |= outcome.is_err();
+    if let Some(reply) = reply {
+      let _ = reply
+        .send(outcome.map_err(|e| {
+          Error::InvalidArgument(format!("the child no longer reads its stdin: {e}"))
+        }));
     }
   }
 }

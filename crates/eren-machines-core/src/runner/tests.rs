@@ -262,3 +262,69 @@ fn lines_written_apart_are_stored_in_the_order_written_across_stdout_and_stderr(
     assert_eq!(order, ["out1", "err1", "out2", "err2"], "round {round}");
   }
 }
+
+fn piped(script: &str) -> Program {
+  Program {
+    stdin: true,
+    ..sh(script)
+  }
+}
+
+#[test]
+fn stdin_pipe_takes_writes_in_order_and_end_closes_it_and_input_is_never_stored() {
+  let (store, registry) = setup("t");
+  let run = run(
+    &store,
+    &registry,
+    "t",
+    piped("read a; echo \"got $a\"; cat"),
+  );
+  for piece in ["secret-", "password\n", "more\n"] {
+    run
+      .input
+      .request(|reply| HostInput::Write {
+        data: piece.as_bytes().to_vec(),
+        reply,
+      })
+      .wait()
+      .unwrap();
+  }
+  run.input.send(HostInput::End).unwrap();
+  assert_eq!(run.exited.wait().unwrap().exit_code, Some(0));
+  let lines: Vec<String> = contents(&store, "t")
+    .iter()
+    .filter_map(|v| v["content"].as_str().map(str::to_owned))
+    .collect();
+  assert_eq!(lines, ["got secret-password", "more"]);
+  let stored: String = store
+    .messages("t", 0, None)
+    .wait()
+    .unwrap()
+    .iter()
+    .map(|m| m.content.clone())
+    .collect();
+  assert_eq!(
+    stored.matches("secret-password").count(),
+    1,
+    "only the child's own echo"
+  );
+}
+
+#[test]
+fn writes_without_stdin_are_invalid_and_after_the_run_not_running() {
+  let (store, registry) = setup("t");
+  let run = run(&store, &registry, "t", sh("exec sleep 30"));
+  let input = run.input.clone();
+  let write = || {
+    input
+      .request(|reply| HostInput::Write {
+        data: b"x\n".to_vec(),
+        reply,
+      })
+      .wait()
+  };
+  assert_eq!(write().unwrap_err().code(), "INVALID_ARGUMENT");
+  registry.stop("t");
+  run.exited.wait().unwrap();
+  assert_eq!(write().unwrap_err().code(), "NOT_RUNNING");
+}

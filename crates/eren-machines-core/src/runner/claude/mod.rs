@@ -312,6 +312,10 @@ impl OutputHandler for ClaudeOutput {
         }
       }
       HostInput::End => self.close_input(&mut ops),
+      // The CLI takes stream-json only: send() is the way to write.
+      HostInput::Write { reply, .. } => drop(reply.send(Err(Error::InvalidArgument(
+        "a Claude run takes send(), not raw writes".into(),
+      )))),
     }
     ops
   }
