@@ -14,6 +14,23 @@ export declare const AgentStatus: {
   readonly NotAvailable: 'not_available'
 }
 
+/**
+ * The `code` of every `Error` the package throws or rejects with. `INTERNAL`
+ * is a failure inside the package or the Node-API layer.
+ */
+export type ErrorCode =
+  | 'ALREADY_RUNNING'
+  | 'NOT_RUNNING'
+  | 'SESSION_NOT_FOUND'
+  | 'SESSION_EXISTS'
+  | 'SESSION_CLOSED'
+  | 'STORE_CLOSED'
+  | 'INVALID_ARGUMENT'
+  | 'INVALID_JSON'
+  | 'SPAWN_FAILED'
+  | 'STORAGE_ERROR'
+  | 'INTERNAL'
+
 /** A process started by `spawnTerminal` or `spawnClaude`. */
 export interface Run {
   sessionId: string

@@ -7,6 +7,7 @@ import {
   type ClaudeOptions,
   type ClaudeRun,
   claudeBridge,
+  type ErrorCode,
   type Message,
   ProcessRegistry,
   ProcessStatus,
@@ -163,3 +164,23 @@ async function host(): Promise<void> {
 }
 
 void host
+
+/** Narrows a caught error to the package's codes. */
+function codeOf(error: unknown): ErrorCode | undefined {
+  const code = (error as { code?: unknown }).code
+  const codes: ErrorCode[] = [
+    'ALREADY_RUNNING',
+    'NOT_RUNNING',
+    'SESSION_NOT_FOUND',
+    'SESSION_EXISTS',
+    'SESSION_CLOSED',
+    'STORE_CLOSED',
+    'INVALID_ARGUMENT',
+    'INVALID_JSON',
+    'SPAWN_FAILED',
+    'STORAGE_ERROR',
+    'INTERNAL',
+  ]
+  return codes.find((known) => known === code)
+}
+void codeOf
