@@ -132,6 +132,18 @@ fn detach<T>(env: &Env, made: Result<PromiseRaw<'_, T>>) -> napi::Result<Unknown
   Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), made.raw()) })
 }
 
+/// `end()`, the same for every run: no more input. Ending a run that already
+/// ended is a no-op, like closing a closed stream.
+fn set_end(env: &Env, object: &mut Object, input: RunInput) -> napi::Result<()> {
+  object.set(
+    "end",
+    env.create_function_from_closure::<(), _, _>("end", move |_ctx| {
+      let _ = input.send(HostInput::End);
+      Ok(())
+    })?,
+  )
+}
+
 /// `write`, `end` and `resize` of a terminal run.
 fn terminal_methods(env: &Env, object: &mut Object, input: RunInput) -> napi::Result<()> {
   let writer = input.clone();
@@ -143,15 +155,7 @@ fn terminal_methods(env: &Env, object: &mut Object, input: RunInput) -> napi::Re
       detach(ctx.env, promise(ctx.env, pending, |()| ()))
     })?,
   )?;
-  object.set(
-    "end",
-    env.create_function_from_closure::<(), _, _>("end", move |_ctx| {
-      // Ending a run that already ended is a no-op, like closing a closed
-      // stream.
-      let _ = input.send(HostInput::End);
-      Ok(())
-    })?,
-  )?;
+  set_end(env, object, input)?;
   object.set(
     "resize",
     env.create_function_from_closure::<(), _, _>("resize", move |ctx| -> napi::Result<()> {
@@ -186,15 +190,7 @@ fn claude_methods(env: &Env, object: &mut Object, input: RunInput) -> napi::Resu
       detach(ctx.env, promise(ctx.env, pending, |()| ()))
     })?,
   )?;
-  object.set(
-    "end",
-    env.create_function_from_closure::<(), _, _>("end", move |_ctx| {
-      // Ending a run that already ended is a no-op, like closing a closed
-      // stream.
-      let _ = input.send(HostInput::End);
-      Ok(())
-    })?,
-  )?;
+  set_end(env, object, input)?;
   Ok(())
 }
 

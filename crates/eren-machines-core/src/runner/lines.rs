@@ -45,12 +45,6 @@ pub struct LineSplitter {
   skipping: Option<Skipping>,
 }
 
-impl Default for LineSplitter {
-  fn default() -> Self {
-    Self::new(Overlong::Split)
-  }
-}
-
 impl LineSplitter {
   pub fn new(overlong: Overlong) -> Self {
     LineSplitter {

@@ -186,15 +186,24 @@ pub trait OutputHandler: Send + 'static {
 
 /// Answers an input that a handler does not take.
 pub fn refuse_input(input: HostInput, why: &str) -> Vec<Op> {
-  let error = || Error::InvalidArgument(why.to_owned());
-  match input {
-    HostInput::Send { reply, .. } => drop(reply.send(Err(error()))),
-    HostInput::Interrupt { reply } => drop(reply.send(Err(error()))),
-    HostInput::Write { reply, .. } => drop(reply.send(Err(error()))),
-    HostInput::Decision { .. } => {}
-    HostInput::End => return vec![Op::CloseStdin],
+  if let HostInput::End = input {
+    return vec![Op::CloseStdin];
   }
+  input.refuse(|| Error::InvalidArgument(why.to_owned()));
   Vec::new()
+}
+
+impl HostInput {
+  /// Answers whoever waits for this input with `error`; an input nobody
+  /// waits for is dropped.
+  fn refuse(self, error: impl Fn() -> Error) {
+    match self {
+      HostInput::Send { reply, .. } => drop(reply.send(Err(error()))),
+      HostInput::Interrupt { reply } => drop(reply.send(Err(error()))),
+      HostInput::Write { reply, .. } => drop(reply.send(Err(error()))),
+      HostInput::Decision { .. } | HostInput::End => {}
+    }
+  }
 }
 
 /// Terminal runs: every line through the terminal bridge's format.
@@ -396,7 +405,7 @@ impl Supervisor {
       .unwrap_or_else(|p| p.into_inner())
       .take();
     for input in launched.inputs.try_iter() {
-      refuse_ended(input, &self.session_id);
+      input.refuse(|| Error::NotRunning(self.session_id.clone()));
     }
     self.stdin = None;
     let result = RunResult {
@@ -729,17 +738,6 @@ impl Supervisor {
       // The writer thread is gone only if the child closed its stdin.
       let _ = stdin.send((line.into_bytes(), None));
     }
-  }
-}
-
-/// Answers an input that arrived after the run ended.
-fn refuse_ended(input: HostInput, session_id: &str) {
-  let error = || Error::NotRunning(session_id.to_owned());
-  match input {
-    HostInput::Send { reply, .. } => drop(reply.send(Err(error()))),
-    HostInput::Interrupt { reply } => drop(reply.send(Err(error()))),
-    HostInput::Write { reply, .. } => drop(reply.send(Err(error()))),
-    HostInput::Decision { .. } | HostInput::End => {}
   }
 }
 

@@ -383,10 +383,6 @@ impl PinnedSession {
     }
   }
 
-  pub fn store(&self) -> &SessionStore {
-    &self.store
-  }
-
   pub fn append(&self, content: String) -> Pending<Message> {
     self.store.append_to(self.target(), content)
   }
