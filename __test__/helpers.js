@@ -104,13 +104,13 @@ function isGone(pid) {
 }
 
 /**
- * Resolves with isGone(pid) once it is gone, or after 2 s. A SIGKILL is
- * delivered asynchronously and no event reports the death of a process that
- * is not our child, so this polls /proc for at most the 2 s the guarantees
- * allow.
+ * Resolves with isGone(pid) once it is gone, or after `withinMs` (2 s by
+ * default). A SIGKILL is delivered asynchronously and no event reports the
+ * death of a process that is not our child, so this polls /proc for at most
+ * the time the guarantees allow.
  */
-async function settleGone(pid) {
-  const deadline = Date.now() + 2000
+async function settleGone(pid, withinMs = 2000) {
+  const deadline = Date.now() + withinMs
   while (!isGone(pid) && Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 10))
   }

@@ -39,6 +39,12 @@ test('the main package lists every platform package as an optional dependency an
   expect(shipped.filter((f) => f.endsWith('.node'))).toEqual([])
 })
 
+test('the Linux platform package ships the guardian executable next to the addon', () => {
+  const dir = path.join(app(), 'node_modules', `eren-machines-${platformDir()}`)
+  const guardian = path.join(dir, 'eren-machines-guardian')
+  expect(fs.statSync(guardian).mode & 0o111).not.toBe(0)
+})
+
 test('both packages ship the MIT license text', () => {
   for (const dir of ['eren-machines', `eren-machines-${platformDir()}`]) {
     const license = fs.readFileSync(path.join(app(), 'node_modules', dir, 'LICENSE'), 'utf8')
@@ -62,14 +68,20 @@ const { ProcessRegistry, SessionStore, spawnTerminal, terminalBridge } = require
   const run = await spawnTerminal({ store, registry, sessionId: id, command: 'echo', args: ['spawned'], env: { EREN_TEST_CHILD: '1' } })
   const result = await run.exited
   const contents = (await store.messages(id)).map((m) => JSON.parse(m.content).content ?? null)
-  console.log(JSON.stringify({ stopped: handle.stopped, exitCode: result.exitCode, contents, from: require.resolve('eren-machines-${platformDir()}') }))
+  // The guardian shipped next to the addon ends what a run left behind.
+  const other = await store.createSession()
+  const left = await spawnTerminal({ store, registry, sessionId: other, command: 'sh', args: ['-c', 'setsid sleep 60 & echo $!'], env: { EREN_TEST_CHILD: '1' } })
+  await left.exited
+  const escapee = JSON.parse((await store.messages(other))[0].content).content
+  const escapeeGone = !require('node:fs').existsSync('/proc/' + escapee) || require('node:fs').readFileSync('/proc/' + escapee + '/stat', 'utf8').split(') ')[1].startsWith('Z')
+  console.log(JSON.stringify({ stopped: handle.stopped, exitCode: result.exitCode, contents, escapeeGone, from: require.resolve('eren-machines-${platformDir()}') }))
 })()
 `,
   )
   const result = await runNode(script, [], { cwd: app() })
   expect(result.stderr).toBe('')
   const report = JSON.parse(result.stdout)
-  expect(report).toMatchObject({ stopped: true, exitCode: 0, contents: ['stored', 'spawned', null] })
+  expect(report).toMatchObject({ stopped: true, exitCode: 0, contents: ['stored', 'spawned', null], escapeeGone: true })
   expect(report.from.startsWith(app())).toBe(true)
 })
 

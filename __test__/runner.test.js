@@ -197,15 +197,16 @@ describe('spawnTerminal', () => {
     expect(result).toEqual({ exitCode: null, signal: 'SIGKILL', stopped: true })
   })
 
-  test('grandchildren are dead after stop', async () => {
+  test('grandchildren are dead after stop, those that called setsid or double-forked too', async () => {
     const ctx = await setup()
     const { registry, sessionId } = ctx
     const pids = []
     const bothPrinted = deferred()
     const run = await terminal(ctx, {
       command: 'sh',
-      // The grandchildren ignore SIGTERM, so only the group SIGKILL ends them.
-      args: ['-c', "sh -c \"trap '' TERM; sleep 60\" & echo $!; (trap '' TERM; sleep 60) & echo $!; wait"],
+      // The grandchildren ignore SIGTERM, so only the SIGKILL after the grace
+      // ends them: one left the group (setsid), one its parent (double fork).
+      args: ['-c', "setsid sh -c \"trap '' TERM; sleep 60\" & echo $!; (trap '' TERM; sleep 60 & echo $!); wait"],
       killGraceMs: 300,
       onMessage: (m) => {
         pids.push(Number(JSON.parse(m.content).content))
@@ -219,31 +220,43 @@ describe('spawnTerminal', () => {
     for (const pid of pids) expect(await settleGone(pid)).toBe(true)
   })
 
-  test('background processes left by a command that exits are killed with it', async () => {
+  test('background processes left by a command that exits are killed with it, setsid ones too', async () => {
     const ctx = await setup()
     const { store, sessionId } = ctx
     const run = await terminal(ctx, {
       command: 'sh',
-      args: ['-c', 'sleep 60 & echo $!'],
+      args: ['-c', 'sleep 60 & echo $!; setsid sleep 61 & echo $!; (sleep 62 & echo $!)'],
     })
     const result = await run.exited
     expect(result.exitCode).toBe(0)
-    const pid = Number((await parsed(store, sessionId))[0].content)
-    expect(await settleGone(pid)).toBe(true)
+    const pids = (await parsed(store, sessionId))
+      .filter((m) => m.type === 'terminal_output')
+      .map((m) => Number(m.content))
+    expect(pids).toHaveLength(3)
+    // The run ends once they are gone: the guardian kills and reaps them first.
+    for (const pid of pids) expect(isGone(pid)).toBe(true)
   })
 
-  test('children die with a host killed by SIGKILL', async () => {
+  // The tree ignores SIGTERM, so it ends only by the SIGKILL after the
+  // grace (500 ms); the contract allows killGraceMs plus one second.
+  test.each([
+    ['SIGKILL', 'wait'],
+    ['the default SIGTERM', 'wait'],
+    ['process.exit()', 'exit'],
+    ['an uncaught exception', 'throw'],
+  ])('the whole tree of a run, setsid and double-fork included, dies with a host ended by %s', async (how, ending) => {
     const db = path.join(tmpDir(), 'host.db')
-    const host = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'host-with-sleep.js'), db], {
-      stdio: ['ignore', 'pipe', 'inherit'],
+    const host = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'host-with-tree.js'), db, ending], {
+      stdio: ['ignore', 'pipe', 'ignore'],
       env: { ...process.env, ...MARK },
     })
-    const sleepPid = await new Promise((resolve) => host.stdout.once('data', (d) => resolve(Number(String(d).trim()))))
-    expect(isGone(sleepPid)).toBe(false)
     const hostGone = new Promise((resolve) => host.on('exit', resolve))
-    host.kill('SIGKILL')
+    const pids = await new Promise((resolve) => host.stdout.once('data', (d) => resolve(JSON.parse(String(d)))))
+    expect(pids).toHaveLength(3)
+    if (how === 'SIGKILL') host.kill('SIGKILL')
+    if (how === 'the default SIGTERM') host.kill('SIGTERM')
     await hostGone
-    expect(await settleGone(sleepPid)).toBe(true)
+    for (const pid of pids) expect(await settleGone(pid, 1500 + 500)).toBe(true)
   })
 
   test('a command that cannot start rejects with SPAWN_FAILED and leaves no registration', async () => {

@@ -46,6 +46,13 @@ function packPlatform(out) {
   const staged = stage()
   fs.cpSync(source, staged, { recursive: true })
   fs.copyFileSync(binary, path.join(staged, platformPkg.main))
+  // Linux packages carry the guardian executable next to the addon.
+  for (const file of platformPkg.files.filter((f) => f !== platformPkg.main)) {
+    const built = path.join(ROOT, file)
+    if (!fs.existsSync(built)) throw new Error(`${file} is not built; run npm run build`)
+    fs.copyFileSync(built, path.join(staged, file))
+    fs.chmodSync(path.join(staged, file), 0o755)
+  }
   fs.copyFileSync(path.join(ROOT, 'LICENSE'), path.join(staged, 'LICENSE'))
   return npmPack(staged, out)
 }

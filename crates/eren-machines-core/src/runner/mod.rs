@@ -1,7 +1,7 @@
 //! Spawning processes into sessions and supervising them.
 //!
 //! A run registers its session id, spawns the program without a shell in a
-//! new process group, drains stdout and stderr on their own threads, and
+//! new process group, drains stdout and stderr on one thread, and
 //! stores what they print through the store's writer. Lines are handed to the
 //! writer in chunks without waiting for each commit, so the writer's group
 //! commit stores them in batches. When the program takes input, a writer
@@ -12,21 +12,22 @@
 //! the grace period. When the process ends the runner stores the final
 //! message and releases the registration.
 //!
-//! Threads per run: one supervisor (stores output), two pipe readers, one
+//! Threads per run: one supervisor (stores output), one pipe reader, one
 //! waiter, one stop watcher, and a stdin writer when there is input. Every
-//! child is forked by the spawner thread of [`process`].
+//! child is forked by the spawner thread of [`process`]; on Linux the child is
+//! the run's guardian (see `eren_machines_guardian`), which starts the
+//! program and makes sure nothing it starts outlives the run or the host.
 
 pub mod claude;
 pub mod lines;
 mod process;
+pub use process::{guardian_path, set_guardian_path};
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{ChildStdin, ExitStatus};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::Signal;
 
 use crate::bridge::terminal;
 use crate::error::{Error, Result};
@@ -455,8 +456,8 @@ impl Supervisor {
     };
     self.session = Some(self.store.pin(session_id, incarnation));
     self.generation = generation;
-    let mut child = match process::spawn(program) {
-      Ok(child) => child,
+    let process::Spawned { mut child, handle } = match process::spawn(program, kill_grace) {
+      Ok(spawned) => spawned,
       Err(e) => {
         self.store.unwatch_end(&end_watch);
         self
@@ -469,7 +470,7 @@ impl Supervisor {
         });
       }
     };
-    let pid = child.id();
+    let pid = handle.pid;
     let (events, receiver) = mpsc::sync_channel(READ_BUFFER);
     let overlong = self.handler.overlong();
     // One reader for both pipes, so lines keep the order they arrived in
@@ -498,24 +499,19 @@ impl Supervisor {
     let stop_input = input.clone();
     helper_thread("eren-stop", move || {
       if watched.wait_blocking() == StopOutcome::Stopped {
-        match stop_style {
-          StopStyle::Terminate => process::signal_group(pid, Signal::SIGTERM),
-          StopStyle::Interrupt => {
-            process::signal_process(pid, Signal::SIGINT);
-            let _ = stop_input.send(HostInput::End);
-          }
+        handle.begin_stop(stop_style);
+        if stop_style == StopStyle::Interrupt {
+          let _ = stop_input.send(HostInput::End);
         }
         if let Err(mpsc::RecvTimeoutError::Timeout) = exit_seen.recv_timeout(kill_grace) {
-          process::signal_group(pid, Signal::SIGKILL);
+          handle.kill();
         }
       }
     });
     helper_thread("eren-wait", move || {
-      process::wait_exit_unreaped(pid);
+      handle.wait_ended();
       drop(exit_notice);
-      // The leader is gone but not reaped, so its group id is still taken:
-      // whatever it left in the group dies with it.
-      process::signal_group(pid, Signal::SIGKILL);
+      handle.after_end();
       if let Ok(status) = child.wait() {
         let _ = events.send(Event::Exited(status));
       }

@@ -1,19 +1,24 @@
-//! Starting a child in its own process group, and signalling that group.
+//! Starting a program in its own process group, under a guardian where
+//! there is one, and signalling its processes.
 //!
-//! Linux: the child gets `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the
-//! host even when the host is SIGKILLed. That signal fires when the *thread*
-//! that forked the child exits, so every child is forked by one spawner
-//! thread that lives as long as the host process.
+//! Linux: the guardian (or, without one, the program) gets a parent-death
+//! signal, so it learns of the host's end even when the host is SIGKILLed.
+//! That signal fires when the *thread* that forked the child exits, so every
+//! child is forked by one spawner thread that lives as long as the host.
 
-use std::io;
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use super::Program;
+use super::{Program, StopStyle};
 
 type SpawnJob = (Command, mpsc::Sender<io::Result<Child>>);
 
@@ -44,15 +49,130 @@ fn spawn_on_spawner_thread(command: Command) -> io::Result<Child> {
     .map_err(|_| io::Error::other("the spawner thread is gone"))?
 }
 
-/// Builds the command: no shell, stdin closed or piped, stdout and stderr
-/// piped, a new process group, and (on Linux) death with the host.
-pub fn spawn(program: &Program) -> io::Result<Child> {
-  let mut command = Command::new(&program.command);
+/// A spawned program: the process the host waits for (the guardian, or the
+/// program itself where there is none) and how to signal the run.
+pub struct Spawned {
+  pub child: Child,
+  pub handle: Handle,
+}
+
+/// How to reach a run's processes: through its guardian, which forwards
+/// signals to the whole tree, or (without a guardian) to the program's group.
+#[derive(Debug, Clone, Copy)]
+pub struct Handle {
+  /// The program's pid, which is also its process group's id.
+  pub pid: u32,
+  guardian: Option<u32>,
+}
+
+impl Handle {
+  /// The first signal of a stop.
+  pub fn begin_stop(&self, style: StopStyle) {
+    match (style, self.guardian) {
+      (StopStyle::Terminate, Some(guardian)) => signal_process(guardian, Signal::SIGTERM),
+      (StopStyle::Terminate, None) => signal_group(self.pid, Signal::SIGTERM),
+      (StopStyle::Interrupt, Some(guardian)) => signal_process(guardian, Signal::SIGINT),
+      (StopStyle::Interrupt, None) => signal_process(self.pid, Signal::SIGINT),
+    }
+  }
+
+  /// SIGKILL for every process of the run.
+  pub fn kill(&self) {
+    match self.guardian {
+      Some(guardian) => signal_process(guardian, Signal::SIGUSR1),
+      None => signal_group(self.pid, Signal::SIGKILL),
+    }
+  }
+
+  /// Waits until the waited process has ended, without reaping it so that
+  /// its pid cannot be reused while it is still signalled.
+  pub fn wait_ended(&self) {
+    wait_exit_unreaped(self.guardian.unwrap_or(self.pid));
+  }
+
+  /// After the program has ended: without a guardian, what it left in its
+  /// group dies with it (its group id is still taken while it is unreaped).
+  /// The guardian has done this, and more, before it exits.
+  pub fn after_end(&self) {
+    if self.guardian.is_none() {
+      signal_group(self.pid, Signal::SIGKILL);
+    }
+  }
+}
+
+/// Where the guardian executable is, once looked for.
+static GUARDIAN: Mutex<Option<Option<PathBuf>>> = Mutex::new(None);
+
+/// Sets the guardian executable that starts every later run (see
+/// [`eren_machines_guardian`]); `None` spawns programs directly, and then a
+/// program's descendants may outlive the host. By default it is looked for in
+/// `$EREN_MACHINES_GUARDIAN`, then next to the binary (or Node addon) that
+/// holds this code, and in that directory's parent.
+pub fn set_guardian_path(path: Option<PathBuf>) {
+  *GUARDIAN.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
+}
+
+/// The guardian executable in use, if any.
+pub fn guardian_path() -> Option<PathBuf> {
+  let mut guardian = GUARDIAN.lock().unwrap_or_else(|p| p.into_inner());
+  guardian.get_or_insert_with(find_guardian).clone()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn find_guardian() -> Option<PathBuf> {
+  None
+}
+
+#[cfg(target_os = "linux")]
+fn find_guardian() -> Option<PathBuf> {
+  if let Some(path) = std::env::var_os("EREN_MACHINES_GUARDIAN") {
+    return Some(PathBuf::from(path));
+  }
+  let here = loaded_from(find_guardian as *const () as usize)?;
+  let dir = here.parent()?;
+  let found = [Some(dir), dir.parent()]
+    .into_iter()
+    .flatten()
+    .map(|dir| dir.join(eren_machines_guardian::EXECUTABLE))
+    .find(|candidate| candidate.is_file());
+  found
+}
+
+#[cfg(target_os = "linux")]
+/// The file mapped at `address` in this process: the executable, or the
+/// shared library (the Node addon) that holds the code.
+fn loaded_from(address: usize) -> Option<PathBuf> {
+  let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+  maps.lines().find_map(|line| {
+    let mut fields = line.split_whitespace();
+    let (start, end) = fields.next()?.split_once('-')?;
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    let path = fields.nth(4)?;
+    (start <= address && address < end && path.starts_with('/')).then(|| PathBuf::from(path))
+  })
+}
+
+/// Spawns `program`: no shell, stdin closed or piped, stdout and stderr
+/// piped, a new process group. On Linux it starts under a guardian (see
+/// [`eren_machines_guardian`]) when one is found, so that nothing it
+/// starts outlives the run or the host; otherwise it gets a parent-death
+/// signal, which reaches only the program itself.
+pub fn spawn(program: &Program, grace: Duration) -> io::Result<Spawned> {
+  #[cfg(target_os = "linux")]
+  if let Some(guardian) = guardian_path() {
+    return spawn_guarded(program, grace, &guardian);
+  }
+  let _ = grace;
+  spawn_direct(program)
+}
+
+fn base_command(executable: &OsStr, program: &Program) -> Command {
+  let mut command = Command::new(executable);
   if program.clear_env {
     command.env_clear();
   }
   command
-    .args(&program.args)
     .envs(program.env.iter().map(|(k, v)| (k, v)))
     .stdin(if program.stdin {
       Stdio::piped()
@@ -69,6 +189,70 @@ pub fn spawn(program: &Program) -> io::Result<Child> {
     use std::os::unix::process::CommandExt;
     command.process_group(0);
   }
+  command
+}
+
+#[cfg(target_os = "linux")]
+fn spawn_guarded(program: &Program, grace: Duration, guardian: &Path) -> io::Result<Spawned> {
+  use std::os::fd::{AsRawFd, IntoRawFd};
+  use std::os::unix::process::CommandExt;
+  let orders = eren_machines_guardian::Orders {
+    host: std::process::id() as i32,
+    grace,
+    command: program.command.clone().into(),
+    args: program.args.iter().map(Into::into).collect(),
+  };
+  let mut command = base_command(guardian.as_os_str(), program);
+  command.args(orders.to_args());
+  let (report, report_writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+  let writer = report_writer.as_raw_fd();
+  // SAFETY: between fork and exec the closure makes only async-signal-safe
+  // calls (dup2, fcntl) on a descriptor that stays open until the spawn
+  // returns.
+  unsafe {
+    command.pre_exec(move || {
+      use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+      let writer = std::os::fd::BorrowedFd::borrow_raw(writer);
+      let target = eren_machines_guardian::REPORT_FD;
+      if writer.as_raw_fd() == target {
+        fcntl(writer, FcntlArg::F_SETFD(FdFlag::empty()))?;
+      } else {
+        // The guardian owns the copy; this process is about to exec.
+        std::mem::forget(nix::unistd::dup2_raw(writer, target)?);
+      }
+      Ok(())
+    });
+  }
+  let spawned = spawn_on_spawner_thread(command);
+  drop(report_writer);
+  let mut child = spawned?;
+  let mut said = String::new();
+  // SAFETY: the read end is ours alone; the File owns it from here on.
+  let mut report = unsafe { std::fs::File::from_raw_fd(report.into_raw_fd()) };
+  let heard = report.read_to_string(&mut said);
+  let failure = match said.strip_prefix('P').map(str::parse::<u32>) {
+    Some(Ok(pid)) if heard.is_ok() => {
+      let guardian = Some(child.id());
+      return Ok(Spawned {
+        child,
+        handle: Handle { pid, guardian },
+      });
+    }
+    _ => match said.strip_prefix('E').and_then(|s| s.split_once(' ')) {
+      Some((errno, message)) => match errno.parse::<i32>() {
+        Ok(errno) if errno > 0 => io::Error::from_raw_os_error(errno),
+        _ => io::Error::other(message.to_owned()),
+      },
+      None => io::Error::other("the guardian ended before starting the program"),
+    },
+  };
+  let _ = child.wait();
+  Err(failure)
+}
+
+fn spawn_direct(program: &Program) -> io::Result<Spawned> {
+  let mut command = base_command(program.command.as_ref(), program);
+  command.args(&program.args);
   #[cfg(target_os = "linux")]
   {
     use std::os::unix::process::CommandExt;
@@ -86,7 +270,15 @@ pub fn spawn(program: &Program) -> io::Result<Child> {
       });
     }
   }
-  spawn_on_spawner_thread(command)
+  let child = spawn_on_spawner_thread(command)?;
+  let pid = child.id();
+  Ok(Spawned {
+    child,
+    handle: Handle {
+      pid,
+      guardian: None,
+    },
+  })
 }
 
 /// Sends `signal` to the process `pid` alone. One that is gone is not an

@@ -328,3 +328,40 @@ fn writes_without_stdin_are_invalid_and_after_the_run_not_running() {
   run.exited.wait().unwrap();
   assert_eq!(write().unwrap_err().code(), "NOT_RUNNING");
 }
+
+/// Gone, or a zombie nobody has reaped yet.
+#[cfg(target_os = "linux")]
+fn is_gone(pid: i64) -> bool {
+  match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    Err(_) => true,
+    Ok(stat) => stat[stat.rfind(')').unwrap() + 1..]
+      .trim_start()
+      .starts_with('Z'),
+  }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn runs_start_under_the_guardian_and_leave_nothing_behind() {
+  // `cargo test --workspace` builds the guardian next to the test binaries.
+  assert!(
+    super::guardian_path().is_some(),
+    "build the guardian first: cargo build -p eren-machines-guardian"
+  );
+  let (store, registry) = setup("t");
+  let run = run(
+    &store,
+    &registry,
+    "t",
+    sh("setsid sleep 300 & echo $!; (sleep 301 & echo $!); echo $$"),
+  );
+  let result = run.exited.wait().unwrap();
+  assert_eq!(result.exit_code, Some(0));
+  let printed: Vec<i64> = contents(&store, "t")
+    .iter()
+    .filter_map(|m| m["content"].as_str()?.parse().ok())
+    .collect();
+  assert_eq!(printed.len(), 3);
+  assert_eq!(printed[2], run.pid as i64, "run.pid is the program's");
+  assert!(is_gone(printed[0]) && is_gone(printed[1]));
+}
