@@ -168,6 +168,17 @@ describe('eren-machines CLI', () => {
     expect(await slow(['log', 'lines', '--json'])).toBe(100001)
   })
 
+  test('run and log echo a line over 1 MiB whole, though it is stored in pieces', async () => {
+    const db = path.join(tmpDir(), 'long.db')
+    const script = "process.stdout.write('é'.repeat(1300000) + '\\nend\\n')"
+    const result = await cli(['run', '--', process.execPath, '-e', script], { db })
+    expect(result.code).toBe(0)
+    const expected = `${'é'.repeat(1300000)}\nend\n`
+    expect(result.stdout).toBe(expected)
+    const log = await cli(['log', sessionOf(result.stderr)], { db })
+    expect(log.stdout).toBe(`${expected}[finished: exit code 0]\n`)
+  })
+
   test('log and sessions with a mistyped --db create nothing', async () => {
     const missing = path.join(tmpDir(), 'no', 'such', 'dir', 'typo.db')
     for (const args of [

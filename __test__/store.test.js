@@ -590,6 +590,25 @@ describe('every error has a code', () => {
     expect(new ProcessRegistry().register('fine').sessionId).toBe('fine')
   })
 
+  test('a method, getter or function called with the wrong `this` is INVALID_ARGUMENT', async () => {
+    const store = SessionStore.inMemory()
+    const registry = new ProcessRegistry()
+    const handle = registry.register('h')
+    const { messages } = store
+    const illegal = thrownBy(() => messages('x'))
+    expect(illegal.name).toBe('TypeError')
+    expect(illegal.code).toBe('INVALID_ARGUMENT')
+    expect(thrownBy(() => ProcessRegistry.prototype.count.call(store)).code).toBe('INVALID_ARGUMENT')
+    const stopped = Object.getOwnPropertyDescriptor(StopHandle.prototype, 'stopped').get
+    expect(thrownBy(() => stopped.call({})).code).toBe('INVALID_ARGUMENT')
+    // Called properly, nothing changes: values, names, and the package's own codes.
+    expect(registry.count()).toBe(1)
+    expect(handle.stopped).toBe(false)
+    expect(store.messages.name).toBe('messages')
+    expect(spawnTerminal.name).toBe('spawnTerminal')
+    await expect(store.messages('nope')).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND' })
+  })
+
   test('options whose getters or Proxy traps throw are INVALID_ARGUMENT, not the trap error', async () => {
     const store = SessionStore.inMemory()
     await store.createSession('s')

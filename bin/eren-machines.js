@@ -136,15 +136,16 @@ for (const stream of [process.stdout, process.stderr]) {
   })
 }
 
-function write(stream, text) {
-  if (!closed.has(stream)) stream.write(text.endsWith('\n') ? text : `${text}\n`)
+/** Writes `text` as a line, or as the start of one when it `continues`. */
+function write(stream, text, continues = false) {
+  if (!closed.has(stream)) stream.write(continues || text.endsWith('\n') ? text : `${text}\n`)
 }
 
 /** Writes a rendered message to its stream, or everything to `only`. */
 function echoTo(only) {
   return (message) => {
     const shown = render(message.content)
-    if (shown) write(only || (shown.stream === 'stderr' ? process.stderr : process.stdout), shown.text)
+    if (shown) write(only || (shown.stream === 'stderr' ? process.stderr : process.stdout), shown.text, shown.continues)
   }
 }
 

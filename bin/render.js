@@ -37,7 +37,20 @@ function renderClaude(event) {
   }
 }
 
-/** `{ stream, text }` for a message's content, or null. */
+/** The runner stores a line over 1 MiB as pieces cut at a character boundary. */
+const MAX_LINE = 1 << 20
+
+/**
+ * Whether a stored line is a piece of a longer one, to be echoed without a
+ * newline so the line comes out whole. A piece is 1 MiB less at most the 3
+ * bytes a cut before a character can lose; a line that long that ended by
+ * itself is taken for a piece too, which costs only its newline.
+ */
+function isSplitPiece(text) {
+  return typeof text === 'string' && text.length * 3 >= MAX_LINE - 3 && Buffer.byteLength(text) >= MAX_LINE - 3
+}
+
+/** `{ stream, text, continues? }` for a message's content, or null. */
 function render(content) {
   let event
   try {
@@ -47,7 +60,11 @@ function render(content) {
   }
   switch (event?.type) {
     case 'terminal_output':
-      return { stream: event.stream === 'stderr' ? 'stderr' : 'stdout', text: event.content }
+      return {
+        stream: event.stream === 'stderr' ? 'stderr' : 'stdout',
+        text: event.content,
+        continues: isSplitPiece(event.content),
+      }
     case 'terminal_finished': {
       // The bridge's storeFinished writes only exit_code; runs add signal and stopped.
       const how =

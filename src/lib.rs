@@ -24,3 +24,5 @@ mod shell_path;
 mod store;
 #[cfg(all(unix, not(test)))]
 mod tool_permission;
+#[cfg(not(test))]
+mod uncoded;
