@@ -259,6 +259,43 @@ describe('spawnTerminal', () => {
     for (const pid of pids) expect(await settleGone(pid, 1500 + 500)).toBe(true)
   })
 
+  test('under a low thread limit every run either finishes whole or rejects with SPAWN_FAILED, and leaves no zombie', async () => {
+    // RLIMIT_NPROC counts the threads of all of a user's processes, and is
+    // not enforced for root: as root the host runs as nobody, from a copy of
+    // the addon that nobody can read.
+    const dir = tmpDir()
+    fs.chmodSync(dir, 0o755)
+    const root = path.join(__dirname, '..')
+    const addon = fs.readdirSync(root).filter((f) => f.endsWith('.node'))
+    for (const file of ['index.js', 'package.json', 'eren-machines-guardian', ...addon]) {
+      fs.copyFileSync(path.join(root, file), path.join(dir, file))
+    }
+    fs.copyFileSync(path.join(__dirname, 'fixtures', 'starved-host.js'), path.join(dir, 'host.js'))
+    const host = [process.execPath, path.join(dir, 'host.js'), dir, '40']
+    const limited = ['prlimit', '--nproc=60', ...host]
+    const asNobody = ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', '--', ...limited]
+    const argv = process.getuid() === 0 ? asNobody : limited
+    const report = await new Promise((resolve, reject) => {
+      const child = spawn(argv[0], argv.slice(1), {
+        cwd: dir,
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env: { ...process.env, ...MARK },
+      })
+      let out = ''
+      child.stdout.on('data', (d) => (out += d))
+      child.on('error', reject)
+      child.on('close', () => resolve(JSON.parse(out)))
+    })
+    const whole = { result: { exitCode: 0, signal: null, stopped: false }, lines: ['one', 'two'] }
+    const refused = { code: 'SPAWN_FAILED', stored: 0 }
+    for (const outcome of report.outcomes) expect([whole, refused]).toContainEqual(outcome)
+    // The limit did bite, and runs still went through.
+    expect(report.outcomes).toContainEqual(refused)
+    expect(report.outcomes).toContainEqual(whole)
+    expect(report.zombies).toEqual([])
+    expect(report.registered).toBe(0)
+  })
+
   test('a command that cannot start rejects with SPAWN_FAILED and leaves no registration', async () => {
     const ctx = await setup()
     const { store, registry, sessionId } = ctx

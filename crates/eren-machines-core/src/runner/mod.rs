@@ -25,7 +25,7 @@ pub use process::{guardian_path, set_guardian_path};
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{ChildStdin, ExitStatus};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -456,48 +456,87 @@ impl Supervisor {
     };
     self.session = Some(self.store.pin(session_id, incarnation));
     self.generation = generation;
-    let process::Spawned { mut child, handle } = match process::spawn(program, kill_grace) {
-      Ok(spawned) => spawned,
-      Err(e) => {
-        self.store.unwatch_end(&end_watch);
-        self
-          .registry
-          .remove_generation(session_id, registration.generation);
-        return Err(Error::SpawnFailed {
-          session_id: session_id.clone(),
-          command: program.command.clone(),
-          reason: process::describe_spawn_error(program, &e),
-        });
+    let fail = |this: &Self, reason: String| {
+      this.store.unwatch_end(&end_watch);
+      this.registry.remove_generation(session_id, generation);
+      Error::SpawnFailed {
+        session_id: session_id.clone(),
+        command: program.command.clone(),
+        reason,
       }
     };
-    let pid = handle.pid;
+    // Every helper thread starts before the program: a run that cannot get
+    // its threads fails with nothing spawned, rather than running with no
+    // reader (lost output) or no waiter (a zombie).
     let (events, receiver) = mpsc::sync_channel(READ_BUFFER);
-    let overlong = self.handler.overlong();
-    // One reader for both pipes, so lines keep the order they arrived in
-    // across stdout and stderr.
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let reader_events = events.clone();
-    helper_thread("eren-pipes", move || {
-      read_pipes(stdout, stderr, overlong, reader_events)
-    });
-    if let Some(stdin) = child.stdin.take() {
-      let (lines, pending_lines) = mpsc::channel();
-      helper_thread("eren-stdin", move || write_stdin(stdin, pending_lines));
-      self.stdin = Some(lines);
-    }
     let (input_sender, inputs) = mpsc::channel();
     let input = RunInput {
       session_id: session_id.clone(),
       inputs: Arc::new(Mutex::new(Some(input_sender))),
       wake: events.clone(),
     };
+    let threads = self
+      .helper_threads(
+        program,
+        kill_grace,
+        &registration.subscription,
+        &input,
+        &events,
+      )
+      .map_err(|e| fail(self, format!("cannot start a thread for the run: {e}")))?;
+    let process::Spawned { mut child, handle } = process::spawn(program, kill_grace)
+      .map_err(|e| fail(self, process::describe_spawn_error(program, &e)))?;
+    // One reader for both pipes, so lines keep the order they arrived in
+    // across stdout and stderr.
+    let _ = threads
+      .pipes
+      .send((child.stdout.take(), child.stderr.take()));
+    if let (Some(stdin), Some(writer)) = (child.stdin.take(), threads.stdin) {
+      let (lines, pending_lines) = mpsc::channel();
+      let _ = writer.send((stdin, pending_lines));
+      self.stdin = Some(lines);
+    }
+    let _ = threads.stop.send(handle);
+    let _ = threads.wait.send((child, handle));
+    let pid = handle.pid;
+    Ok(Launched {
+      events: receiver,
+      inputs,
+      input,
+      pid,
+      subscription: registration.subscription,
+      end_watch,
+    })
+  }
+
+  /// Starts the run's helper threads, each waiting for its part of the
+  /// spawned process.
+  fn helper_threads(
+    &self,
+    program: &Program,
+    kill_grace: Duration,
+    subscription: &Subscription,
+    input: &RunInput,
+    events: &mpsc::SyncSender<Event>,
+  ) -> std::io::Result<HelperThreads> {
+    let overlong = self.handler.overlong();
+    let reader_events = events.clone();
+    let pipes = prepared_thread("eren-pipes", move |(stdout, stderr)| {
+      read_pipes(stdout, stderr, overlong, reader_events)
+    })?;
+    let stdin = match program.stdin {
+      true => Some(prepared_thread("eren-stdin", |(stdin, pieces)| {
+        write_stdin(stdin, pieces)
+      })?),
+      false => None,
+    };
     // The watcher learns of the exit through this channel closing, when the
     // waiter drops its only sender.
     let (exit_notice, exit_seen) = mpsc::channel::<()>();
-    let watched = registration.subscription.resubscribe();
+    let watched = subscription.resubscribe();
     let stop_style = program.stop;
     let stop_input = input.clone();
-    helper_thread("eren-stop", move || {
+    let stop = prepared_thread("eren-stop", move |handle: process::Handle| {
       if watched.wait_blocking() == StopOutcome::Stopped {
         handle.begin_stop(stop_style);
         if stop_style == StopStyle::Interrupt {
@@ -507,22 +546,24 @@ impl Supervisor {
           handle.kill();
         }
       }
-    });
-    helper_thread("eren-wait", move || {
-      handle.wait_ended();
-      drop(exit_notice);
-      handle.after_end();
-      if let Ok(status) = child.wait() {
-        let _ = events.send(Event::Exited(status));
-      }
-    });
-    Ok(Launched {
-      events: receiver,
-      inputs,
-      input,
-      pid,
-      subscription: registration.subscription,
-      end_watch,
+    })?;
+    let exit_events = events.clone();
+    let wait = prepared_thread(
+      "eren-wait",
+      move |(mut child, handle): (Child, process::Handle)| {
+        handle.wait_ended();
+        drop(exit_notice);
+        handle.after_end();
+        if let Ok(status) = child.wait() {
+          let _ = exit_events.send(Event::Exited(status));
+        }
+      },
+    )?;
+    Ok(HelperThreads {
+      pipes,
+      stdin,
+      stop,
+      wait,
     })
   }
 
@@ -737,27 +778,41 @@ impl Supervisor {
   }
 }
 
-fn helper_thread(name: &str, f: impl FnOnce() + Send + 'static) {
-  // If even a small thread cannot start, the run degrades (no output, or no
-  // stop) rather than taking the host down.
-  if let Err(e) = std::thread::Builder::new()
-    .name(name.into())
-    .stack_size(SMALL_STACK)
-    .spawn(f)
-  {
-    eprintln!("eren-machines: cannot start {name} thread: {e}");
-  }
+/// Senders that hand each helper thread its part of the spawned process.
+struct HelperThreads {
+  pipes: mpsc::Sender<(Option<ChildStdout>, Option<ChildStderr>)>,
+  stdin: Option<mpsc::Sender<(ChildStdin, StdinPieces)>>,
+  stop: mpsc::Sender<process::Handle>,
+  wait: mpsc::Sender<(Child, process::Handle)>,
 }
 
-/// Writes each line to the child's stdin until the sender is dropped, then
-/// closes it. A child that stops reading blocks only this thread.
+/// Starts a small thread that runs `work` once it is handed its input, and
+/// ends without running it if the sender is dropped (the spawn failed).
+fn prepared_thread<T: Send + 'static>(
+  name: &str,
+  work: impl FnOnce(T) + Send + 'static,
+) -> std::io::Result<mpsc::Sender<T>> {
+  let (sender, receiver) = mpsc::channel();
+  std::thread::Builder::new()
+    .name(name.into())
+    .stack_size(SMALL_STACK)
+    .spawn(move || {
+      if let Ok(input) = receiver.recv() {
+        work(input)
+      }
+    })?;
+  Ok(sender)
+}
+
+/// Bytes for the child's stdin, each with who waits for them.
 type StdinSender = mpsc::Sender<(Vec<u8>, Option<Reply<()>>)>;
+type StdinPieces = mpsc::Receiver<(Vec<u8>, Option<Reply<()>>)>;
 
 /// Writes each piece to the child's stdin until the sender is dropped, then
 /// closes it, answering each waiting writer once its bytes are in the pipe.
 /// A child that stops reading blocks only this thread (and the writers that
 /// wait for it).
-fn write_stdin(mut stdin: ChildStdin, pieces: mpsc::Receiver<(Vec<u8>, Option<Reply<()>>)>) {
+fn write_stdin(mut stdin: ChildStdin, pieces: StdinPieces) {
   let mut closed = false;
   for (data, reply) in pieces {
     let outcome = if closed {
@@ -779,8 +834,8 @@ fn write_stdin(mut stdin: ChildStdin, pieces: mpsc::Receiver<(Vec<u8>, Option<Re
 /// both are closed. Once the supervisor is gone the pipes are still
 /// drained, so the child never blocks on a full pipe.
 fn read_pipes(
-  stdout: Option<std::process::ChildStdout>,
-  stderr: Option<std::process::ChildStderr>,
+  stdout: Option<ChildStdout>,
+  stderr: Option<ChildStderr>,
   overlong: Overlong,
   events: mpsc::SyncSender<Event>,
 ) {

@@ -12,7 +12,7 @@ use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
@@ -22,24 +22,29 @@ use super::{Program, StopStyle};
 
 type SpawnJob = (Command, mpsc::Sender<io::Result<Child>>);
 
-/// Forks `command` on the long-lived spawner thread.
+/// Forks `command` on the long-lived spawner thread. A spawner that could
+/// not be started (the host is out of threads) is tried again on the next
+/// spawn, rather than failing every later one.
 fn spawn_on_spawner_thread(command: Command) -> io::Result<Child> {
-  static SPAWNER: OnceLock<mpsc::Sender<SpawnJob>> = OnceLock::new();
-  let sender = SPAWNER.get_or_init(|| {
-    let (sender, receiver) = mpsc::channel::<SpawnJob>();
-    let started = std::thread::Builder::new()
-      .name("eren-spawner".into())
-      .spawn(move || {
-        for (mut command, reply) in receiver {
-          let _ = reply.send(command.spawn());
-        }
-      });
-    if let Err(e) = started {
-      // Without the thread, spawning falls back to failing every request.
-      eprintln!("eren-machines: cannot start the spawner thread: {e}");
+  static SPAWNER: Mutex<Option<mpsc::Sender<SpawnJob>>> = Mutex::new(None);
+  let sender = {
+    let mut spawner = SPAWNER.lock().unwrap_or_else(|p| p.into_inner());
+    match spawner.as_ref() {
+      Some(sender) => sender.clone(),
+      None => {
+        let (sender, receiver) = mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+          .name("eren-spawner".into())
+          .spawn(move || {
+            for (mut command, reply) in receiver {
+              let _ = reply.send(command.spawn());
+            }
+          })
+          .map_err(|e| io::Error::new(e.kind(), format!("cannot start the spawner thread: {e}")))?;
+        spawner.insert(sender).clone()
+      }
     }
-    sender
-  });
+  };
   let (reply, answer) = mpsc::channel();
   sender
     .send((command, reply))
