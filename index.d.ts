@@ -101,11 +101,11 @@ export interface ClaudeRun extends Run {
 
 /** A terminal run started by `spawnTerminal`. */
 export interface TerminalRun extends Run {
-  /** Writes to the child's stdin (`stdin: 'pipe'`); settles once the bytes are in the pipe. Never stored. `INVALID_ARGUMENT` without a stdin pipe or after `end()`, `NOT_RUNNING` once the run ended. */
+  /** Writes to the child's stdin (`stdin: 'pipe'`) or types into its pseudo-terminal (`pty`); settles once the bytes are written. Never stored. `INVALID_ARGUMENT` without a stdin pipe or after `end()`, `NOT_RUNNING` once the run ended. */
   write(data: string | Uint8Array): Promise<void>
-  /** Closes the child's stdin (EOF). */
+  /** Closes the child's stdin (EOF); in a pseudo-terminal, types Ctrl-D. */
   end(): void
-  /** For runs in a pseudo-terminal; not available yet: `INVALID_ARGUMENT`. */
+  /** Sets the pseudo-terminal's size, which sends SIGWINCH. `INVALID_ARGUMENT` without `pty` or for sizes that are not positive integers up to 65535, `NOT_RUNNING` once the run ended. */
   resize(cols: number, rows: number): void
 }
 
@@ -257,6 +257,12 @@ export interface Message {
 /** Whether a session has a registered process. */
 export type ProcessStatus = 'running' | 'not_running'
 
+/** The size of a pseudo-terminal, in character cells. */
+export interface PtySize {
+  cols: number
+  rows: number
+}
+
 /** How a run ended. */
 export interface RunResult {
   exitCode: number | null
@@ -303,14 +309,19 @@ export declare function spawnClaude(opts: ClaudeOptions): Promise<ClaudeRun>
  * `end()`; what is written is never stored). Every stdout and stderr line
  * is stored, in the order it arrived, as a
  * `terminal_output` message, then `terminal_finished` with `exit_code`,
- * `signal` and `stopped`. `registry.stop(sessionId)` sends SIGTERM to the
- * group, then SIGKILL after `killGraceMs` (default 3000). `env` is added to
+ * `signal` and `stopped`. With `pty: { cols, rows }` the command runs in a
+ * pseudo-terminal instead (a session leader, `TERM=xterm-256color` unless
+ * `env` sets it): its output is stored as `stream: 'pty'` chunks with their
+ * escape sequences, `write()` types, `end()` sends EOF and `resize()`
+ * delivers SIGWINCH. `registry.stop(sessionId)` sends SIGTERM to the run's
+ * processes (SIGHUP first in a pseudo-terminal), then SIGKILL after
+ * `killGraceMs` (default 3000). `env` is added to
  * the host's environment (or replaces it with `clearEnv`). Rejects with
  * `SESSION_NOT_FOUND`, `SESSION_CLOSED`, `ALREADY_RUNNING` (nothing is
  * spawned) or `SPAWN_FAILED` (no registration is left behind; the message
  * names the `PATH` searched, or the missing `cwd`).
  */
-export declare function spawnTerminal(opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdin?: 'ignore' | 'pipe'; killGraceMs?: number; onMessage?: (m: Message) => void }): Promise<TerminalRun>
+export declare function spawnTerminal(opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdin?: 'ignore' | 'pipe'; pty?: PtySize; killGraceMs?: number; onMessage?: (m: Message) => void }): Promise<TerminalRun>
 
 export declare namespace claudeBridge {
   /** Sets the agent status to `'idle'`. */

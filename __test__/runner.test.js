@@ -486,9 +486,130 @@ describe('spawnTerminal', () => {
       { ...base, killGraceMs: -1 },
       { ...base, onMessage: 'x' },
       { ...base, clearEnv: 'yes' },
+      { ...base, pty: 'big' },
+      { ...base, pty: { cols: 80 } },
+      { ...base, pty: { cols: 0, rows: 24 } },
+      { ...base, pty: { cols: 80.5, rows: 24 } },
+      { ...base, pty: { cols: 80, rows: -1 } },
+      { ...base, pty: { cols: 70000, rows: 24 } },
     ]) {
       expect(await codeOf(() => spawnTerminal(opts))).toBe('INVALID_ARGUMENT')
     }
     expect(registry.count()).toBe(0)
+  })
+})
+
+describe('spawnTerminal with a pseudo-terminal', () => {
+  /** A run in a pseudo-terminal and a way to wait for text on its screen. */
+  async function ptyRun(ctx, opts) {
+    let screen = ''
+    const waiters = []
+    const run = await terminal(ctx, {
+      ...opts,
+      onMessage: (m) => {
+        const event = JSON.parse(m.content)
+        if (event.type !== 'terminal_output') return
+        expect(event.stream).toBe('pty')
+        screen += event.content
+        for (const w of waiters.splice(0)) {
+          if (screen.includes(w.text)) w.resolve()
+          else waiters.push(w)
+        }
+      },
+    })
+    run.shows = (text) => {
+      if (screen.includes(text)) return Promise.resolve()
+      const w = { text, ...deferred() }
+      waiters.push(w)
+      return w.promise
+    }
+    run.screen = () => screen
+    return run
+  }
+
+  const chunksOf = async (store, id) =>
+    (await parsed(store, id)).filter((m) => m.type === 'terminal_output').map((m) => m.content)
+
+  test('the program sees a terminal of the given size, TERM=xterm-256color, and leads its own session', async () => {
+    const ctx = await setup()
+    const script =
+      'test -t 0 && test -t 1 && test -t 2 && echo tty; echo "$TERM"; stty size; ps -o sid= -p $$ | tr -d \' \'; echo $$'
+    const run = await terminal(ctx, { command: 'sh', args: ['-c', script], pty: { cols: 100, rows: 30 } })
+    expect(await run.exited).toEqual({ exitCode: 0, signal: null, stopped: false })
+    const lines = (await chunksOf(ctx.store, ctx.sessionId)).join('').split('\r\n')
+    expect(lines.slice(0, 3)).toEqual(['tty', 'xterm-256color', '30 100'])
+    expect(lines[3]).toBe(lines[4])
+    // env sets TERM when it wants another.
+    await ctx.store.createSession('dumb')
+    const dumb = await terminal(
+      { ...ctx, sessionId: 'dumb' },
+      { command: 'sh', args: ['-c', 'echo "$TERM"'], env: { ...MARK, TERM: 'dumb' }, pty: { cols: 80, rows: 24 } },
+    )
+    await dumb.exited
+    expect((await chunksOf(ctx.store, 'dumb')).join('')).toBe('dumb\r\n')
+  })
+
+  test('chunks concatenate to exactly what the terminal printed: escape sequences kept, characters whole, 64 KiB at most', async () => {
+    const ctx = await setup()
+    // 300 KB of colour codes and multi-byte characters, written in one go.
+    const line = '\x1b[1;32mgrün\x1b[0m 😀 € plain text '.repeat(20)
+    const script = `const l = ${JSON.stringify(line)}; process.stdout.write(Array.from({ length: 500 }, (_, i) => i + ' ' + l).join('\\n') + '\\n')`
+    const run = await terminal(ctx, { command: process.execPath, args: ['-e', script], pty: { cols: 200, rows: 50 } })
+    expect((await run.exited).exitCode).toBe(0)
+    const chunks = await chunksOf(ctx.store, ctx.sessionId)
+    const expected = `${Array.from({ length: 500 }, (_, i) => `${i} ${line}`).join('\n')}\n`.replaceAll('\n', '\r\n')
+    expect(chunks.join('')).toBe(expected)
+    expect(chunks.length).toBeGreaterThan(4)
+    for (const chunk of chunks) {
+      expect(Buffer.byteLength(chunk)).toBeLessThanOrEqual(64 * 1024)
+      expect(chunk).not.toContain('\uFFFD')
+    }
+  })
+
+  test('resize() delivers SIGWINCH with the new size, write() types, end() sends EOF', async () => {
+    const ctx = await setup()
+    const script =
+      "process.stdout.on('resize', () => console.log(['resized', process.stdout.columns, process.stdout.rows].join(' '))); console.log('ready'); process.stdin.on('data', (d) => process.stdout.write(d)).on('end', () => process.exit(0))"
+    const run = await ptyRun(ctx, { command: process.execPath, args: ['-e', script], pty: { cols: 80, rows: 24 } })
+    await run.shows('ready')
+    run.resize(132, 43)
+    await run.shows('resized 132 43')
+    await run.write('typed line\n')
+    await run.shows('typed line\r\ntyped line')
+    run.end()
+    expect(await run.exited).toEqual({ exitCode: 0, signal: null, stopped: false })
+    expect(() => run.resize(80, 24)).toThrow(expect.objectContaining({ code: 'NOT_RUNNING' }))
+  })
+
+  test('what is written is never stored, and a stop hangs up before SIGTERM', async () => {
+    const ctx = await setup()
+    const script =
+      "trap 'echo hangup' HUP; trap 'echo term; exit 7' TERM; stty -echo; echo ready; read secret; echo got; while :; do sleep 1; done"
+    const run = await ptyRun(ctx, { command: 'sh', args: ['-c', script], pty: { cols: 80, rows: 24 } })
+    await run.shows('ready')
+    await run.write('hunter2\n')
+    await run.shows('got')
+    expect(ctx.registry.stop(ctx.sessionId)).toBe(true)
+    expect(await run.exited).toEqual({ exitCode: 7, signal: null, stopped: true })
+    const stored = (await ctx.store.messages(ctx.sessionId)).map((m) => m.content).join('')
+    expect(stored).not.toContain('hunter2')
+    const screen = (await chunksOf(ctx.store, ctx.sessionId)).join('')
+    expect(screen.indexOf('hangup')).toBeGreaterThan(-1)
+    expect(screen.indexOf('hangup')).toBeLessThan(screen.indexOf('term'))
+  })
+
+  test('resize() with sizes a terminal cannot have is INVALID_ARGUMENT', async () => {
+    const ctx = await setup()
+    const run = await ptyRun(ctx, { command: 'cat', pty: { cols: 80, rows: 24 } })
+    for (const [cols, rows] of [
+      [0, 24],
+      [80, 1.5],
+      ['80', 24],
+      [80, 70000],
+    ]) {
+      expect(() => run.resize(cols, rows)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }))
+    }
+    run.end()
+    expect((await run.exited).exitCode).toBe(0)
   })
 })

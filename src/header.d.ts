@@ -101,10 +101,10 @@ export interface ClaudeRun extends Run {
 
 /** A terminal run started by `spawnTerminal`. */
 export interface TerminalRun extends Run {
-  /** Writes to the child's stdin (`stdin: 'pipe'`); settles once the bytes are in the pipe. Never stored. `INVALID_ARGUMENT` without a stdin pipe or after `end()`, `NOT_RUNNING` once the run ended. */
+  /** Writes to the child's stdin (`stdin: 'pipe'`) or types into its pseudo-terminal (`pty`); settles once the bytes are written. Never stored. `INVALID_ARGUMENT` without a stdin pipe or after `end()`, `NOT_RUNNING` once the run ended. */
   write(data: string | Uint8Array): Promise<void>
-  /** Closes the child's stdin (EOF). */
+  /** Closes the child's stdin (EOF); in a pseudo-terminal, types Ctrl-D. */
   end(): void
-  /** For runs in a pseudo-terminal; not available yet: `INVALID_ARGUMENT`. */
+  /** Sets the pseudo-terminal's size, which sends SIGWINCH. `INVALID_ARGUMENT` without `pty` or for sizes that are not positive integers up to 65535, `NOT_RUNNING` once the run ended. */
   resize(cols: number, rows: number): void
 }

@@ -78,8 +78,27 @@ fn common(js: &Env, opts: &Options) -> Result<Common> {
 /// What a run's JS object offers besides `sessionId`, `pid` and `exited`.
 #[derive(Clone, Copy)]
 enum Surface {
-  Terminal,
+  Terminal { pty: bool },
   Claude,
+}
+
+/// The size of a pseudo-terminal, in character cells.
+#[napi(object, js_name = "PtySize")]
+pub struct JsPtySize {
+  pub cols: f64,
+  pub rows: f64,
+}
+
+/// Columns and rows as positive whole numbers a terminal can have.
+fn pty_size(cols: f64, rows: f64) -> std::result::Result<runner::PtySize, Error> {
+  let cells =
+    |n: f64| (n.fract() == 0.0 && (1.0..=f64::from(u16::MAX)).contains(&n)).then_some(n as u16);
+  match (cells(cols), cells(rows)) {
+    (Some(cols), Some(rows)) => Ok(runner::PtySize { cols, rows }),
+    _ => Err(Error::InvalidArgument(format!(
+      "a pseudo-terminal needs positive integer cols and rows (at most 65535), got {cols} x {rows}"
+    ))),
+  }
 }
 
 fn start<'env>(
@@ -117,7 +136,7 @@ fn start<'env>(
       object.set("exited", exited)?;
       match surface {
         Surface::Claude => claude_methods(env, &mut object, run.input)?,
-        Surface::Terminal => terminal_methods(env, &mut object, run.input)?,
+        Surface::Terminal { pty } => terminal_methods(env, &mut object, run.input, pty)?,
       }
       Ok(object)
     })
@@ -145,7 +164,12 @@ fn set_end(env: &Env, object: &mut Object, input: RunInput) -> napi::Result<()> 
 }
 
 /// `write`, `end` and `resize` of a terminal run.
-fn terminal_methods(env: &Env, object: &mut Object, input: RunInput) -> napi::Result<()> {
+fn terminal_methods(
+  env: &Env,
+  object: &mut Object,
+  input: RunInput,
+  pty: bool,
+) -> napi::Result<()> {
   let writer = input.clone();
   object.set(
     "write",
@@ -155,15 +179,28 @@ fn terminal_methods(env: &Env, object: &mut Object, input: RunInput) -> napi::Re
       detach(ctx.env, promise(ctx.env, pending, |()| ()))
     })?,
   )?;
+  let resizer = input.clone();
   set_end(env, object, input)?;
   object.set(
     "resize",
-    env.create_function_from_closure::<(), _, _>("resize", move |ctx| -> napi::Result<()> {
-      Err(coded(
-        ctx.env.raw(),
-        Error::InvalidArgument("resize() is for runs in a pseudo-terminal".into()),
-      ))
-    })?,
+    env.create_function_from_closure::<(f64, f64), _, _>(
+      "resize",
+      move |ctx| -> napi::Result<()> {
+        let refused = |e| coded(ctx.env.raw(), e);
+        if !pty {
+          return Err(refused(Error::InvalidArgument(
+            "resize() is for runs in a pseudo-terminal (pty)".into(),
+          )));
+        }
+        let (cols, rows) = ctx.args().map_err(|_| {
+          refused(Error::InvalidArgument(
+            "resize() takes cols and rows as numbers".into(),
+          ))
+        })?;
+        let size = pty_size(cols, rows).map_err(refused)?;
+        resizer.send(HostInput::Resize(size)).map_err(refused)
+      },
+    )?,
   )?;
   Ok(())
 }
@@ -199,15 +236,20 @@ fn claude_methods(env: &Env, object: &mut Object, input: RunInput) -> napi::Resu
 /// `end()`; what is written is never stored). Every stdout and stderr line
 /// is stored, in the order it arrived, as a
 /// `terminal_output` message, then `terminal_finished` with `exit_code`,
-/// `signal` and `stopped`. `registry.stop(sessionId)` sends SIGTERM to the
-/// group, then SIGKILL after `killGraceMs` (default 3000). `env` is added to
+/// `signal` and `stopped`. With `pty: { cols, rows }` the command runs in a
+/// pseudo-terminal instead (a session leader, `TERM=xterm-256color` unless
+/// `env` sets it): its output is stored as `stream: 'pty'` chunks with their
+/// escape sequences, `write()` types, `end()` sends EOF and `resize()`
+/// delivers SIGWINCH. `registry.stop(sessionId)` sends SIGTERM to the run's
+/// processes (SIGHUP first in a pseudo-terminal), then SIGKILL after
+/// `killGraceMs` (default 3000). `env` is added to
 /// the host's environment (or replaces it with `clearEnv`). Rejects with
 /// `SESSION_NOT_FOUND`, `SESSION_CLOSED`, `ALREADY_RUNNING` (nothing is
 /// spawned) or `SPAWN_FAILED` (no registration is left behind; the message
 /// names the `PATH` searched, or the missing `cwd`).
 #[napi(
   catch_unwind,
-  ts_args_type = "opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdin?: 'ignore' | 'pipe'; killGraceMs?: number; onMessage?: (m: Message) => void }",
+  ts_args_type = "opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdin?: 'ignore' | 'pipe'; pty?: PtySize; killGraceMs?: number; onMessage?: (m: Message) => void }",
   ts_return_type = "Promise<TerminalRun>"
 )]
 pub fn spawn_terminal<'env>(
@@ -229,22 +271,23 @@ pub fn spawn_terminal<'env>(
       ))))
     }
   };
-  let program = Program {
+  let pty = match opts.get::<JsPtySize>("pty", "an object { cols, rows }")? {
+    Some(size) => Some(pty_size(size.cols, size.rows)?),
+    None => None,
+  };
+  let mut program = Program {
     command,
     args: args.unwrap_or_default(),
     cwd: common.cwd.clone(),
     env: common.env.clone(),
     clear_env: common.clear_env,
     stdin,
+    pty,
     ..Program::default()
   };
-  start(
-    env,
-    common,
-    program,
-    Box::new(runner::TerminalOutput),
-    Surface::Terminal,
-  )
+  let handler = runner::TerminalOutput::for_program(&mut program);
+  let surface = Surface::Terminal { pty: pty.is_some() };
+  start(env, common, program, handler, surface)
 }
 
 /// Runs the Claude CLI into the session, talking stream-json both ways:

@@ -1,11 +1,12 @@
 //! What a process gives back: the stream each line came from, and how it
 //! ended. The bridges store both; the runner produces both.
 
-/// Which pipe a line came from.
+/// Which pipe a line came from, or the pseudo-terminal a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
   Stdout,
   Stderr,
+  Pty,
 }
 
 impl Stream {
@@ -13,6 +14,7 @@ impl Stream {
     match self {
       Stream::Stdout => "stdout",
       Stream::Stderr => "stderr",
+      Stream::Pty => "pty",
     }
   }
 }

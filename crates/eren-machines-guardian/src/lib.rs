@@ -56,6 +56,9 @@ pub struct Orders {
   pub host: i32,
   /// Between SIGTERM and SIGKILL when the host dies.
   pub grace: Duration,
+  /// The program runs in the pseudo-terminal that is the guardian's stdin:
+  /// a session leader with it as the controlling terminal.
+  pub pty: bool,
   pub command: OsString,
   pub args: Vec<OsString>,
 }
@@ -68,9 +71,11 @@ impl Orders {
       self.host.to_string().into(),
       "--grace-ms".into(),
       self.grace.as_millis().to_string().into(),
-      "--".into(),
-      self.command.clone(),
     ];
+    if self.pty {
+      args.push("--pty".into());
+    }
+    args.extend(["--".into(), self.command.clone()]);
     args.extend(self.args.iter().cloned());
     args
   }
@@ -80,6 +85,7 @@ impl Orders {
     let mut args = args.into_iter();
     let mut host = None;
     let mut grace = None;
+    let mut pty = false;
     loop {
       let flag = args.next()?;
       match flag.to_str()? {
@@ -92,6 +98,7 @@ impl Orders {
             .ok()
             .map(Duration::from_millis)
         }
+        "--pty" => pty = true,
         "--" => break,
         _ => return None,
       }
@@ -99,6 +106,7 @@ impl Orders {
     Some(Orders {
       host: host?,
       grace: grace?,
+      pty,
       command: args.next()?,
       args: args.collect(),
     })
@@ -165,14 +173,33 @@ fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
   let program = {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(&orders.command);
-    command.args(&orders.args).process_group(0);
-    // SAFETY: this process has one thread, and the closure only makes an
-    // async-signal-safe call. std's posix_spawn path would keep the mask
-    // blocked in the program, so the reset is done here, between fork and
-    // exec.
+    command.args(&orders.args);
+    // The terminal's path, found before the fork (it allocates).
+    let terminal = match orders.pty {
+      true => Some(terminal_path()?),
+      false => {
+        command.process_group(0);
+        None
+      }
+    };
+    // SAFETY: this process has one thread, and the closure only makes
+    // async-signal-safe calls (sigprocmask, setsid, open, close). std's
+    // posix_spawn path would keep the mask blocked in the program, so the
+    // reset is done here, between fork and exec.
     unsafe {
-      command.pre_exec(|| {
+      command.pre_exec(move || {
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+        if let Some(terminal) = &terminal {
+          // A session leader that opens a terminal without O_NOCTTY gets it
+          // as its controlling terminal; its stdio already is that terminal.
+          nix::unistd::setsid()?;
+          let opened = nix::fcntl::open(
+            terminal.as_c_str(),
+            nix::fcntl::OFlag::O_RDWR,
+            nix::sys::stat::Mode::empty(),
+          )?;
+          drop(opened);
+        }
         Ok(())
       });
     }
@@ -254,6 +281,13 @@ fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
       _ => {}
     }
   }
+}
+
+/// The path of the terminal on stdin, for the program to open.
+fn terminal_path() -> nix::Result<std::ffi::CString> {
+  use std::os::unix::ffi::OsStringExt;
+  let path = nix::unistd::ttyname(std::io::stdin())?;
+  std::ffi::CString::new(path.into_os_string().into_vec()).map_err(|_| Errno::EINVAL)
 }
 
 /// Reaps the orphans that have ended. Once the program itself has ended,
@@ -410,6 +444,7 @@ mod tests {
     let orders = Orders {
       host: 42,
       grace: Duration::from_millis(1500),
+      pty: true,
       command: "sh".into(),
       args: vec!["-c".into(), "--host 7".into(), "--".into()],
     };

@@ -16,6 +16,7 @@ fn guard(script: &str) -> (Child, u32, BufReader<std::process::ChildStdout>) {
   let orders = Orders {
     host: std::process::id() as i32,
     grace: Duration::from_millis(200),
+    pty: false,
     command: "sh".into(),
     args: vec!["-c".into(), script.into()],
   };
@@ -125,6 +126,7 @@ fn a_program_that_cannot_start_is_reported_with_its_errno() {
   let orders = Orders {
     host: std::process::id() as i32,
     grace: Duration::from_millis(100),
+    pty: false,
     command: "/nonexistent/program".into(),
     args: vec![],
   };

@@ -18,6 +18,7 @@
 //! the run's guardian (see `eren_machines_guardian`), which starts the
 //! program and makes sure nothing it starts outlives the run or the host.
 
+pub mod chunks;
 pub mod claude;
 pub mod lines;
 mod process;
@@ -25,7 +26,7 @@ pub use process::{guardian_path, set_guardian_path};
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus};
+use std::process::{Child, ChildStderr, ChildStdout, ExitStatus};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,15 @@ pub enum StopStyle {
   /// SIGINT to the program alone, and its stdin closed: for programs that
   /// close cleanly on it (the Claude CLI writes its own closing result).
   Interrupt,
+  /// SIGHUP, then SIGTERM, to the whole group: a terminal closing.
+  Hangup,
+}
+
+/// A pseudo-terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PtySize {
+  pub cols: u16,
+  pub rows: u16,
 }
 
 /// What to run.
@@ -76,6 +86,11 @@ pub struct Program {
   pub clear_env: bool,
   /// Give the program a stdin pipe; otherwise stdin is closed.
   pub stdin: bool,
+  /// Run the program in a pseudo-terminal of this size instead of pipes: it
+  /// is a session leader with the terminal as its controlling terminal,
+  /// `TERM` is `xterm-256color` unless `env` sets it, and its output is
+  /// stored as chunks (see [`chunks`]).
+  pub pty: Option<PtySize>,
   pub stop: StopStyle,
 }
 
@@ -105,8 +120,11 @@ pub enum HostInput {
   /// Bytes for stdin, never stored (they may be a password); answered once
   /// they are in the pipe.
   Write { data: Vec<u8>, reply: Reply<()> },
-  /// No more input: stdin is closed once what was sent before is written.
+  /// No more input: stdin is closed once what was sent before is written
+  /// (in a pseudo-terminal, EOF is typed: Ctrl-D).
   End,
+  /// A new size for the pseudo-terminal; the program gets SIGWINCH.
+  Resize(PtySize),
 }
 
 /// A handle for sending [`HostInput`] to a run. Once the run has ended,
@@ -162,6 +180,8 @@ pub enum Op {
   },
   /// Closes stdin once everything before it is written.
   CloseStdin,
+  /// Resizes the pseudo-terminal once everything before it is written.
+  Resize(PtySize),
   /// Runs once everything before it is stored (and written).
   After(Box<dyn FnOnce() + Send>),
 }
@@ -202,13 +222,31 @@ impl HostInput {
       HostInput::Send { reply, .. } => drop(reply.send(Err(error()))),
       HostInput::Interrupt { reply } => drop(reply.send(Err(error()))),
       HostInput::Write { reply, .. } => drop(reply.send(Err(error()))),
-      HostInput::Decision { .. } | HostInput::End => {}
+      HostInput::Decision { .. } | HostInput::End | HostInput::Resize(_) => {}
     }
   }
 }
 
-/// Terminal runs: every line through the terminal bridge's format.
-pub struct TerminalOutput;
+/// Terminal runs: every line (or pseudo-terminal chunk) through the terminal
+/// bridge's format.
+#[derive(Default)]
+pub struct TerminalOutput {
+  /// The run is in a pseudo-terminal: `end()` types EOF and `resize()` works.
+  pub pty: bool,
+}
+
+impl TerminalOutput {
+  /// The handler for `program`, which it readies for its kind of terminal:
+  /// a run in a pseudo-terminal is stopped by hanging up first.
+  pub fn for_program(program: &mut Program) -> Box<dyn OutputHandler> {
+    if program.pty.is_some() && program.stop == StopStyle::Terminate {
+      program.stop = StopStyle::Hangup;
+    }
+    Box::new(TerminalOutput {
+      pty: program.pty.is_some(),
+    })
+  }
+}
 
 impl OutputHandler for TerminalOutput {
   fn line(&mut self, stream: Stream, line: Line) -> Vec<Op> {
@@ -224,6 +262,15 @@ impl OutputHandler for TerminalOutput {
   fn input(&mut self, input: HostInput) -> Vec<Op> {
     match input {
       HostInput::Write { data, reply } => vec![Op::Write { data, reply }],
+      // Ctrl-D: the line discipline's EOF, as a user would type it.
+      HostInput::End if self.pty => {
+        let (reply, _) = reply_channel();
+        vec![Op::Write {
+          data: vec![0x04],
+          reply,
+        }]
+      }
+      HostInput::Resize(size) if self.pty => vec![Op::Resize(size)],
       other => refuse_input(other, "a terminal run takes write() and end() only"),
     }
   }
@@ -257,18 +304,13 @@ pub fn spawn_terminal(
   store: &SessionStore,
   registry: &Arc<ProcessRegistry>,
   session_id: &str,
-  program: Program,
+  mut program: Program,
   kill_grace: Duration,
   on_message: Option<MessageSink>,
 ) -> Pending<Run> {
+  let handler = TerminalOutput::for_program(&mut program);
   start(
-    store,
-    registry,
-    session_id,
-    program,
-    kill_grace,
-    Box::new(TerminalOutput),
-    on_message,
+    store, registry, session_id, program, kill_grace, handler, on_message,
   )
 }
 
@@ -299,7 +341,8 @@ pub fn start(
     handler,
     on_message,
     stdin: None,
-    stdin_piped: program.stdin,
+    stdin_piped: program.stdin || program.pty.is_some(),
+    pty: None,
     session: None,
     generation: 0,
     ended: false,
@@ -342,6 +385,7 @@ enum Submitted {
     reply: Reply<()>,
   },
   CloseStdin,
+  Resize(PtySize),
   After(Box<dyn FnOnce() + Send>),
 }
 
@@ -366,6 +410,8 @@ struct Supervisor {
   stdin: Option<StdinSender>,
   /// The program was given a stdin pipe.
   stdin_piped: bool,
+  /// The pseudo-terminal's controlling side, for resizing.
+  pty: Option<std::os::fd::OwnedFd>,
   /// The incarnation of the session the run writes into, once launched.
   session: Option<PinnedSession>,
   generation: u64,
@@ -484,14 +530,41 @@ impl Supervisor {
         &events,
       )
       .map_err(|e| fail(self, format!("cannot start a thread for the run: {e}")))?;
-    let process::Spawned { mut child, handle } = process::spawn(program, kill_grace)
+    let process::Spawned {
+      mut child,
+      handle,
+      pty,
+    } = process::spawn(program, kill_grace)
       .map_err(|e| fail(self, process::describe_spawn_error(program, &e)))?;
     // One reader for both pipes, so lines keep the order they arrived in
-    // across stdout and stderr.
-    let _ = threads
-      .pipes
-      .send((child.stdout.take(), child.stderr.take()));
-    if let (Some(stdin), Some(writer)) = (child.stdin.take(), threads.stdin) {
+    // across stdout and stderr; or the reader of the terminal.
+    let (output, stdin): (Output, Option<Box<dyn Write + Send>>) = match pty {
+      Some(master) => {
+        let reading = master.try_clone();
+        let writing = master.try_clone();
+        self.pty = Some(master);
+        match (reading, writing) {
+          (Ok(reading), Ok(writing)) => (
+            Output::Terminal(reading),
+            Some(Box::new(std::fs::File::from(writing))),
+          ),
+          // Out of descriptors: the run cannot be read, so it is ended.
+          _ => {
+            handle.kill();
+            (Output::Pipes(None, None), None)
+          }
+        }
+      }
+      None => (
+        Output::Pipes(child.stdout.take(), child.stderr.take()),
+        child
+          .stdin
+          .take()
+          .map(|stdin| Box::new(stdin) as Box<dyn Write + Send>),
+      ),
+    };
+    let _ = threads.output.send(output);
+    if let (Some(stdin), Some(writer)) = (stdin, threads.stdin) {
       let (lines, pending_lines) = mpsc::channel();
       let _ = writer.send((stdin, pending_lines));
       self.stdin = Some(lines);
@@ -521,10 +594,11 @@ impl Supervisor {
   ) -> std::io::Result<HelperThreads> {
     let overlong = self.handler.overlong();
     let reader_events = events.clone();
-    let pipes = prepared_thread("eren-pipes", move |(stdout, stderr)| {
-      read_pipes(stdout, stderr, overlong, reader_events)
+    let output = prepared_thread("eren-output", move |output| match output {
+      Output::Pipes(stdout, stderr) => read_pipes(stdout, stderr, overlong, reader_events),
+      Output::Terminal(master) => read_terminal(master, reader_events),
     })?;
-    let stdin = match program.stdin {
+    let stdin = match program.stdin || program.pty.is_some() {
       true => Some(prepared_thread("eren-stdin", |(stdin, pieces)| {
         write_stdin(stdin, pieces)
       })?),
@@ -560,7 +634,7 @@ impl Supervisor {
       },
     )?;
     Ok(HelperThreads {
-      pipes,
+      output,
       stdin,
       stop,
       wait,
@@ -684,6 +758,7 @@ impl Supervisor {
         },
         Op::Write { data, reply } => Submitted::Write { data, reply },
         Op::CloseStdin => Submitted::CloseStdin,
+        Op::Resize(size) => Submitted::Resize(size),
         Op::After(action) => Submitted::After(action),
       });
     }
@@ -743,6 +818,12 @@ impl Supervisor {
           }
         },
         Submitted::CloseStdin => self.stdin = None,
+        Submitted::Resize(size) => {
+          if let Some(master) = &self.pty {
+            // A terminal that is already gone has nothing left to resize.
+            let _ = process::resize_terminal(master, size);
+          }
+        }
         Submitted::After(action) => action(),
       }
     }
@@ -780,10 +861,17 @@ impl Supervisor {
 
 /// Senders that hand each helper thread its part of the spawned process.
 struct HelperThreads {
-  pipes: mpsc::Sender<(Option<ChildStdout>, Option<ChildStderr>)>,
-  stdin: Option<mpsc::Sender<(ChildStdin, StdinPieces)>>,
+  output: mpsc::Sender<Output>,
+  stdin: Option<mpsc::Sender<(Box<dyn Write + Send>, StdinPieces)>>,
   stop: mpsc::Sender<process::Handle>,
   wait: mpsc::Sender<(Child, process::Handle)>,
+}
+
+/// Where a run's output is read from.
+enum Output {
+  Pipes(Option<ChildStdout>, Option<ChildStderr>),
+  /// The controlling side of the run's pseudo-terminal.
+  Terminal(std::os::fd::OwnedFd),
 }
 
 /// Starts a small thread that runs `work` once it is handed its input, and
@@ -812,7 +900,7 @@ type StdinPieces = mpsc::Receiver<(Vec<u8>, Option<Reply<()>>)>;
 /// closes it, answering each waiting writer once its bytes are in the pipe.
 /// A child that stops reading blocks only this thread (and the writers that
 /// wait for it).
-fn write_stdin(mut stdin: ChildStdin, pieces: StdinPieces) {
+fn write_stdin(mut stdin: Box<dyn Write + Send>, pieces: StdinPieces) {
   let mut closed = false;
   for (data, reply) in pieces {
     let outcome = if closed {
@@ -929,6 +1017,61 @@ fn read_pipes(
   // The supervisor counts one end per stream.
   send(Event::ReaderDone);
   send(Event::ReaderDone);
+}
+
+/// How long a terminal's output may pause before what was read is stored.
+const TERMINAL_PAUSE: Duration = Duration::from_millis(10);
+
+/// Reads a pseudo-terminal until the program's side is closed (`EIO`),
+/// handing out chunks when the output pauses or reaches the chunk limit.
+fn read_terminal(master: std::os::fd::OwnedFd, events: mpsc::SyncSender<Event>) {
+  use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+  use std::os::fd::AsFd;
+
+  let mut chunker = chunks::Chunker::new();
+  let mut supervised = true;
+  let mut send = |chunks: Vec<String>| {
+    if supervised && !chunks.is_empty() {
+      let lines = chunks.into_iter().map(Line::Text).collect();
+      supervised = events.send(Event::Lines(Stream::Pty, lines)).is_ok();
+    }
+  };
+  let mut terminal = std::fs::File::from(master);
+  let mut buffer = vec![0u8; chunks::MAX_CHUNK];
+  loop {
+    let wait = if chunker.is_empty() {
+      PollTimeout::NONE
+    } else {
+      PollTimeout::from(TERMINAL_PAUSE.as_millis() as u8)
+    };
+    let ready = {
+      let mut fds = [PollFd::new(terminal.as_fd(), PollFlags::POLLIN)];
+      poll(&mut fds, wait)
+    };
+    let mut out = Vec::new();
+    match ready {
+      Err(nix::errno::Errno::EINTR) => continue,
+      Err(_) => break,
+      Ok(0) => chunker.pause(&mut |chunk| out.push(chunk)),
+      Ok(_) => match terminal.read(&mut buffer) {
+        Ok(0) => break,
+        Ok(n) => chunker.push(&buffer[..n], &mut |chunk| out.push(chunk)),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+        // EIO: every descriptor of the program's side is closed.
+        Err(_) => break,
+      },
+    }
+    send(out);
+  }
+  let mut last = Vec::new();
+  chunker.finish(&mut |chunk| last.push(chunk));
+  send(last);
+  // The supervisor counts one end per stream, as for pipes.
+  for _ in 0..2 {
+    if supervised {
+      supervised = events.send(Event::ReaderDone).is_ok();
+    }
+  }
 }
 
 fn signal_of(status: ExitStatus) -> Option<String> {

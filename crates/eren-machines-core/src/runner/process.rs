@@ -8,7 +8,7 @@
 
 use std::ffi::OsStr;
 use std::io::{self, Read};
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -18,7 +18,7 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use super::{Program, StopStyle};
+use super::{Program, PtySize, StopStyle};
 
 type SpawnJob = (Command, mpsc::Sender<io::Result<Child>>);
 
@@ -59,6 +59,8 @@ fn spawn_on_spawner_thread(command: Command) -> io::Result<Child> {
 pub struct Spawned {
   pub child: Child,
   pub handle: Handle,
+  /// The pseudo-terminal's controlling side, for a run in one.
+  pub pty: Option<OwnedFd>,
 }
 
 /// How to reach a run's processes: through its guardian, which forwards
@@ -78,6 +80,14 @@ impl Handle {
       (StopStyle::Terminate, None) => signal_group(self.pid, Signal::SIGTERM),
       (StopStyle::Interrupt, Some(guardian)) => signal_process(guardian, Signal::SIGINT),
       (StopStyle::Interrupt, None) => signal_process(self.pid, Signal::SIGINT),
+      (StopStyle::Hangup, Some(guardian)) => {
+        signal_process(guardian, Signal::SIGHUP);
+        signal_process(guardian, Signal::SIGTERM);
+      }
+      (StopStyle::Hangup, None) => {
+        signal_group(self.pid, Signal::SIGHUP);
+        signal_group(self.pid, Signal::SIGTERM);
+      }
     }
   }
 
@@ -164,50 +174,121 @@ fn loaded_from(address: usize) -> Option<PathBuf> {
 /// starts outlives the run or the host; otherwise it gets a parent-death
 /// signal, which reaches only the program itself.
 pub fn spawn(program: &Program, grace: Duration) -> io::Result<Spawned> {
+  let terminal = program.pty.map(open_terminal).transpose()?;
   #[cfg(target_os = "linux")]
   if let Some(guardian) = guardian_path() {
-    return spawn_guarded(program, grace, &guardian);
+    return spawn_guarded(program, grace, &guardian, terminal);
   }
   let _ = grace;
-  spawn_direct(program)
+  spawn_direct(program, terminal)
 }
 
-fn base_command(executable: &OsStr, program: &Program) -> Command {
+/// A pseudo-terminal pair: the host keeps the controlling side, the program
+/// gets the other as its stdio.
+struct Terminal {
+  master: OwnedFd,
+  slave: OwnedFd,
+}
+
+fn open_terminal(size: PtySize) -> io::Result<Terminal> {
+  use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+  let size = nix::pty::Winsize {
+    ws_row: size.rows,
+    ws_col: size.cols,
+    ws_xpixel: 0,
+    ws_ypixel: 0,
+  };
+  let pair = nix::pty::openpty(Some(&size), None)?;
+  // Not inherited by the host's other children (openpty cannot set it).
+  for fd in [&pair.master, &pair.slave] {
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+  }
+  Ok(Terminal {
+    master: pair.master,
+    slave: pair.slave,
+  })
+}
+
+/// Sets the size of the pseudo-terminal whose controlling side is `master`;
+/// the kernel sends SIGWINCH to the program's foreground group.
+pub fn resize_terminal(master: &OwnedFd, size: PtySize) -> io::Result<()> {
+  use std::os::fd::AsRawFd;
+  nix::ioctl_write_ptr_bad!(set_window_size, nix::libc::TIOCSWINSZ, nix::pty::Winsize);
+  let size = nix::pty::Winsize {
+    ws_row: size.rows,
+    ws_col: size.cols,
+    ws_xpixel: 0,
+    ws_ypixel: 0,
+  };
+  // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which is valid
+  // for the call, on a descriptor that `master` keeps open.
+  unsafe { set_window_size(master.as_raw_fd(), &size) }?;
+  Ok(())
+}
+
+/// The command for `executable` with the program's environment, directory
+/// and stdio, in a new process group unless `own_session` (the child then
+/// makes its own session, which a group leader cannot).
+fn base_command(
+  executable: &OsStr,
+  program: &Program,
+  terminal: Option<&Terminal>,
+  own_session: bool,
+) -> io::Result<Command> {
   let mut command = Command::new(executable);
   if program.clear_env {
     command.env_clear();
   }
-  command
-    .envs(program.env.iter().map(|(k, v)| (k, v)))
-    .stdin(if program.stdin {
-      Stdio::piped()
-    } else {
-      Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+  if terminal.is_some() && !program.env.iter().any(|(name, _)| name == "TERM") {
+    command.env("TERM", "xterm-256color");
+  }
+  command.envs(program.env.iter().map(|(k, v)| (k, v)));
+  match terminal {
+    Some(terminal) => {
+      command
+        .stdin(Stdio::from(terminal.slave.try_clone()?))
+        .stdout(Stdio::from(terminal.slave.try_clone()?))
+        .stderr(Stdio::from(terminal.slave.try_clone()?));
+    }
+    None => {
+      command
+        .stdin(if program.stdin {
+          Stdio::piped()
+        } else {
+          Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    }
+  }
   if let Some(cwd) = &program.cwd {
     command.current_dir(cwd);
   }
   #[cfg(unix)]
-  {
+  if !own_session {
     use std::os::unix::process::CommandExt;
     command.process_group(0);
   }
-  command
+  Ok(command)
 }
 
 #[cfg(target_os = "linux")]
-fn spawn_guarded(program: &Program, grace: Duration, guardian: &Path) -> io::Result<Spawned> {
+fn spawn_guarded(
+  program: &Program,
+  grace: Duration,
+  guardian: &Path,
+  terminal: Option<Terminal>,
+) -> io::Result<Spawned> {
   use std::os::fd::{AsRawFd, IntoRawFd};
   use std::os::unix::process::CommandExt;
   let orders = eren_machines_guardian::Orders {
     host: std::process::id() as i32,
     grace,
+    pty: terminal.is_some(),
     command: program.command.clone().into(),
     args: program.args.iter().map(Into::into).collect(),
   };
-  let mut command = base_command(guardian.as_os_str(), program);
+  let mut command = base_command(guardian.as_os_str(), program, terminal.as_ref(), false)?;
   command.args(orders.to_args());
   let (report, report_writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
   let writer = report_writer.as_raw_fd();
@@ -241,6 +322,7 @@ fn spawn_guarded(program: &Program, grace: Duration, guardian: &Path) -> io::Res
       return Ok(Spawned {
         child,
         handle: Handle { pid, guardian },
+        pty: terminal.map(|t| t.master),
       });
     }
     _ => match said.strip_prefix('E').and_then(|s| s.split_once(' ')) {
@@ -255,9 +337,37 @@ fn spawn_guarded(program: &Program, grace: Duration, guardian: &Path) -> io::Res
   Err(failure)
 }
 
-fn spawn_direct(program: &Program) -> io::Result<Spawned> {
-  let mut command = base_command(program.command.as_ref(), program);
+fn spawn_direct(program: &Program, terminal: Option<Terminal>) -> io::Result<Spawned> {
+  let own_session = terminal.is_some();
+  let mut command = base_command(
+    program.command.as_ref(),
+    program,
+    terminal.as_ref(),
+    own_session,
+  )?;
   command.args(&program.args);
+  #[cfg(unix)]
+  if let Some(terminal) = &terminal {
+    use std::os::unix::ffi::OsStringExt;
+    use std::os::unix::process::CommandExt;
+    let path = nix::unistd::ttyname(&terminal.slave)?;
+    let path = std::ffi::CString::new(path.into_os_string().into_vec())
+      .map_err(|_| io::Error::other("the terminal's path holds a NUL"))?;
+    // SAFETY: setsid, open and close are async-signal-safe, and the path was
+    // made before the fork.
+    unsafe {
+      command.pre_exec(move || {
+        nix::unistd::setsid()?;
+        let opened = nix::fcntl::open(
+          path.as_c_str(),
+          nix::fcntl::OFlag::O_RDWR,
+          nix::sys::stat::Mode::empty(),
+        )?;
+        drop(opened);
+        Ok(())
+      });
+    }
+  }
   #[cfg(target_os = "linux")]
   {
     use std::os::unix::process::CommandExt;
@@ -283,6 +393,7 @@ fn spawn_direct(program: &Program) -> io::Result<Spawned> {
       pid,
       guardian: None,
     },
+    pty: terminal.map(|t| t.master),
   })
 }
 

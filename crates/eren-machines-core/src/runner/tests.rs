@@ -365,3 +365,141 @@ fn runs_start_under_the_guardian_and_leave_nothing_behind() {
   assert_eq!(printed[2], run.pid as i64, "run.pid is the program's");
   assert!(is_gone(printed[0]) && is_gone(printed[1]));
 }
+
+fn in_pty(script: &str, cols: u16, rows: u16) -> Program {
+  Program {
+    pty: Some(super::PtySize { cols, rows }),
+    ..sh(script)
+  }
+}
+
+/// The run's terminal output so far, its chunks concatenated.
+fn stored_screen(store: &SessionStore, id: &str) -> String {
+  contents(store, id)
+    .iter()
+    .filter(|m| m["type"] == "terminal_output")
+    .inspect(|m| assert_eq!(m["stream"], "pty"))
+    .map(|m| m["content"].as_str().unwrap().to_owned())
+    .collect()
+}
+
+/// What a run's onMessage has shown so far, to wait on.
+#[derive(Clone, Default)]
+struct Screen(Arc<(Mutex<String>, std::sync::Condvar)>);
+
+impl Screen {
+  fn sink(&self) -> crate::store::MessageSink {
+    let screen = self.clone();
+    Box::new(move |m| {
+      let value: Value = serde_json::from_str(&m.content).unwrap();
+      if let Some(chunk) = value["content"].as_str() {
+        let (text, changed) = &*screen.0;
+        text.lock().unwrap().push_str(chunk);
+        changed.notify_all();
+      }
+    })
+  }
+
+  fn wait_for(&self, wanted: &str) {
+    let (text, changed) = &*self.0;
+    let shown = changed
+      .wait_timeout_while(text.lock().unwrap(), Duration::from_secs(20), |t| {
+        !t.contains(wanted)
+      })
+      .unwrap();
+    assert!(shown.0.contains(wanted), "{:?}", *shown.0);
+  }
+}
+
+fn watched(
+  store: &SessionStore,
+  registry: &Arc<ProcessRegistry>,
+  id: &str,
+  program: Program,
+) -> (Run, Screen) {
+  let screen = Screen::default();
+  let run = spawn_terminal(
+    store,
+    registry,
+    id,
+    program,
+    DEFAULT_KILL_GRACE,
+    Some(screen.sink()),
+  )
+  .wait()
+  .unwrap();
+  (run, screen)
+}
+
+#[test]
+fn a_pty_run_is_a_terminal_session_leader_with_term_and_size() {
+  let (store, registry) = setup("t");
+  let script = "test -t 0 && test -t 1 && echo tty; echo \"$TERM\"; stty size; \
+                ps -o sid= -p $$ | tr -d ' '; echo $$";
+  let run = run(&store, &registry, "t", in_pty(script, 100, 30));
+  let result = run.exited.wait().unwrap();
+  assert_eq!(result.exit_code, Some(0));
+  let shown = stored_screen(&store, "t");
+  let lines: Vec<&str> = shown.split("\r\n").collect();
+  assert_eq!(
+    &lines[..3],
+    ["tty", "xterm-256color", "30 100"],
+    "{shown:?}"
+  );
+  assert_eq!(lines[3], lines[4], "the program leads its own session");
+}
+
+#[test]
+fn resize_sets_the_size_and_end_types_eof() {
+  let (store, registry) = setup("t");
+  let script = "trap 'echo winch' WINCH; echo ready; cat; stty size";
+  let (run, screen) = watched(&store, &registry, "t", in_pty(script, 80, 24));
+  screen.wait_for("ready");
+  run
+    .input
+    .send(HostInput::Resize(super::PtySize {
+      cols: 132,
+      rows: 43,
+    }))
+    .unwrap();
+  let written = run.input.request(|reply| HostInput::Write {
+    data: b"typed\n".to_vec(),
+    reply,
+  });
+  written.wait().unwrap();
+  run.input.send(HostInput::End).unwrap();
+  let result = run.exited.wait().unwrap();
+  assert_eq!(result.exit_code, Some(0), "cat ended at EOF");
+  let shown = stored_screen(&store, "t");
+  assert!(shown.contains("43 132"), "{shown:?}");
+  assert!(shown.contains("typed"), "{shown:?}");
+}
+
+#[test]
+fn input_is_never_stored_and_a_stop_hangs_up() {
+  let (store, registry) = setup("t");
+  let script = "trap 'echo hangup' HUP; trap 'echo term; exit 7' TERM; stty -echo; \
+                echo ready; read secret; echo got; while :; do sleep 1; done";
+  let (run, screen) = watched(&store, &registry, "t", in_pty(script, 80, 24));
+  screen.wait_for("ready");
+  run
+    .input
+    .request(|reply| HostInput::Write {
+      data: b"hunter2\n".to_vec(),
+      reply,
+    })
+    .wait()
+    .unwrap();
+  // `got` shows the secret was read; then stop.
+  screen.wait_for("got");
+  assert!(registry.stop("t"));
+  let result = run.exited.wait().unwrap();
+  assert!(result.stopped);
+  assert_eq!(result.exit_code, Some(7), "SIGHUP came first");
+  let stored: String = contents(&store, "t")
+    .iter()
+    .map(|m| m.to_string())
+    .collect();
+  assert!(!stored.contains("hunter2"));
+  assert!(stored_screen(&store, "t").contains("hangup"));
+}

@@ -79,6 +79,7 @@ pub fn program(request: ClaudeRequest) -> Program {
     env: request.env,
     clear_env: request.clear_env,
     stdin: true,
+    pty: None,
     stop: StopStyle::Interrupt,
   }
 }

@@ -283,7 +283,8 @@ impl OutputHandler for ClaudeOutput {
         self.keep_stderr(&text);
         ops.push(Op::Append(protocol::stderr_message(&text)));
       }
-      (Stream::Stdout, Line::Text(text)) => self.event(text, &mut ops),
+      // The CLI never runs in a pseudo-terminal; stdout is its protocol.
+      (Stream::Stdout | Stream::Pty, Line::Text(text)) => self.event(text, &mut ops),
     }
     ops
   }
@@ -312,6 +313,7 @@ impl OutputHandler for ClaudeOutput {
         }
       }
       HostInput::End => self.close_input(&mut ops),
+      HostInput::Resize(_) => {}
       // The CLI takes stream-json only: send() is the way to write.
       HostInput::Write { reply, .. } => drop(reply.send(Err(Error::InvalidArgument(
         "a Claude run takes send(), not raw writes".into(),
