@@ -179,6 +179,66 @@ describe('eren-machines CLI', () => {
     expect(log.stdout).toBe(`${expected}[finished: exit code 0]\n`)
   })
 
+  test('run --pty runs the command in a terminal sized like ours, forwards keys and resizes, restores the terminal; log replays the screen', async () => {
+    // The CLI itself runs in a pseudo-terminal made by the package, the way a
+    // user's terminal would hold it.
+    const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
+    const db = path.join(tmpDir(), 'pty.db')
+    // A WINCH trap interrupts `read` in dash, so the resize comes last.
+    const inner =
+      "stty size; echo ready; read line; echo \"got:$line\"; trap 'stty size' 28; echo waiting; read again; echo \"tty:$(test -t 0 && echo yes)\""
+    const outer = `"${process.execPath}" '${CLI}' run --db '${db}' --pty -- sh -c '${inner.replaceAll("'", "'\\''")}'; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon`
+    const store = SessionStore.inMemory()
+    await store.createSession('outer')
+    let screen = ''
+    const waiters = []
+    const shows = (text) =>
+      new Promise((resolve) => {
+        waiters.push({ text, resolve })
+        check()
+      })
+    const check = () => {
+      for (const w of waiters.splice(0)) (screen.includes(w.text) ? w.resolve : () => waiters.push(w))()
+    }
+    const run = await spawnTerminal({
+      store,
+      registry: new ProcessRegistry(),
+      sessionId: 'outer',
+      command: 'sh',
+      args: ['-c', outer],
+      env: { EREN_TEST_CHILD: '1' },
+      pty: { cols: 101, rows: 31 },
+      onMessage: (m) => {
+        screen += JSON.parse(m.content).content ?? ''
+        check()
+      },
+    })
+    await shows('ready')
+    expect(screen).toContain('31 101')
+    await run.write('typed\r')
+    await shows('waiting')
+    expect(screen).toContain('got:typed')
+    run.resize(120, 40)
+    await shows('40 120')
+    expect(await run.exited).toMatchObject({ exitCode: 0 })
+    expect(screen).toContain('tty:yes')
+    // Raw mode was turned off again on the way out.
+    expect(screen.trim().split('\r\n').pop()).toBe('icanon')
+    // The stored session replays as the screen looked.
+    const sessions = await cli(['sessions', '--json', '--db', db])
+    const [session] = JSON.parse(sessions.stdout)
+    const log = await cli(['log', session.id, '--db', db])
+    const chunks = await cli(['log', session.id, '--db', db, '--json'])
+    const printed = chunks.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(JSON.parse(l).content))
+      .filter((e) => e.type === 'terminal_output')
+    expect(printed.every((e) => e.stream === 'pty')).toBe(true)
+    expect(log.stdout).toBe(`${printed.map((e) => e.content).join('')}[finished: exit code 0]\n`)
+    expect(log.stdout).toContain('got:typed')
+  })
+
   test('log and sessions with a mistyped --db create nothing', async () => {
     const missing = path.join(tmpDir(), 'no', 'such', 'dir', 'typo.db')
     for (const args of [

@@ -27,17 +27,20 @@ function usage() {
   return `eren-machines ${version}: supervised processes, stored per session
 
 Usage:
-  eren-machines run [--db PATH] [--session ID] -- <command> [args...]
+  eren-machines run [--db PATH] [--session ID] [--pty] -- <command> [args...]
       Run a command, echo its stdout and stderr live and store every line.
       Ctrl-C or SIGTERM stops it through the registry (the whole process
       tree). Exits with the command's exit code (128+n if killed by signal n).
+      --pty runs it in a pseudo-terminal sized like yours: keystrokes (Ctrl-C
+      included) and resizes go to it, and its screen output is stored.
   eren-machines claude [--db PATH] [--session ID] [--resume ID] [--claude-path P] [--chat] -- <prompt>
       Run the Claude CLI on a prompt, print its messages as they stream, and
       store every event. --chat converses: after each result it reads your
       next message (an empty line or Ctrl-D ends), asks y/n for each tool
       permission, and Ctrl-C interrupts the turn (twice stops the CLI).
   eren-machines log <session> [--db PATH] [--follow] [--json] [--after N]
-      Print a session's messages (--json: one JSON message per line).
+      Print a session's messages (--json: one JSON message per line); a
+      --pty session's output is printed as it was, escape sequences and all.
       --follow keeps printing new ones until Ctrl-C.
   eren-machines sessions [--db PATH] [--json]
       List sessions: id, status, messages, created time, Claude session id.
@@ -149,8 +152,43 @@ function echoTo(only) {
   }
 }
 
+/**
+ * Connects this terminal to a run in a pseudo-terminal: its size and every
+ * resize, and keystrokes in raw mode (Ctrl-C goes to the program, as in any
+ * terminal). Returns a function that restores the terminal.
+ */
+function attachTerminal(run) {
+  const input = process.stdin
+  const onResize = () => {
+    if (process.stdout.columns && process.stdout.rows) run.resize(process.stdout.columns, process.stdout.rows)
+  }
+  const onData = (data) => run.write(data).catch(() => {})
+  const onEnd = () => run.end()
+  process.stdout.on('resize', onResize)
+  if (input.isTTY) input.setRawMode(true)
+  input.on('data', onData)
+  input.on('end', onEnd)
+  return () => {
+    process.stdout.off('resize', onResize)
+    input.off('data', onData)
+    input.off('end', onEnd)
+    if (input.isTTY) input.setRawMode(false)
+    input.pause()
+  }
+}
+
+/** The pseudo-terminal size for `run --pty`: this terminal's, else 80x24. */
+function terminalSize() {
+  const { columns, rows } = process.stdout
+  return columns && rows ? { cols: columns, rows } : { cols: 80, rows: 24 }
+}
+
 async function runCommand(args) {
-  const { values, positionals } = parse(args, { db: { type: 'string' }, session: { type: 'string' } })
+  const { values, positionals } = parse(args, {
+    db: { type: 'string' },
+    session: { type: 'string' },
+    pty: { type: 'boolean' },
+  })
   if (values.help) return help()
   if (positionals.length === 0) throw new UsageError('run needs a command after --')
   const [command, ...commandArgs] = positionals
@@ -159,13 +197,18 @@ async function runCommand(args) {
     const sessionId = await sessionFor(store, values.session)
     process.stderr.write(`eren-machines: session ${sessionId}\n`)
     const registry = new ProcessRegistry()
-    return await supervise(
-      store,
-      sessionId,
-      registry,
-      (onMessage) => spawnTerminal({ store, registry, sessionId, command, args: commandArgs, onMessage }),
-      echoTo(null),
-    )
+    let detach = () => {}
+    const start = async (onMessage) => {
+      const pty = values.pty ? terminalSize() : undefined
+      const run = await spawnTerminal({ store, registry, sessionId, command, args: commandArgs, pty, onMessage })
+      if (pty) detach = attachTerminal(run)
+      return run
+    }
+    try {
+      return await supervise(store, sessionId, registry, start, echoTo(null))
+    } finally {
+      detach()
+    }
   } finally {
     await store.close()
   }

@@ -60,6 +60,8 @@ function render(content) {
   }
   switch (event?.type) {
     case 'terminal_output':
+      // A pseudo-terminal's chunks are raw screen output: printed as they came.
+      if (event.stream === 'pty') return { stream: 'stdout', text: String(event.content), continues: true }
       return {
         stream: event.stream === 'stderr' ? 'stderr' : 'stdout',
         text: event.content,

@@ -452,7 +452,7 @@ fn a_pty_run_is_a_terminal_session_leader_with_term_and_size() {
 #[test]
 fn resize_sets_the_size_and_end_types_eof() {
   let (store, registry) = setup("t");
-  let script = "trap 'echo winch' WINCH; echo ready; cat; stty size";
+  let script = "echo ready; cat; stty size";
   let (run, screen) = watched(&store, &registry, "t", in_pty(script, 80, 24));
   screen.wait_for("ready");
   run
