@@ -39,7 +39,7 @@ describe('eren-machines CLI', () => {
     const db = path.join(tmpDir(), 'chosen.db')
     const result = await cli(['--help'], { db })
     expect(result.code).toBe(0)
-    expect(result.stdout).toContain('eren-machines run [--db PATH] [--session ID] -- <command> [args...]')
+    expect(result.stdout).toContain('eren-machines run [--db PATH] [--session ID] [--pty] -- <command> [args...]')
     expect(result.stdout).toContain(`Database: ${db}`)
     expect(result.stdout).toContain('$EREN_MACHINES_DB')
   })
@@ -186,7 +186,7 @@ describe('eren-machines CLI', () => {
     const db = path.join(tmpDir(), 'pty.db')
     // A WINCH trap interrupts `read` in dash, so the resize comes last.
     const inner =
-      "stty size; echo ready; read line; echo \"got:$line\"; trap 'stty size' 28; echo waiting; read again; echo \"tty:$(test -t 0 && echo yes)\""
+      'stty size; echo ready; read line; echo "got:$line"; trap \'stty size\' 28; echo waiting; read again; echo "tty:$(test -t 0 && echo yes)"'
     const outer = `"${process.execPath}" '${CLI}' run --db '${db}' --pty -- sh -c '${inner.replaceAll("'", "'\\''")}'; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon`
     const store = SessionStore.inMemory()
     await store.createSession('outer')
