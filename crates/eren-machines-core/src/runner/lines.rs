@@ -92,7 +92,7 @@ impl LineSplitter {
       }
       Overlong::Truncate { limit } => {
         if self.pending.len() > limit {
-          let cut = char_boundary(&self.pending, MAX_LINE);
+          let cut = char_boundary(&self.pending, head_len(limit));
           let bytes = self.pending.len();
           self.pending.truncate(cut);
           self.pending.shrink_to(cut);
@@ -137,7 +137,7 @@ fn emit_line(mut line: &[u8], overlong: Overlong, emit: &mut impl FnMut(Line)) {
       }
     }
     Overlong::Truncate { limit } if line.len() > limit => {
-      let cut = char_boundary(line, MAX_LINE);
+      let cut = char_boundary(line, head_len(limit));
       emit(Line::Truncated {
         head: String::from_utf8_lossy(&line[..cut]).into_owned(),
         bytes: line.len(),
@@ -147,6 +147,13 @@ fn emit_line(mut line: &[u8], overlong: Overlong, emit: &mut impl FnMut(Line)) {
     Overlong::Truncate { .. } => {}
   }
   emit(Line::Text(String::from_utf8_lossy(line).into_owned()));
+}
+
+/// How much of a truncated line is kept: [`MAX_LINE`], or the whole limit
+/// when that is smaller, so that the head never depends on how the line was
+/// read (found by fuzzing).
+fn head_len(limit: usize) -> usize {
+  MAX_LINE.min(limit)
 }
 
 /// The largest cut at or below `limit` that does not split a UTF-8
@@ -162,6 +169,33 @@ fn char_boundary(bytes: &[u8], limit: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+  #[test]
+  fn a_truncated_head_does_not_depend_on_how_the_line_was_read() {
+    // Found by fuzzing: with a limit under MAX_LINE, a line read in pieces
+    // kept a shorter head than the same line read at once.
+    let overlong = Overlong::Truncate { limit: 64 };
+    let line = vec![b'x'; 300];
+    let heads = |reads: &[&[u8]]| {
+      let mut splitter = LineSplitter::new(overlong);
+      let mut out = Vec::new();
+      for read in reads {
+        splitter.push(read, &mut |l| out.push(l));
+      }
+      splitter.push(b"\n", &mut |l| out.push(l));
+      splitter.finish(&mut |l| out.push(l));
+      out
+    };
+    let whole = heads(&[&line]);
+    assert_eq!(heads(&[&line[..100], &line[100..]]), whole);
+    assert_eq!(
+      whole,
+      vec![Line::Truncated {
+        head: "x".repeat(64),
+        bytes: 300
+      }]
+    );
+  }
+
   use super::*;
 
   fn lines_of(overlong: Overlong, chunks: &[&[u8]]) -> Vec<Line> {
