@@ -190,15 +190,7 @@ fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
       command.pre_exec(move || {
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
         if let Some(terminal) = &terminal {
-          // A session leader that opens a terminal without O_NOCTTY gets it
-          // as its controlling terminal; its stdio already is that terminal.
-          nix::unistd::setsid()?;
-          let opened = nix::fcntl::open(
-            terminal.as_c_str(),
-            nix::fcntl::OFlag::O_RDWR,
-            nix::sys::stat::Mode::empty(),
-          )?;
-          drop(opened);
+          lead_session_on(terminal)?;
         }
         Ok(())
       });
@@ -281,6 +273,21 @@ fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
       _ => {}
     }
   }
+}
+
+/// Makes the calling process (a child between fork and exec, whose stdio is
+/// already the terminal) a session leader with `terminal` as its controlling
+/// terminal: a session leader that opens a terminal without `O_NOCTTY` gets
+/// it. Only async-signal-safe calls, and no allocation.
+pub fn lead_session_on(terminal: &std::ffi::CStr) -> nix::Result<()> {
+  nix::unistd::setsid()?;
+  let opened = nix::fcntl::open(
+    terminal,
+    nix::fcntl::OFlag::O_RDWR,
+    nix::sys::stat::Mode::empty(),
+  )?;
+  drop(opened);
+  Ok(())
 }
 
 /// The path of the terminal on stdin, for the program to open.

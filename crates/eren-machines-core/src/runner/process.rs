@@ -346,27 +346,24 @@ fn spawn_direct(program: &Program, terminal: Option<Terminal>) -> io::Result<Spa
     own_session,
   )?;
   command.args(&program.args);
-  #[cfg(unix)]
+  #[cfg(target_os = "linux")]
   if let Some(terminal) = &terminal {
     use std::os::unix::ffi::OsStringExt;
     use std::os::unix::process::CommandExt;
     let path = nix::unistd::ttyname(&terminal.slave)?;
     let path = std::ffi::CString::new(path.into_os_string().into_vec())
       .map_err(|_| io::Error::other("the terminal's path holds a NUL"))?;
-    // SAFETY: setsid, open and close are async-signal-safe, and the path was
-    // made before the fork.
+    // SAFETY: the call is async-signal-safe and the path was made before
+    // the fork.
     unsafe {
-      command.pre_exec(move || {
-        nix::unistd::setsid()?;
-        let opened = nix::fcntl::open(
-          path.as_c_str(),
-          nix::fcntl::OFlag::O_RDWR,
-          nix::sys::stat::Mode::empty(),
-        )?;
-        drop(opened);
-        Ok(())
-      });
+      command.pre_exec(move || Ok(eren_machines_guardian::lead_session_on(&path)?));
     }
+  }
+  #[cfg(not(target_os = "linux"))]
+  if terminal.is_some() {
+    return Err(io::Error::other(
+      "pseudo-terminals are supported on Linux only so far",
+    ));
   }
   #[cfg(target_os = "linux")]
   {
