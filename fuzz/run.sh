@@ -16,7 +16,7 @@ for target in "${targets[@]}"; do
   work="$(mktemp -d)"
   cp -r "corpus/$target/." "$work/"
   status=0
-  cargo +nightly fuzz run -O "$target" "$work" -- -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
+  cargo +nightly fuzz run -O "$target" "$work" -- -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 \
     >"$log" 2>&1 || status=$?
   runs="$(grep -oE '#[0-9]+' "$log" | tail -1 | tr -d '#')"
   findings="$(find "artifacts/$target" -type f | wc -l)"
