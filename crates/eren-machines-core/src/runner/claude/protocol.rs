@@ -95,7 +95,7 @@ impl CliEvent {
           })
           .filter(|text| !text.is_empty())
       })
-      .or_else(|| self.subtype())
+      .or_else(|| self.subtype().filter(|subtype| !subtype.trim().is_empty()))
       .unwrap_or_else(|| "Claude reported an error".to_owned())
   }
 
@@ -313,6 +313,13 @@ mod tests {
       text(r#"{"type":"result","subtype":"error_max_turns","errors":[]}"#),
       "error_max_turns"
     );
+    // Found by fuzzing: an empty subtype left the error without a message.
+    for line in [
+      r#"{"type":"result","subtype":"","is_error":true}"#,
+      r#"{"type":"result","subtype":"  ","errors":[""],"result":" "}"#,
+    ] {
+      assert_eq!(text(line), "Claude reported an error");
+    }
   }
 
   #[test]
