@@ -16,7 +16,12 @@ for target in "${targets[@]}"; do
   work="$(mktemp -d)"
   cp -r "corpus/$target/." "$work/"
   status=0
-  cargo +nightly fuzz run -O "$target" "$work" -- -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 \
+  extra=()
+  # The store's threads end just after it is dropped, and libFuzzer's leak
+  # check can catch one mid-exit; leaks are checked on the test suite under
+  # LeakSanitizer instead.
+  if [ "$target" = store_commands ]; then extra=(-detect_leaks=0); fi
+  cargo +nightly fuzz run -O "$target" "$work" -- -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 "${extra[@]}" \
     >"$log" 2>&1 || status=$?
   runs="$(grep -oE '#[0-9]+' "$log" | tail -1 | tr -d '#')"
   findings="$(find "artifacts/$target" -type f | wc -l)"

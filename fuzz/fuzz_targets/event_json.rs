@@ -6,6 +6,12 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
   let accepted = check_event("s", text).is_ok();
+  // serde_json's private RawValue marker key (the core enables raw values)
+  // makes the reference refuse a valid object: found by fuzzing, a limit of
+  // the reference only.
+  if text.contains("$serde_json::private::RawValue") {
+    return;
+  }
   let object = match serde_json::from_str::<serde_json::Value>(text) {
     Ok(value) => value.is_object(),
     // Deeper than serde_json's recursion limit, or a number too large for
