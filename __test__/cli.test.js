@@ -4,7 +4,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { version } = require('../package.json')
-const { settleGone, tempDirs } = require('./helpers')
+const { screenWatcher, settleGone, tempDirs } = require('./helpers')
 
 const CLI = path.join(__dirname, '..', 'bin', 'eren-machines.js')
 const FAKE_CLAUDE = path.join(__dirname, 'fixtures', 'fake-claude.js')
@@ -190,16 +190,7 @@ describe('eren-machines CLI', () => {
     const outer = `"${process.execPath}" '${CLI}' run --db '${db}' --pty -- sh -c '${inner.replaceAll("'", "'\\''")}'; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon`
     const store = SessionStore.inMemory()
     await store.createSession('outer')
-    let screen = ''
-    const waiters = []
-    const shows = (text) =>
-      new Promise((resolve) => {
-        waiters.push({ text, resolve })
-        check()
-      })
-    const check = () => {
-      for (const w of waiters.splice(0)) (screen.includes(w.text) ? w.resolve : () => waiters.push(w))()
-    }
+    const screen = screenWatcher()
     const run = await spawnTerminal({
       store,
       registry: new ProcessRegistry(),
@@ -208,22 +199,20 @@ describe('eren-machines CLI', () => {
       args: ['-c', outer],
       env: { EREN_TEST_CHILD: '1' },
       pty: { cols: 101, rows: 31 },
-      onMessage: (m) => {
-        screen += JSON.parse(m.content).content ?? ''
-        check()
-      },
+      onMessage: screen.onMessage,
     })
+    const { shows } = screen
     await shows('ready')
-    expect(screen).toContain('31 101')
+    expect(screen.text()).toContain('31 101')
     await run.write('typed\r')
     await shows('waiting')
-    expect(screen).toContain('got:typed')
+    expect(screen.text()).toContain('got:typed')
     run.resize(120, 40)
     await shows('40 120')
     expect(await run.exited).toMatchObject({ exitCode: 0 })
-    expect(screen).toContain('tty:yes')
+    expect(screen.text()).toContain('tty:yes')
     // Raw mode was turned off again on the way out.
-    expect(screen.trim().split('\r\n').pop()).toBe('icanon')
+    expect(screen.text().trim().split('\r\n').pop()).toBe('icanon')
     // The stored session replays as the screen looked.
     const sessions = await cli(['sessions', '--json', '--db', db])
     const [session] = JSON.parse(sessions.stdout)

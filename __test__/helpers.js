@@ -117,7 +117,34 @@ async function settleGone(pid, withinMs = 2000) {
   return isGone(pid)
 }
 
+/**
+ * What a run's terminal output shows so far: `onMessage` gathers the
+ * `terminal_output` text of each message (pty chunks may split a word), and
+ * `shows(text)` resolves once the gathered text holds `text`.
+ */
+function screenWatcher() {
+  let text = ''
+  const waiters = []
+  const onMessage = (m) => {
+    const event = JSON.parse(m.content)
+    if (event.type !== 'terminal_output') return
+    text += event.content
+    for (const w of waiters.splice(0)) {
+      if (text.includes(w.text)) w.resolve()
+      else waiters.push(w)
+    }
+  }
+  const shows = (wanted) => {
+    if (text.includes(wanted)) return Promise.resolve()
+    const w = { text: wanted, ...deferred() }
+    waiters.push(w)
+    return w.promise
+  }
+  return { onMessage, shows, text: () => text }
+}
+
 module.exports = {
+  screenWatcher,
   ROOT,
   tempDirs,
   deferred,

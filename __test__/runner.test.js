@@ -3,7 +3,7 @@ const fs = require('node:fs')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
-const { codeOf, deferred, isGone, settleGone, tempDirs } = require('./helpers')
+const { codeOf, deferred, isGone, screenWatcher, settleGone, tempDirs } = require('./helpers')
 
 // Every process a test starts carries this variable, inherited by its own
 // children; .ci/run fails if one survives the suite.
@@ -502,28 +502,14 @@ describe('spawnTerminal', () => {
 describe('spawnTerminal with a pseudo-terminal', () => {
   /** A run in a pseudo-terminal and a way to wait for text on its screen. */
   async function ptyRun(ctx, opts) {
-    let screen = ''
-    const waiters = []
-    const run = await terminal(ctx, {
-      ...opts,
-      onMessage: (m) => {
-        const event = JSON.parse(m.content)
-        if (event.type !== 'terminal_output') return
-        expect(event.stream).toBe('pty')
-        screen += event.content
-        for (const w of waiters.splice(0)) {
-          if (screen.includes(w.text)) w.resolve()
-          else waiters.push(w)
-        }
-      },
-    })
-    run.shows = (text) => {
-      if (screen.includes(text)) return Promise.resolve()
-      const w = { text, ...deferred() }
-      waiters.push(w)
-      return w.promise
+    const screen = screenWatcher()
+    const onMessage = (m) => {
+      const event = JSON.parse(m.content)
+      if (event.type === 'terminal_output') expect(event.stream).toBe('pty')
+      screen.onMessage(m)
     }
-    run.screen = () => screen
+    const run = await terminal(ctx, { ...opts, onMessage })
+    run.shows = screen.shows
     return run
   }
 

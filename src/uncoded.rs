@@ -13,7 +13,7 @@ use napi_derive::napi;
 
 const GUARD: &str = r#"(function guardErrors(exports) {
   const ARGUMENT = /^(InvalidArg|[A-Za-z]+Expected)$/
-  const INTERNAL = /^(GenericFailure|PendingException|Cancelled|EscapeCalledTwice|HandleScopeMismatch|CallbackScopeMismatch|QueueFull|Closing|BigintExpected|WouldDeadlock|NoExternalBuffersAllowed|CannotRunJs|Unknown)$/
+  const INTERNAL = /^(GenericFailure|PendingException|Cancelled|EscapeCalledTwice|HandleScopeMismatch|CallbackScopeMismatch|QueueFull|Closing|WouldDeadlock|NoExternalBuffersAllowed|CannotRunJs|Unknown)$/
   const coded = (error) => {
     if (!(error instanceof Error)) return error
     if (error.code === undefined && error instanceof TypeError && error.message === 'Illegal invocation') {

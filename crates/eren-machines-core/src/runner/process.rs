@@ -190,14 +190,18 @@ struct Terminal {
   slave: OwnedFd,
 }
 
-fn open_terminal(size: PtySize) -> io::Result<Terminal> {
-  use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-  let size = nix::pty::Winsize {
+fn winsize(size: PtySize) -> nix::pty::Winsize {
+  nix::pty::Winsize {
     ws_row: size.rows,
     ws_col: size.cols,
     ws_xpixel: 0,
     ws_ypixel: 0,
-  };
+  }
+}
+
+fn open_terminal(size: PtySize) -> io::Result<Terminal> {
+  use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+  let size = winsize(size);
   let pair = nix::pty::openpty(Some(&size), None)?;
   // Not inherited by the host's other children (openpty cannot set it).
   for fd in [&pair.master, &pair.slave] {
@@ -214,12 +218,7 @@ fn open_terminal(size: PtySize) -> io::Result<Terminal> {
 pub fn resize_terminal(master: &OwnedFd, size: PtySize) -> io::Result<()> {
   use std::os::fd::AsRawFd;
   nix::ioctl_write_ptr_bad!(set_window_size, nix::libc::TIOCSWINSZ, nix::pty::Winsize);
-  let size = nix::pty::Winsize {
-    ws_row: size.rows,
-    ws_col: size.cols,
-    ws_xpixel: 0,
-    ws_ypixel: 0,
-  };
+  let size = winsize(size);
   // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which is valid
   // for the call, on a descriptor that `master` keeps open.
   unsafe { set_window_size(master.as_raw_fd(), &size) }?;
