@@ -172,6 +172,18 @@ export declare class SessionStore {
    * runs on the calling thread.
    */
   static open(path: string, opts?: { durability?: 'full' | 'normal' }): SessionStore
+  /**
+   * Opens a store on a PostgreSQL server (or one that speaks its protocol):
+   * `postgres://user:password@host:port/database`, with the usual URL
+   * parameters (`options=-c search_path=...` picks the schema). The same
+   * methods, guarantees and error codes as `open`, shared by every host
+   * that connects: sequences stay contiguous per session, message ids
+   * unique, and every host's `subscribe()` sees every host's commits live.
+   * The schema is created on first connect. A malformed URL is
+   * `INVALID_ARGUMENT`; an unreachable server, or tables that are not
+   * ours, `STORAGE_ERROR`. Connecting runs off the JS thread.
+   */
+  static connect(url: Text): Promise<SessionStore>
   /** A private in-memory store, gone once closed or garbage-collected. */
   static inMemory(): SessionStore
   /**

@@ -27,27 +27,28 @@ function usage() {
   return `eren-machines ${version}: supervised processes, stored per session
 
 Usage:
-  eren-machines run [--db PATH] [--session ID] [--pty] -- <command> [args...]
+  eren-machines run [--db PATH|URL] [--session ID] [--pty] -- <command> [args...]
       Run a command, echo its stdout and stderr live and store every line.
       Ctrl-C or SIGTERM stops it through the registry (the whole process
       tree). Exits with the command's exit code (128+n if killed by signal n).
       --pty runs it in a pseudo-terminal sized like yours: keystrokes (Ctrl-C
       included) and resizes go to it, and its screen output is stored.
-  eren-machines claude [--db PATH] [--session ID] [--resume ID] [--claude-path P] [--chat] -- <prompt>
+  eren-machines claude [--db PATH|URL] [--session ID] [--resume ID] [--claude-path P] [--chat] -- <prompt>
       Run the Claude CLI on a prompt, print its messages as they stream, and
       store every event. --chat converses: after each result it reads your
       next message (an empty line or Ctrl-D ends), asks y/n for each tool
       permission, and Ctrl-C interrupts the turn (twice stops the CLI).
-  eren-machines log <session> [--db PATH] [--follow] [--json] [--after N]
+  eren-machines log <session> [--db PATH|URL] [--follow] [--json] [--after N]
       Print a session's messages (--json: one JSON message per line); a
       --pty session's output is printed as it was, escape sequences and all.
       --follow keeps printing new ones until Ctrl-C.
-  eren-machines sessions [--db PATH] [--json]
+  eren-machines sessions [--db PATH|URL] [--json]
       List sessions: id, status, messages, created time, Claude session id.
   eren-machines --help | --version
 
-Database: ${db.path}
-  (${db.from}; --db overrides it, created on first use)
+Database: ${shown(db.path)}
+  (${db.from}; --db overrides it, created on first use;
+   a postgres:// URL names a PostgreSQL server shared by many hosts)
 `
 }
 
@@ -65,9 +66,18 @@ function parse(args, options, { positionals: wanted = 'any' } = {}) {
   return parsed
 }
 
-/** Opens the database; only commands that write create it (and its folder). */
-function openStore(dbPath, { create = true } = {}) {
-  const file = dbPath || defaultDatabase().path
+const isServerUrl = (location) => /^postgres(ql)?:\/\//.test(location)
+
+/** A database location fit to print: a server URL loses its password. */
+const shown = (location) => (isServerUrl(location) ? location.replace(/(\/\/[^/:@]*:)[^@/]*@/, '$1***@') : location)
+
+/**
+ * Opens the database: a file, or a PostgreSQL server for a postgres:// URL.
+ * Only commands that write create a file (and its folder).
+ */
+async function openStore(location, { create = true } = {}) {
+  const file = location || defaultDatabase().path
+  if (isServerUrl(file)) return SessionStore.connect(file)
   if (!create && !fs.existsSync(file)) throw new Error(`no database at ${file}`)
   if (create) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 })
   return SessionStore.open(file)
@@ -192,7 +202,7 @@ async function runCommand(args) {
   if (values.help) return help()
   if (positionals.length === 0) throw new UsageError('run needs a command after --')
   const [command, ...commandArgs] = positionals
-  const store = openStore(values.db)
+  const store = await openStore(values.db)
   try {
     const sessionId = await sessionFor(store, values.session)
     process.stderr.write(`eren-machines: session ${sessionId}\n`)
@@ -224,7 +234,7 @@ async function claudeCommand(args) {
   })
   if (values.help) return help()
   if (positionals.length === 0 && !values.chat) throw new UsageError('claude needs a prompt after -- (or --chat)')
-  const store = openStore(values.db)
+  const store = await openStore(values.db)
   try {
     const sessionId = await sessionFor(store, values.session)
     process.stderr.write(`eren-machines: session ${sessionId}\n`)
@@ -369,7 +379,7 @@ async function logCommand(args) {
   const after = values.after === undefined ? 0 : Number(values.after)
   if (!Number.isSafeInteger(after) || after < 0) throw new UsageError('--after takes a whole number of 0 or more')
   const [sessionId] = positionals
-  const store = openStore(values.db, { create: false })
+  const store = await openStore(values.db, { create: false })
   const print = values.json ? (m) => write(process.stdout, JSON.stringify(m)) : echoTo(process.stdout)
   try {
     let last = after
@@ -399,7 +409,7 @@ async function logCommand(args) {
 async function sessionsCommand(args) {
   const { values } = parse(args, { db: { type: 'string' }, json: { type: 'boolean' } }, { positionals: 'none' })
   if (values.help) return help()
-  const store = openStore(values.db, { create: false })
+  const store = await openStore(values.db, { create: false })
   let sessions
   try {
     sessions = await store.listSessions()

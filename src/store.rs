@@ -126,6 +126,22 @@ impl SessionStore {
     Ok(SessionStore { core })
   }
 
+  /// Opens a store on a PostgreSQL server (or one that speaks its protocol):
+  /// `postgres://user:password@host:port/database`, with the usual URL
+  /// parameters (`options=-c search_path=...` picks the schema). The same
+  /// methods, guarantees and error codes as `open`, shared by every host
+  /// that connects: sequences stay contiguous per session, message ids
+  /// unique, and every host's `subscribe()` sees every host's commits live.
+  /// The schema is created on first connect. A malformed URL is
+  /// `INVALID_ARGUMENT`; an unreachable server, or tables that are not
+  /// ours, `STORAGE_ERROR`. Connecting runs off the JS thread.
+  #[napi(catch_unwind, ts_return_type = "Promise<SessionStore>")]
+  pub fn connect<'env>(env: &'env Env, url: Text) -> Result<PromiseRaw<'env, SessionStore>> {
+    promise(env, core::SessionStore::connect(&url.0), |core| {
+      SessionStore { core }
+    })
+  }
+
   /// A private in-memory store, gone once closed or garbage-collected.
   #[napi(factory, catch_unwind)]
   pub fn in_memory() -> Result<Self> {

@@ -12,6 +12,34 @@ pub fn store_with_session(session_id: &str) -> SessionStore {
   store
 }
 
+/// Runs a backend-generic test against each backend: an in-memory SQLite
+/// store, then a PostgreSQL store in a schema of its own.
+pub fn each_backend(test: impl Fn(SessionStore)) {
+  test(SessionStore::in_memory().unwrap());
+  test(postgres_store());
+}
+
+/// A store on the PostgreSQL server at `$EREN_TEST_POSTGRES`, in a new
+/// schema, so tests never see each other's sessions.
+pub fn postgres_store() -> SessionStore {
+  SessionStore::connect_blocking(&postgres_schema_url()).unwrap()
+}
+
+/// `$EREN_TEST_POSTGRES` narrowed to a new, empty schema.
+pub fn postgres_schema_url() -> String {
+  let url = std::env::var("EREN_TEST_POSTGRES").expect(
+    "EREN_TEST_POSTGRES must name a PostgreSQL server the tests may create schemas on; \
+     `node __test__/with-postgres.js cargo test` starts a throwaway one",
+  );
+  let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+  let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+  admin
+    .batch_execute(&format!("CREATE SCHEMA {schema}"))
+    .unwrap();
+  let separator = if url.contains('?') { '&' } else { '?' };
+  format!("{url}{separator}options=-c%20search_path%3D{schema}")
+}
+
 /// A fresh directory under the system's temporary directory, removed with
 /// everything in it on drop, also when the test fails.
 pub struct TempDir(PathBuf);

@@ -269,16 +269,28 @@ impl Live {
     self.lock().sessions.contains_key(session_id)
   }
 
-  /// Makes a session known that another process created.
+  /// Makes a session known that another process created, or moves a known
+  /// one's last sequence forward to what the database holds.
   pub fn adopt(&self, session_id: &str, last_sequence: i64) {
-    self
-      .lock()
-      .sessions
-      .entry(session_id.to_owned())
-      .or_insert_with(|| LiveSession {
-        last_sequence,
-        ..LiveSession::default()
-      });
+    let mut state = self.lock();
+    let session = state.sessions.entry(session_id.to_owned()).or_default();
+    session.last_sequence = session.last_sequence.max(last_sequence);
+  }
+
+  /// Notes that `last_sequence` is committed in a known session, as
+  /// another host reported it; it only ever moves forward.
+  pub fn advance(&self, session_id: &str, last_sequence: i64) {
+    if let Some(session) = self.lock().sessions.get_mut(session_id) {
+      session.last_sequence = session.last_sequence.max(last_sequence);
+    }
+  }
+
+  /// The lowest sequence the subscribers of one session have seen, if any
+  /// subscribe.
+  pub fn seen(&self, session_id: &str) -> Option<i64> {
+    let state = self.lock();
+    let session = state.sessions.get(session_id)?;
+    session.subscribers.iter().map(|s| s.seen).min()
   }
 
   pub fn has_subscribers(&self) -> bool {

@@ -1,15 +1,19 @@
-//! The embedded SQLite session store.
+//! The session store: embedded SQLite, or PostgreSQL shared by many hosts.
 //!
 //! One writer thread owns the write connection and commits every pending
-//! write in one transaction (group commit); callers are answered only after
-//! the commit. One reader thread with its own connection serves reads. Live
-//! subscriptions are fed by the writer after each commit (see [`live`]).
+//! write in one transaction (group commit, see [`command`]); callers are
+//! answered only after the commit. One reader thread with its own
+//! connection serves reads. Live subscriptions are fed by the writer after
+//! each commit (see [`live`]), and by what other processes or hosts commit.
 
+mod command;
 mod host;
 mod live;
 mod model;
 mod pending;
+pub mod postgres;
 mod reader;
+mod reads;
 pub mod schema;
 mod writer;
 
@@ -20,14 +24,14 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::session_id::validate_session_id;
+use command::{Command, Target};
 use live::Live;
 pub use live::{EndWatchId, EndWatcher, MessageSink, SubscriptionId};
 pub use model::{AgentStatus, Message, Session};
 pub use pending::Pending;
 pub(crate) use pending::{reply_channel, Reply};
-use reader::ReadJob;
+use reads::ReadJob;
 pub use schema::{Durability, Location};
-use writer::{Command, Target};
 
 /// The writes the bridges need. Every call is handed to the writer thread at
 /// once; the [`Pending`] answer resolves after the commit, so many writes can
@@ -79,6 +83,8 @@ struct Inner {
   writer: mpsc::Sender<Command>,
   reader: mpsc::Sender<ReadJob>,
   live: Arc<Live>,
+  /// PostgreSQL only: tells the listener thread that the store closed.
+  listener_stop: Option<Arc<AtomicBool>>,
 }
 
 /// A handle to an open store. Clones share the same threads and database.
@@ -123,6 +129,7 @@ impl SessionStore {
         writer,
         reader,
         live,
+        listener_stop: None,
       }),
     };
     // Crash truth: a run left in progress by a host that died is not.
@@ -130,6 +137,39 @@ impl SessionStore {
       store.write(|reply| Command::Reconcile { reply }).wait()?;
     }
     Ok(store)
+  }
+
+  /// Connects to a PostgreSQL server (`postgres://user:password@host/db`),
+  /// creating the schema on first use. The answer comes from a thread of
+  /// its own. A malformed URL is `InvalidArgument`, an unreachable server
+  /// or a schema that is not ours `Armin` (`STORAGE_ERROR`).
+  pub fn connect(url: &str) -> Pending<Self> {
+    let url = url.to_owned();
+    let (reply, pending) = reply_channel();
+    let spawned = std::thread::Builder::new()
+      .name("eren-pg-connect".into())
+      .spawn(move || drop(reply.send(Self::connect_blocking(&url))));
+    match spawned {
+      Ok(_) => pending,
+      Err(e) => Pending::ready(Err(Error::Armin(format!(
+        "cannot start a thread to connect: {e}"
+      )))),
+    }
+  }
+
+  /// [`connect`](Self::connect) on the calling thread.
+  pub fn connect_blocking(url: &str) -> Result<Self> {
+    let started = postgres::start(url)?;
+    Ok(SessionStore {
+      inner: Arc::new(Inner {
+        location: Location::Postgres(postgres::redact(url)),
+        closed: AtomicBool::new(false),
+        writer: started.writer,
+        reader: started.reader,
+        live: started.live,
+        listener_stop: Some(started.closed),
+      }),
+    })
   }
 
   pub fn location(&self) -> &Location {
@@ -246,6 +286,9 @@ impl SessionStore {
     }
     // Closing the store stops its runs.
     self.inner.live.end_all();
+    if let Some(stop) = &self.inner.listener_stop {
+      postgres::stop(stop);
+    }
     let (writer_done, writer_receiver) = oneshot::channel();
     let (reader_done, reader_receiver) = oneshot::channel();
     let writer_sent = self
@@ -292,10 +335,14 @@ impl SessionStore {
         )));
       }
     }
-    if !self.inner.live.knows(session_id) {
-      // Perhaps another process created it: look in the file.
-      if let Some(session) = self.get_session(session_id).wait()? {
-        self.inner.live.adopt(session_id, session.last_sequence);
+    // Perhaps another process created it, or (PostgreSQL) another host
+    // appended or deleted it: look in the database.
+    let shared = matches!(self.inner.location, Location::Postgres(_));
+    if shared || !self.inner.live.knows(session_id) {
+      match self.get_session(session_id).wait()? {
+        Some(session) => self.inner.live.adopt(session_id, session.last_sequence),
+        None if shared => return Err(Error::SessionNotFound(session_id.to_owned())),
+        None => {}
       }
     }
     let (id, backlog) = self

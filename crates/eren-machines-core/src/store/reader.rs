@@ -5,38 +5,14 @@ use std::sync::{mpsc, Arc};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::live::{Backlog, Live};
+use super::live::Live;
 use super::model::{AgentStatus, Message, Session};
-use super::pending::Reply;
+use super::reads::{self, Flow, ReadJob, Reads};
 use crate::error::{Error, Result};
 
-/// Rows read per step of a subscription's replay.
-const REPLAY_CHUNK: i64 = 1024;
 /// How often, while anyone subscribes, the reader looks for commits of
 /// other processes on the same file.
 const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(40);
-
-pub enum ReadJob {
-  GetSession {
-    session_id: String,
-    reply: Reply<Option<Session>>,
-  },
-  ListSessions {
-    reply: Reply<Vec<Session>>,
-  },
-  Messages {
-    session_id: String,
-    after_sequence: i64,
-    limit: Option<i64>,
-    reply: Reply<Vec<Message>>,
-  },
-  Backlog(Backlog),
-  /// A subscription began: look at other processes' commits from now on.
-  Watch,
-  Shutdown {
-    reply: Reply<()>,
-  },
-}
 
 pub fn spawn(conn: Connection, live: Arc<Live>) -> Result<mpsc::Sender<ReadJob>> {
   let (sender, receiver) = mpsc::channel();
@@ -65,32 +41,49 @@ fn run(conn: Connection, live: Arc<Live>, receiver: mpsc::Receiver<ReadJob>) {
         Err(_) => return,
       }
     };
+    let mut reads = SqliteReads(&conn);
     match job {
-      ReadJob::GetSession { session_id, reply } => {
-        let _ = reply.send(get_session(&conn, &session_id));
-      }
-      ReadJob::ListSessions { reply } => {
-        let _ = reply.send(list_sessions(&conn));
-      }
-      ReadJob::Messages {
-        session_id,
-        after_sequence,
-        limit,
-        reply,
-      } => {
-        let _ = reply.send(messages(&conn, &session_id, after_sequence, limit));
-      }
-      ReadJob::Backlog(backlog) => {
-        replay(&conn, &live, backlog);
-        watch_other_processes(&conn, &live, &mut data_version);
-      }
       ReadJob::Watch => watch_other_processes(&conn, &live, &mut data_version),
-      ReadJob::Shutdown { reply } => {
-        drop(conn);
-        let _ = reply.send(Ok(()));
-        return;
+      job => {
+        let replayed = matches!(job, ReadJob::Backlog(_));
+        if let Flow::Stop(reply) = reads::serve(&mut reads, &live, job) {
+          drop(conn);
+          let _ = reply.send(Ok(()));
+          return;
+        }
+        if replayed {
+          watch_other_processes(&conn, &live, &mut data_version);
+        }
       }
     }
+  }
+}
+
+/// The reader's connection, for the reads both backends share.
+struct SqliteReads<'a>(&'a Connection);
+
+impl Reads for SqliteReads<'_> {
+  fn get_session(&mut self, session_id: &str) -> Result<Option<Session>> {
+    get_session(self.0, session_id)
+  }
+
+  fn list_sessions(&mut self) -> Result<Vec<Session>> {
+    list_sessions(self.0)
+  }
+
+  fn session_key(&mut self, session_id: &str) -> Result<Option<i64>> {
+    session_key(self.0, session_id)
+  }
+
+  fn read_range(
+    &mut self,
+    key: i64,
+    session_id: &str,
+    after: i64,
+    upto: i64,
+    limit: i64,
+  ) -> Result<Vec<Message>> {
+    read_range(self.0, key, session_id, after, upto, limit)
   }
 }
 
@@ -173,17 +166,6 @@ pub(super) fn read_range(
     .map_err(Error::from)
 }
 
-fn messages(
-  conn: &Connection,
-  session_id: &str,
-  after: i64,
-  limit: Option<i64>,
-) -> Result<Vec<Message>> {
-  let key =
-    session_key(conn, session_id)?.ok_or_else(|| Error::SessionNotFound(session_id.to_owned()))?;
-  read_range(conn, key, session_id, after, i64::MAX, limit.unwrap_or(-1))
-}
-
 /// Delivers to this store's subscribers what other processes committed on
 /// the same file since the last look. `PRAGMA data_version` changes when
 /// another connection commits (this store's own writer included: its
@@ -197,37 +179,5 @@ fn watch_other_processes(conn: &Connection, live: &Live, last: &mut Option<i64>)
     return;
   }
   *last = Some(version);
-  for (session_id, seen) in live.watched() {
-    let Ok(Some(key)) = session_key(conn, &session_id) else {
-      continue;
-    };
-    let mut after = seen;
-    loop {
-      let chunk = match read_range(conn, key, &session_id, after, i64::MAX, REPLAY_CHUNK) {
-        Ok(chunk) if !chunk.is_empty() => chunk,
-        _ => break,
-      };
-      after = chunk.last().map_or(after, |m| m.sequence_number);
-      live.offer_external(&session_id, &chunk);
-    }
-  }
-}
-
-fn replay(conn: &Connection, live: &Live, backlog: Backlog) {
-  let session_id = backlog.session_id().to_owned();
-  // A session deleted since the subscription has no subscriber left either.
-  if let Ok(Some(key)) = session_key(conn, &session_id) {
-    let mut after = backlog.after;
-    while after < backlog.upto {
-      let chunk = match read_range(conn, key, &session_id, after, backlog.upto, REPLAY_CHUNK) {
-        Ok(chunk) if !chunk.is_empty() => chunk,
-        _ => break,
-      };
-      after = chunk.last().map_or(backlog.upto, |m| m.sequence_number);
-      if !live.replay(&backlog.subscription, &chunk) {
-        return;
-      }
-    }
-  }
-  live.finish_replay(&backlog.subscription);
+  reads::catch_up(&mut SqliteReads(conn), live);
 }

@@ -75,6 +75,8 @@ pub enum Location {
   /// A named database of SQLite's `memdb` VFS, shared by the store's
   /// connections and gone when the last one closes.
   Memory(String),
+  /// A PostgreSQL server, by its URL with the password left out.
+  Postgres(String),
 }
 
 /// Creates the database file readable and writable by its owner only. SQLite
@@ -151,6 +153,11 @@ pub fn open(location: &Location, migrate: bool, durability: Durability) -> Resul
         create_private_file(&path)?;
       }
       Connection::open_with_flags(&path, flags)?
+    }
+    Location::Postgres(url) => {
+      return Err(Error::InvalidArgument(format!(
+        "{url} is a PostgreSQL server, not a SQLite database"
+      )))
     }
     // The shared in-memory database is named through a URI.
     Location::Memory(name) => Connection::open_with_flags(

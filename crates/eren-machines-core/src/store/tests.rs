@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex};
 
 use super::host;
 use super::*;
-use crate::test_support::{store_with_session, TempDir};
+use crate::test_support::{each_backend, TempDir};
 
 fn collecting_sink() -> (Arc<Mutex<Vec<i64>>>, MessageSink) {
   let seen = Arc::new(Mutex::new(Vec::new()));
@@ -13,148 +13,158 @@ fn collecting_sink() -> (Arc<Mutex<Vec<i64>>>, MessageSink) {
 
 #[test]
 fn create_session_generates_a_uuid_and_rejects_duplicates() {
-  let store = SessionStore::in_memory().unwrap();
-  let id = store.create_session(None).wait().unwrap();
-  assert_eq!(id.len(), 36);
-  assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
-  store.create_session(Some("mine")).wait().unwrap();
-  let err = store.create_session(Some("mine")).wait().unwrap_err();
-  assert_eq!(err.code(), "SESSION_EXISTS");
-  assert!(err.to_string().contains("mine"));
-  assert_eq!(
-    store.create_session(Some("")).wait().unwrap_err().code(),
-    "INVALID_ARGUMENT"
-  );
-  let listed: Vec<String> = store
-    .list_sessions()
-    .wait()
-    .unwrap()
-    .into_iter()
-    .map(|s| s.id)
-    .collect();
-  assert_eq!(listed, vec![id, "mine".to_owned()]);
+  each_backend(|store| {
+    let id = store.create_session(None).wait().unwrap();
+    assert_eq!(id.len(), 36);
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+    store.create_session(Some("mine")).wait().unwrap();
+    let err = store.create_session(Some("mine")).wait().unwrap_err();
+    assert_eq!(err.code(), "SESSION_EXISTS");
+    assert!(err.to_string().contains("mine"));
+    assert_eq!(
+      store.create_session(Some("")).wait().unwrap_err().code(),
+      "INVALID_ARGUMENT"
+    );
+    let listed: Vec<String> = store
+      .list_sessions()
+      .wait()
+      .unwrap()
+      .into_iter()
+      .map(|s| s.id)
+      .collect();
+    assert_eq!(listed, vec![id, "mine".to_owned()]);
+  });
 }
 
 #[test]
 fn new_sessions_start_idle_and_empty() {
-  let store = store_with_session("s");
-  let session = store.get_session("s").wait().unwrap().unwrap();
-  assert_eq!(session.agent_status, AgentStatus::Idle);
-  assert_eq!(session.last_sequence, 0);
-  assert_eq!(session.claude_session_id, None);
-  assert!(!session.closed);
-  assert!(session.created_at > 1_600_000_000_000);
-  assert_eq!(store.get_session("ghost").wait().unwrap(), None);
+  each_backend(|store| {
+    store.create_session(Some("s")).wait().unwrap();
+    let session = store.get_session("s").wait().unwrap().unwrap();
+    assert_eq!(session.agent_status, AgentStatus::Idle);
+    assert_eq!(session.last_sequence, 0);
+    assert_eq!(session.claude_session_id, None);
+    assert!(!session.closed);
+    assert!(session.created_at > 1_600_000_000_000);
+    assert_eq!(store.get_session("ghost").wait().unwrap(), None);
+  });
 }
 
 #[test]
 fn closed_sessions_refuse_appends_and_store_nothing() {
-  let store = store_with_session("s");
-  store.append("s", "one".into()).wait().unwrap();
-  store.close_session("s").wait().unwrap();
-  let err = store.append("s", "two".into()).wait().unwrap_err();
-  assert_eq!(err.code(), "SESSION_CLOSED");
-  let session = store.get_session("s").wait().unwrap().unwrap();
-  assert!(session.closed);
-  assert_eq!(session.last_sequence, 1);
-  assert_eq!(
-    store.close_session("ghost").wait().unwrap_err().code(),
-    "SESSION_NOT_FOUND"
-  );
+  each_backend(|store| {
+    store.create_session(Some("s")).wait().unwrap();
+    store.append("s", "one".into()).wait().unwrap();
+    store.close_session("s").wait().unwrap();
+    let err = store.append("s", "two".into()).wait().unwrap_err();
+    assert_eq!(err.code(), "SESSION_CLOSED");
+    let session = store.get_session("s").wait().unwrap().unwrap();
+    assert!(session.closed);
+    assert_eq!(session.last_sequence, 1);
+    assert_eq!(
+      store.close_session("ghost").wait().unwrap_err().code(),
+      "SESSION_NOT_FOUND"
+    );
+  });
 }
 
 #[test]
 fn messages_of_unknown_session_is_not_found_and_paging_works() {
-  let store = SessionStore::in_memory().unwrap();
-  assert_eq!(
-    store.messages("ghost", 0, None).wait().unwrap_err().code(),
-    "SESSION_NOT_FOUND"
-  );
-  store.create_session(Some("s")).wait().unwrap();
-  for i in 0..10 {
-    store.append("s", format!("m{i}")).wait().unwrap();
-  }
-  let page: Vec<i64> = store
-    .messages("s", 3, Some(4))
-    .wait()
-    .unwrap()
-    .iter()
-    .map(|m| m.sequence_number)
-    .collect();
-  assert_eq!(page, vec![4, 5, 6, 7]);
-  assert_eq!(
-    store.messages("s", -1, None).wait().unwrap_err().code(),
-    "INVALID_ARGUMENT"
-  );
-}
-
-#[test]
-fn message_ids_are_unique_across_sessions_and_deletes() {
-  let store = SessionStore::in_memory().unwrap();
-  let mut ids = std::collections::HashSet::new();
-  for round in 0..3 {
-    for s in ["a", "b"] {
-      store.create_session(Some(s)).wait().unwrap();
-      for i in 0..5 {
-        let m = store.append(s, format!("{round}{i}")).wait().unwrap();
-        assert!(ids.insert(m.id), "duplicate id {}", m.id);
-      }
-      assert!(store.delete_session(s).wait().unwrap());
+  each_backend(|store| {
+    assert_eq!(
+      store.messages("ghost", 0, None).wait().unwrap_err().code(),
+      "SESSION_NOT_FOUND"
+    );
+    store.create_session(Some("s")).wait().unwrap();
+    for i in 0..10 {
+      store.append("s", format!("m{i}")).wait().unwrap();
     }
-  }
-  assert!(!store.delete_session("a").wait().unwrap());
-}
-
-#[test]
-fn delete_removes_messages_and_allows_recreation() {
-  let store = store_with_session("s");
-  store.append("s", "x".into()).wait().unwrap();
-  assert!(store.delete_session("s").wait().unwrap());
-  assert_eq!(store.get_session("s").wait().unwrap(), None);
-  store.create_session(Some("s")).wait().unwrap();
-  assert_eq!(
-    store
-      .append("s", "y".into())
-      .wait()
-      .unwrap()
-      .sequence_number,
-    1
-  );
-  assert_eq!(store.messages("s", 0, None).wait().unwrap().len(), 1);
-}
-
-#[test]
-fn concurrent_appends_from_threads_are_contiguous_per_session() {
-  let store = SessionStore::in_memory().unwrap();
-  for s in 0..4 {
-    store.create_session(Some(&format!("s{s}"))).wait().unwrap();
-  }
-  let threads: Vec<_> = (0..8)
-    .map(|t| {
-      let store = store.clone();
-      std::thread::spawn(move || {
-        let pending: Vec<_> = (0..500)
-          .map(|i| store.append(&format!("s{}", (t + i) % 4), format!("{t}-{i}")))
-          .collect();
-        let messages: Vec<Message> = pending.into_iter().map(|p| p.wait().unwrap()).collect();
-        messages.len()
-      })
-    })
-    .collect();
-  let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-  assert_eq!(total, 4000);
-  for s in 0..4 {
-    let id = format!("s{s}");
-    let sequences: Vec<i64> = store
-      .messages(&id, 0, None)
+    let page: Vec<i64> = store
+      .messages("s", 3, Some(4))
       .wait()
       .unwrap()
       .iter()
       .map(|m| m.sequence_number)
       .collect();
-    assert_eq!(sequences, (1..=1000).collect::<Vec<_>>());
-    assert_eq!(store.last_sequence(&id), 1000);
-  }
+    assert_eq!(page, vec![4, 5, 6, 7]);
+    assert_eq!(
+      store.messages("s", -1, None).wait().unwrap_err().code(),
+      "INVALID_ARGUMENT"
+    );
+  });
+}
+
+#[test]
+fn message_ids_are_unique_across_sessions_and_deletes() {
+  each_backend(|store| {
+    let mut ids = std::collections::HashSet::new();
+    for round in 0..3 {
+      for s in ["a", "b"] {
+        store.create_session(Some(s)).wait().unwrap();
+        for i in 0..5 {
+          let m = store.append(s, format!("{round}{i}")).wait().unwrap();
+          assert!(ids.insert(m.id), "duplicate id {}", m.id);
+        }
+        assert!(store.delete_session(s).wait().unwrap());
+      }
+    }
+    assert!(!store.delete_session("a").wait().unwrap());
+  });
+}
+
+#[test]
+fn delete_removes_messages_and_allows_recreation() {
+  each_backend(|store| {
+    store.create_session(Some("s")).wait().unwrap();
+    store.append("s", "x".into()).wait().unwrap();
+    assert!(store.delete_session("s").wait().unwrap());
+    assert_eq!(store.get_session("s").wait().unwrap(), None);
+    store.create_session(Some("s")).wait().unwrap();
+    assert_eq!(
+      store
+        .append("s", "y".into())
+        .wait()
+        .unwrap()
+        .sequence_number,
+      1
+    );
+    assert_eq!(store.messages("s", 0, None).wait().unwrap().len(), 1);
+  });
+}
+
+#[test]
+fn concurrent_appends_from_threads_are_contiguous_per_session() {
+  each_backend(|store| {
+    for s in 0..4 {
+      store.create_session(Some(&format!("s{s}"))).wait().unwrap();
+    }
+    let threads: Vec<_> = (0..8)
+      .map(|t| {
+        let store = store.clone();
+        std::thread::spawn(move || {
+          let pending: Vec<_> = (0..500)
+            .map(|i| store.append(&format!("s{}", (t + i) % 4), format!("{t}-{i}")))
+            .collect();
+          let messages: Vec<Message> = pending.into_iter().map(|p| p.wait().unwrap()).collect();
+          messages.len()
+        })
+      })
+      .collect();
+    let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(total, 4000);
+    for s in 0..4 {
+      let id = format!("s{s}");
+      let sequences: Vec<i64> = store
+        .messages(&id, 0, None)
+        .wait()
+        .unwrap()
+        .iter()
+        .map(|m| m.sequence_number)
+        .collect();
+      assert_eq!(sequences, (1..=1000).collect::<Vec<_>>());
+      assert_eq!(store.last_sequence(&id), 1000);
+    }
+  });
 }
 
 #[test]
@@ -229,55 +239,58 @@ fn close_waits_for_pending_writes_then_refuses() {
 
 #[test]
 fn subscribe_replays_then_goes_live_without_gap_or_duplicate() {
-  let store = store_with_session("s");
-  for i in 0..3000 {
-    store.append("s", format!("{i}")).wait().unwrap();
-  }
-  let writer = {
-    let store = store.clone();
-    std::thread::spawn(move || {
-      let pending: Vec<_> = (0..3000)
-        .map(|i| store.append("s", format!("late {i}")))
-        .collect();
-      for p in pending {
-        p.wait().unwrap();
-      }
-    })
-  };
-  let (seen, sink) = collecting_sink();
-  store.subscribe("s", Some(0), sink).unwrap();
-  writer.join().unwrap();
-  // A final write proves every earlier commit was published.
-  let (done_seen, done_sink) = collecting_sink();
-  store.subscribe("s", None, done_sink).unwrap();
-  store.append("s", "last".into()).wait().unwrap();
-  let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-  while seen.lock().unwrap().len() < 6001 && std::time::Instant::now() < deadline {
-    std::thread::yield_now();
-  }
-  assert_eq!(*seen.lock().unwrap(), (1..=6001).collect::<Vec<_>>());
-  assert_eq!(*done_seen.lock().unwrap(), vec![6001]);
+  each_backend(|store| {
+    store.create_session(Some("s")).wait().unwrap();
+    for i in 0..3000 {
+      store.append("s", format!("{i}")).wait().unwrap();
+    }
+    let writer = {
+      let store = store.clone();
+      std::thread::spawn(move || {
+        let pending: Vec<_> = (0..3000)
+          .map(|i| store.append("s", format!("late {i}")))
+          .collect();
+        for p in pending {
+          p.wait().unwrap();
+        }
+      })
+    };
+    let (seen, sink) = collecting_sink();
+    store.subscribe("s", Some(0), sink).unwrap();
+    writer.join().unwrap();
+    // A final write proves every earlier commit was published.
+    let (done_seen, done_sink) = collecting_sink();
+    store.subscribe("s", None, done_sink).unwrap();
+    store.append("s", "last".into()).wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seen.lock().unwrap().len() < 6001 && std::time::Instant::now() < deadline {
+      std::thread::yield_now();
+    }
+    assert_eq!(*seen.lock().unwrap(), (1..=6001).collect::<Vec<_>>());
+    assert_eq!(*done_seen.lock().unwrap(), vec![6001]);
+  });
 }
 
 #[test]
 fn subscribe_defaults_to_live_only_and_unsubscribe_stops_delivery() {
-  let store = SessionStore::in_memory().unwrap();
-  assert_eq!(
-    store
-      .subscribe("ghost", None, Box::new(|_| {}))
-      .unwrap_err()
-      .code(),
-    "SESSION_NOT_FOUND"
-  );
-  store.create_session(Some("s")).wait().unwrap();
-  store.append("s", "old".into()).wait().unwrap();
-  let (seen, sink) = collecting_sink();
-  let id = store.subscribe("s", None, sink).unwrap();
-  store.append("s", "new".into()).wait().unwrap();
-  store.unsubscribe(&id);
-  store.unsubscribe(&id);
-  store.append("s", "after".into()).wait().unwrap();
-  assert_eq!(*seen.lock().unwrap(), vec![2]);
+  each_backend(|store| {
+    assert_eq!(
+      store
+        .subscribe("ghost", None, Box::new(|_| {}))
+        .unwrap_err()
+        .code(),
+      "SESSION_NOT_FOUND"
+    );
+    store.create_session(Some("s")).wait().unwrap();
+    store.append("s", "old".into()).wait().unwrap();
+    let (seen, sink) = collecting_sink();
+    let id = store.subscribe("s", None, sink).unwrap();
+    store.append("s", "new".into()).wait().unwrap();
+    store.unsubscribe(&id);
+    store.unsubscribe(&id);
+    store.append("s", "after".into()).wait().unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![2]);
+  });
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The writer thread: group commit and sequence numbering.
+//! The SQLite writer: sequence numbering in one transaction per batch.
 //!
 //! Every command waiting in the channel when the thread wakes goes into one
 //! transaction. Sequence numbers come from the writer's cache of each
@@ -9,110 +9,20 @@
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc};
 
-use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 
+use super::command::{self, Backend, Body, Command, Target, Transaction};
 use super::host;
 use super::live::{Event, Live};
 use super::model::{now_ms, AgentStatus, Message};
-use super::pending::Reply;
 use super::reader;
 use crate::error::{Error, Result};
-
-/// Most commands in one transaction; bounds the latency of a single commit.
-const MAX_BATCH: usize = 8192;
-/// Most content bytes in one transaction, so huge lines do not pile up.
-const MAX_BATCH_BYTES: usize = 32 << 20;
-
-pub enum Command {
-  Create {
-    session_id: String,
-    reply: Reply<String>,
-  },
-  Append {
-    target: Target,
-    content: String,
-    reply: Reply<Message>,
-  },
-  /// Many messages to one session, numbered consecutively.
-  AppendMany {
-    target: Target,
-    contents: Vec<String>,
-    reply: Reply<Vec<Message>>,
-  },
-  SetClaudeSessionId {
-    target: Target,
-    claude_session_id: String,
-    reply: Reply<bool>,
-  },
-  SetStatus {
-    target: Target,
-    status: AgentStatus,
-    error_message: Option<String>,
-    reply: Reply<()>,
-  },
-  CloseSession {
-    session_id: String,
-    reply: Reply<()>,
-  },
-  Delete {
-    session_id: String,
-    reply: Reply<bool>,
-  },
-  /// Marks runs whose host has ended (see [`super::host`]).
-  Reconcile {
-    reply: Reply<Vec<Message>>,
-  },
-  Shutdown {
-    reply: Reply<()>,
-  },
-}
-
-impl Command {
-  fn weight(&self) -> usize {
-    match self {
-      Command::Append { content, .. } => content.len(),
-      Command::AppendMany { contents, .. } => contents.iter().map(String::len).sum(),
-      _ => 64,
-    }
-  }
-
-  /// Answers a command that will not run.
-  fn refuse(self, error: impl Fn() -> Error) {
-    match self {
-      Command::Create { reply, .. } => drop(reply.send(Err(error()))),
-      Command::Append { reply, .. } => drop(reply.send(Err(error()))),
-      Command::AppendMany { reply, .. } => drop(reply.send(Err(error()))),
-      Command::SetClaudeSessionId { reply, .. } => drop(reply.send(Err(error()))),
-      Command::SetStatus { reply, .. } => drop(reply.send(Err(error()))),
-      Command::CloseSession { reply, .. } => drop(reply.send(Err(error()))),
-      Command::Delete { reply, .. } => drop(reply.send(Err(error()))),
-      Command::Reconcile { reply } => drop(reply.send(Err(error()))),
-      Command::Shutdown { reply } => drop(reply.send(Ok(()))),
-    }
-  }
-}
 
 #[derive(Clone)]
 struct CachedSession {
   key: i64,
   last_sequence: i64,
   closed: bool,
-}
-
-/// The session a write is for: by id, and, for a run, only the incarnation
-/// (the never-reused key) it started with.
-pub struct Target {
-  pub session_id: String,
-  pub incarnation: Option<i64>,
-}
-
-impl Target {
-  pub fn any(session_id: String) -> Self {
-    Target {
-      session_id,
-      incarnation: None,
-    }
-  }
 }
 
 /// The writer's authoritative view of every session.
@@ -126,7 +36,7 @@ impl WriterState {
   /// The session `target` names, if it still is that incarnation.
   fn session_mut(&mut self, target: &Target) -> Result<&mut CachedSession> {
     match self.sessions.get_mut(&target.session_id) {
-      Some(session) if target.incarnation.is_none_or(|key| key == session.key) => Ok(session),
+      Some(session) if target.matches(session.key) => Ok(session),
       _ => Err(Error::SessionNotFound(target.session_id.clone())),
     }
   }
@@ -180,12 +90,12 @@ pub fn spawn(
   let writer = Writer {
     conn,
     state,
-    live,
+    live: live.clone(),
     data_version,
   };
   std::thread::Builder::new()
     .name("eren-store-writer".into())
-    .spawn(move || writer.run(receiver))
+    .spawn(move || command::serve(writer, &live, receiver))
     .map_err(|e| Error::Armin(format!("cannot start the writer thread: {e}")))?;
   Ok(sender)
 }
@@ -205,127 +115,21 @@ fn data_version(conn: &Connection) -> Result<i64> {
     .map_err(Error::from)
 }
 
-/// A command's answer, held back until the transaction has committed.
-enum Answer {
-  Session(Reply<String>, Result<String>),
-  Message(Reply<Message>, Result<Message>),
-  Messages(Reply<Vec<Message>>, Result<Vec<Message>>),
-  Flag(Reply<bool>, Result<bool>),
-  Done(Reply<()>, Result<()>),
-}
-
-impl Answer {
-  /// The messages this answer stores, for live subscribers.
-  fn messages(&self) -> &[Message] {
-    match self {
-      Answer::Message(_, Ok(message)) => std::slice::from_ref(message),
-      Answer::Messages(_, Ok(messages)) => messages,
-      _ => &[],
+impl Backend for Writer {
+  fn transact(&mut self, _: &[&str], events: &mut Vec<Event>, body: &mut Body) -> Result<()> {
+    let outcome = self.transact_once(events, body);
+    if outcome.is_err() {
+      // The cache saw writes that were rolled back; start again from disk.
+      if let Ok(state) = WriterState::load(&self.conn) {
+        self.state = state;
+      }
     }
-  }
-
-  fn send(self) {
-    // A caller that stopped waiting is not an error.
-    match self {
-      Answer::Session(reply, result) => drop(reply.send(result)),
-      Answer::Message(reply, result) => drop(reply.send(result)),
-      Answer::Messages(reply, result) => drop(reply.send(result)),
-      Answer::Flag(reply, result) => drop(reply.send(result)),
-      Answer::Done(reply, result) => drop(reply.send(result)),
-    }
-  }
-
-  /// The commit failed: nothing of the batch was stored.
-  fn fail(self, error: &str) {
-    let error = || Error::Armin(error.to_owned());
-    match self {
-      Answer::Session(reply, _) => drop(reply.send(Err(error()))),
-      Answer::Message(reply, _) => drop(reply.send(Err(error()))),
-      Answer::Messages(reply, _) => drop(reply.send(Err(error()))),
-      Answer::Flag(reply, _) => drop(reply.send(Err(error()))),
-      Answer::Done(reply, _) => drop(reply.send(Err(error()))),
-    }
+    outcome
   }
 }
 
 impl Writer {
-  fn run(mut self, receiver: mpsc::Receiver<Command>) {
-    let mut shutdown = None;
-    while shutdown.is_none() {
-      let Ok(first) = receiver.recv() else { break };
-      let mut batch = Vec::new();
-      let mut bytes = first.weight();
-      batch.push(first);
-      while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-        match receiver.try_recv() {
-          Ok(command) => {
-            bytes += command.weight();
-            batch.push(command);
-          }
-          Err(_) => break,
-        }
-      }
-      // Everything sent before the shutdown is committed; the shutdown is
-      // answered after that commit.
-      if let Some(index) = batch
-        .iter()
-        .position(|c| matches!(c, Command::Shutdown { .. }))
-      {
-        for late in batch.split_off(index + 1) {
-          late.refuse(|| Error::StoreClosed);
-        }
-        if let Some(Command::Shutdown { reply }) = batch.pop() {
-          shutdown = Some(reply);
-        }
-      }
-      if !batch.is_empty() {
-        self.commit(batch);
-      }
-    }
-    // Requests that raced the shutdown are refused, never dropped silently.
-    while let Ok(late) = receiver.try_recv() {
-      late.refuse(|| Error::StoreClosed);
-    }
-    drop(self.conn);
-    if let Some(reply) = shutdown {
-      let _ = reply.send(Ok(()));
-    }
-  }
-
-  fn commit(&mut self, batch: Vec<Command>) {
-    let mut answers = Vec::with_capacity(batch.len());
-    let mut events = Vec::new();
-    let outcome = self.apply(batch, &mut answers, &mut events);
-    match outcome {
-      Ok(()) => {
-        // Publish first: a caller that heard back and then subscribes must
-        // find its own write already counted as stored.
-        self
-          .live
-          .publish(&events, |index| answers[index].messages());
-        for answer in answers {
-          answer.send();
-        }
-      }
-      Err(error) => {
-        let reason = error.to_string();
-        for answer in answers {
-          answer.fail(&reason);
-        }
-        // The cache saw writes that were rolled back; start again from disk.
-        if let Ok(state) = WriterState::load(&self.conn) {
-          self.state = state;
-        }
-      }
-    }
-  }
-
-  fn apply(
-    &mut self,
-    batch: Vec<Command>,
-    answers: &mut Vec<Answer>,
-    events: &mut Vec<Event>,
-  ) -> Result<()> {
+  fn transact_once(&mut self, events: &mut Vec<Event>, body: &mut Body) -> Result<()> {
     // IMMEDIATE takes the write lock first, so that if another process has
     // committed since our last batch, the cache is reloaded before any
     // sequence number is handed out and nobody can commit in between.
@@ -343,21 +147,15 @@ impl Writer {
     }
     let first_message_id = self.state.next_message_id;
     let first_session_key = self.state.next_session_key;
-    let mut batch_state = Batch {
+    let mut batch = Batch {
       tx: &tx,
       state: &mut self.state,
       created_at: now_ms(),
       touched: HashMap::new(),
       events,
-      poisoned: false,
     };
-    for command in batch {
-      let answer = batch_state.apply(command, answers.len());
-      answers.push(answer);
-    }
-    let Batch {
-      touched, poisoned, ..
-    } = batch_state;
+    body(&mut batch)?;
+    let touched = batch.touched;
     {
       let mut update =
         tx.prepare_cached("UPDATE sessions SET last_sequence = ?1 WHERE key = ?2")?;
@@ -373,72 +171,21 @@ impl Writer {
       tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'next_session_key'")?
         .execute(params![self.state.next_session_key])?;
     }
-    if poisoned {
-      return Err(Error::Armin(
-        "an insert failed; the batch was rolled back".into(),
-      ));
-    }
     Ok(tx.commit()?)
   }
 }
 
 /// One batch inside its transaction: each command is one small function.
 struct Batch<'a> {
-  tx: &'a Transaction<'a>,
+  tx: &'a rusqlite::Transaction<'a>,
   state: &'a mut WriterState,
   created_at: i64,
   /// Sessions whose last sequence moved in this batch, by internal key.
   touched: HashMap<i64, i64>,
   events: &'a mut Vec<Event>,
-  /// A failed insert may leave part of a multi-message append behind, so it
-  /// fails the whole transaction rather than commit half of one.
-  poisoned: bool,
 }
 
-impl Batch<'_> {
-  /// Runs one command; `index` is where its answer goes in the batch.
-  fn apply(&mut self, command: Command, index: usize) -> Answer {
-    match command {
-      Command::Create { session_id, reply } => {
-        let result = self.create(&session_id);
-        Answer::Session(reply, result.map(|()| session_id))
-      }
-      Command::Append {
-        target,
-        content,
-        reply,
-      } => {
-        let result = self.append(target, vec![content], index);
-        Answer::Message(reply, result.map(|mut messages| messages.remove(0)))
-      }
-      Command::AppendMany {
-        target,
-        contents,
-        reply,
-      } => Answer::Messages(reply, self.append(target, contents, index)),
-      Command::SetClaudeSessionId {
-        target,
-        claude_session_id,
-        reply,
-      } => Answer::Flag(
-        reply,
-        self.set_claude_session_id(&target, &claude_session_id),
-      ),
-      Command::SetStatus {
-        target,
-        status,
-        error_message,
-        reply,
-      } => Answer::Done(reply, self.set_status(&target, status, error_message)),
-      Command::CloseSession { session_id, reply } => {
-        Answer::Done(reply, self.close_session(session_id))
-      }
-      Command::Delete { session_id, reply } => Answer::Flag(reply, self.delete(session_id)),
-      Command::Reconcile { reply } => Answer::Messages(reply, self.reconcile(index)),
-      Command::Shutdown { reply } => Answer::Done(reply, Ok(())),
-    }
-  }
-
+impl Transaction for Batch<'_> {
   fn create(&mut self, session_id: &str) -> Result<()> {
     if self.state.sessions.contains_key(session_id) {
       return Err(Error::SessionExists(session_id.to_owned()));
@@ -478,19 +225,13 @@ impl Batch<'_> {
     contents: Vec<String>,
     index: usize,
   ) -> Result<Vec<Message>> {
-    let result = insert_messages(self.tx, self.state, target, contents, self.created_at);
-    match &result {
-      Ok(messages) => {
-        if let Some(last) = messages.last() {
-          let key = self.state.sessions[&last.session_id].key;
-          self.touched.insert(key, last.sequence_number);
-          self.events.push(Event::Appended(index));
-        }
-      }
-      Err(Error::Armin(_)) => self.poisoned = true,
-      Err(_) => {}
+    let messages = insert_messages(self.tx, self.state, target, contents, self.created_at)?;
+    if let Some(last) = messages.last() {
+      let key = self.state.sessions[&last.session_id].key;
+      self.touched.insert(key, last.sequence_number);
+      self.events.push(Event::Appended(index));
     }
-    result
+    Ok(messages)
   }
 
   fn set_claude_session_id(&mut self, target: &Target, claude_session_id: &str) -> Result<bool> {
@@ -596,7 +337,7 @@ impl Batch<'_> {
 
 /// Offers subscribers the messages another process committed beyond what
 /// they have seen.
-fn deliver_external(tx: &Transaction, live: &Live) -> Result<()> {
+fn deliver_external(tx: &rusqlite::Transaction, live: &Live) -> Result<()> {
   for (session_id, seen) in live.watched() {
     let Some(key) = reader::session_key(tx, &session_id)? else {
       continue;
@@ -609,7 +350,7 @@ fn deliver_external(tx: &Transaction, live: &Live) -> Result<()> {
 
 /// Inserts `contents` into one session, numbered consecutively.
 fn insert_messages(
-  tx: &Transaction,
+  tx: &rusqlite::Transaction,
   state: &mut WriterState,
   target: Target,
   contents: Vec<String>,

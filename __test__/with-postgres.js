@@ -1,0 +1,107 @@
+#!/usr/bin/env node
+'use strict'
+// Runs a command with a throwaway PostgreSQL cluster: `initdb` into a temp
+// dir, `pg_ctl start` on a loopback port, the command with
+// EREN_TEST_POSTGRES (its URL) and EREN_TEST_POSTGRES_CTL (a script taking
+// start, stop or restart) in its environment, then `pg_ctl stop` and the dir
+// removed, whatever the command did. PostgreSQL refuses to run as root, so
+// under root the cluster belongs to `nobody`.
+//
+//   node __test__/with-postgres.js <command> [args...]
+//
+// With EREN_TEST_POSTGRES already set, the command runs against that server.
+const { spawnSync, spawn } = require('node:child_process')
+const fs = require('node:fs')
+const net = require('node:net')
+const os = require('node:os')
+const path = require('node:path')
+
+function serverBinary(name) {
+  const onPath = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).stdout.trim()
+  if (onPath) return onPath
+  const root = '/usr/lib/postgresql'
+  const versions = fs.existsSync(root) ? fs.readdirSync(root).sort((a, b) => b - a) : []
+  for (const version of versions) {
+    const candidate = path.join(root, version, 'bin', name)
+    if (fs.existsSync(candidate)) return candidate
+  }
+  throw new Error(`${name} not found: install PostgreSQL's server binaries or set EREN_TEST_POSTGRES`)
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.on('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address()
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+function check(result, what) {
+  if (result.status !== 0) {
+    throw new Error(`${what} failed (${result.status}): ${result.stderr || ''}${result.stdout || ''}`)
+  }
+}
+
+async function main() {
+  const [command, ...args] = process.argv.slice(2)
+  if (!command) throw new Error('usage: with-postgres.js <command> [args...]')
+  if (process.env.EREN_TEST_POSTGRES) return run(command, args, process.env)
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eren-pg-'))
+  const asRoot = process.getuid?.() === 0
+  if (asRoot) fs.chownSync(dir, 65534, 65534)
+  const as = asRoot ? ['runuser', '-u', 'nobody', '--'] : []
+  const data = path.join(dir, 'data')
+  const port = await freePort()
+  const initdb = serverBinary('initdb')
+  const pgCtl = serverBinary('pg_ctl')
+  const asUser = (argv) =>
+    spawnSync(as[0] ?? argv[0], [...as.slice(1), ...(as.length ? argv : argv.slice(1))], {
+      encoding: 'utf8',
+      cwd: dir,
+    })
+  check(asUser([initdb, '-D', data, '-U', 'eren', '--auth=trust', '-E', 'UTF8', '--no-sync']), 'initdb')
+  // fsync off: the tests stop and start the server, they never cut its power.
+  const options = `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300`
+  const ctl = path.join(dir, 'ctl.sh')
+  const prefix = as.map((a) => `'${a}'`).join(' ')
+  fs.writeFileSync(
+    ctl,
+    `#!/bin/sh\n# start | stop | restart the test cluster\nset -e\ncase "$1" in\n` +
+      `  stop) exec ${prefix} '${pgCtl}' -D '${data}' -m fast -w stop ;;\n` +
+      `  *) exec ${prefix} '${pgCtl}' -D '${data}' -o '${options}' -l '${dir}/server.log' -w "$1" ;;\n` +
+      'esac\n',
+    { mode: 0o755 },
+  )
+  check(spawnSync(ctl, ['start'], { encoding: 'utf8' }), 'pg_ctl start')
+  const url = `postgres://eren@127.0.0.1:${port}/postgres`
+  let code = 1
+  try {
+    code = await run(command, args, { ...process.env, EREN_TEST_POSTGRES: url, EREN_TEST_POSTGRES_CTL: ctl })
+  } finally {
+    spawnSync(ctl, ['stop'], { encoding: 'utf8' })
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+  return code
+}
+
+function run(command, args, env) {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { stdio: 'inherit', env })
+    const forward = (signal) => child.kill(signal)
+    process.on('SIGINT', forward)
+    process.on('SIGTERM', forward)
+    child.on('exit', (code, signal) => resolve(code ?? 128 + (os.constants.signals[signal] ?? 0)))
+  })
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error) => {
+    console.error(error.message)
+    process.exit(1)
+  },
+)

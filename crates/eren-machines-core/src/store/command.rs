@@ -1,0 +1,357 @@
+//! What a store's writer thread is asked to do, for either backend.
+//!
+//! Every command waiting in the channel when the writer wakes goes into one
+//! transaction (group commit); callers hear back only after the commit. A
+//! backend implements [`Transaction`] for one open transaction and [`Backend`]
+//! to open and commit it; batching, dispatch and answering live here.
+
+use std::sync::mpsc;
+
+use super::live::{Event, Live};
+use super::model::{AgentStatus, Message};
+use super::pending::Reply;
+use crate::error::{Error, Result};
+
+/// Most commands in one transaction; bounds the latency of a single commit.
+const MAX_BATCH: usize = 8192;
+/// Most content bytes in one transaction, so huge lines do not pile up.
+const MAX_BATCH_BYTES: usize = 32 << 20;
+
+pub enum Command {
+  Create {
+    session_id: String,
+    reply: Reply<String>,
+  },
+  Append {
+    target: Target,
+    content: String,
+    reply: Reply<Message>,
+  },
+  /// Many messages to one session, numbered consecutively.
+  AppendMany {
+    target: Target,
+    contents: Vec<String>,
+    reply: Reply<Vec<Message>>,
+  },
+  SetClaudeSessionId {
+    target: Target,
+    claude_session_id: String,
+    reply: Reply<bool>,
+  },
+  SetStatus {
+    target: Target,
+    status: AgentStatus,
+    error_message: Option<String>,
+    reply: Reply<()>,
+  },
+  CloseSession {
+    session_id: String,
+    reply: Reply<()>,
+  },
+  Delete {
+    session_id: String,
+    reply: Reply<bool>,
+  },
+  /// Marks runs whose host has ended (see [`super::host`]).
+  Reconcile {
+    reply: Reply<Vec<Message>>,
+  },
+  Shutdown {
+    reply: Reply<()>,
+  },
+}
+
+impl Command {
+  fn weight(&self) -> usize {
+    match self {
+      Command::Append { content, .. } => content.len(),
+      Command::AppendMany { contents, .. } => contents.iter().map(String::len).sum(),
+      _ => 64,
+    }
+  }
+
+  /// The session the command writes to, if it names one.
+  pub fn session_id(&self) -> Option<&str> {
+    match self {
+      Command::Create { session_id, .. }
+      | Command::CloseSession { session_id, .. }
+      | Command::Delete { session_id, .. } => Some(session_id),
+      Command::Append { target, .. }
+      | Command::AppendMany { target, .. }
+      | Command::SetClaudeSessionId { target, .. }
+      | Command::SetStatus { target, .. } => Some(&target.session_id),
+      Command::Reconcile { .. } | Command::Shutdown { .. } => None,
+    }
+  }
+
+  /// Answers a command that will not run.
+  fn refuse(self, error: impl Fn() -> Error) {
+    match self {
+      Command::Create { reply, .. } => drop(reply.send(Err(error()))),
+      Command::Append { reply, .. } => drop(reply.send(Err(error()))),
+      Command::AppendMany { reply, .. } => drop(reply.send(Err(error()))),
+      Command::SetClaudeSessionId { reply, .. } => drop(reply.send(Err(error()))),
+      Command::SetStatus { reply, .. } => drop(reply.send(Err(error()))),
+      Command::CloseSession { reply, .. } => drop(reply.send(Err(error()))),
+      Command::Delete { reply, .. } => drop(reply.send(Err(error()))),
+      Command::Reconcile { reply } => drop(reply.send(Err(error()))),
+      Command::Shutdown { reply } => drop(reply.send(Ok(()))),
+    }
+  }
+}
+
+/// The session a write is for: by id, and, for a run, only the incarnation
+/// (the never-reused key) it started with.
+pub struct Target {
+  pub session_id: String,
+  pub incarnation: Option<i64>,
+}
+
+impl Target {
+  pub fn any(session_id: String) -> Self {
+    Target {
+      session_id,
+      incarnation: None,
+    }
+  }
+
+  /// Whether a session of this id with internal `key` is the one meant.
+  pub fn matches(&self, key: i64) -> bool {
+    self.incarnation.is_none_or(|wanted| wanted == key)
+  }
+}
+
+/// One open transaction of a backend: each command is one method. A method
+/// that fails with [`Error::Armin`] fails the whole transaction; any other
+/// error is that command's answer alone.
+pub trait Transaction {
+  fn create(&mut self, session_id: &str) -> Result<()>;
+  /// Appends `contents` to one session, numbered consecutively; the answer
+  /// of the command at `index` carries them to the subscribers.
+  fn append(&mut self, target: Target, contents: Vec<String>, index: usize)
+    -> Result<Vec<Message>>;
+  fn set_claude_session_id(&mut self, target: &Target, claude_session_id: &str) -> Result<bool>;
+  fn set_status(
+    &mut self,
+    target: &Target,
+    status: AgentStatus,
+    error_message: Option<String>,
+  ) -> Result<()>;
+  fn close_session(&mut self, session_id: String) -> Result<()>;
+  fn delete(&mut self, session_id: String) -> Result<bool>;
+  fn reconcile(&mut self, index: usize) -> Result<Vec<Message>>;
+}
+
+/// A command's answer, held back until the transaction has committed.
+pub enum Answer {
+  Session(Reply<String>, Result<String>),
+  Message(Reply<Message>, Result<Message>),
+  Messages(Reply<Vec<Message>>, Result<Vec<Message>>),
+  Flag(Reply<bool>, Result<bool>),
+  Done(Reply<()>, Result<()>),
+}
+
+impl Answer {
+  /// The messages this answer stores, for live subscribers.
+  pub fn messages(&self) -> &[Message] {
+    match self {
+      Answer::Message(_, Ok(message)) => std::slice::from_ref(message),
+      Answer::Messages(_, Ok(messages)) => messages,
+      _ => &[],
+    }
+  }
+
+  /// Whether the command failed in a way that fails the transaction.
+  fn is_storage_failure(&self) -> bool {
+    matches!(
+      self,
+      Answer::Session(_, Err(Error::Armin(_)))
+        | Answer::Message(_, Err(Error::Armin(_)))
+        | Answer::Messages(_, Err(Error::Armin(_)))
+        | Answer::Flag(_, Err(Error::Armin(_)))
+        | Answer::Done(_, Err(Error::Armin(_)))
+    )
+  }
+
+  fn send(self) {
+    // A caller that stopped waiting is not an error.
+    match self {
+      Answer::Session(reply, result) => drop(reply.send(result)),
+      Answer::Message(reply, result) => drop(reply.send(result)),
+      Answer::Messages(reply, result) => drop(reply.send(result)),
+      Answer::Flag(reply, result) => drop(reply.send(result)),
+      Answer::Done(reply, result) => drop(reply.send(result)),
+    }
+  }
+
+  /// The commit failed: nothing of the batch was stored.
+  fn fail(self, error: &str) {
+    let error = || Error::Armin(error.to_owned());
+    match self {
+      Answer::Session(reply, _) => drop(reply.send(Err(error()))),
+      Answer::Message(reply, _) => drop(reply.send(Err(error()))),
+      Answer::Messages(reply, _) => drop(reply.send(Err(error()))),
+      Answer::Flag(reply, _) => drop(reply.send(Err(error()))),
+      Answer::Done(reply, _) => drop(reply.send(Err(error()))),
+    }
+  }
+}
+
+/// Runs one command inside `tx`.
+fn apply(tx: &mut dyn Transaction, command: Command, index: usize) -> Answer {
+  match command {
+    Command::Create { session_id, reply } => {
+      let result = tx.create(&session_id);
+      Answer::Session(reply, result.map(|()| session_id))
+    }
+    Command::Append {
+      target,
+      content,
+      reply,
+    } => {
+      let result = tx.append(target, vec![content], index);
+      Answer::Message(reply, result.map(|mut messages| messages.remove(0)))
+    }
+    Command::AppendMany {
+      target,
+      contents,
+      reply,
+    } => Answer::Messages(reply, tx.append(target, contents, index)),
+    Command::SetClaudeSessionId {
+      target,
+      claude_session_id,
+      reply,
+    } => Answer::Flag(reply, tx.set_claude_session_id(&target, &claude_session_id)),
+    Command::SetStatus {
+      target,
+      status,
+      error_message,
+      reply,
+    } => Answer::Done(reply, tx.set_status(&target, status, error_message)),
+    Command::CloseSession { session_id, reply } => {
+      Answer::Done(reply, tx.close_session(session_id))
+    }
+    Command::Delete { session_id, reply } => Answer::Flag(reply, tx.delete(session_id)),
+    Command::Reconcile { reply } => Answer::Messages(reply, tx.reconcile(index)),
+    Command::Shutdown { reply } => Answer::Done(reply, Ok(())),
+  }
+}
+
+/// Runs a batch inside `tx`, collecting each command's answer in order. An
+/// `Err` means the transaction must not commit.
+fn apply_all(
+  tx: &mut dyn Transaction,
+  batch: Vec<Command>,
+  answers: &mut Vec<Answer>,
+) -> Result<()> {
+  let mut failure = None;
+  for command in batch {
+    let answer = apply(tx, command, answers.len());
+    if failure.is_none() && answer.is_storage_failure() {
+      failure = Some(Error::Armin(
+        "a write failed; the batch was rolled back".into(),
+      ));
+    }
+    answers.push(answer);
+  }
+  failure.map_or(Ok(()), Err)
+}
+
+/// The body a backend runs inside one of its transactions.
+pub type Body<'a> = dyn FnMut(&mut dyn Transaction) -> Result<()> + 'a;
+
+/// A database the writer thread commits batches to.
+pub trait Backend {
+  /// Opens a transaction whose writes note their events in `events`, runs
+  /// `body` in it once, and commits if `body` returned `Ok`. On `Err`,
+  /// nothing of the transaction is stored. `sessions` names every session
+  /// the body may write to, sorted and without repeats, so a backend shared
+  /// by several hosts can lock them up front in one order.
+  fn transact(&mut self, sessions: &[&str], events: &mut Vec<Event>, body: &mut Body)
+    -> Result<()>;
+}
+
+/// The writer thread's loop: batches commands until a shutdown, answering
+/// each only after its batch committed or failed.
+pub fn serve(mut backend: impl Backend, live: &Live, receiver: mpsc::Receiver<Command>) {
+  let mut shutdown = None;
+  while shutdown.is_none() {
+    let Ok(first) = receiver.recv() else { break };
+    let mut batch = Vec::new();
+    let mut bytes = first.weight();
+    batch.push(first);
+    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+      match receiver.try_recv() {
+        Ok(command) => {
+          bytes += command.weight();
+          batch.push(command);
+        }
+        Err(_) => break,
+      }
+    }
+    // Everything sent before the shutdown is committed; the shutdown is
+    // answered after that commit.
+    if let Some(index) = batch
+      .iter()
+      .position(|c| matches!(c, Command::Shutdown { .. }))
+    {
+      for late in batch.split_off(index + 1) {
+        late.refuse(|| Error::StoreClosed);
+      }
+      if let Some(Command::Shutdown { reply }) = batch.pop() {
+        shutdown = Some(reply);
+      }
+    }
+    if !batch.is_empty() {
+      commit(&mut backend, live, batch);
+    }
+  }
+  // Requests that raced the shutdown are refused, never dropped silently.
+  while let Ok(late) = receiver.try_recv() {
+    late.refuse(|| Error::StoreClosed);
+  }
+  drop(backend);
+  if let Some(reply) = shutdown {
+    let _ = reply.send(Ok(()));
+  }
+}
+
+fn commit(backend: &mut impl Backend, live: &Live, batch: Vec<Command>) {
+  let mut answers = Vec::with_capacity(batch.len());
+  let mut events = Vec::new();
+  let mut sessions: Vec<String> = batch
+    .iter()
+    .filter_map(Command::session_id)
+    .map(str::to_owned)
+    .collect();
+  sessions.sort_unstable();
+  sessions.dedup();
+  let sessions: Vec<&str> = sessions.iter().map(String::as_str).collect();
+  let mut unapplied = Some(batch);
+  let outcome = backend.transact(&sessions, &mut events, &mut |tx| {
+    apply_all(tx, unapplied.take().unwrap_or_default(), &mut answers)
+  });
+  match outcome {
+    Ok(()) => {
+      // Publish first: a caller that heard back and then subscribes must
+      // find its own write already counted as stored.
+      live.publish(&events, |index| answers[index].messages());
+      for answer in answers {
+        answer.send();
+      }
+    }
+    Err(error) => {
+      let reason = match error {
+        Error::Armin(reason) => reason,
+        other => other.to_string(),
+      };
+      for answer in answers {
+        answer.fail(&reason);
+      }
+      // The transaction could not even begin.
+      for command in unapplied.into_iter().flatten() {
+        command.refuse(|| Error::Armin(reason.clone()));
+      }
+    }
+  }
+}

@@ -1,0 +1,106 @@
+//! The listener: a connection that `LISTEN`s for every host's commits and
+//! offers this store's subscribers what they have not seen.
+//!
+//! A notification carries `"<last sequence> <session id>"`. Subscribers
+//! that have seen less get the missing rows read from the database, so a
+//! notification that is late, merged or lost (while the connection was
+//! down) never leaves a gap: after a reconnect every subscription catches
+//! up from what it has seen.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator;
+
+use super::super::live::Live;
+use super::super::reads;
+use super::link::Link;
+use super::reader::PgReads;
+use super::schema::Names;
+use crate::error::{Error, Result};
+
+/// How often the listener looks at whether its store has closed.
+const WAKE_EVERY: Duration = Duration::from_millis(200);
+/// How long it waits before connecting again after losing the server.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// What a commit notifies: the session and its last sequence.
+pub fn payload(session_id: &str, last_sequence: i64) -> String {
+  format!("{last_sequence} {session_id}")
+}
+
+fn parse(payload: &str) -> Option<(i64, &str)> {
+  let (last, session_id) = payload.split_once(' ')?;
+  Some((last.parse().ok()?, session_id))
+}
+
+pub fn spawn(link: Link, names: Names, live: Arc<Live>, closed: Arc<AtomicBool>) -> Result<()> {
+  std::thread::Builder::new()
+    .name("eren-pg-listener".into())
+    .spawn(move || run(link, &names, &live, &closed))
+    .map_err(|e| Error::Armin(format!("cannot start the listener thread: {e}")))?;
+  Ok(())
+}
+
+fn run(mut link: Link, names: &Names, live: &Live, closed: &AtomicBool) {
+  let mut listening = false;
+  while !closed.load(Ordering::Acquire) {
+    if !link.is_connected() {
+      listening = false;
+    }
+    let client = match link.client() {
+      Ok(client) => client,
+      Err(_) => {
+        std::thread::sleep(RETRY_EVERY);
+        continue;
+      }
+    };
+    if !listening {
+      if client.batch_execute(&names.listen()).is_err() {
+        continue;
+      }
+      listening = true;
+      // Whatever was committed while nobody listened.
+      reads::catch_up(&mut PgReads(client), live);
+    }
+    let mut heard = Vec::new();
+    {
+      let mut notifications = client.notifications();
+      // A lost connection shows as an error here, and as a closed client
+      // on the next turn.
+      let first = notifications.timeout_iter(WAKE_EVERY).next();
+      if let Ok(Some(first)) = first {
+        heard.push(first.payload().to_owned());
+        // Take what is already there without waiting again.
+        let mut ready = notifications.iter();
+        while let Ok(Some(more)) = ready.next() {
+          heard.push(more.payload().to_owned());
+        }
+      }
+    }
+    for payload in &heard {
+      let Some((last, session_id)) = parse(payload) else {
+        continue;
+      };
+      match live.seen(session_id) {
+        Some(seen) if seen < last => {
+          reads::catch_up_session(&mut PgReads(client), live, session_id, seen, last)
+        }
+        _ => live.advance(session_id, last),
+      }
+    }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn payloads_round_trip_ids_with_spaces() {
+    assert_eq!(parse(&payload("a b", 7)), Some((7, "a b")));
+    assert_eq!(parse("x"), None);
+    assert_eq!(parse("x y"), None);
+  }
+}

@@ -1,0 +1,89 @@
+//! The shared PostgreSQL session store: the same threads, commands and
+//! guarantees as SQLite's, for many hosts on one database.
+//!
+//! - The writer ([`writer`]) commits each batch in one transaction. It first
+//!   takes a transaction-scoped advisory lock per session the batch touches,
+//!   in one global order, so two hosts never hand out the same sequence
+//!   number and never deadlock; it then reads each session's last sequence
+//!   from the database (no cache: other hosts write too).
+//! - Each commit notifies `LISTEN`ers with the session and its last
+//!   sequence; the [`listener`] of every host reads what its subscribers
+//!   have not seen, so `subscribe()` sees every host's commits live.
+//! - A lost connection fails the batch in flight (nothing is acknowledged
+//!   that may not be committed) and the next request connects again.
+
+mod link;
+mod listener;
+mod reader;
+mod schema;
+mod writer;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+use super::command::Command;
+use super::live::Live;
+use super::reads::ReadJob;
+use crate::error::{Error, Result};
+pub use link::redact;
+use link::Link;
+
+/// A connected store's threads, before they are wrapped in a `SessionStore`.
+pub struct Started {
+  pub writer: mpsc::Sender<Command>,
+  pub reader: mpsc::Sender<ReadJob>,
+  pub live: Arc<Live>,
+  /// Set when the store closes; the listener then stops.
+  pub closed: Arc<AtomicBool>,
+}
+
+/// Connects, creates or checks the schema, and starts the writer, reader
+/// and listener threads. Blocks: call it off the JS thread.
+pub fn start(url: &str) -> Result<Started> {
+  let config = link::parse(url)?;
+  let mut writer_link = Link::connect(config.clone())?;
+  let names = schema::prepare(writer_link.client()?)?;
+  let sessions = schema::last_sequences(writer_link.client()?)?;
+  let reader_link = Link::connect(config.clone())?;
+  let live = Arc::new(Live::new(sessions));
+  let closed = Arc::new(AtomicBool::new(false));
+  let writer = writer::spawn(writer_link, names.clone(), live.clone())?;
+  let reader = reader::spawn(reader_link, live.clone(), closed.clone())?;
+  listener::spawn(Link::lazy(config), names, live.clone(), closed.clone())?;
+  Ok(Started {
+    writer,
+    reader,
+    live,
+    closed,
+  })
+}
+
+/// Marks the store closed for the listener.
+pub fn stop(closed: &AtomicBool) {
+  closed.store(true, Ordering::Release);
+}
+
+impl From<postgres::Error> for Error {
+  fn from(err: postgres::Error) -> Self {
+    // The server's own message says what went wrong; the client's summary
+    // ("db error") does not.
+    match err.as_db_error() {
+      Some(db) => Error::Armin(format!("postgres: {}", db.message())),
+      None => Error::Armin(format!("postgres: {err}")),
+    }
+  }
+}
+
+/// PostgreSQL text cannot hold U+0000; such a value is refused before it
+/// reaches the server, so it fails alone rather than its whole batch.
+fn check_text(what: &str, value: &str) -> Result<()> {
+  if value.contains('\0') {
+    return Err(Error::InvalidArgument(format!(
+      "{what} holds a NUL character, which PostgreSQL text cannot store"
+    )));
+  }
+  Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+//! The PostgreSQL reader thread: reads on a connection of its own.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use postgres::GenericClient;
+
+use super::super::live::Live;
+use super::super::model::{AgentStatus, Message, Session};
+use super::super::reads::{self, Flow, ReadJob, Reads};
+use super::link::Link;
+use crate::error::{Error, Result};
+
+/// How long a subscription's replay waits between attempts to reach a
+/// server that went away: its backlog is owed, so it is not dropped.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+
+pub fn spawn(
+  link: Link,
+  live: Arc<Live>,
+  closed: Arc<AtomicBool>,
+) -> Result<mpsc::Sender<ReadJob>> {
+  let (sender, receiver) = mpsc::channel();
+  std::thread::Builder::new()
+    .name("eren-pg-reader".into())
+    .spawn(move || run(link, &live, &closed, receiver))
+    .map_err(|e| Error::Armin(format!("cannot start the reader thread: {e}")))?;
+  Ok(sender)
+}
+
+fn run(mut link: Link, live: &Live, closed: &AtomicBool, receiver: mpsc::Receiver<ReadJob>) {
+  while let Ok(job) = receiver.recv() {
+    // A replay is owed to its subscriber: it waits for the server.
+    while matches!(job, ReadJob::Backlog(_))
+      && !closed.load(Ordering::Acquire)
+      && link.client().is_err()
+    {
+      std::thread::sleep(RETRY_EVERY);
+    }
+    let client = match link.client() {
+      Ok(client) => client,
+      Err(error) => {
+        if let Flow::Stop(reply) = job.refuse(error) {
+          let _ = reply.send(Ok(()));
+          return;
+        }
+        continue;
+      }
+    };
+    let mut reads = PgReads(client);
+    match job {
+      ReadJob::Watch => reads::catch_up(&mut reads, live),
+      job => {
+        if let Flow::Stop(reply) = reads::serve(&mut reads, live, job) {
+          drop(link);
+          let _ = reply.send(Ok(()));
+          return;
+        }
+      }
+    }
+  }
+}
+
+const SESSION_COLUMNS: &str =
+  "session_id, claude_session_id, agent_status, error_message, closed, created_at, last_sequence, key";
+
+fn session_from_row(row: &postgres::Row) -> Session {
+  let status: String = row.get(2);
+  Session {
+    id: row.get(0),
+    claude_session_id: row.get(1),
+    // Only this crate writes the column; an unknown value means a newer
+    // writer, and "idle" is the harmless reading of it.
+    agent_status: AgentStatus::parse(&status).unwrap_or(AgentStatus::Idle),
+    error_message: row.get(3),
+    closed: row.get(4),
+    created_at: row.get(5),
+    last_sequence: row.get(6),
+    incarnation: row.get(7),
+  }
+}
+
+/// The reads, on a client or inside the writer's transaction.
+pub struct PgReads<'a, C: GenericClient>(pub &'a mut C);
+
+impl<C: GenericClient> Reads for PgReads<'_, C> {
+  fn get_session(&mut self, session_id: &str) -> Result<Option<Session>> {
+    // No stored id holds a NUL, and the server would refuse the parameter.
+    if session_id.contains('\0') {
+      return Ok(None);
+    }
+    let query = format!("SELECT {SESSION_COLUMNS} FROM eren_sessions WHERE session_id = $1");
+    Ok(
+      self
+        .0
+        .query_opt(&query, &[&session_id])?
+        .as_ref()
+        .map(session_from_row),
+    )
+  }
+
+  fn list_sessions(&mut self) -> Result<Vec<Session>> {
+    let query = format!("SELECT {SESSION_COLUMNS} FROM eren_sessions ORDER BY created_at, key");
+    Ok(
+      self
+        .0
+        .query(&query, &[])?
+        .iter()
+        .map(session_from_row)
+        .collect(),
+    )
+  }
+
+  fn session_key(&mut self, session_id: &str) -> Result<Option<i64>> {
+    if session_id.contains('\0') {
+      return Ok(None);
+    }
+    Ok(
+      self
+        .0
+        .query_opt(
+          "SELECT key FROM eren_sessions WHERE session_id = $1",
+          &[&session_id],
+        )?
+        .map(|row| row.get(0)),
+    )
+  }
+
+  fn read_range(
+    &mut self,
+    key: i64,
+    session_id: &str,
+    after: i64,
+    upto: i64,
+    limit: i64,
+  ) -> Result<Vec<Message>> {
+    let limit = (limit >= 0).then_some(limit);
+    let rows = self.0.query(
+      "SELECT id, sequence, content, created_at FROM eren_messages
+         WHERE session = $1 AND sequence > $2 AND sequence <= $3
+         ORDER BY sequence LIMIT $4",
+      &[&key, &after, &upto, &limit],
+    )?;
+    Ok(
+      rows
+        .iter()
+        .map(|row| Message {
+          id: row.get(0),
+          session_id: session_id.to_owned(),
+          sequence_number: row.get(1),
+          content: row.get(2),
+          created_at: row.get(3),
+        })
+        .collect(),
+    )
+  }
+}

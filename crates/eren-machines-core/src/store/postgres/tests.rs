@@ -1,0 +1,205 @@
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::store::{Message, SessionReader, SessionStore, SessionWriter};
+use crate::test_support::postgres_schema_url;
+
+fn sequences(store: &SessionStore, session_id: &str) -> Vec<i64> {
+  store
+    .messages(session_id, 0, None)
+    .wait()
+    .unwrap()
+    .iter()
+    .map(|m| m.sequence_number)
+    .collect()
+}
+
+#[test]
+fn stores_sharing_a_database_keep_sequences_contiguous_and_ids_unique() {
+  let url = postgres_schema_url();
+  let hosts: Vec<SessionStore> = (0..4)
+    .map(|_| SessionStore::connect_blocking(&url).unwrap())
+    .collect();
+  for s in 0..3 {
+    hosts[0]
+      .create_session(Some(&format!("s{s}")))
+      .wait()
+      .unwrap();
+  }
+  let threads: Vec<_> = hosts
+    .iter()
+    .enumerate()
+    .map(|(h, store)| {
+      let store = store.clone();
+      std::thread::spawn(move || {
+        // Each host touches the sessions in its own order, so batches lock
+        // several sessions in every order: there must be no deadlock.
+        let pending: Vec<_> = (0..600)
+          .map(|i| store.append(&format!("s{}", (h + i) % 3), format!("{h}-{i}")))
+          .collect();
+        pending
+          .into_iter()
+          .map(|p| p.wait().unwrap().id)
+          .collect::<Vec<_>>()
+      })
+    })
+    .collect();
+  let mut ids = HashSet::new();
+  for thread in threads {
+    for id in thread.join().unwrap() {
+      assert!(ids.insert(id), "message id {id} taken twice");
+    }
+  }
+  assert_eq!(ids.len(), 2400);
+  for s in 0..3 {
+    assert_eq!(
+      sequences(&hosts[3], &format!("s{s}")),
+      (1..=800).collect::<Vec<_>>()
+    );
+  }
+}
+
+#[test]
+fn a_subscriber_sees_every_host_commit_in_order_once() {
+  let url = postgres_schema_url();
+  let watcher = SessionStore::connect_blocking(&url).unwrap();
+  let other = SessionStore::connect_blocking(&url).unwrap();
+  other.create_session(Some("s")).wait().unwrap();
+  other.append("s", "before".into()).wait().unwrap();
+  let seen: Arc<Mutex<Vec<Message>>> = Arc::default();
+  let sink_seen = seen.clone();
+  watcher
+    .subscribe(
+      "s",
+      Some(0),
+      Box::new(move |m| sink_seen.lock().unwrap().push(m.clone())),
+    )
+    .unwrap();
+  // Both hosts append at once: the watcher's own commits must not jump
+  // over the other host's.
+  let remote = std::thread::spawn(move || {
+    let pending: Vec<_> = (0..300)
+      .map(|i| other.append("s", format!("other {i}")))
+      .collect();
+    pending.into_iter().for_each(|p| drop(p.wait().unwrap()));
+  });
+  let pending: Vec<_> = (0..300)
+    .map(|i| watcher.append("s", format!("own {i}")))
+    .collect();
+  pending.into_iter().for_each(|p| drop(p.wait().unwrap()));
+  remote.join().unwrap();
+  let deadline = Instant::now() + Duration::from_secs(10);
+  while seen.lock().unwrap().len() < 601 && Instant::now() < deadline {
+    std::thread::sleep(Duration::from_millis(5));
+  }
+  let seen = seen.lock().unwrap();
+  let order: Vec<i64> = seen.iter().map(|m| m.sequence_number).collect();
+  assert_eq!(order, (1..=601).collect::<Vec<_>>());
+  assert_eq!(seen[0].content, "before");
+  let stored = watcher.messages("s", 0, None).wait().unwrap();
+  assert_eq!(*seen, stored);
+}
+
+#[test]
+fn subscribe_knows_sessions_another_host_created_or_deleted() {
+  let url = postgres_schema_url();
+  let first = SessionStore::connect_blocking(&url).unwrap();
+  let second = SessionStore::connect_blocking(&url).unwrap();
+  first.create_session(Some("s")).wait().unwrap();
+  first.append("s", "old".into()).wait().unwrap();
+  // Live only, by default: the old message is not delivered.
+  let seen: Arc<Mutex<Vec<i64>>> = Arc::default();
+  let sink_seen = seen.clone();
+  second
+    .subscribe(
+      "s",
+      None,
+      Box::new(move |m| sink_seen.lock().unwrap().push(m.sequence_number)),
+    )
+    .unwrap();
+  first.append("s", "new".into()).wait().unwrap();
+  let deadline = Instant::now() + Duration::from_secs(10);
+  while seen.lock().unwrap().is_empty() && Instant::now() < deadline {
+    std::thread::sleep(Duration::from_millis(5));
+  }
+  assert_eq!(*seen.lock().unwrap(), vec![2]);
+  assert!(first.delete_session("s").wait().unwrap());
+  let refused = second.subscribe("s", None, Box::new(|_| {})).unwrap_err();
+  assert_eq!(refused.code(), "SESSION_NOT_FOUND");
+}
+
+#[test]
+fn text_postgres_cannot_hold_fails_alone_with_invalid_argument() {
+  let store = SessionStore::connect_blocking(&postgres_schema_url()).unwrap();
+  store.create_session(Some("s")).wait().unwrap();
+  let bad = store.append("s", "a\0b".into());
+  let good = store.append("s", "fine".into());
+  let bad_id = store.create_session(Some("x\0y"));
+  assert_eq!(bad.wait().unwrap_err().code(), "INVALID_ARGUMENT");
+  assert_eq!(bad_id.wait().unwrap_err().code(), "INVALID_ARGUMENT");
+  assert_eq!(good.wait().unwrap().sequence_number, 1);
+  assert_eq!(store.get_session("x\0y").wait().unwrap(), None);
+  assert_eq!(
+    store.messages("x\0y", 0, None).wait().unwrap_err().code(),
+    "SESSION_NOT_FOUND"
+  );
+  assert_eq!(sequences(&store, "s"), vec![1]);
+}
+
+#[test]
+fn unreachable_servers_bad_urls_and_foreign_schemas_are_refused() {
+  let unreachable = SessionStore::connect("postgres://eren@127.0.0.1:1/x")
+    .wait()
+    .err()
+    .unwrap();
+  assert_eq!(unreachable.code(), "STORAGE_ERROR");
+  let bad = SessionStore::connect("postgres://eren:hunter2@127.0.0.1:x/y")
+    .wait()
+    .err()
+    .unwrap();
+  assert_eq!(bad.code(), "INVALID_ARGUMENT");
+  assert!(!bad.to_string().contains("hunter2"));
+
+  let url = postgres_schema_url();
+  let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+  admin
+    .batch_execute("CREATE TABLE eren_sessions (anything int)")
+    .unwrap();
+  let foreign = SessionStore::connect_blocking(&url).err().unwrap();
+  assert_eq!(foreign.code(), "STORAGE_ERROR");
+  assert!(foreign.to_string().contains("did not make"), "{foreign}");
+
+  let url = postgres_schema_url();
+  SessionStore::connect_blocking(&url).unwrap();
+  let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+  admin
+    .batch_execute("UPDATE eren_meta SET value = 99 WHERE name = 'schema_version'")
+    .unwrap();
+  let newer = SessionStore::connect_blocking(&url).err().unwrap();
+  assert_eq!(newer.code(), "STORAGE_ERROR");
+  assert!(newer.to_string().contains("newer"), "{newer}");
+  // Left untouched.
+  let version: i64 = admin
+    .query_one(
+      "SELECT value FROM eren_meta WHERE name = 'schema_version'",
+      &[],
+    )
+    .unwrap()
+    .get(0);
+  assert_eq!(version, 99);
+}
+
+#[test]
+fn hosts_connecting_at_once_to_a_new_schema_all_succeed() {
+  let url = postgres_schema_url();
+  let threads: Vec<_> = (0..6)
+    .map(|_| {
+      let url = url.clone();
+      std::thread::spawn(move || SessionStore::connect_blocking(&url).map(|_| ()))
+    })
+    .collect();
+  for thread in threads {
+    thread.join().unwrap().unwrap();
+  }
+}

@@ -1,0 +1,367 @@
+//! The PostgreSQL writer: one transaction per batch, safe among hosts.
+//!
+//! A batch first takes an advisory lock per session it names (by a stable
+//! hash of the id, in ascending order, so hosts never deadlock), then reads
+//! those sessions. Every host that writes a session holds its lock, so the
+//! last sequence read is the last committed, and numbers are never taken
+//! twice. New messages are inserted, sequences moved and commits notified in
+//! one statement each at the end of the batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{mpsc, Arc};
+
+use super::super::command::{self, Backend, Body, Command, Target, Transaction};
+use super::super::host;
+use super::super::live::{Event, Live};
+use super::super::model::{now_ms, AgentStatus, Message};
+use super::super::reads;
+use super::check_text;
+use super::link::Link;
+use super::listener;
+use super::reader::PgReads;
+use super::schema::{fnv1a, Names, LOCK_CLASS};
+use crate::error::{Error, Result};
+
+/// Message ids taken from the sequence at a time; unused ones are kept for
+/// later batches (a sequence never hands out a number twice).
+const ID_BLOCK: i64 = 1024;
+
+pub fn spawn(link: Link, names: Names, live: Arc<Live>) -> Result<mpsc::Sender<Command>> {
+  let (sender, receiver) = mpsc::channel();
+  let writer = Writer {
+    link,
+    names,
+    live: live.clone(),
+    ids: VecDeque::new(),
+  };
+  std::thread::Builder::new()
+    .name("eren-pg-writer".into())
+    .spawn(move || command::serve(writer, &live, receiver))
+    .map_err(|e| Error::Armin(format!("cannot start the writer thread: {e}")))?;
+  Ok(sender)
+}
+
+struct Writer {
+  link: Link,
+  names: Names,
+  live: Arc<Live>,
+  ids: VecDeque<i64>,
+}
+
+impl Backend for Writer {
+  fn transact(
+    &mut self,
+    sessions: &[&str],
+    events: &mut Vec<Event>,
+    body: &mut Body,
+  ) -> Result<()> {
+    let Writer {
+      link,
+      names,
+      live,
+      ids,
+    } = self;
+    link.with(|client| {
+      let mut tx = client.transaction()?;
+      let cache = lock_and_load(&mut tx, live, sessions)?;
+      let mut batch = Batch {
+        tx: &mut tx,
+        cache,
+        ids,
+        rows: Rows::default(),
+        touched: HashMap::new(),
+        events,
+        created_at: now_ms(),
+      };
+      body(&mut batch)?;
+      batch.finish(&names.channel)?;
+      Ok(tx.commit()?)
+    })
+  }
+}
+
+#[derive(Clone)]
+struct Cached {
+  key: i64,
+  last_sequence: i64,
+  closed: bool,
+}
+
+/// Locks the batch's sessions and reads them. What other hosts committed
+/// to them reaches this store's subscribers first, so they see no gap.
+fn lock_and_load(
+  tx: &mut postgres::Transaction,
+  live: &Live,
+  sessions: &[&str],
+) -> Result<HashMap<String, Cached>> {
+  // An id with a NUL cannot be stored; its command fails on its own.
+  let sessions: Vec<&str> = sessions
+    .iter()
+    .copied()
+    .filter(|id| !id.contains('\0'))
+    .collect();
+  if sessions.is_empty() {
+    return Ok(HashMap::new());
+  }
+  let mut keys: Vec<i32> = sessions
+    .iter()
+    .map(|id| fnv1a(id.as_bytes()) as i32)
+    .collect();
+  keys.sort_unstable();
+  keys.dedup();
+  // unnest yields the sorted array in order, so the locks are taken in it.
+  tx.execute(
+    "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k",
+    &[&LOCK_CLASS, &keys],
+  )?;
+  let rows = tx.query(
+    "SELECT session_id, key, last_sequence, closed FROM eren_sessions WHERE session_id = ANY($1)",
+    &[&sessions],
+  )?;
+  let mut cache = HashMap::with_capacity(rows.len());
+  for row in rows {
+    let session_id: String = row.get(0);
+    let cached = Cached {
+      key: row.get(1),
+      last_sequence: row.get(2),
+      closed: row.get(3),
+    };
+    if let Some(seen) = live.seen(&session_id) {
+      if seen < cached.last_sequence {
+        let reads = &mut PgReads(&mut *tx);
+        reads::catch_up_session(reads, live, &session_id, seen, cached.last_sequence);
+      }
+    }
+    cache.insert(session_id, cached);
+  }
+  Ok(cache)
+}
+
+/// Messages to insert at the end of the batch, column by column.
+#[derive(Default)]
+struct Rows {
+  session: Vec<i64>,
+  sequence: Vec<i64>,
+  id: Vec<i64>,
+  content: Vec<String>,
+}
+
+impl Rows {
+  fn drop_session(&mut self, key: i64) {
+    let keep: Vec<bool> = self.session.iter().map(|s| *s != key).collect();
+    let mut index = 0;
+    self.sequence.retain(|_| (keep[index], index += 1).0);
+    index = 0;
+    self.id.retain(|_| (keep[index], index += 1).0);
+    index = 0;
+    self.content.retain(|_| (keep[index], index += 1).0);
+    self.session.retain(|s| *s != key);
+  }
+}
+
+struct Batch<'a, 't> {
+  tx: &'a mut postgres::Transaction<'t>,
+  cache: HashMap<String, Cached>,
+  ids: &'a mut VecDeque<i64>,
+  rows: Rows,
+  /// Sessions whose last sequence moved, by key: their id and last sequence.
+  touched: HashMap<i64, (String, i64)>,
+  events: &'a mut Vec<Event>,
+  created_at: i64,
+}
+
+impl Batch<'_, '_> {
+  fn session(&mut self, target: &Target) -> Result<&mut Cached> {
+    match self.cache.get_mut(&target.session_id) {
+      Some(session) if target.matches(session.key) => Ok(session),
+      _ => Err(Error::SessionNotFound(target.session_id.clone())),
+    }
+  }
+
+  fn take_ids(&mut self, count: usize) -> Result<Vec<i64>> {
+    if self.ids.len() < count {
+      let wanted = ID_BLOCK.max((count - self.ids.len()) as i64);
+      let rows = self.tx.query(
+        "SELECT nextval('eren_message_ids') FROM generate_series(1, $1::int8)",
+        &[&wanted],
+      )?;
+      self.ids.extend(rows.iter().map(|row| row.get::<_, i64>(0)));
+    }
+    Ok(self.ids.drain(..count).collect())
+  }
+
+  /// Inserts the batch's messages, moves the sessions' last sequences and
+  /// notifies every host's listener, one statement each.
+  fn finish(self, channel: &str) -> Result<()> {
+    let rows = self.rows;
+    if !rows.session.is_empty() {
+      self.tx.execute(
+        "INSERT INTO eren_messages (session, sequence, id, content, created_at)
+           SELECT s, q, i, c, $5 FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::text[])
+             AS t(s, q, i, c)",
+        &[
+          &rows.session,
+          &rows.sequence,
+          &rows.id,
+          &rows.content,
+          &self.created_at,
+        ],
+      )?;
+    }
+    if self.touched.is_empty() {
+      return Ok(());
+    }
+    let (keys, lasts): (Vec<i64>, Vec<i64>) = self
+      .touched
+      .iter()
+      .map(|(key, (_, last))| (*key, *last))
+      .unzip();
+    self.tx.execute(
+      "UPDATE eren_sessions AS s SET last_sequence = t.last
+         FROM unnest($1::int8[], $2::int8[]) AS t(key, last) WHERE s.key = t.key",
+      &[&keys, &lasts],
+    )?;
+    let payloads: Vec<String> = self
+      .touched
+      .values()
+      .map(|(session_id, last)| listener::payload(session_id, *last))
+      .collect();
+    self.tx.execute(
+      "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+      &[&channel, &payloads],
+    )?;
+    Ok(())
+  }
+}
+
+impl Transaction for Batch<'_, '_> {
+  fn create(&mut self, session_id: &str) -> Result<()> {
+    check_text("the session id", session_id)?;
+    if self.cache.contains_key(session_id) {
+      return Err(Error::SessionExists(session_id.to_owned()));
+    }
+    let inserted = self.tx.query_opt(
+      "INSERT INTO eren_sessions (session_id, agent_status, closed, created_at, last_sequence)
+         VALUES ($1, $2, false, $3, 0) ON CONFLICT (session_id) DO NOTHING RETURNING key",
+      &[&session_id, &AgentStatus::Idle.as_str(), &self.created_at],
+    )?;
+    let Some(row) = inserted else {
+      return Err(Error::SessionExists(session_id.to_owned()));
+    };
+    self.cache.insert(
+      session_id.to_owned(),
+      Cached {
+        key: row.get(0),
+        last_sequence: 0,
+        closed: false,
+      },
+    );
+    self.events.push(Event::Created(session_id.to_owned()));
+    Ok(())
+  }
+
+  fn append(
+    &mut self,
+    target: Target,
+    contents: Vec<String>,
+    index: usize,
+  ) -> Result<Vec<Message>> {
+    for content in &contents {
+      check_text("the message", content)?;
+    }
+    let session = self.session(&target)?;
+    if session.closed {
+      return Err(Error::SessionClosed(target.session_id));
+    }
+    let (key, first) = (session.key, session.last_sequence + 1);
+    let ids = self.take_ids(contents.len())?;
+    let mut messages = Vec::with_capacity(contents.len());
+    for ((offset, content), id) in contents.into_iter().enumerate().zip(ids) {
+      let sequence_number = first + offset as i64;
+      self.rows.session.push(key);
+      self.rows.sequence.push(sequence_number);
+      self.rows.id.push(id);
+      self.rows.content.push(content.clone());
+      messages.push(Message {
+        id,
+        session_id: target.session_id.clone(),
+        sequence_number,
+        content,
+        created_at: self.created_at,
+      });
+    }
+    if let Some(last) = messages.last() {
+      let last = last.sequence_number;
+      self.session(&target)?.last_sequence = last;
+      self.touched.insert(key, (target.session_id, last));
+      self.events.push(Event::Appended(index));
+    }
+    Ok(messages)
+  }
+
+  fn set_claude_session_id(&mut self, target: &Target, claude_session_id: &str) -> Result<bool> {
+    check_text("the Claude session id", claude_session_id)?;
+    let Ok(session) = self.session(target) else {
+      return Ok(false);
+    };
+    let key = session.key;
+    self.tx.execute(
+      "UPDATE eren_sessions SET claude_session_id = $1 WHERE key = $2",
+      &[&claude_session_id, &key],
+    )?;
+    Ok(true)
+  }
+
+  fn set_status(
+    &mut self,
+    target: &Target,
+    status: AgentStatus,
+    error_message: Option<String>,
+  ) -> Result<()> {
+    if let Some(message) = &error_message {
+      check_text("the error message", message)?;
+    }
+    let key = self.session(target)?.key;
+    let host = matches!(status, AgentStatus::Running | AgentStatus::Waiting).then(host::this_host);
+    self.tx.execute(
+      "UPDATE eren_sessions SET agent_status = $1, error_message = $2, host = $3 WHERE key = $4",
+      &[&status.as_str(), &error_message, &host, &key],
+    )?;
+    Ok(())
+  }
+
+  fn close_session(&mut self, session_id: String) -> Result<()> {
+    let session = self.session(&Target::any(session_id.clone()))?;
+    session.closed = true;
+    let key = session.key;
+    self.tx.execute(
+      "UPDATE eren_sessions SET closed = true WHERE key = $1",
+      &[&key],
+    )?;
+    self.events.push(Event::Closed(session_id));
+    Ok(())
+  }
+
+  fn delete(&mut self, session_id: String) -> Result<bool> {
+    let Some(session) = self.cache.remove(&session_id) else {
+      return Ok(false);
+    };
+    self.rows.drop_session(session.key);
+    self.touched.remove(&session.key);
+    self.tx.execute(
+      "DELETE FROM eren_messages WHERE session = $1",
+      &[&session.key],
+    )?;
+    self
+      .tx
+      .execute("DELETE FROM eren_sessions WHERE key = $1", &[&session.key])?;
+    self.events.push(Event::Deleted(session_id));
+    Ok(true)
+  }
+
+  /// Hosts on other machines share this database, and whether one of them
+  /// is alive cannot be told from here: nothing is reconciled.
+  fn reconcile(&mut self, _: usize) -> Result<Vec<Message>> {
+    Ok(Vec::new())
+  }
+}

@@ -1,0 +1,156 @@
+//! What a store's reader thread is asked to do, for either backend.
+
+use super::live::{Backlog, Live};
+use super::model::{Message, Session};
+use super::pending::Reply;
+use crate::error::{Error, Result};
+
+/// Rows read per step of a subscription's replay or catch-up.
+const REPLAY_CHUNK: i64 = 1024;
+
+pub enum ReadJob {
+  GetSession {
+    session_id: String,
+    reply: Reply<Option<Session>>,
+  },
+  ListSessions {
+    reply: Reply<Vec<Session>>,
+  },
+  Messages {
+    session_id: String,
+    after_sequence: i64,
+    limit: Option<i64>,
+    reply: Reply<Vec<Message>>,
+  },
+  Backlog(Backlog),
+  /// A subscription began: look for commits made elsewhere from now on.
+  Watch,
+  Shutdown {
+    reply: Reply<()>,
+  },
+}
+
+impl ReadJob {
+  /// Answers a job that cannot run with `error`. A replay that cannot run
+  /// is simply ended; a shutdown still shuts down.
+  pub fn refuse(self, error: Error) -> Flow {
+    match self {
+      ReadJob::GetSession { reply, .. } => drop(reply.send(Err(error))),
+      ReadJob::ListSessions { reply } => drop(reply.send(Err(error))),
+      ReadJob::Messages { reply, .. } => drop(reply.send(Err(error))),
+      ReadJob::Backlog(_) | ReadJob::Watch => {}
+      ReadJob::Shutdown { reply } => return Flow::Stop(reply),
+    }
+    Flow::Continue
+  }
+}
+
+/// The reads a backend answers from its reader connection.
+pub trait Reads {
+  fn get_session(&mut self, session_id: &str) -> Result<Option<Session>>;
+  fn list_sessions(&mut self) -> Result<Vec<Session>>;
+  /// The internal key of the session's current incarnation.
+  fn session_key(&mut self, session_id: &str) -> Result<Option<i64>>;
+  /// Messages of one session with `after < sequence <= upto`, at most
+  /// `limit` (all for -1), in order.
+  fn read_range(
+    &mut self,
+    key: i64,
+    session_id: &str,
+    after: i64,
+    upto: i64,
+    limit: i64,
+  ) -> Result<Vec<Message>>;
+}
+
+/// Whether the reader goes on after a job.
+pub enum Flow {
+  Continue,
+  /// Release the connection, then answer the shutdown.
+  Stop(Reply<()>),
+}
+
+/// Answers one job. `Watch` is the backend's own business and is ignored.
+pub fn serve(reads: &mut impl Reads, live: &Live, job: ReadJob) -> Flow {
+  match job {
+    ReadJob::GetSession { session_id, reply } => {
+      let _ = reply.send(reads.get_session(&session_id));
+    }
+    ReadJob::ListSessions { reply } => {
+      let _ = reply.send(reads.list_sessions());
+    }
+    ReadJob::Messages {
+      session_id,
+      after_sequence,
+      limit,
+      reply,
+    } => {
+      let _ = reply.send(messages(reads, &session_id, after_sequence, limit));
+    }
+    ReadJob::Backlog(backlog) => replay(reads, live, backlog),
+    ReadJob::Watch => {}
+    ReadJob::Shutdown { reply } => return Flow::Stop(reply),
+  }
+  Flow::Continue
+}
+
+fn messages(
+  reads: &mut impl Reads,
+  session_id: &str,
+  after: i64,
+  limit: Option<i64>,
+) -> Result<Vec<Message>> {
+  let key = reads
+    .session_key(session_id)?
+    .ok_or_else(|| Error::SessionNotFound(session_id.to_owned()))?;
+  reads.read_range(key, session_id, after, i64::MAX, limit.unwrap_or(-1))
+}
+
+fn replay(reads: &mut impl Reads, live: &Live, backlog: Backlog) {
+  let session_id = backlog.session_id().to_owned();
+  // A session deleted since the subscription has no subscriber left either.
+  if let Ok(Some(key)) = reads.session_key(&session_id) {
+    let mut after = backlog.after;
+    while after < backlog.upto {
+      let chunk = match reads.read_range(key, &session_id, after, backlog.upto, REPLAY_CHUNK) {
+        Ok(chunk) if !chunk.is_empty() => chunk,
+        _ => break,
+      };
+      after = chunk.last().map_or(backlog.upto, |m| m.sequence_number);
+      if !live.replay(&backlog.subscription, &chunk) {
+        return;
+      }
+    }
+  }
+  live.finish_replay(&backlog.subscription);
+}
+
+/// Offers this store's subscribers what was committed elsewhere (another
+/// process, another host) beyond what they have seen.
+pub fn catch_up(reads: &mut impl Reads, live: &Live) {
+  for (session_id, seen) in live.watched() {
+    catch_up_session(reads, live, &session_id, seen, i64::MAX);
+  }
+}
+
+/// Offers the messages of one session in `(seen, upto]`.
+pub fn catch_up_session(
+  reads: &mut impl Reads,
+  live: &Live,
+  session_id: &str,
+  seen: i64,
+  upto: i64,
+) {
+  let Ok(Some(key)) = reads.session_key(session_id) else {
+    return;
+  };
+  let mut after = seen;
+  while after < upto {
+    let chunk = match reads.read_range(key, session_id, after, upto, REPLAY_CHUNK) {
+      Ok(chunk) if !chunk.is_empty() => chunk,
+      _ => break,
+    };
+    after = chunk.last().map_or(upto, |m| m.sequence_number);
+    live.offer_external(session_id, &chunk);
+  }
+}
