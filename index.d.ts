@@ -183,7 +183,7 @@ export declare class SessionStore {
    * `INVALID_ARGUMENT`; an unreachable server, or tables that are not
    * ours, `STORAGE_ERROR`. Connecting runs off the JS thread.
    */
-  static connect(url: Text): Promise<SessionStore>
+  static connect(url: string): Promise<SessionStore>
   /** A private in-memory store, gone once closed or garbage-collected. */
   static inMemory(): SessionStore
   /**

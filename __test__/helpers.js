@@ -143,7 +143,37 @@ function screenWatcher() {
   return { onMessage, shows, text: () => text }
 }
 
+/**
+ * A URL of the PostgreSQL server at $EREN_TEST_POSTGRES narrowed to a new,
+ * empty schema, so a test sees only its own sessions. `npm test` starts a
+ * throwaway server (__test__/with-postgres.js) and sets the variable.
+ */
+async function postgresSchemaUrl() {
+  const url = process.env.EREN_TEST_POSTGRES
+  if (!url) {
+    throw new Error('EREN_TEST_POSTGRES is not set: run `npm test`, which starts a throwaway PostgreSQL server')
+  }
+  const { Client } = require('pg')
+  const schema = `t_${crypto.randomUUID().replaceAll('-', '')}`
+  const admin = new Client({ connectionString: url })
+  await admin.connect()
+  try {
+    await admin.query(`CREATE SCHEMA ${schema}`)
+  } finally {
+    await admin.end()
+  }
+  return `${url}${url.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${schema}`)}`
+}
+
+/** The store backends that backend-generic suites run against, for `describe.each`. */
+const BACKENDS = [
+  ['SQLite', async () => require('..').SessionStore.inMemory()],
+  ['PostgreSQL', async () => require('..').SessionStore.connect(await postgresSchemaUrl())],
+]
+
 module.exports = {
+  BACKENDS,
+  postgresSchemaUrl,
   screenWatcher,
   ROOT,
   tempDirs,

@@ -10,6 +10,7 @@
 //   node __test__/with-postgres.js <command> [args...]
 //
 // With EREN_TEST_POSTGRES already set, the command runs against that server.
+// The cluster runs with fsync off unless EREN_TEST_POSTGRES_FSYNC=on.
 const { spawnSync, spawn } = require('node:child_process')
 const fs = require('node:fs')
 const net = require('node:net')
@@ -65,7 +66,9 @@ async function main() {
     })
   check(asUser([initdb, '-D', data, '-U', 'eren', '--auth=trust', '-E', 'UTF8', '--no-sync']), 'initdb')
   // fsync off: the tests stop and start the server, they never cut its power.
-  const options = `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300`
+  // Benchmarks set EREN_TEST_POSTGRES_FSYNC=on to measure real commits.
+  const fsync = process.env.EREN_TEST_POSTGRES_FSYNC === 'on' ? 'on' : 'off'
+  const options = `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=${fsync} -c max_connections=300`
   const ctl = path.join(dir, 'ctl.sh')
   const prefix = as.map((a) => `'${a}'`).join(' ')
   fs.writeFileSync(

@@ -135,7 +135,11 @@ impl SessionStore {
   /// The schema is created on first connect. A malformed URL is
   /// `INVALID_ARGUMENT`; an unreachable server, or tables that are not
   /// ours, `STORAGE_ERROR`. Connecting runs off the JS thread.
-  #[napi(catch_unwind, ts_return_type = "Promise<SessionStore>")]
+  #[napi(
+    catch_unwind,
+    ts_args_type = "url: string",
+    ts_return_type = "Promise<SessionStore>"
+  )]
   pub fn connect<'env>(env: &'env Env, url: Text) -> Result<PromiseRaw<'env, SessionStore>> {
     promise(env, core::SessionStore::connect(&url.0), |core| {
       SessionStore { core }

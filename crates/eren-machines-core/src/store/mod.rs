@@ -87,6 +87,15 @@ struct Inner {
   listener_stop: Option<Arc<AtomicBool>>,
 }
 
+impl Drop for Inner {
+  /// A store dropped without `close` still stops its listener thread.
+  fn drop(&mut self) {
+    if let Some(stop) = &self.listener_stop {
+      postgres::stop(stop);
+    }
+  }
+}
+
 /// A handle to an open store. Clones share the same threads and database.
 #[derive(Clone)]
 pub struct SessionStore {

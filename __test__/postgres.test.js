@@ -1,0 +1,221 @@
+'use strict'
+// The PostgreSQL store across hosts: separate processes on one database, a
+// server restart mid-ingest, live subscriptions across hosts, and the runner
+// and the CLI on a server. The backend-generic suites are in store.test.js.
+const { spawn, execFileSync } = require('node:child_process')
+const path = require('node:path')
+const { Client } = require('pg')
+const { ProcessRegistry, SessionStore, spawnTerminal, terminalBridge } = require('..')
+const { codeOf, deferred, postgresSchemaUrl, runNode } = require('./helpers')
+
+const HOST = path.join(__dirname, 'fixtures', 'pg-host.js')
+const CLI = path.join(__dirname, '..', 'bin', 'eren-machines.js')
+const MARK = { ...process.env, EREN_TEST_CHILD: '1' }
+
+/** Parses a host's report into acknowledged appends and rejection codes. */
+function report(stdout) {
+  const acked = []
+  const failed = []
+  for (const line of stdout.split('\n')) {
+    const [kind, ...rest] = line.split(' ')
+    if (kind === 'ok') {
+      const [session, sequence, id, content] = rest
+      acked.push({ session, sequence: Number(sequence), id: Number(id), content })
+    } else if (kind === 'fail') {
+      failed.push(rest[0])
+    }
+  }
+  return { acked, failed }
+}
+
+/** Every stored message of a session, straight from the server. */
+async function stored(url, sessionId) {
+  const schema = decodeURIComponent(url).match(/search_path=(\w+)/)[1]
+  const client = new Client({ connectionString: process.env.EREN_TEST_POSTGRES })
+  await client.connect()
+  try {
+    const { rows } = await client.query(
+      `SELECT m.sequence, m.id, m.content FROM ${schema}.eren_messages m
+         JOIN ${schema}.eren_sessions s ON s.key = m.session
+        WHERE s.session_id = $1 ORDER BY m.sequence`,
+      [sessionId],
+    )
+    return rows.map((r) => ({ sequence: Number(r.sequence), id: Number(r.id), content: JSON.parse(r.content).content }))
+  } finally {
+    await client.end()
+  }
+}
+
+const range = (n) => Array.from({ length: n }, (_, i) => i + 1)
+
+describe('several hosts on one PostgreSQL database', () => {
+  test('4 host processes appending to the same sessions at once: contiguous sequences, unique ids, nothing lost', async () => {
+    const url = await postgresSchemaUrl()
+    const setup = await SessionStore.connect(url)
+    const sessions = ['a', 'b', 'c']
+    for (const id of sessions) await setup.createSession(id)
+    await setup.close()
+    const hosts = await Promise.all(
+      Array.from({ length: 4 }, () => runNode(HOST, [url, '600', ...sessions], { env: MARK })),
+    )
+    const acked = []
+    for (const host of hosts) {
+      expect(host.stderr).toBe('')
+      expect(host.code).toBe(0)
+      const { acked: mine, failed } = report(host.stdout)
+      expect(failed).toEqual([])
+      expect(mine).toHaveLength(600)
+      acked.push(...mine)
+    }
+    expect(new Set(acked.map((m) => m.id)).size).toBe(2400)
+    for (const id of sessions) {
+      const rows = await stored(url, id)
+      expect(rows.map((r) => r.sequence)).toEqual(range(800))
+      // Each acknowledged append is stored as it was answered.
+      const bySequence = new Map(rows.map((r) => [r.sequence, r]))
+      for (const m of acked.filter((m) => m.session === id)) {
+        expect(bySequence.get(m.sequence)).toEqual({ sequence: m.sequence, id: m.id, content: m.content })
+      }
+    }
+  })
+
+  test('a server restart mid-ingest: appends in flight reject with STORAGE_ERROR, later ones succeed, every acknowledged one is stored', async () => {
+    const ctl = process.env.EREN_TEST_POSTGRES_CTL
+    expect(ctl).toBeTruthy()
+    const url = await postgresSchemaUrl()
+    const setup = await SessionStore.connect(url)
+    await setup.createSession('r')
+    await setup.close()
+    const host = spawn(process.execPath, [HOST, url, '-', 'r'], { env: MARK, stdio: ['pipe', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    let waiter = null
+    host.stdout.on('data', (d) => {
+      stdout += d
+      if (waiter && report(stdout).acked.length >= waiter.n) waiter.resolve()
+    })
+    host.stderr.on('data', (d) => (stderr += d))
+    const exited = new Promise((resolve) => host.on('exit', resolve))
+    const acks = (n) => {
+      waiter = { n, ...deferred() }
+      if (report(stdout).acked.length >= n) waiter.resolve()
+      return waiter.promise
+    }
+    await acks(300)
+    execFileSync(ctl, ['restart'], { stdio: 'ignore' })
+    const before = report(stdout).acked.length
+    // The store connects again by itself: appends succeed once more.
+    await acks(before + 300)
+    host.stdin.end()
+    expect(await exited).toBe(0)
+    expect(stderr).toBe('')
+    const { acked, failed } = report(stdout)
+    expect(failed.length).toBeGreaterThan(0)
+    expect(new Set(failed)).toEqual(new Set(['STORAGE_ERROR']))
+    const rows = await stored(url, 'r')
+    expect(rows.map((r) => r.sequence)).toEqual(range(rows.length))
+    const bySequence = new Map(rows.map((r) => [r.sequence, r]))
+    for (const m of acked) {
+      expect(bySequence.get(m.sequence)).toEqual({ sequence: m.sequence, id: m.id, content: m.content })
+    }
+  })
+
+  test("a subscriber on one host sees another host's appends live, in order, once", async () => {
+    const url = await postgresSchemaUrl()
+    const store = await SessionStore.connect(url)
+    await store.createSession('live')
+    await terminalBridge.storeStdout(store, 'live', 'mine')
+    const seen = []
+    const done = deferred()
+    store.subscribe(
+      'live',
+      (m) => {
+        seen.push(m)
+        if (seen.length === 501) done.resolve()
+      },
+      { afterSequence: 0 },
+    )
+    const other = await runNode(HOST, [url, '500', 'live'], { env: MARK })
+    expect(other.code).toBe(0)
+    await done.promise
+    expect(seen.map((m) => m.sequenceNumber)).toEqual(range(501))
+    expect(seen).toEqual(await store.messages('live'))
+    const { acked } = report(other.stdout)
+    expect(seen.slice(1).map((m) => JSON.parse(m.content).content)).toEqual(
+      acked.sort((x, y) => x.sequence - y.sequence).map((m) => m.content),
+    )
+    await store.close()
+  })
+
+  test('sessions another host creates are listed and readable at once', async () => {
+    const url = await postgresSchemaUrl()
+    const mine = await SessionStore.connect(url)
+    const theirs = await SessionStore.connect(url)
+    await theirs.createSession('x')
+    await terminalBridge.storeStdout(theirs, 'x', 'hello')
+    expect((await mine.listSessions()).map((s) => s.id)).toEqual(['x'])
+    expect((await mine.getSession('x')).lastSequence).toBe(1)
+    expect(await codeOf(() => mine.createSession('x'))).toBe('SESSION_EXISTS')
+    await Promise.all([mine.close(), theirs.close()])
+  })
+})
+
+describe('connecting', () => {
+  test('an unreachable server is STORAGE_ERROR, a URL that is not PostgreSQL or not a string INVALID_ARGUMENT', async () => {
+    expect(await codeOf(() => SessionStore.connect('postgres://eren@127.0.0.1:1/none'))).toBe('STORAGE_ERROR')
+    const error = await SessionStore.connect('mysql://me:hunter2@db/x').catch((e) => e)
+    expect(error.code).toBe('INVALID_ARGUMENT')
+    expect(error.message).not.toContain('hunter2')
+    for (const bad of [42, undefined, null, {}, '']) {
+      expect(await codeOf(() => SessionStore.connect(bad))).toBe('INVALID_ARGUMENT')
+    }
+  })
+})
+
+describe('the runner and the CLI on PostgreSQL', () => {
+  test('a run stores its output in a PostgreSQL session', async () => {
+    const url = await postgresSchemaUrl()
+    const store = await SessionStore.connect(url)
+    await store.createSession('job')
+    const running = await spawnTerminal({
+      store,
+      registry: new ProcessRegistry(),
+      sessionId: 'job',
+      command: 'sh',
+      args: ['-c', 'echo out; sleep 0.1; echo err >&2; exit 4'],
+      env: { EREN_TEST_CHILD: '1' },
+    })
+    const result = await running.exited
+    expect(result.exitCode).toBe(4)
+    const contents = (await store.messages('job')).map((m) => JSON.parse(m.content))
+    expect(contents).toEqual([
+      { type: 'terminal_output', stream: 'stdout', content: 'out' },
+      { type: 'terminal_output', stream: 'stderr', content: 'err' },
+      { type: 'terminal_finished', exit_code: 4, signal: null, stopped: false },
+    ])
+    await store.close()
+  })
+
+  test('eren-machines run --db URL stores the output, and log and sessions read it through $EREN_MACHINES_DB', async () => {
+    const url = await postgresSchemaUrl()
+    const ran = await runNode(CLI, ['run', '--db', url, '--session', 'cli', '--', 'sh', '-c', 'echo from-cli'], {
+      env: MARK,
+    })
+    expect(ran.code).toBe(0)
+    expect(ran.stdout).toBe('from-cli\n')
+    const env = { ...MARK, EREN_MACHINES_DB: url }
+    const log = await runNode(CLI, ['log', 'cli', '--json'], { env })
+    expect(log.code).toBe(0)
+    expect(
+      log.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(JSON.parse(l).content)),
+    ).toEqual([
+      { type: 'terminal_output', stream: 'stdout', content: 'from-cli' },
+      { type: 'terminal_finished', exit_code: 0, signal: null, stopped: false },
+    ])
+    const sessions = await runNode(CLI, ['sessions', '--json'], { env })
+    expect(JSON.parse(sessions.stdout).map((s) => s.id)).toEqual(['cli'])
+  })
+})
