@@ -47,6 +47,7 @@ async function host(): Promise<void> {
 
   const store: SessionStore = SessionStore.open('/tmp/eren-types.db', { durability: 'normal' })
   const memory: SessionStore = SessionStore.inMemory()
+  const shared: SessionStore = await SessionStore.connect('postgres://agents@127.0.0.1/agents')
   const sessionId: string = await store.createSession()
   await store.createSession('named')
   const session: Session | null = await store.getSession(sessionId)
@@ -144,6 +145,7 @@ async function host(): Promise<void> {
   const deleted: boolean = await store.deleteSession(sessionId)
   await store.close()
   await memory.close()
+  await shared.close()
   console.log(
     target,
     signal,
