@@ -1,7 +1,7 @@
 'use strict'
 const fs = require('node:fs')
 const path = require('node:path')
-const { spawn } = require('node:child_process')
+const { execFileSync, spawn } = require('node:child_process')
 const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
 const { codeOf, deferred, isGone, screenWatcher, settleGone, tempDirs } = require('./helpers')
 
@@ -550,6 +550,53 @@ describe('spawnTerminal with a pseudo-terminal', () => {
       expect(Buffer.byteLength(chunk)).toBeLessThanOrEqual(64 * 1024)
       expect(chunk).not.toContain('\uFFFD')
     }
+  })
+
+  test('a full-screen program replayed from the store into xterm shows the screen tmux shows for it', async () => {
+    // Clears, scrolls, cursor moves, erases, deletes, colours and wide
+    // characters: what a full-screen program prints.
+    const script = path.join(tmpDir(), 'screen.sh')
+    fs.writeFileSync(
+      script,
+      [
+        "printf '\\033[2J\\033[Hheader that scrolls away\\n'",
+        "i=1; while [ $i -le 30 ]; do printf 'scroll %s\\n' $i; i=$((i+1)); done",
+        "printf '\\033[2J\\033[H\\033[1;1Htop-left\\033[1;70Htop-right'",
+        "printf '\\033[5;10H\\033[1;31mred middle\\033[0m'",
+        "printf '\\033[6;10Hto be erased\\033[6;13H\\033[K'",
+        "printf '\\033[10;1Habcdefghij\\033[10;4H\\033[2P'",
+        "printf '\\033[12;1Hwide: \\342\\202\\254uro \\346\\274\\242\\345\\255\\227 end'",
+        "printf '\\033[24;1Hbottom line\\033[3;1H'",
+        '',
+      ].join('\n'),
+    )
+    const env = { ...process.env, ...MARK, LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8' }
+    const ctx = await setup()
+    const run = await terminal(ctx, { command: 'sh', args: [script], env, pty: { cols: 80, rows: 24 } })
+    expect((await run.exited).exitCode).toBe(0)
+    const { Terminal } = require('@xterm/headless')
+    const xterm = new Terminal({ cols: 80, rows: 24, allowProposedApi: true })
+    const stored = (await chunksOf(ctx.store, ctx.sessionId)).join('')
+    await new Promise((resolve) => xterm.write(stored, resolve))
+    const buffer = xterm.buffer.active
+    const replayed = Array.from({ length: 24 }, (_, i) => buffer.getLine(buffer.baseY + i).translateToString(true))
+
+    // The same program in a real terminal emulator: tmux, read back with
+    // capture-pane once the program has signalled that it is done.
+    const socket = `eren-test-${process.pid}`
+    const tmux = (...args) => execFileSync('tmux', ['-L', socket, '-f', '/dev/null', '-u', ...args], { env }).toString()
+    try {
+      tmux('new-session', '-d', '-x', '80', '-y', '24', `sh ${script}; tmux -L ${socket} wait-for -S drawn; sleep 60`)
+      tmux('wait-for', 'drawn')
+      const shown = tmux('capture-pane', '-p').split('\n').slice(0, 24)
+      expect(replayed.map((l) => l.trimEnd())).toEqual(shown.map((l) => l.trimEnd()))
+    } finally {
+      tmux('kill-server')
+    }
+    expect(replayed[0]).toMatch(/^top-left +top-right$/)
+    expect(replayed[9]).toBe('abcfghij')
+    expect(replayed[11]).toBe('wide: €uro 漢字 end')
+    expect(replayed[23]).toBe('bottom line')
   })
 
   test('resize() delivers SIGWINCH with the new size, write() types, end() sends EOF', async () => {
