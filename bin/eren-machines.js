@@ -44,6 +44,11 @@ Usage:
       --follow keeps printing new ones until Ctrl-C.
   eren-machines sessions [--db PATH|URL] [--json]
       List sessions: id, status, messages, created time, Claude session id.
+  eren-machines studio [--db PATH|URL] [--port N]
+      Serve a read-only web page of every session, live, on 127.0.0.1 (a
+      free port unless --port), and print its URL; it opens nothing itself.
+      The URL carries a secret token: share it as you would the database.
+      Ctrl-C stops it.
   eren-machines --help | --version
 
 Database: ${shown(db.path)}
@@ -441,12 +446,42 @@ async function sessionsCommand(args) {
   return 0
 }
 
+async function studioCommand(args) {
+  const { values } = parse(args, { db: { type: 'string' }, port: { type: 'string' } }, { positionals: 'none' })
+  if (values.help) return help()
+  const port = values.port === undefined ? 0 : Number(values.port)
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('--port takes a port number')
+  const store = await openStore(values.db, { create: false })
+  const { startStudio } = require('./studio/server')
+  let studio
+  try {
+    studio = await startStudio(store, { port })
+  } catch (error) {
+    await store.close()
+    throw error
+  }
+  write(process.stdout, `eren-machines studio: ${studio.url}`)
+  await new Promise((resolve) => {
+    process.once('SIGINT', resolve)
+    process.once('SIGTERM', resolve)
+  })
+  await studio.close()
+  await store.close()
+  return 0
+}
+
 function help() {
   process.stdout.write(usage())
   return 0
 }
 
-const COMMANDS = { run: runCommand, claude: claudeCommand, log: logCommand, sessions: sessionsCommand }
+const COMMANDS = {
+  run: runCommand,
+  claude: claudeCommand,
+  log: logCommand,
+  sessions: sessionsCommand,
+  studio: studioCommand,
+}
 
 async function main(argv) {
   const [name, ...rest] = argv

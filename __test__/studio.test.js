@@ -1,0 +1,383 @@
+'use strict'
+// `eren-machines studio` in a real browser: Debian's Chromium driven by
+// playwright-core, against the CLI's own server on a real SQLite file that
+// this process writes to at the same time.
+const { execFileSync, spawn } = require('node:child_process')
+const fs = require('node:fs')
+const http = require('node:http')
+const path = require('node:path')
+const { chromium } = require('playwright-core')
+const { Terminal } = require('@xterm/headless')
+const { ProcessRegistry, SessionStore, claudeBridge, spawnTerminal, terminalBridge } = require('..')
+const { deferred, tempDirs } = require('./helpers')
+
+const CLI = path.join(__dirname, '..', 'bin', 'eren-machines.js')
+const MARK = { EREN_TEST_CHILD: '1' }
+const tmpDir = tempDirs('eren-studio-')
+const BIG = 100000
+
+/** A Claude transcript as the runner stores it: events, a permission asked and decided, a question answered. */
+const CLAUDE = [
+  { type: 'system', subtype: 'init', session_id: 'c-1', model: 'claude-sonnet-4-5', cwd: '/work/app', tools: ['Bash'] },
+  {
+    type: 'user',
+    message: { role: 'user', content: [{ type: 'text', text: 'List the files, then ask me which to delete.' }] },
+  },
+  {
+    type: 'assistant',
+    message: {
+      content: [
+        { type: 'text', text: 'I will list the files first.' },
+        {
+          type: 'tool_use',
+          id: 'toolu_1',
+          name: 'Bash',
+          input: { command: 'ls -la /work/app', description: 'List files' },
+        },
+      ],
+    },
+  },
+  {
+    type: 'control_request',
+    request_id: 'req-1',
+    request: {
+      subtype: 'can_use_tool',
+      tool_name: 'Bash',
+      input: { command: 'ls -la /work/app' },
+      tool_use_id: 'toolu_1',
+    },
+  },
+  {
+    type: 'control_response',
+    response: {
+      subtype: 'success',
+      request_id: 'req-1',
+      response: { behavior: 'allow', updatedInput: { command: 'ls -la /work/app' } },
+    },
+  },
+  {
+    type: 'user',
+    message: {
+      content: [
+        {
+          type: 'tool_result',
+          tool_use_id: 'toolu_1',
+          content: `total 12\n${'-rw-r--r-- 1 me me 0 notes.txt\n'.repeat(40)}`,
+        },
+      ],
+    },
+  },
+  {
+    type: 'assistant',
+    message: {
+      content: [
+        {
+          type: 'tool_use',
+          id: 'toolu_2',
+          name: 'AskUserQuestion',
+          input: {
+            questions: [
+              { question: 'Which file should I delete?', options: [{ label: 'notes.txt' }, { label: 'none' }] },
+            ],
+          },
+        },
+      ],
+    },
+  },
+  {
+    type: 'control_request',
+    request_id: 'req-2',
+    request: {
+      subtype: 'can_use_tool',
+      tool_name: 'AskUserQuestion',
+      input: { questions: [] },
+      tool_use_id: 'toolu_2',
+    },
+  },
+  {
+    type: 'control_response',
+    response: {
+      subtype: 'success',
+      request_id: 'req-2',
+      response: { behavior: 'allow', updatedInput: { answers: { 'Which file should I delete?': 'notes.txt' } } },
+    },
+  },
+  {
+    type: 'assistant',
+    message: {
+      content: [{ type: 'tool_use', id: 'toolu_3', name: 'Bash', input: { command: 'rm /work/app/notes.txt' } }],
+    },
+  },
+  {
+    type: 'control_request',
+    request_id: 'req-3',
+    request: {
+      subtype: 'can_use_tool',
+      tool_name: 'Bash',
+      input: { command: 'rm /work/app/notes.txt' },
+      tool_use_id: 'toolu_3',
+    },
+  },
+  {
+    type: 'control_response',
+    response: {
+      subtype: 'success',
+      request_id: 'req-3',
+      response: { behavior: 'deny', message: 'not on a Friday', interrupt: false },
+    },
+  },
+  { type: 'assistant', message: { content: [{ type: 'text', text: 'Understood, I did not delete anything.' }] } },
+  {
+    type: 'result',
+    subtype: 'success',
+    is_error: false,
+    duration_ms: 4210,
+    num_turns: 3,
+    total_cost_usd: 0.0123,
+    result: 'Nothing deleted.',
+  },
+]
+
+const SCREEN = [
+  "printf '\\033[2J\\033[H\\033[1;1Htop-left\\033[1;70Htop-right'",
+  "printf '\\033[5;10H\\033[1;31mred middle\\033[0m'",
+  "printf '\\033[10;1Habcdefghij\\033[10;4H\\033[2P'",
+  "printf '\\033[24;1Hbottom line\\033[3;1H'",
+  '',
+].join('\n')
+
+let store
+let studio
+let url
+let port
+let browser
+let page
+const report = []
+
+/** Resolves with the studio's URL once the CLI printed it. */
+function startStudio(db) {
+  const child = spawn(process.execPath, [CLI, 'studio', '--db', db], {
+    env: { ...process.env, ...MARK },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const printed = deferred()
+  let out = ''
+  child.stdout.on('data', (d) => {
+    out += d
+    const found = out.match(/http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/)
+    if (found) printed.resolve(found[0])
+  })
+  child.stderr.on('data', (d) => printed.reject(new Error(String(d))))
+  child.on('exit', (code) => printed.reject(new Error(`studio exited ${code}`)))
+  return { child, url: printed.promise }
+}
+
+/** Requests `pathname` without a browser, with the given headers. */
+function request(pathname, { method = 'GET', headers = {} } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: pathname, method, headers }, (res) => {
+      let body = ''
+      res.on('data', (d) => (body += d))
+      res.on('end', () => resolve({ status: res.statusCode, body, headers: res.headers }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+async function openSession(id) {
+  await page.evaluate(
+    (hash) => {
+      location.hash = hash
+    },
+    `#/s/${encodeURIComponent(id)}`,
+  )
+  await page.waitForSelector(`body[data-loaded="${id}"]`)
+}
+
+beforeAll(async () => {
+  const dir = tmpDir()
+  const db = path.join(dir, 'sessions.db')
+  store = SessionStore.open(db, { durability: 'normal' })
+  await store.createSession('claude-demo')
+  for (const event of CLAUDE) await claudeBridge.storeEvent(store, 'claude-demo', JSON.stringify(event))
+  await claudeBridge.updateClaudeSessionId(store, 'claude-demo', 'c-1')
+  await store.createSession('lines')
+  await terminalBridge.storeStdout(store, 'lines', 'compiling')
+  await store.createSession('big')
+  const pending = []
+  for (let i = 1; i <= BIG; i++) pending.push(terminalBridge.storeStdout(store, 'big', `line ${i}`))
+  await Promise.all(pending)
+  const script = path.join(dir, 'screen.sh')
+  fs.writeFileSync(script, SCREEN)
+  await store.createSession('pty-demo')
+  const ran = await spawnTerminal({
+    store,
+    registry: new ProcessRegistry(),
+    sessionId: 'pty-demo',
+    command: 'sh',
+    args: [script],
+    env: MARK,
+    pty: { cols: 80, rows: 24 },
+  })
+  await ran.exited
+
+  studio = startStudio(db)
+  url = await studio.url
+  port = Number(new URL(url).port)
+  const executablePath = execFileSync('sh', ['-c', 'command -v chromium'], { encoding: 'utf8' }).trim()
+  browser = await chromium.launch({ executablePath, args: ['--no-sandbox'] })
+  page = await browser.newPage({ viewport: { width: 1400, height: 900 } })
+  await page.goto(url)
+  await page.waitForSelector('.session-row[data-id="claude-demo"]')
+})
+
+afterAll(async () => {
+  await browser?.close()
+  if (studio) {
+    const exited = new Promise((resolve) => studio.child.on('exit', resolve))
+    studio.child.kill('SIGINT')
+    await exited
+  }
+  await store?.close()
+  if (report.length) console.log(`studio report:\n${report.join('\n')}`)
+})
+
+describe('eren-machines studio in Chromium', () => {
+  test('the token moves into a cookie and out of the address bar', async () => {
+    expect(new URL(page.url()).searchParams.has('token')).toBe(false)
+    const cookies = await page.context().cookies()
+    expect(cookies.find((c) => c.name === 'eren_studio')).toMatchObject({ httpOnly: true, sameSite: 'Strict' })
+  })
+
+  test('the list shows a new session within a second, with its status and count', async () => {
+    const start = Date.now()
+    await store.createSession('fresh')
+    await page.waitForSelector('.session-row[data-id="fresh"]')
+    report.push(`new session listed after ${Date.now() - start} ms`)
+    await claudeBridge.setRunning(store, 'fresh')
+    await terminalBridge.storeStdout(store, 'fresh', 'one')
+    await page.waitForSelector('.session-row[data-id="fresh"] .badge.running')
+    await page.waitForFunction(
+      () => document.querySelector('.session-row[data-id="fresh"] .count')?.textContent === '1',
+    )
+  })
+
+  test('a live append appears in the open session view', async () => {
+    await openSession('lines')
+    expect(await page.textContent('.msg[data-seq="1"]')).toBe('compiling')
+    const start = Date.now()
+    await terminalBridge.storeStderr(store, 'lines', 'warning: live')
+    const appended = await page.waitForSelector('.msg[data-seq="2"]')
+    report.push(`live append shown after ${Date.now() - start} ms`)
+    expect(await appended.textContent()).toBe('warning: live')
+    expect(await appended.getAttribute('class')).toContain('stderr')
+  })
+
+  test('a stored Claude transcript shows the tool call, the permission request and its decision, the question and its answer', async () => {
+    await openSession('claude-demo')
+    const call = await page.textContent('.tool-call[data-tool="Bash"]')
+    expect(call).toContain('tool call: Bash')
+    expect(call).toContain('ls -la /work/app')
+    expect(await page.textContent('.permission[data-request="req-1"]')).toContain('permission request: Bash')
+    expect(await page.textContent('.decision.allow[data-request="req-1"]')).toContain('decision: allow')
+    const denied = await page.textContent('.decision.deny[data-request="req-3"]')
+    expect(denied).toContain('not on a Friday')
+    expect(await page.textContent('.tool-call[data-tool="AskUserQuestion"]')).toContain('Which file should I delete?')
+    expect(await page.textContent('.decision.allow[data-request="req-2"] .answers')).toContain('notes.txt')
+    // The long tool result is collapsed.
+    expect(await page.$$eval('.tool-result details', (all) => all.map((d) => d.open))).toEqual([false])
+    const result = await page.textContent('.result')
+    expect(result).toContain('4.2 s')
+    expect(result).toContain('$0.0123')
+    expect(result).toContain('Nothing deleted.')
+    const shot = process.env.EREN_STUDIO_SCREENSHOT || path.join(tmpDir(), 'studio.png')
+    await page.screenshot({ path: shot })
+    report.push(`screenshot of a Claude session: ${shot}`)
+  })
+
+  test("a PTY session's screen in xterm.js is the program's screen", async () => {
+    await openSession('pty-demo')
+    const shown = await page.evaluate(() => {
+      const buffer = window.studioTerminal.buffer.active
+      return Array.from({ length: window.studioTerminal.rows }, (_, i) =>
+        buffer.getLine(buffer.baseY + i).translateToString(true),
+      )
+    })
+    // The same chunks through xterm's own headless build, at the page's size.
+    const chunks = (await store.messages('pty-demo'))
+      .map((m) => JSON.parse(m.content))
+      .filter((e) => e.type === 'terminal_output')
+      .map((e) => e.content)
+    const headless = new Terminal({ cols: 120, rows: 36, allowProposedApi: true })
+    await new Promise((resolve) => headless.write(chunks.join(''), resolve))
+    const buffer = headless.buffer.active
+    const expected = Array.from({ length: 36 }, (_, i) => buffer.getLine(buffer.baseY + i).translateToString(true))
+    expect(shown).toEqual(expected)
+    expect(shown[0]).toMatch(/^top-left +top-right$/)
+    expect(shown[4].trim()).toBe('red middle')
+    expect(shown[9]).toBe('abcfghij')
+    expect(shown[23]).toBe('bottom line')
+  })
+
+  test('a 100,000-message session opens on its newest messages and pages backwards on scroll', async () => {
+    const start = Date.now()
+    await openSession('big')
+    await page.waitForSelector(`.msg[data-seq="${BIG}"]`)
+    report.push(`100,000-message session opened in ${Date.now() - start} ms`)
+    expect(await page.textContent(`.msg[data-seq="${BIG}"]`)).toBe(`line ${BIG}`)
+    expect(await page.$$eval('.msg', (all) => all.length)).toBe(200)
+    await page.evaluate(() => {
+      document.querySelector('#view').scrollTop = 0
+    })
+    await page.waitForSelector(`.msg[data-seq="${BIG - 200}"]`)
+    expect(await page.textContent(`.msg[data-seq="${BIG - 399}"]`)).toBe(`line ${BIG - 399}`)
+  })
+})
+
+describe('studio security', () => {
+  test('a request without the token gets 403, also for the API', async () => {
+    for (const pathname of ['/', '/api/sessions', '/api/session?id=lines', '/page.js']) {
+      expect((await request(pathname, { headers: { Host: `127.0.0.1:${port}` } })).status).toBe(403)
+    }
+    const wrong = await request('/api/sessions', {
+      headers: { Host: `127.0.0.1:${port}`, Cookie: 'eren_studio=guess' },
+    })
+    expect(wrong.status).toBe(403)
+  })
+
+  test('a Host other than the loopback address and port is refused, even with the token', async () => {
+    const token = new URL(url).searchParams.get('token')
+    const cookie = `eren_studio=${token}`
+    for (const host of [`evil.example:${port}`, '127.0.0.1', `127.0.0.1:${port + 1}`, `attacker.test`]) {
+      const refused = await request('/api/sessions', { headers: { Host: host, Cookie: cookie } })
+      expect(refused.status).toBe(403)
+      expect(refused.body).not.toContain('claude-demo')
+    }
+    const allowed = await request('/api/sessions', { headers: { Host: `127.0.0.1:${port}`, Cookie: cookie } })
+    expect(allowed.status).toBe(200)
+    expect(JSON.parse(allowed.body).map((s) => s.id)).toContain('claude-demo')
+  })
+
+  test('there are no write endpoints: every other method is 405', async () => {
+    const token = new URL(url).searchParams.get('token')
+    for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
+      const answer = await request('/api/sessions', {
+        method,
+        headers: { Host: `127.0.0.1:${port}`, Cookie: `eren_studio=${token}` },
+      })
+      expect(answer.status).toBe(405)
+    }
+    expect((await store.listSessions()).length).toBe(5)
+  })
+
+  test('it listens on 127.0.0.1 only', async () => {
+    const listening = execFileSync('sh', ['-c', `ss -ltnH 'sport = :${port}'`], { encoding: 'utf8' })
+    expect(
+      listening
+        .trim()
+        .split('\n')
+        .map((l) => l.split(/\s+/)[3]),
+    ).toEqual([`127.0.0.1:${port}`])
+  })
+})

@@ -1,0 +1,216 @@
+'use strict'
+// The studio's web server: read-only views of a store's sessions, live, for
+// a browser on this machine. node:http alone; the page is plain JS.
+//
+// Security: it listens on 127.0.0.1 only; every request needs the random
+// token of the printed URL (a cookie after the first load); a Host header
+// other than this address and port is refused (DNS rebinding); only GET and
+// HEAD exist. Transcripts hold code and sometimes secrets.
+const crypto = require('node:crypto')
+const fs = require('node:fs')
+const http = require('node:http')
+const path = require('node:path')
+
+const COOKIE = 'eren_studio'
+/** How often the session list is read while a page follows it. */
+const LIST_EVERY_MS = 250
+const PAGE_LIMIT = 1000
+
+const ASSETS = {
+  '/': [path.join(__dirname, 'page.html'), 'text/html; charset=utf-8'],
+  '/page.js': [path.join(__dirname, 'page.js'), 'text/javascript; charset=utf-8'],
+  '/page.css': [path.join(__dirname, 'page.css'), 'text/css; charset=utf-8'],
+  '/vendor/xterm.js': [require.resolve('@xterm/xterm/lib/xterm.js'), 'text/javascript; charset=utf-8'],
+  '/vendor/xterm.css': [require.resolve('@xterm/xterm/css/xterm.css'), 'text/css; charset=utf-8'],
+}
+
+const HEADERS = {
+  'Cache-Control': 'no-store',
+  'X-Content-Type-Options': 'nosniff',
+  'X-Frame-Options': 'DENY',
+  // The token is in the first URL: never send it anywhere else.
+  'Referrer-Policy': 'no-referrer',
+  // xterm.js sets styles on its elements.
+  'Content-Security-Policy':
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; font-src 'self'",
+}
+
+function sameSecret(given, token) {
+  if (typeof given !== 'string') return false
+  const a = Buffer.from(given)
+  const b = Buffer.from(token)
+  return a.length === b.length && crypto.timingSafeEqual(a, b)
+}
+
+function cookieOf(req) {
+  for (const part of (req.headers.cookie || '').split(';')) {
+    const [name, ...value] = part.trim().split('=')
+    if (name === COOKIE) return value.join('=')
+  }
+  return undefined
+}
+
+/** What the page shows of a session. */
+const summary = (s) => ({
+  id: s.id,
+  agentStatus: s.agentStatus,
+  messageCount: s.lastSequence,
+  createdAt: s.createdAt,
+  claudeSessionId: s.claudeSessionId,
+  errorMessage: s.errorMessage,
+  closed: s.closed,
+})
+
+/**
+ * Serves `store` on 127.0.0.1:`port` (0: a free one). Resolves with the
+ * URL to open (token included) and a `close()`.
+ */
+async function startStudio(store, { port = 0 } = {}) {
+  const token = crypto.randomBytes(24).toString('base64url')
+  const streams = new Set()
+  const listFollowers = new Set()
+  let listTimer = null
+  let lastList = ''
+  let bound = 0
+
+  const send = (res, status, body, type = 'text/plain; charset=utf-8') => {
+    res.writeHead(status, { ...HEADERS, 'Content-Type': type })
+    res.end(body)
+  }
+  const json = (res, value) => send(res, 200, JSON.stringify(value), 'application/json; charset=utf-8')
+  const failure = (res, error) => {
+    const status = error.code === 'SESSION_NOT_FOUND' ? 404 : error.code === 'INVALID_ARGUMENT' ? 400 : 500
+    send(res, status, JSON.stringify({ code: error.code || 'INTERNAL', message: error.message }), 'application/json')
+  }
+  const openStream = (req, res) => {
+    res.writeHead(200, { ...HEADERS, 'Content-Type': 'text/event-stream' })
+    res.write('retry: 1000\n\n')
+    streams.add(res)
+    req.on('close', () => streams.delete(res))
+  }
+  const event = (res, name, data) => res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`)
+
+  /** Reads the list while anyone follows it, and sends it when it changed. */
+  async function pollList() {
+    try {
+      const list = JSON.stringify((await store.listSessions()).map(summary))
+      if (list !== lastList) {
+        lastList = list
+        for (const res of listFollowers) res.write(`event: sessions\ndata: ${list}\n\n`)
+      }
+    } catch {
+      // A store that is closing: the followers hear nothing more.
+    }
+    listTimer = listFollowers.size > 0 ? setTimeout(pollList, LIST_EVERY_MS) : null
+  }
+
+  function followList(req, res) {
+    openStream(req, res)
+    listFollowers.add(res)
+    req.on('close', () => listFollowers.delete(res))
+    if (listTimer === null) {
+      // Not polling: start, and everyone hears the first list.
+      lastList = ''
+      listTimer = setTimeout(pollList, 0)
+    } else if (lastList) {
+      res.write(`event: sessions\ndata: ${lastList}\n\n`)
+    }
+  }
+
+  function followSession(req, res, id, after) {
+    let unsubscribe
+    try {
+      unsubscribe = store.subscribe(id, (m) => event(res, 'message', m), { afterSequence: after })
+    } catch (error) {
+      return failure(res, error)
+    }
+    openStream(req, res)
+    req.on('close', unsubscribe)
+  }
+
+  /**
+   * A page of a session's messages: those after `after`, or the `limit`
+   * before `before` (default: the newest), which is a range because
+   * sequences are contiguous.
+   */
+  async function page(res, id, query) {
+    const session = await store.getSession(id)
+    if (!session) return failure(res, { code: 'SESSION_NOT_FOUND', message: `session '${id}' not found` })
+    const number = (name, fallback) => (query.has(name) ? Number(query.get(name)) : fallback)
+    let limit = Math.min(number('limit', 200), PAGE_LIMIT)
+    let afterSequence = number('after', undefined)
+    if (afterSequence === undefined) {
+      const before = number('before', session.lastSequence + 1)
+      afterSequence = Math.max(0, before - 1 - limit)
+      limit = Math.max(0, Math.min(limit, before - 1 - afterSequence))
+    }
+    if (![limit, afterSequence].every((n) => Number.isSafeInteger(n) && n >= 0)) {
+      return send(res, 400, 'after, before and limit are whole numbers\n')
+    }
+    json(res, { session: summary(session), messages: await store.messages(id, { afterSequence, limit }) })
+  }
+
+  async function handle(req, res) {
+    const allowed = [`127.0.0.1:${bound}`, `localhost:${bound}`]
+    if (!allowed.includes(req.headers.host)) return send(res, 403, 'this host name is not served\n')
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('Allow', 'GET, HEAD')
+      return send(res, 405, 'the studio is read-only\n')
+    }
+    const url = new URL(req.url, `http://${req.headers.host}`)
+    const fromQuery = url.searchParams.get('token')
+    if (!sameSecret(cookieOf(req), token)) {
+      if (!sameSecret(fromQuery, token)) return send(res, 403, 'open the URL the studio printed\n')
+      // First load: keep the token in a cookie and out of the address bar.
+      url.searchParams.delete('token')
+      res.writeHead(302, {
+        ...HEADERS,
+        'Set-Cookie': `${COOKIE}=${token}; HttpOnly; SameSite=Strict; Path=/`,
+        Location: url.pathname + url.search,
+      })
+      return res.end()
+    }
+    const asset = ASSETS[url.pathname]
+    if (asset) return send(res, 200, fs.readFileSync(asset[0]), asset[1])
+    const query = url.searchParams
+    switch (url.pathname) {
+      case '/api/sessions':
+        return json(res, (await store.listSessions()).map(summary))
+      case '/api/sessions/stream':
+        return followList(req, res)
+      case '/api/session':
+        return page(res, query.get('id') ?? '', query)
+      case '/api/session/stream': {
+        const after = Number(query.get('after') || 0)
+        if (!Number.isSafeInteger(after) || after < 0) return send(res, 400, 'after is a whole number\n')
+        return followSession(req, res, query.get('id') ?? '', after)
+      }
+      default:
+        return send(res, 404, 'not found\n')
+    }
+  }
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((error) => {
+      if (!res.headersSent) failure(res, error)
+      else res.end()
+    })
+  })
+  await new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, '127.0.0.1', resolve)
+  })
+  bound = server.address().port
+  return {
+    url: `http://127.0.0.1:${bound}/?token=${token}`,
+    port: bound,
+    close: () =>
+      new Promise((resolve) => {
+        for (const res of streams) res.end()
+        clearTimeout(listTimer)
+        server.close(resolve)
+      }),
+  }
+}
+
+module.exports = { startStudio }
