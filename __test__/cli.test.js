@@ -39,9 +39,16 @@ describe('eren-machines CLI', () => {
     const db = path.join(tmpDir(), 'chosen.db')
     const result = await cli(['--help'], { db })
     expect(result.code).toBe(0)
-    expect(result.stdout).toContain('eren-machines run [--db PATH] [--session ID] [--pty] -- <command> [args...]')
+    expect(result.stdout).toContain('eren-machines run [--db PATH|URL] [--session ID] [--pty] -- <command> [args...]')
+    expect(result.stdout).toContain('eren-machines studio [--db PATH|URL] [--port N]')
     expect(result.stdout).toContain(`Database: ${db}`)
     expect(result.stdout).toContain('$EREN_MACHINES_DB')
+  })
+
+  test('--help shows a PostgreSQL URL without its password', async () => {
+    const result = await cli(['--help'], { db: 'postgres://agents:hunter2@db.internal:5432/agents' })
+    expect(result.stdout).toContain('Database: postgres://agents:***@db.internal:5432/agents')
+    expect(result.stdout).not.toContain('hunter2')
   })
 
   test('the default database is under $XDG_DATA_HOME, else ~/.local/share', async () => {
