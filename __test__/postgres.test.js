@@ -172,6 +172,26 @@ describe('connecting', () => {
   })
 })
 
+describe('a server that accepts and never answers', () => {
+  test('connect rejects with STORAGE_ERROR after connect_timeout, without blocking the event loop', async () => {
+    const net = require('node:net')
+    const sockets = []
+    const silent = net.createServer((socket) => sockets.push(socket))
+    await new Promise((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    let turns = 0
+    const ticking = setInterval(() => turns++, 10)
+    const url = `postgres://eren@127.0.0.1:${silent.address().port}/x?connect_timeout=1`
+    const error = await SessionStore.connect(url).catch((e) => e)
+    clearInterval(ticking)
+    for (const socket of sockets) socket.destroy()
+    silent.close()
+    expect(error.code).toBe('STORAGE_ERROR')
+    expect(error.message).toContain('no answer')
+    // The wait happened on a Rust thread: timers kept firing all along.
+    expect(turns).toBeGreaterThan(20)
+  })
+})
+
 describe('the runner and the CLI on PostgreSQL', () => {
   test('a run stores its output in a PostgreSQL session', async () => {
     const url = await postgresSchemaUrl()

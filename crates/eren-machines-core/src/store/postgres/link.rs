@@ -1,6 +1,14 @@
 //! One connection that comes back: after the server went away, the next use
 //! connects again.
+//!
+//! A server that accepts the socket and then says nothing would hold a
+//! connection attempt forever (the client's own timeout covers only the
+//! socket), so each attempt runs on a thread of its own and is given up
+//! after the connect timeout; a later call picks up that same attempt rather
+//! than start another. A server that vanishes under an open connection is
+//! found by TCP keepalives and the user timeout.
 
+use std::sync::mpsc;
 use std::time::Duration;
 
 use postgres::{Client, Config, NoTls};
@@ -8,7 +16,13 @@ use postgres::{Client, Config, NoTls};
 use crate::error::{Error, Result};
 
 /// How long a connection attempt may take when the URL does not say.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unacknowledged data older than this ends the connection.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// An idle connection is probed after this long.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+
+type Attempt = mpsc::Receiver<std::result::Result<Client, postgres::Error>>;
 
 /// Parses a `postgres://` URL (or a `key=value` connection string).
 pub fn parse(url: &str) -> Result<Config> {
@@ -26,6 +40,12 @@ pub fn parse(url: &str) -> Result<Config> {
   }
   if config.get_application_name().is_none() {
     config.application_name("eren-machines");
+  }
+  if config.get_tcp_user_timeout().is_none() {
+    config.tcp_user_timeout(TCP_USER_TIMEOUT);
+  }
+  if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+    config.keepalives_idle(KEEPALIVE_IDLE);
   }
   Ok(config)
 }
@@ -54,6 +74,8 @@ pub fn redact(url: &str) -> String {
 pub struct Link {
   config: Config,
   client: Option<Client>,
+  /// An attempt that outlived its timeout, still going on its thread.
+  attempt: Option<Attempt>,
 }
 
 impl Link {
@@ -69,6 +91,7 @@ impl Link {
     Link {
       config,
       client: None,
+      attempt: None,
     }
   }
 
@@ -77,15 +100,46 @@ impl Link {
     if self.client.as_ref().is_some_and(Client::is_closed) {
       self.client = None;
     }
-    match &mut self.client {
-      Some(client) => Ok(client),
-      slot => {
-        let client = self
-          .config
-          .connect(NoTls)
-          .map_err(|e| Error::Armin(format!("cannot connect to PostgreSQL: {}", describe(&e))))?;
-        Ok(slot.insert(client))
+    if self.client.is_none() {
+      self.client = Some(self.connect_now()?);
+    }
+    Ok(self.client.as_mut().expect("connected just above"))
+  }
+
+  fn connect_now(&mut self) -> Result<Client> {
+    let attempt = match self.attempt.take() {
+      Some(attempt) => attempt,
+      None => {
+        let (sender, attempt) = mpsc::channel();
+        let config = self.config.clone();
+        std::thread::Builder::new()
+          .name("eren-pg-connect".into())
+          .spawn(move || drop(sender.send(config.connect(NoTls))))
+          .map_err(|e| Error::Armin(format!("cannot start a thread to connect: {e}")))?;
+        attempt
       }
+    };
+    let timeout = self
+      .config
+      .get_connect_timeout()
+      .copied()
+      .unwrap_or(CONNECT_TIMEOUT);
+    match attempt.recv_timeout(timeout) {
+      Ok(Ok(client)) => Ok(client),
+      Ok(Err(e)) => Err(Error::Armin(format!(
+        "cannot connect to PostgreSQL: {}",
+        describe(&e)
+      ))),
+      Err(mpsc::RecvTimeoutError::Timeout) => {
+        self.attempt = Some(attempt);
+        Err(Error::Armin(format!(
+          "cannot connect to PostgreSQL: no answer within {} ms",
+          timeout.as_millis()
+        )))
+      }
+      Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::Armin(
+        "cannot connect to PostgreSQL: the attempt ended without an answer".into(),
+      )),
     }
   }
 
