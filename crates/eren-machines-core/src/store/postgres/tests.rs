@@ -1,6 +1,6 @@
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use crate::store::{Message, SessionReader, SessionStore, SessionWriter};
 use crate::test_support::postgres_schema_url;
@@ -13,6 +13,43 @@ fn sequences(store: &SessionStore, session_id: &str) -> Vec<i64> {
     .iter()
     .map(|m| m.sequence_number)
     .collect()
+}
+
+/// What a subscription has received, with a way to wait for more.
+#[derive(Default)]
+struct Received {
+  messages: Mutex<Vec<Message>>,
+  arrived: Condvar,
+}
+
+impl Received {
+  /// Waits (at most 10 s, so a bug fails rather than hangs) until `count`
+  /// messages arrived, and returns them.
+  fn wait_for(&self, count: usize) -> Vec<Message> {
+    let guard = self.messages.lock().unwrap();
+    let (guard, _) = self
+      .arrived
+      .wait_timeout_while(guard, Duration::from_secs(10), |m| m.len() < count)
+      .unwrap();
+    guard.clone()
+  }
+}
+
+/// Subscribes to `session_id` and returns what the subscription receives.
+fn collect(store: &SessionStore, session_id: &str, after: Option<i64>) -> Arc<Received> {
+  let received = Arc::new(Received::default());
+  let sink = received.clone();
+  store
+    .subscribe(
+      session_id,
+      after,
+      Box::new(move |m| {
+        sink.messages.lock().unwrap().push(m.clone());
+        sink.arrived.notify_all();
+      }),
+    )
+    .unwrap();
+  received
 }
 
 #[test]
@@ -67,15 +104,7 @@ fn a_subscriber_sees_every_host_commit_in_order_once() {
   let other = SessionStore::connect_blocking(&url).unwrap();
   other.create_session(Some("s")).wait().unwrap();
   other.append("s", "before".into()).wait().unwrap();
-  let seen: Arc<Mutex<Vec<Message>>> = Arc::default();
-  let sink_seen = seen.clone();
-  watcher
-    .subscribe(
-      "s",
-      Some(0),
-      Box::new(move |m| sink_seen.lock().unwrap().push(m.clone())),
-    )
-    .unwrap();
+  let seen = collect(&watcher, "s", Some(0));
   // Both hosts append at once: the watcher's own commits must not jump
   // over the other host's.
   let remote = std::thread::spawn(move || {
@@ -89,16 +118,12 @@ fn a_subscriber_sees_every_host_commit_in_order_once() {
     .collect();
   pending.into_iter().for_each(|p| drop(p.wait().unwrap()));
   remote.join().unwrap();
-  let deadline = Instant::now() + Duration::from_secs(10);
-  while seen.lock().unwrap().len() < 601 && Instant::now() < deadline {
-    std::thread::sleep(Duration::from_millis(5));
-  }
-  let seen = seen.lock().unwrap();
+  let seen = seen.wait_for(601);
   let order: Vec<i64> = seen.iter().map(|m| m.sequence_number).collect();
   assert_eq!(order, (1..=601).collect::<Vec<_>>());
   assert_eq!(seen[0].content, "before");
   let stored = watcher.messages("s", 0, None).wait().unwrap();
-  assert_eq!(*seen, stored);
+  assert_eq!(seen, stored);
 }
 
 #[test]
@@ -109,21 +134,10 @@ fn subscribe_knows_sessions_another_host_created_or_deleted() {
   first.create_session(Some("s")).wait().unwrap();
   first.append("s", "old".into()).wait().unwrap();
   // Live only, by default: the old message is not delivered.
-  let seen: Arc<Mutex<Vec<i64>>> = Arc::default();
-  let sink_seen = seen.clone();
-  second
-    .subscribe(
-      "s",
-      None,
-      Box::new(move |m| sink_seen.lock().unwrap().push(m.sequence_number)),
-    )
-    .unwrap();
+  let seen = collect(&second, "s", None);
   first.append("s", "new".into()).wait().unwrap();
-  let deadline = Instant::now() + Duration::from_secs(10);
-  while seen.lock().unwrap().is_empty() && Instant::now() < deadline {
-    std::thread::sleep(Duration::from_millis(5));
-  }
-  assert_eq!(*seen.lock().unwrap(), vec![2]);
+  let sequences: Vec<i64> = seen.wait_for(1).iter().map(|m| m.sequence_number).collect();
+  assert_eq!(sequences, vec![2]);
   assert!(first.delete_session("s").wait().unwrap());
   let refused = second.subscribe("s", None, Box::new(|_| {})).unwrap_err();
   assert_eq!(refused.code(), "SESSION_NOT_FOUND");
