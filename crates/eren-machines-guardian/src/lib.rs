@@ -59,6 +59,12 @@ pub struct Orders {
   /// The program runs in the pseudo-terminal that is the guardian's stdin:
   /// a session leader with it as the controlling terminal.
   pub pty: bool,
+  /// The report goes to the guardian's stdin (the write end of a pipe)
+  /// instead of descriptor [`REPORT_FD`], and the program's stdin is
+  /// `/dev/null`. A host can then start the guardian without running code
+  /// between fork and exec, which lets std use `posix_spawn` (no copy of the
+  /// host's page tables).
+  pub report_on_stdin: bool,
   pub command: OsString,
   pub args: Vec<OsString>,
 }
@@ -75,6 +81,9 @@ impl Orders {
     if self.pty {
       args.push("--pty".into());
     }
+    if self.report_on_stdin {
+      args.push("--report-stdin".into());
+    }
     args.extend(["--".into(), self.command.clone()]);
     args.extend(self.args.iter().cloned());
     args
@@ -86,6 +95,7 @@ impl Orders {
     let mut host = None;
     let mut grace = None;
     let mut pty = false;
+    let mut report_on_stdin = false;
     loop {
       let flag = args.next()?;
       match flag.to_str()? {
@@ -99,6 +109,7 @@ impl Orders {
             .map(Duration::from_millis)
         }
         "--pty" => pty = true,
+        "--report-stdin" => report_on_stdin = true,
         "--" => break,
         _ => return None,
       }
@@ -107,6 +118,7 @@ impl Orders {
       host: host?,
       grace: grace?,
       pty,
+      report_on_stdin,
       command: args.next()?,
       args: args.collect(),
     })
@@ -119,19 +131,20 @@ pub fn main() -> ! {
     eprintln!("usage: {EXECUTABLE} --host PID --grace-ms N -- COMMAND [ARGS...]");
     std::process::exit(GUARDIAN_FAILED);
   };
-  // SAFETY: only checks that the host opened descriptor 3 for the report;
-  // once it is known to be open, nothing else in this process owns it.
+  let report_fd = if orders.report_on_stdin { 0 } else { REPORT_FD };
+  // SAFETY: only checks that the host opened the report's descriptor; once
+  // it is known to be open, nothing else in this process owns it.
   let opened = unsafe {
     nix::fcntl::fcntl(
-      std::os::fd::BorrowedFd::borrow_raw(REPORT_FD),
+      std::os::fd::BorrowedFd::borrow_raw(report_fd),
       nix::fcntl::FcntlArg::F_GETFD,
     )
   };
   if opened.is_err() {
-    eprintln!("{EXECUTABLE}: descriptor {REPORT_FD} must be open for the report");
+    eprintln!("{EXECUTABLE}: descriptor {report_fd} must be open for the report");
     std::process::exit(GUARDIAN_FAILED);
   }
-  let report = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
+  let report = unsafe { OwnedFd::from_raw_fd(report_fd) };
   match guard(orders, report) {
     Ok(status) => exit_like(status),
     Err(_) => std::process::exit(GUARDIAN_FAILED),
@@ -174,6 +187,9 @@ fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(&orders.command);
     command.args(&orders.args);
+    if orders.report_on_stdin {
+      command.stdin(std::process::Stdio::null());
+    }
     // The terminal's path, found before the fork (it allocates).
     let terminal = match orders.pty {
       true => Some(terminal_path()?),
@@ -468,10 +484,17 @@ mod tests {
       host: 42,
       grace: Duration::from_millis(1500),
       pty: true,
+      report_on_stdin: true,
       command: "sh".into(),
       args: vec!["-c".into(), "--host 7".into(), "--".into()],
     };
-    assert_eq!(Orders::parse(orders.to_args()), Some(orders));
+    assert_eq!(Orders::parse(orders.to_args()), Some(orders.clone()));
+    let plain = Orders {
+      pty: false,
+      report_on_stdin: false,
+      ..orders
+    };
+    assert_eq!(Orders::parse(plain.to_args()), Some(plain));
   }
 
   #[test]

@@ -17,6 +17,7 @@ fn guard(script: &str) -> (Child, u32, BufReader<std::process::ChildStdout>) {
     host: std::process::id() as i32,
     grace: Duration::from_millis(200),
     pty: false,
+    report_on_stdin: false,
     command: "sh".into(),
     args: vec!["-c".into(), script.into()],
   };
@@ -127,6 +128,7 @@ fn a_program_that_cannot_start_is_reported_with_its_errno() {
     host: std::process::id() as i32,
     grace: Duration::from_millis(100),
     pty: false,
+    report_on_stdin: false,
     command: "/nonexistent/program".into(),
     args: vec![],
   };
@@ -145,6 +147,37 @@ fn a_program_that_cannot_start_is_reported_with_its_errno() {
   report.read_to_string(&mut said).unwrap();
   assert!(said.starts_with("E2 "), "{said}");
   assert_eq!(child.wait().unwrap().code(), Some(125));
+}
+
+#[test]
+fn the_report_can_come_on_stdin_so_the_host_runs_nothing_between_fork_and_exec() {
+  let orders = Orders {
+    host: std::process::id() as i32,
+    grace: Duration::from_millis(100),
+    pty: false,
+    report_on_stdin: true,
+    command: "sh".into(),
+    // The program's stdin is /dev/null, not the report.
+    args: vec!["-c".into(), "echo $$; cat; echo done".into()],
+  };
+  let (mut report, writer) = std::os::unix::net::UnixStream::pair().unwrap();
+  let mut child = Command::new(env!("CARGO_BIN_EXE_eren-machines-guardian"))
+    .args(orders.to_args())
+    .stdin(Stdio::from(std::os::fd::OwnedFd::from(writer)))
+    .stdout(Stdio::piped())
+    .env("EREN_TEST_CHILD", "1")
+    .process_group(0)
+    .spawn()
+    .unwrap();
+  let mut said = String::new();
+  report.read_to_string(&mut said).unwrap();
+  let mut stdout = BufReader::new(child.stdout.take().unwrap());
+  let program: i32 = said.strip_prefix('P').expect(&said).parse().unwrap();
+  assert_eq!(read_pids(&mut stdout, 1), vec![program]);
+  let mut rest = String::new();
+  stdout.read_to_string(&mut rest).unwrap();
+  assert_eq!(rest, "done\n");
+  assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //!
 //! Threads per run: one supervisor (stores output), one pipe reader, one
 //! waiter, one stop watcher, and a stdin writer when there is input. Every
-//! child is forked by the spawner thread of [`process`]; on Linux the child is
+//! child is started by the spawner thread of [`process`]; on Linux the child is
 //! the run's guardian (see `eren_machines_guardian`), which starts the
 //! program and makes sure nothing it starts outlives the run or the host.
 

@@ -4,7 +4,12 @@
 //! Linux: the guardian (or, without one, the program) gets a parent-death
 //! signal, so it learns of the host's end even when the host is SIGKILLed.
 //! That signal fires when the *thread* that forked the child exits, so every
-//! child is forked by one spawner thread that lives as long as the host.
+//! child is started by one spawner thread that lives as long as the host.
+//!
+//! A run without input hands the guardian its report pipe as stdin, so
+//! nothing runs between fork and exec and std starts the guardian with
+//! `posix_spawn` (vfork): the host's page tables are not copied per run,
+//! which is what made a thousand runs at once take half a minute.
 
 use std::ffi::OsStr;
 use std::io::{self, Read};
@@ -22,7 +27,7 @@ use super::{Program, PtySize, StopStyle};
 
 type SpawnJob = (Command, mpsc::Sender<io::Result<Child>>);
 
-/// Forks `command` on the long-lived spawner thread. A spawner that could
+/// Starts `command` on the long-lived spawner thread. A spawner that could
 /// not be started (the host is out of threads) is tried again on the next
 /// spawn, rather than failing every later one.
 fn spawn_on_spawner_thread(command: Command) -> io::Result<Child> {
@@ -280,36 +285,50 @@ fn spawn_guarded(
 ) -> io::Result<Spawned> {
   use std::os::fd::{AsRawFd, IntoRawFd};
   use std::os::unix::process::CommandExt;
+  // A run without input takes the report on the guardian's stdin; then no
+  // code runs between fork and exec, and std spawns with posix_spawn
+  // (vfork), without copying the host's page tables for each run.
+  let report_on_stdin = !program.stdin && terminal.is_none();
   let orders = eren_machines_guardian::Orders {
     host: std::process::id() as i32,
     grace,
     pty: terminal.is_some(),
+    report_on_stdin,
     command: program.command.clone().into(),
     args: program.args.iter().map(Into::into).collect(),
   };
   let mut command = base_command(guardian.as_os_str(), program, terminal.as_ref(), false)?;
   command.args(orders.to_args());
   let (report, report_writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-  let writer = report_writer.as_raw_fd();
-  // SAFETY: between fork and exec the closure makes only async-signal-safe
-  // calls (dup2, fcntl) on a descriptor that stays open until the spawn
-  // returns.
-  unsafe {
-    command.pre_exec(move || {
-      use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-      let writer = std::os::fd::BorrowedFd::borrow_raw(writer);
-      let target = eren_machines_guardian::REPORT_FD;
-      if writer.as_raw_fd() == target {
-        fcntl(writer, FcntlArg::F_SETFD(FdFlag::empty()))?;
-      } else {
-        // The guardian owns the copy; this process is about to exec.
-        std::mem::forget(nix::unistd::dup2_raw(writer, target)?);
-      }
-      Ok(())
-    });
-  }
-  let spawned = spawn_on_spawner_thread(command);
-  drop(report_writer);
+  let spawned = if report_on_stdin {
+    // The command owns the write end from here: it is closed when the
+    // spawner drops the command, so the report ends when the guardian's copy
+    // does.
+    command.stdin(Stdio::from(report_writer));
+    spawn_on_spawner_thread(command)
+  } else {
+    let writer = report_writer.as_raw_fd();
+    // SAFETY: between fork and exec the closure makes only
+    // async-signal-safe calls (dup2, fcntl) on a descriptor that stays open
+    // until the spawn returns.
+    unsafe {
+      command.pre_exec(move || {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        let writer = std::os::fd::BorrowedFd::borrow_raw(writer);
+        let target = eren_machines_guardian::REPORT_FD;
+        if writer.as_raw_fd() == target {
+          fcntl(writer, FcntlArg::F_SETFD(FdFlag::empty()))?;
+        } else {
+          // The guardian owns the copy; this process is about to exec.
+          std::mem::forget(nix::unistd::dup2_raw(writer, target)?);
+        }
+        Ok(())
+      });
+    }
+    let spawned = spawn_on_spawner_thread(command);
+    drop(report_writer);
+    spawned
+  };
   let mut child = spawned?;
   let mut said = String::new();
   // SAFETY: the read end is ours alone; the File owns it from here on.
