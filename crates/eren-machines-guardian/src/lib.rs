@@ -56,14 +56,15 @@ pub struct Orders {
   pub host: i32,
   /// Between SIGTERM and SIGKILL when the host dies.
   pub grace: Duration,
-  /// The program runs in the pseudo-terminal that is the guardian's stdin:
-  /// a session leader with it as the controlling terminal.
+  /// The program runs in the pseudo-terminal that is the guardian's stdout
+  /// (and stderr, and stdin unless the report is there): a session leader
+  /// with it as the controlling terminal.
   pub pty: bool,
   /// The report goes to the guardian's stdin (the write end of a pipe)
   /// instead of descriptor [`REPORT_FD`], and the program's stdin is
-  /// `/dev/null`. A host can then start the guardian without running code
-  /// between fork and exec, which lets std use `posix_spawn` (no copy of the
-  /// host's page tables).
+  /// `/dev/null`, or the terminal with `pty`. A host can then start the
+  /// guardian without running code between fork and exec, which lets std
+  /// use `posix_spawn` (no copy of the host's page tables).
   pub report_on_stdin: bool,
   pub command: OsString,
   pub args: Vec<OsString>,
@@ -188,7 +189,16 @@ fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
     let mut command = Command::new(&orders.command);
     command.args(&orders.args);
     if orders.report_on_stdin {
-      command.stdin(std::process::Stdio::null());
+      command.stdin(match orders.pty {
+        // A close-on-exec copy: the program gets it as its stdin only.
+        true => std::process::Stdio::from(
+          std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?,
+        ),
+        false => std::process::Stdio::null(),
+      });
     }
     // The terminal's path, found before the fork (it allocates).
     let terminal = match orders.pty {
@@ -306,10 +316,10 @@ pub fn lead_session_on(terminal: &std::ffi::CStr) -> nix::Result<()> {
   Ok(())
 }
 
-/// The path of the terminal on stdin, for the program to open.
+/// The path of the terminal on stdout, for the program to open.
 fn terminal_path() -> nix::Result<std::ffi::CString> {
   use std::os::unix::ffi::OsStringExt;
-  let path = nix::unistd::ttyname(std::io::stdin())?;
+  let path = nix::unistd::ttyname(std::io::stdout())?;
   std::ffi::CString::new(path.into_os_string().into_vec()).map_err(|_| Errno::EINVAL)
 }
 

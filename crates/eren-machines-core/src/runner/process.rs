@@ -6,7 +6,7 @@
 //! That signal fires when the *thread* that forked the child exits, so every
 //! child is started by one spawner thread that lives as long as the host.
 //!
-//! A run without input hands the guardian its report pipe as stdin, so
+//! A run without a stdin pipe hands the guardian its report pipe as stdin, so
 //! nothing runs between fork and exec and std starts the guardian with
 //! `posix_spawn` (vfork): the host's page tables are not copied per run,
 //! which is what made a thousand runs at once take half a minute.
@@ -285,10 +285,12 @@ fn spawn_guarded(
 ) -> io::Result<Spawned> {
   use std::os::fd::{AsRawFd, IntoRawFd};
   use std::os::unix::process::CommandExt;
-  // A run without input takes the report on the guardian's stdin; then no
-  // code runs between fork and exec, and std spawns with posix_spawn
-  // (vfork), without copying the host's page tables for each run.
-  let report_on_stdin = !program.stdin && terminal.is_none();
+  // Unless the program reads a stdin pipe, the report goes on the
+  // guardian's stdin (a terminal's program gets the terminal from the
+  // guardian's stdout); then no code runs between fork and exec, and std
+  // spawns with posix_spawn (vfork), without copying the host's page tables
+  // for each run.
+  let report_on_stdin = !program.stdin;
   let orders = eren_machines_guardian::Orders {
     host: std::process::id() as i32,
     grace,
