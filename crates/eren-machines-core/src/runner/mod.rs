@@ -12,8 +12,9 @@
 //! the grace period. When the process ends the runner stores the final
 //! message and releases the registration.
 //!
-//! Threads per run: one supervisor (stores output), one pipe reader, one
-//! waiter, one stop watcher, and a stdin writer when there is input. Every
+//! Threads per run: one supervisor (stores output), one pipe reader, and a
+//! stdin writer when there is input; the stop signal, the grace and the exit
+//! are watched by a task on the shared [`reactor`]. Every
 //! child is started by the spawner thread of [`process`]; on Linux the child is
 //! the run's guardian (see `eren_machines_guardian`), which starts the
 //! program and makes sure nothing it starts outlives the run or the host.
@@ -22,6 +23,7 @@ pub mod chunks;
 pub mod claude;
 pub mod lines;
 mod process;
+mod reactor;
 pub use process::{guardian_path, set_guardian_path};
 
 use std::io::{Read, Write};
@@ -569,8 +571,7 @@ impl Supervisor {
       let _ = writer.send((stdin, pending_lines));
       self.stdin = Some(lines);
     }
-    let _ = threads.stop.send(handle);
-    let _ = threads.wait.send((child, handle));
+    threads.watcher.start(child, handle);
     let pid = handle.pid;
     Ok(Launched {
       events: receiver,
@@ -604,40 +605,18 @@ impl Supervisor {
       })?),
       false => None,
     };
-    // The watcher learns of the exit through this channel closing, when the
-    // waiter drops its only sender.
-    let (exit_notice, exit_seen) = mpsc::channel::<()>();
-    let watched = subscription.resubscribe();
-    let stop_style = program.stop;
-    let stop_input = input.clone();
-    let stop = prepared_thread("eren-stop", move |handle: process::Handle| {
-      if watched.wait_blocking() == StopOutcome::Stopped {
-        handle.begin_stop(stop_style);
-        if stop_style == StopStyle::Interrupt {
-          let _ = stop_input.send(HostInput::End);
-        }
-        if let Err(mpsc::RecvTimeoutError::Timeout) = exit_seen.recv_timeout(kill_grace) {
-          handle.kill();
-        }
-      }
-    })?;
-    let exit_events = events.clone();
-    let wait = prepared_thread(
-      "eren-wait",
-      move |(mut child, handle): (Child, process::Handle)| {
-        handle.wait_ended();
-        drop(exit_notice);
-        handle.after_end();
-        if let Ok(status) = child.wait() {
-          let _ = exit_events.send(Event::Exited(status));
-        }
-      },
-    )?;
+    let watcher = Watcher {
+      reactor: reactor::handle()?,
+      watched: subscription.resubscribe(),
+      stop_style: program.stop,
+      stop_input: input.clone(),
+      kill_grace,
+      events: events.clone(),
+    };
     Ok(HelperThreads {
       output,
       stdin,
-      stop,
-      wait,
+      watcher,
     })
   }
 
@@ -859,12 +838,68 @@ impl Supervisor {
   }
 }
 
-/// Senders that hand each helper thread its part of the spawned process.
+/// Senders that hand each helper thread its part of the spawned process,
+/// and the run's watcher on the reactor.
 struct HelperThreads {
   output: mpsc::Sender<Output>,
   stdin: Option<mpsc::Sender<(Box<dyn Write + Send>, StdinPieces)>>,
-  stop: mpsc::Sender<process::Handle>,
-  wait: mpsc::Sender<(Child, process::Handle)>,
+  watcher: Watcher,
+}
+
+/// What watches a run on the reactor (see [`reactor`]): its stop signal,
+/// then the grace before SIGKILL, and its exit, which it reports to the
+/// supervisor.
+struct Watcher {
+  reactor: tokio::runtime::Handle,
+  watched: Subscription,
+  stop_style: StopStyle,
+  stop_input: RunInput,
+  kill_grace: Duration,
+  events: mpsc::SyncSender<Event>,
+}
+
+impl Watcher {
+  fn start(self, child: Child, handle: process::Handle) {
+    let reactor = self.reactor.clone();
+    reactor.spawn(self.watch(child, handle));
+  }
+
+  async fn watch(self, mut child: Child, handle: process::Handle) {
+    let waited = handle.waited_pid();
+    let exited = reactor::exited(waited);
+    tokio::pin!(exited);
+    let stopped = tokio::select! {
+      () = &mut exited => false,
+      outcome = self.watched.wait() => outcome == StopOutcome::Stopped,
+    };
+    if stopped {
+      handle.begin_stop(self.stop_style);
+      if self.stop_style == StopStyle::Interrupt {
+        let _ = self.stop_input.send(HostInput::End);
+      }
+      tokio::select! {
+        () = &mut exited => {}
+        () = tokio::time::sleep(self.kill_grace) => {
+          handle.kill();
+          exited.await;
+        }
+      }
+    }
+    handle.after_end();
+    // Ended already: this only reaps it.
+    let Ok(status) = child.wait() else { return };
+    // The supervisor drains the channel; never block the reactor on it.
+    let mut exit = Event::Exited(status);
+    loop {
+      match self.events.try_send(exit) {
+        Ok(()) | Err(mpsc::TrySendError::Disconnected(_)) => return,
+        Err(mpsc::TrySendError::Full(event)) => {
+          exit = event;
+          tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+      }
+    }
+  }
 }
 
 /// Where a run's output is read from.

@@ -104,10 +104,9 @@ impl Handle {
     }
   }
 
-  /// Waits until the waited process has ended, without reaping it so that
-  /// its pid cannot be reused while it is still signalled.
-  pub fn wait_ended(&self) {
-    wait_exit_unreaped(self.guardian.unwrap_or(self.pid));
+  /// The process the host waits for: the guardian, or the program.
+  pub fn waited_pid(&self) -> u32 {
+    self.guardian.unwrap_or(self.pid)
   }
 
   /// After the program has ended: without a guardian, what it left in its
