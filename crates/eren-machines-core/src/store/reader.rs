@@ -59,34 +59,6 @@ fn run(conn: Connection, live: Arc<Live>, receiver: mpsc::Receiver<ReadJob>) {
   }
 }
 
-/// The reader's connection, for the reads both backends share.
-struct SqliteReads<'a>(&'a Connection);
-
-impl Reads for SqliteReads<'_> {
-  fn get_session(&mut self, session_id: &str) -> Result<Option<Session>> {
-    get_session(self.0, session_id)
-  }
-
-  fn list_sessions(&mut self) -> Result<Vec<Session>> {
-    list_sessions(self.0)
-  }
-
-  fn session_key(&mut self, session_id: &str) -> Result<Option<i64>> {
-    session_key(self.0, session_id)
-  }
-
-  fn read_range(
-    &mut self,
-    key: i64,
-    session_id: &str,
-    after: i64,
-    upto: i64,
-    limit: i64,
-  ) -> Result<Vec<Message>> {
-    read_range(self.0, key, session_id, after, upto, limit)
-  }
-}
-
 const SESSION_COLUMNS: &str =
   "session_id, claude_session_id, agent_status, error_message, closed, created_at, last_sequence, key";
 
@@ -106,64 +78,71 @@ fn session_from_row(row: &Row) -> rusqlite::Result<Session> {
   })
 }
 
-fn get_session(conn: &Connection, session_id: &str) -> Result<Option<Session>> {
-  conn
-    .prepare_cached(&format!(
-      "SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?1"
-    ))
-    .and_then(|mut s| {
-      s.query_row(params![session_id], session_from_row)
-        .optional()
-    })
-    .map_err(Error::from)
-}
+/// The reads both backends share, on the reader's connection or inside the
+/// writer's transaction.
+pub(super) struct SqliteReads<'a>(pub &'a Connection);
 
-fn list_sessions(conn: &Connection) -> Result<Vec<Session>> {
-  let mut stmt = conn.prepare_cached(&format!(
-    "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY created_at, key"
-  ))?;
-  let rows = stmt.query_map([], session_from_row)?;
-  rows
-    .collect::<rusqlite::Result<Vec<_>>>()
-    .map_err(Error::from)
-}
+impl Reads for SqliteReads<'_> {
+  fn get_session(&mut self, session_id: &str) -> Result<Option<Session>> {
+    self
+      .0
+      .prepare_cached(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?1"
+      ))
+      .and_then(|mut s| {
+        s.query_row(params![session_id], session_from_row)
+          .optional()
+      })
+      .map_err(Error::from)
+  }
 
-pub(super) fn session_key(conn: &Connection, session_id: &str) -> Result<Option<i64>> {
-  conn
-    .prepare_cached("SELECT key FROM sessions WHERE session_id = ?1")
-    .and_then(|mut s| {
-      s.query_row(params![session_id], |row| row.get(0))
-        .optional()
-    })
-    .map_err(Error::from)
-}
+  fn list_sessions(&mut self) -> Result<Vec<Session>> {
+    let mut stmt = self.0.prepare_cached(&format!(
+      "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY created_at, key"
+    ))?;
+    let rows = stmt.query_map([], session_from_row)?;
+    rows
+      .collect::<rusqlite::Result<Vec<_>>>()
+      .map_err(Error::from)
+  }
 
-/// Messages of one session with `after < sequence <= upto`, at most `limit`.
-pub(super) fn read_range(
-  conn: &Connection,
-  key: i64,
-  session_id: &str,
-  after: i64,
-  upto: i64,
-  limit: i64,
-) -> Result<Vec<Message>> {
-  let mut stmt = conn.prepare_cached(
-    "SELECT id, sequence, content, created_at FROM messages
-       WHERE session = ?1 AND sequence > ?2 AND sequence <= ?3
-       ORDER BY sequence LIMIT ?4",
-  )?;
-  let rows = stmt.query_map(params![key, after, upto, limit], |row| {
-    Ok(Message {
-      id: row.get(0)?,
-      session_id: session_id.to_owned(),
-      sequence_number: row.get(1)?,
-      content: row.get(2)?,
-      created_at: row.get(3)?,
-    })
-  })?;
-  rows
-    .collect::<rusqlite::Result<Vec<_>>>()
-    .map_err(Error::from)
+  fn session_key(&mut self, session_id: &str) -> Result<Option<i64>> {
+    self
+      .0
+      .prepare_cached("SELECT key FROM sessions WHERE session_id = ?1")
+      .and_then(|mut s| {
+        s.query_row(params![session_id], |row| row.get(0))
+          .optional()
+      })
+      .map_err(Error::from)
+  }
+
+  fn read_range(
+    &mut self,
+    key: i64,
+    session_id: &str,
+    after: i64,
+    upto: i64,
+    limit: i64,
+  ) -> Result<Vec<Message>> {
+    let mut stmt = self.0.prepare_cached(
+      "SELECT id, sequence, content, created_at FROM messages
+         WHERE session = ?1 AND sequence > ?2 AND sequence <= ?3
+         ORDER BY sequence LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![key, after, upto, limit], |row| {
+      Ok(Message {
+        id: row.get(0)?,
+        session_id: session_id.to_owned(),
+        sequence_number: row.get(1)?,
+        content: row.get(2)?,
+        created_at: row.get(3)?,
+      })
+    })?;
+    rows
+      .collect::<rusqlite::Result<Vec<_>>>()
+      .map_err(Error::from)
+  }
 }
 
 /// Delivers to this store's subscribers what other processes committed on
@@ -179,5 +158,6 @@ fn watch_other_processes(conn: &Connection, live: &Live, last: &mut Option<i64>)
     return;
   }
   *last = Some(version);
-  reads::catch_up(&mut SqliteReads(conn), live);
+  // A failed read is tried again at the next look.
+  let _ = reads::catch_up(&mut SqliteReads(conn), live);
 }

@@ -126,11 +126,18 @@ fn replay(reads: &mut impl Reads, live: &Live, backlog: Backlog) {
 }
 
 /// Offers this store's subscribers what was committed elsewhere (another
-/// process, another host) beyond what they have seen.
-pub fn catch_up(reads: &mut impl Reads, live: &Live) {
+/// process, another host) beyond what they have seen. Every session is
+/// tried; the first failure is returned, for a writer that must not go on
+/// with subscribers that may have missed something.
+pub fn catch_up(reads: &mut impl Reads, live: &Live) -> Result<()> {
+  let mut outcome = Ok(());
   for (session_id, seen) in live.watched() {
-    catch_up_session(reads, live, &session_id, seen, i64::MAX);
+    let caught_up = catch_up_session(reads, live, &session_id, seen, i64::MAX);
+    if outcome.is_ok() {
+      outcome = caught_up;
+    }
   }
+  outcome
 }
 
 /// Offers the messages of one session in `(seen, upto]`.
@@ -140,17 +147,16 @@ pub fn catch_up_session(
   session_id: &str,
   seen: i64,
   upto: i64,
-) {
-  let Ok(Some(key)) = reads.session_key(session_id) else {
-    return;
+) -> Result<()> {
+  let Some(key) = reads.session_key(session_id)? else {
+    return Ok(());
   };
   let mut after = seen;
   while after < upto {
-    let chunk = match reads.read_range(key, session_id, after, upto, REPLAY_CHUNK) {
-      Ok(chunk) if !chunk.is_empty() => chunk,
-      _ => break,
-    };
-    after = chunk.last().map_or(upto, |m| m.sequence_number);
+    let chunk = reads.read_range(key, session_id, after, upto, REPLAY_CHUNK)?;
+    let Some(last) = chunk.last() else { break };
+    after = last.sequence_number;
     live.offer_external(session_id, &chunk);
   }
+  Ok(())
 }

@@ -15,7 +15,8 @@ use super::command::{self, Backend, Body, Command, Target, Transaction};
 use super::host;
 use super::live::{Event, Live};
 use super::model::{now_ms, AgentStatus, Message};
-use super::reader;
+use super::reader::SqliteReads;
+use super::reads;
 use crate::error::{Error, Result};
 
 #[derive(Clone)]
@@ -142,7 +143,7 @@ impl Writer {
       self.live.refresh(self.state.committed_sequences());
       // What the other process committed reaches this store's subscribers
       // before anything this batch appends, so they see no gap.
-      deliver_external(&tx, &self.live)?;
+      reads::catch_up(&mut SqliteReads(&tx), &self.live)?;
       self.data_version = version;
     }
     let first_message_id = self.state.next_message_id;
@@ -333,19 +334,6 @@ impl Transaction for Batch<'_> {
       .execute(params![session.key])?;
     Ok(true)
   }
-}
-
-/// Offers subscribers the messages another process committed beyond what
-/// they have seen.
-fn deliver_external(tx: &rusqlite::Transaction, live: &Live) -> Result<()> {
-  for (session_id, seen) in live.watched() {
-    let Some(key) = reader::session_key(tx, &session_id)? else {
-      continue;
-    };
-    let messages = reader::read_range(tx, key, &session_id, seen, i64::MAX, -1)?;
-    live.offer_external(&session_id, &messages);
-  }
-  Ok(())
 }
 
 /// Inserts `contents` into one session, numbered consecutively.

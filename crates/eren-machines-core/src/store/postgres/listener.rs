@@ -62,7 +62,8 @@ fn run(mut link: Link, names: &Names, live: &Live, closed: &AtomicBool) {
       }
       listening = true;
       // Whatever was committed while nobody listened.
-      reads::catch_up(&mut PgReads(client), live);
+      // A failed read is tried again at the next notification.
+      let _ = reads::catch_up(&mut PgReads(client), live);
     }
     let mut heard = Vec::new();
     {
@@ -84,9 +85,13 @@ fn run(mut link: Link, names: &Names, live: &Live, closed: &AtomicBool) {
         continue;
       };
       match live.seen(session_id) {
-        Some(seen) if seen < last => {
-          reads::catch_up_session(&mut PgReads(client), live, session_id, seen, last)
-        }
+        Some(seen) if seen < last => drop(reads::catch_up_session(
+          &mut PgReads(client),
+          live,
+          session_id,
+          seen,
+          last,
+        )),
         _ => live.advance(session_id, last),
       }
     }

@@ -50,7 +50,8 @@ fn run(mut link: Link, live: &Live, closed: &AtomicBool, receiver: mpsc::Receive
     };
     let mut reads = PgReads(client);
     match job {
-      ReadJob::Watch => reads::catch_up(&mut reads, live),
+      // A failed read is tried again at the next notification.
+      ReadJob::Watch => drop(reads::catch_up(&mut reads, live)),
       job => {
         if let Flow::Stop(reply) = reads::serve(&mut reads, live, job) {
           drop(link);

@@ -129,7 +129,7 @@ fn lock_and_load(
     if let Some(seen) = live.seen(&session_id) {
       if seen < cached.last_sequence {
         let reads = &mut PgReads(&mut *tx);
-        reads::catch_up_session(reads, live, &session_id, seen, cached.last_sequence);
+        reads::catch_up_session(reads, live, &session_id, seen, cached.last_sequence)?;
       }
     }
     cache.insert(session_id, cached);
