@@ -14,10 +14,10 @@
 //!
 //! Threads per run: one supervisor (stores output), one pipe reader, and a
 //! stdin writer when there is input; the stop signal, the grace and the exit
-//! are watched by a task on the shared [`reactor`]. Every
-//! child is started by the spawner thread of [`process`]; on Linux the child is
-//! the run's guardian (see `eren_machines_guardian`), which starts the
-//! program and makes sure nothing it starts outlives the run or the host.
+//! are watched by a task on the shared [`reactor`]. Every child is started
+//! by the spawner thread of [`process`]; on Linux the child is the run's
+//! guardian (see `eren_machines_guardian`), which starts the program and
+//! makes sure nothing it starts outlives the run or the host.
 
 pub mod chunks;
 pub mod claude;
@@ -865,11 +865,15 @@ impl Watcher {
   }
 
   async fn watch(self, mut child: Child, handle: process::Handle) {
-    let waited = handle.waited_pid();
-    let exited = reactor::exited(waited);
+    let exited = reactor::exited(handle.waited_pid());
     tokio::pin!(exited);
+    let mut ended = false;
     let stopped = tokio::select! {
-      () = &mut exited => false,
+      () = &mut exited => {
+        ended = true;
+        false
+      }
+      // Released (a `remove()` while it runs) is no stop: the run goes on.
       outcome = self.watched.wait() => outcome == StopOutcome::Stopped,
     };
     if stopped {
@@ -877,13 +881,16 @@ impl Watcher {
       if self.stop_style == StopStyle::Interrupt {
         let _ = self.stop_input.send(HostInput::End);
       }
-      tokio::select! {
-        () = &mut exited => {}
+      ended = tokio::select! {
+        () = &mut exited => true,
         () = tokio::time::sleep(self.kill_grace) => {
           handle.kill();
-          exited.await;
+          false
         }
-      }
+      };
+    }
+    if !ended {
+      exited.await;
     }
     handle.after_end();
     // Ended already: this only reaps it.

@@ -271,6 +271,23 @@ fn piped(script: &str) -> Program {
 }
 
 #[test]
+fn a_run_whose_registration_is_removed_goes_on_and_other_runs_still_stop() {
+  let store = crate::test_support::store_with_session("kept");
+  store.create_session(Some("other")).wait().unwrap();
+  let registry = Arc::new(ProcessRegistry::new());
+  let kept = run(&store, &registry, "kept", piped("cat; exit 4"));
+  // remove() releases the registration without a stop: the run goes on,
+  // and its exit is still waited for on the reactor.
+  assert!(registry.remove("kept"));
+  let other = run(&store, &registry, "other", sh("exec sleep 30"));
+  assert!(registry.stop("other"));
+  assert!(other.exited.wait().unwrap().stopped);
+  kept.input.send(HostInput::End).unwrap();
+  let result = kept.exited.wait().unwrap();
+  assert_eq!((result.exit_code, result.stopped), (Some(4), false));
+}
+
+#[test]
 fn stdin_pipe_takes_writes_in_order_and_end_closes_it_and_input_is_never_stored() {
   let (store, registry) = setup("t");
   let run = run(
