@@ -96,6 +96,13 @@ pub struct Program {
   pub stop: StopStyle,
 }
 
+impl Program {
+  /// Whether the run takes input: a stdin pipe, or the terminal.
+  pub fn takes_input(&self) -> bool {
+    self.stdin || self.pty.is_some()
+  }
+}
+
 /// A started run.
 pub struct Run {
   pub session_id: String,
@@ -343,7 +350,7 @@ pub fn start(
     handler,
     on_message,
     stdin: None,
-    stdin_piped: program.stdin || program.pty.is_some(),
+    stdin_piped: program.takes_input(),
     pty: None,
     session: None,
     generation: 0,
@@ -599,7 +606,7 @@ impl Supervisor {
       Output::Pipes(stdout, stderr) => read_pipes(stdout, stderr, overlong, reader_events),
       Output::Terminal(master) => read_terminal(master, reader_events),
     })?;
-    let stdin = match program.stdin || program.pty.is_some() {
+    let stdin = match program.takes_input() {
       true => Some(prepared_thread("eren-stdin", |(stdin, pieces)| {
         write_stdin(stdin, pieces)
       })?),
