@@ -417,7 +417,7 @@ struct Supervisor {
   /// Bytes for the stdin writer thread, each with who waits for it;
   /// dropped to close stdin.
   stdin: Option<StdinSender>,
-  /// The program was given a stdin pipe.
+  /// The program takes input (a stdin pipe or the terminal).
   stdin_piped: bool,
   /// The pseudo-terminal's controlling side, for resizing.
   pty: Option<std::os::fd::OwnedFd>,
