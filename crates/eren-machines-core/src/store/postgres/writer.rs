@@ -68,7 +68,7 @@ impl Backend for Writer {
         tx: &mut tx,
         cache,
         ids,
-        rows: Rows::default(),
+        rows: Vec::new(),
         touched: HashMap::new(),
         events,
         created_at: now_ms(),
@@ -137,33 +137,19 @@ fn lock_and_load(
   Ok(cache)
 }
 
-/// Messages to insert at the end of the batch, column by column.
-#[derive(Default)]
-struct Rows {
-  session: Vec<i64>,
-  sequence: Vec<i64>,
-  id: Vec<i64>,
-  content: Vec<String>,
-}
-
-impl Rows {
-  fn drop_session(&mut self, key: i64) {
-    let keep: Vec<bool> = self.session.iter().map(|s| *s != key).collect();
-    let mut index = 0;
-    self.sequence.retain(|_| (keep[index], index += 1).0);
-    index = 0;
-    self.id.retain(|_| (keep[index], index += 1).0);
-    index = 0;
-    self.content.retain(|_| (keep[index], index += 1).0);
-    self.session.retain(|s| *s != key);
-  }
+/// A message to insert at the end of the batch.
+struct NewRow {
+  session: i64,
+  sequence: i64,
+  id: i64,
+  content: String,
 }
 
 struct Batch<'a, 't> {
   tx: &'a mut postgres::Transaction<'t>,
   cache: HashMap<String, Cached>,
   ids: &'a mut VecDeque<i64>,
-  rows: Rows,
+  rows: Vec<NewRow>,
   /// Sessions whose last sequence moved, by key: their id and last sequence.
   touched: HashMap<i64, (String, i64)>,
   events: &'a mut Vec<Event>,
@@ -193,19 +179,22 @@ impl Batch<'_, '_> {
   /// Inserts the batch's messages, moves the sessions' last sequences and
   /// notifies every host's listener, one statement each.
   fn finish(self, channel: &str) -> Result<()> {
-    let rows = self.rows;
-    if !rows.session.is_empty() {
+    if !self.rows.is_empty() {
+      // Column by column, for one `unnest` INSERT.
+      let count = self.rows.len();
+      let (mut sessions, mut sequences) = (Vec::with_capacity(count), Vec::with_capacity(count));
+      let (mut ids, mut contents) = (Vec::with_capacity(count), Vec::with_capacity(count));
+      for row in self.rows {
+        sessions.push(row.session);
+        sequences.push(row.sequence);
+        ids.push(row.id);
+        contents.push(row.content);
+      }
       self.tx.execute(
         "INSERT INTO eren_messages (session, sequence, id, content, created_at)
            SELECT s, q, i, c, $5 FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::text[])
              AS t(s, q, i, c)",
-        &[
-          &rows.session,
-          &rows.sequence,
-          &rows.id,
-          &rows.content,
-          &self.created_at,
-        ],
+        &[&sessions, &sequences, &ids, &contents, &self.created_at],
       )?;
     }
     if self.touched.is_empty() {
@@ -278,10 +267,12 @@ impl Transaction for Batch<'_, '_> {
     let mut messages = Vec::with_capacity(contents.len());
     for ((offset, content), id) in contents.into_iter().enumerate().zip(ids) {
       let sequence_number = first + offset as i64;
-      self.rows.session.push(key);
-      self.rows.sequence.push(sequence_number);
-      self.rows.id.push(id);
-      self.rows.content.push(content.clone());
+      self.rows.push(NewRow {
+        session: key,
+        sequence: sequence_number,
+        id,
+        content: content.clone(),
+      });
       messages.push(Message {
         id,
         session_id: target.session_id.clone(),
@@ -346,7 +337,7 @@ impl Transaction for Batch<'_, '_> {
     let Some(session) = self.cache.remove(&session_id) else {
       return Ok(false);
     };
-    self.rows.drop_session(session.key);
+    self.rows.retain(|row| row.session != session.key);
     self.touched.remove(&session.key);
     self.tx.execute(
       "DELETE FROM eren_messages WHERE session = $1",
