@@ -97,13 +97,11 @@ impl Link {
 
   /// The connection, made again if the last one was lost.
   pub fn client(&mut self) -> Result<&mut Client> {
-    if self.client.as_ref().is_some_and(Client::is_closed) {
-      self.client = None;
-    }
-    if self.client.is_none() {
-      self.client = Some(self.connect_now()?);
-    }
-    Ok(self.client.as_mut().expect("connected just above"))
+    let client = match self.client.take() {
+      Some(client) if !client.is_closed() => client,
+      _ => self.connect_now()?,
+    };
+    Ok(self.client.insert(client))
   }
 
   fn connect_now(&mut self) -> Result<Client> {
@@ -159,7 +157,9 @@ impl Link {
   }
 }
 
-fn describe(err: &postgres::Error) -> String {
+/// What went wrong: the server's own message, else the client's error with
+/// its causes.
+pub fn describe(err: &postgres::Error) -> String {
   match err.as_db_error() {
     Some(db) => db.message().to_owned(),
     None => {

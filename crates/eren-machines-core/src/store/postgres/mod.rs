@@ -65,12 +65,7 @@ pub fn stop(closed: &AtomicBool) {
 
 impl From<postgres::Error> for Error {
   fn from(err: postgres::Error) -> Self {
-    // The server's own message says what went wrong; the client's summary
-    // ("db error") does not.
-    match err.as_db_error() {
-      Some(db) => Error::Armin(format!("postgres: {}", db.message())),
-      None => Error::Armin(format!("postgres: {err}")),
-    }
+    Error::Armin(format!("postgres: {}", link::describe(&err)))
   }
 }
 
