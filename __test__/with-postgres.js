@@ -59,11 +59,10 @@ async function main() {
   const port = await freePort()
   const initdb = serverBinary('initdb')
   const pgCtl = serverBinary('pg_ctl')
-  const asUser = (argv) =>
-    spawnSync(as[0] ?? argv[0], [...as.slice(1), ...(as.length ? argv : argv.slice(1))], {
-      encoding: 'utf8',
-      cwd: dir,
-    })
+  const asUser = (argv) => {
+    const [file, ...rest] = [...as, ...argv]
+    return spawnSync(file, rest, { encoding: 'utf8', cwd: dir })
+  }
   check(asUser([initdb, '-D', data, '-U', 'eren', '--auth=trust', '-E', 'UTF8', '--no-sync']), 'initdb')
   // fsync off: the tests stop and start the server, they never cut its power.
   // Benchmarks set EREN_TEST_POSTGRES_FSYNC=on to measure real commits.
