@@ -77,10 +77,10 @@ async function startStudio(store, { port = 0 } = {}) {
     res.writeHead(status, { ...HEADERS, 'Content-Type': type })
     res.end(body)
   }
-  const json = (res, value) => send(res, 200, JSON.stringify(value), 'application/json; charset=utf-8')
+  const json = (res, value, status = 200) => send(res, status, JSON.stringify(value), 'application/json; charset=utf-8')
   const failure = (res, error) => {
     const status = error.code === 'SESSION_NOT_FOUND' ? 404 : error.code === 'INVALID_ARGUMENT' ? 400 : 500
-    send(res, status, JSON.stringify({ code: error.code || 'INTERNAL', message: error.message }), 'application/json')
+    json(res, { code: error.code || 'INTERNAL', message: error.message }, status)
   }
   const openStream = (req, res) => {
     res.writeHead(200, { ...HEADERS, 'Content-Type': 'text/event-stream' })
@@ -88,7 +88,8 @@ async function startStudio(store, { port = 0 } = {}) {
     streams.add(res)
     req.on('close', () => streams.delete(res))
   }
-  const event = (res, name, data) => res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`)
+  /** One server-sent event; `data` is already JSON text. */
+  const event = (res, name, data) => res.write(`event: ${name}\ndata: ${data}\n\n`)
 
   /** Reads the list while anyone follows it, and sends it when it changed. */
   async function pollList() {
@@ -96,7 +97,7 @@ async function startStudio(store, { port = 0 } = {}) {
       const list = JSON.stringify((await store.listSessions()).map(summary))
       if (list !== lastList) {
         lastList = list
-        for (const res of listFollowers) res.write(`event: sessions\ndata: ${list}\n\n`)
+        for (const res of listFollowers) event(res, 'sessions', list)
       }
     } catch {
       // A store that is closing: the followers hear nothing more.
@@ -113,14 +114,14 @@ async function startStudio(store, { port = 0 } = {}) {
       lastList = ''
       listTimer = setTimeout(pollList, 0)
     } else if (lastList) {
-      res.write(`event: sessions\ndata: ${lastList}\n\n`)
+      event(res, 'sessions', lastList)
     }
   }
 
   function followSession(req, res, id, after) {
     let unsubscribe
     try {
-      unsubscribe = store.subscribe(id, (m) => event(res, 'message', m), { afterSequence: after })
+      unsubscribe = store.subscribe(id, (m) => event(res, 'message', JSON.stringify(m)), { afterSequence: after })
     } catch (error) {
       return failure(res, error)
     }
