@@ -89,6 +89,7 @@
     const older = el('p', 'older')
     const list = el('div', 'messages')
     main.replaceChildren(header, older, list)
+    let session = null // as first loaded
     let first = null // the lowest sequence shown
     let last = after ?? 0
     let kind = null // 'claude' | 'pty' | 'lines', from the messages
@@ -288,8 +289,20 @@
         last = m.sequenceNumber
         if (first === null) first = m.sequenceNumber
         show([m], 'bottom')
-        meta.textContent = meta.textContent.replace(/\d+ messages/, `${last} messages`)
+        describe()
       })
+    }
+
+    /** The header line: the session as loaded, with the count as it grows. */
+    function describe() {
+      const count = Math.max(session.messageCount, last)
+      const claude = session.claudeSessionId ? `, Claude session ${session.claudeSessionId}` : ''
+      meta.textContent = `${session.agentStatus}, ${count} messages, created ${when(session.createdAt)}${claude}`
+    }
+
+    function showOlder() {
+      const left = first !== null && kind !== 'pty' ? first - 1 : 0
+      older.textContent = left > 0 ? `${left} older messages: scroll up to load them` : ''
     }
 
     async function loadOlder() {
@@ -300,15 +313,17 @@
       show(messages, 'top')
       if (messages.length) first = messages[0].sequenceNumber
       main.scrollTop += main.scrollHeight - height
-      older.textContent = first > 1 ? `${first - 1} older messages: scroll up to load them` : ''
+      showOlder()
       loadingOlder = false
     }
 
     async function start() {
       const params = after === null ? { limit: String(PAGE) } : { after: String(after), limit: String(PAGE) }
-      let { session, messages } = await fetchPage(id, params)
+      const page = await fetchPage(id, params)
       if (closed) return
-      meta.textContent = `${session.agentStatus}, ${session.messageCount} messages, created ${when(session.createdAt)}${session.claudeSessionId ? `, Claude session ${session.claudeSessionId}` : ''}`
+      session = page.session
+      let { messages } = page
+      describe()
       decide(messages)
       if (kind === 'pty' && after === null && messages.length && messages[0].sequenceNumber > 1) {
         // A screen is the sum of everything printed: replay from the start.
@@ -325,8 +340,7 @@
         last = messages[messages.length - 1].sequenceNumber
       }
       show(messages, 'bottom')
-      older.textContent =
-        first !== null && first > 1 && kind !== 'pty' ? `${first - 1} older messages: scroll up to load them` : ''
+      showOlder()
       main.scrollTop = main.scrollHeight
       main.onscroll = () => {
         if (main.scrollTop < 200) loadOlder()
