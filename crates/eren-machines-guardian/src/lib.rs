@@ -129,7 +129,9 @@ impl Orders {
 /// The guardian's `main`: never returns.
 pub fn main() -> ! {
   let Some(orders) = Orders::parse(std::env::args_os().skip(1)) else {
-    eprintln!("usage: {EXECUTABLE} --host PID --grace-ms N -- COMMAND [ARGS...]");
+    eprintln!(
+      "usage: {EXECUTABLE} --host PID --grace-ms N [--pty] [--report-stdin] -- COMMAND [ARGS...]"
+    );
     std::process::exit(GUARDIAN_FAILED);
   };
   let report_fd = if orders.report_on_stdin { 0 } else { REPORT_FD };
