@@ -79,20 +79,18 @@ pub trait SessionReader {
 
 struct Inner {
   location: Location,
-  closed: AtomicBool,
+  /// Set by `close()` or when the last handle goes; the PostgreSQL reader
+  /// and listener threads watch it too.
+  closed: Arc<AtomicBool>,
   writer: mpsc::Sender<Command>,
   reader: mpsc::Sender<ReadJob>,
   live: Arc<Live>,
-  /// PostgreSQL only: tells the listener thread that the store closed.
-  listener_stop: Option<Arc<AtomicBool>>,
 }
 
 impl Drop for Inner {
   /// A store dropped without `close` still stops its listener thread.
   fn drop(&mut self) {
-    if let Some(stop) = &self.listener_stop {
-      postgres::stop(stop);
-    }
+    self.closed.store(true, Ordering::Release);
   }
 }
 
@@ -134,11 +132,10 @@ impl SessionStore {
     let store = SessionStore {
       inner: Arc::new(Inner {
         location,
-        closed: AtomicBool::new(false),
+        closed: Arc::default(),
         writer,
         reader,
         live,
-        listener_stop: None,
       }),
     };
     // Crash truth: a run left in progress by a host that died is not.
@@ -168,15 +165,15 @@ impl SessionStore {
 
   /// [`connect`](Self::connect) on the calling thread.
   pub fn connect_blocking(url: &str) -> Result<Self> {
-    let started = postgres::start(url)?;
+    let closed = Arc::<AtomicBool>::default();
+    let started = postgres::start(url, closed.clone())?;
     Ok(SessionStore {
       inner: Arc::new(Inner {
         location: Location::Postgres(postgres::redact(url)),
-        closed: AtomicBool::new(false),
+        closed,
         writer: started.writer,
         reader: started.reader,
         live: started.live,
-        listener_stop: Some(started.closed),
       }),
     })
   }
@@ -295,9 +292,6 @@ impl SessionStore {
     }
     // Closing the store stops its runs.
     self.inner.live.end_all();
-    if let Some(stop) = &self.inner.listener_stop {
-      postgres::stop(stop);
-    }
     let (writer_done, writer_receiver) = oneshot::channel();
     let (reader_done, reader_receiver) = oneshot::channel();
     let writer_sent = self

@@ -18,7 +18,7 @@ mod reader;
 mod schema;
 mod writer;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 
 use super::command::Command;
@@ -33,34 +33,26 @@ pub struct Started {
   pub writer: mpsc::Sender<Command>,
   pub reader: mpsc::Sender<ReadJob>,
   pub live: Arc<Live>,
-  /// Set when the store closes; the listener then stops.
-  pub closed: Arc<AtomicBool>,
 }
 
 /// Connects, creates or checks the schema, and starts the writer, reader
-/// and listener threads. Blocks: call it off the JS thread.
-pub fn start(url: &str) -> Result<Started> {
+/// and listener threads; the last two stop once `closed` is set. Blocks:
+/// call it off the JS thread.
+pub fn start(url: &str, closed: Arc<AtomicBool>) -> Result<Started> {
   let config = link::parse(url)?;
   let mut writer_link = Link::connect(config.clone())?;
   let names = schema::prepare(writer_link.client()?)?;
   let sessions = schema::last_sequences(writer_link.client()?)?;
   let reader_link = Link::connect(config.clone())?;
   let live = Arc::new(Live::new(sessions));
-  let closed = Arc::new(AtomicBool::new(false));
   let writer = writer::spawn(writer_link, names.clone(), live.clone())?;
   let reader = reader::spawn(reader_link, live.clone(), closed.clone())?;
-  listener::spawn(Link::lazy(config), names, live.clone(), closed.clone())?;
+  listener::spawn(Link::lazy(config), names, live.clone(), closed)?;
   Ok(Started {
     writer,
     reader,
     live,
-    closed,
   })
-}
-
-/// Marks the store closed for the listener.
-pub fn stop(closed: &AtomicBool) {
-  closed.store(true, Ordering::Release);
 }
 
 impl From<postgres::Error> for Error {
