@@ -259,10 +259,12 @@ describe('spawnTerminal', () => {
     for (const pid of pids) expect(await settleGone(pid, 1500 + 500)).toBe(true)
   })
 
-  test('under a low thread limit every run either finishes whole or rejects with SPAWN_FAILED, and leaves no zombie', async () => {
-    // RLIMIT_NPROC counts the threads of all of a user's processes, and is
-    // not enforced for root: as root the host runs as nobody, from a copy of
-    // the addon that nobody can read.
+  test('under a low process limit every run either finishes whole or rejects with SPAWN_FAILED, and leaves no zombie', async () => {
+    // RLIMIT_NPROC counts the threads and processes of all of a user's
+    // processes, and is not enforced for root: as root the host runs as
+    // nobody, from a copy of the addon that nobody can read. A run costs the
+    // host no thread, but two processes (its guardian and its program), so
+    // 40 overlapping runs need more than the limit leaves.
     const dir = tmpDir()
     fs.chmodSync(dir, 0o755)
     const root = path.join(__dirname, '..')
@@ -294,6 +296,24 @@ describe('spawnTerminal', () => {
     expect(report.outcomes).toContainEqual(whole)
     expect(report.zombies).toEqual([])
     expect(report.registered).toBe(0)
+  })
+
+  test('runs share the runner threads: 300 at once, over pipes, stdin pipes and terminals, add no thread to the host', async () => {
+    const report = await new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'many-runs-host.js'), '300'], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env: { ...process.env, ...MARK },
+      })
+      let out = ''
+      child.stdout.on('data', (d) => (out += d))
+      child.on('error', reject)
+      child.on('close', () => resolve(JSON.parse(out)))
+    })
+    expect(report.many).toBe(report.one)
+    // The store's writer and reader, the spawner, the reactor, and napi's
+    // runtime: a handful, whatever the number of runs.
+    expect(report.one - report.before).toBeLessThanOrEqual(8)
+    expect(report.stopped).toBe(300)
   })
 
   test('a command that cannot start rejects with SPAWN_FAILED and leaves no registration', async () => {

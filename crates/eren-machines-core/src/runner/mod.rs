@@ -1,36 +1,42 @@
 //! Spawning processes into sessions and supervising them.
 //!
 //! A run registers its session id, spawns the program without a shell in a
-//! new process group, drains stdout and stderr on one thread, and
-//! stores what they print through the store's writer. Lines are handed to the
-//! writer in chunks without waiting for each commit, so the writer's group
-//! commit stores them in batches. When the program takes input, a writer
-//! thread feeds its stdin, and what the host sends goes through the run's
-//! handler (which decides what is stored, and in what order) before it is
-//! written. A stop of the registration sends SIGTERM to the group (or SIGINT
-//! to the program, for programs that close cleanly on it), then SIGKILL after
-//! the grace period. When the process ends the runner stores the final
-//! message and releases the registration.
+//! new process group, reads stdout and stderr in one task (whichever has
+//! data first), and stores what they print through the store's writer.
+//! Lines are handed to the writer in chunks without waiting for each
+//! commit, so the writer's group commit stores them in batches. When the
+//! program takes input, a writer task feeds its stdin, and what the host
+//! sends goes through the run's handler (which decides what is stored, and
+//! in what order) before it is written. A stop of the registration sends
+//! SIGTERM to the group (or SIGINT to the program, for programs that close
+//! cleanly on it), then SIGKILL after the grace period. When the process
+//! ends the runner stores the final message and releases the registration.
 //!
-//! Threads per run: one supervisor (stores output), one pipe reader, and a
-//! stdin writer when there is input; the stop signal, the grace and the exit
-//! are watched by a task on the shared [`reactor`]. Every child is started
-//! by the spawner thread of [`process`]; on Linux the child is the run's
-//! guardian (see `eren_machines_guardian`), which starts the program and
-//! makes sure nothing it starts outlives the run or the host.
+//! A run is tasks on the shared [`reactor`], not threads: its supervisor,
+//! its reader, its stdin writer and its watcher (stop, grace, exit through a
+//! pidfd), over non-blocking descriptors ([`nonblocking`]). A thousand runs
+//! cost the host the same threads as one. Every child is started by the
+//! spawner thread of [`process`]; on Linux the child is the run's guardian
+//! (see `eren_machines_guardian`), which starts the program and makes sure
+//! nothing it starts outlives the run or the host.
 
 pub mod chunks;
 pub mod claude;
 pub mod lines;
+mod nonblocking;
 mod process;
 mod reactor;
 pub use process::{guardian_path, set_guardian_path};
 
-use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::{Child, ChildStderr, ChildStdout, ExitStatus};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Child, ExitStatus};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::bridge::terminal;
 use crate::error::{Error, Result};
@@ -43,6 +49,7 @@ use crate::store::{
 };
 pub use claude::protocol::ToolDecision;
 use lines::{Line, Overlong};
+use nonblocking::Nonblocking;
 
 /// Default time between the first signal of a stop and SIGKILL.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_millis(3000);
@@ -54,7 +61,6 @@ const READ_BUFFER: usize = 4;
 /// How long output may still arrive after the process group is gone, from a
 /// descendant that left the group but holds the pipes.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
-const SMALL_STACK: usize = 128 * 1024;
 
 /// How a stop begins, before SIGKILL ends the group after the grace period.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -141,8 +147,7 @@ pub enum HostInput {
 #[derive(Clone)]
 pub struct RunInput {
   session_id: String,
-  inputs: Arc<Mutex<Option<mpsc::Sender<HostInput>>>>,
-  wake: mpsc::SyncSender<Event>,
+  inputs: Arc<Mutex<Option<mpsc::UnboundedSender<HostInput>>>>,
 }
 
 impl RunInput {
@@ -152,9 +157,6 @@ impl RunInput {
     if !matches!(sent, Some(Ok(()))) {
       return Err(Error::NotRunning(self.session_id.clone()));
     }
-    // A full event channel means the supervisor is busy and will look at
-    // the inputs on its next round anyway.
-    let _ = self.wake.try_send(Event::Wake);
     Ok(())
   }
 
@@ -342,6 +344,16 @@ pub fn start(
       "command must not be empty for session '{session_id}'"
     ))));
   }
+  let reactor = match reactor::handle() {
+    Ok(reactor) => reactor,
+    Err(e) => {
+      return Pending::ready(Err(Error::SpawnFailed {
+        session_id: session_id.to_owned(),
+        command: program.command,
+        reason: format!("cannot start the runner's reactor: {e}"),
+      }))
+    }
+  };
   let (reply, started) = reply_channel();
   let supervisor = Supervisor {
     store: store.clone(),
@@ -356,17 +368,8 @@ pub fn start(
     generation: 0,
     ended: false,
   };
-  let spawned = std::thread::Builder::new()
-    .name("eren-run".into())
-    .spawn(move || supervisor.run(program, kill_grace, reply));
-  match spawned {
-    Ok(_) => started,
-    Err(e) => Pending::ready(Err(Error::SpawnFailed {
-      session_id: session_id.to_owned(),
-      command: String::new(),
-      reason: format!("cannot start a supervisor thread: {e}"),
-    })),
-  }
+  reactor.spawn(supervisor.run(program, kill_grace, reply));
+  started
 }
 
 pub enum Event {
@@ -374,8 +377,6 @@ pub enum Event {
   Lines(Stream, Vec<Line>),
   ReaderDone,
   Exited(ExitStatus),
-  /// Host input is waiting.
-  Wake,
 }
 
 /// A write handed to the store, waiting for its commit, or an action that
@@ -401,26 +402,29 @@ enum Submitted {
 /// What the launch hands to the supervisor's loop.
 struct Launched {
   events: mpsc::Receiver<Event>,
-  inputs: mpsc::Receiver<HostInput>,
+  inputs: mpsc::UnboundedReceiver<HostInput>,
   input: RunInput,
   pid: u32,
   subscription: Subscription,
   end_watch: EndWatchId,
 }
 
+/// A run's task on the reactor: it launches the program, then stores what
+/// the reader hands it and feeds the host's input to the stdin writer, in
+/// the order the handler decides, until the program has ended.
 struct Supervisor {
   store: SessionStore,
   registry: Arc<ProcessRegistry>,
   session_id: String,
   handler: Box<dyn OutputHandler>,
   on_message: Option<MessageSink>,
-  /// Bytes for the stdin writer thread, each with who waits for it;
-  /// dropped to close stdin.
+  /// Bytes for the stdin writer task, each with who waits for it; dropped
+  /// to close stdin.
   stdin: Option<StdinSender>,
   /// The program takes input (a stdin pipe or the terminal).
   stdin_piped: bool,
   /// The pseudo-terminal's controlling side, for resizing.
-  pty: Option<std::os::fd::OwnedFd>,
+  pty: Option<Arc<Nonblocking>>,
   /// The incarnation of the session the run writes into, once launched.
   session: Option<PinnedSession>,
   generation: u64,
@@ -429,8 +433,8 @@ struct Supervisor {
 }
 
 impl Supervisor {
-  fn run(mut self, program: Program, kill_grace: Duration, reply: Reply<Run>) {
-    let launched = match self.launch(&program, kill_grace) {
+  async fn run(mut self, program: Program, kill_grace: Duration, reply: Reply<Run>) {
+    let mut launched = match self.launch(&program, kill_grace).await {
       Ok(launched) => launched,
       Err(e) => {
         let _ = reply.send(Err(e));
@@ -441,7 +445,7 @@ impl Supervisor {
     // Stored (and written) before the caller hears of the run, so that a
     // status read right after the spawn already sees it.
     let started = self.handler.started();
-    self.store_ops(started);
+    self.store_ops(started).await;
     let (result_reply, result) = reply_channel();
     let _ = reply.send(Ok(Run {
       session_id: self.session_id.clone(),
@@ -450,7 +454,7 @@ impl Supervisor {
       input: launched.input.clone(),
       generation: self.generation,
     }));
-    let status = self.pump(&launched.events, &launched.inputs);
+    let status = self.pump(&mut launched.events, &mut launched.inputs).await;
     self.store.unwatch_end(&launched.end_watch);
     // From here on the run takes no input: later sends fail at once, and
     // those already queued are answered.
@@ -460,7 +464,7 @@ impl Supervisor {
       .lock()
       .unwrap_or_else(|p| p.into_inner())
       .take();
-    for input in launched.inputs.try_iter() {
+    while let Ok(input) = launched.inputs.try_recv() {
       input.refuse(|| Error::NotRunning(self.session_id.clone()));
     }
     self.stdin = None;
@@ -476,7 +480,7 @@ impl Supervisor {
       ),
     };
     let finished = self.handler.finished(&result);
-    self.store_ops(finished);
+    self.store_ops(finished).await;
     self
       .registry
       .remove_generation(&self.session_id, launched.subscription.generation);
@@ -484,156 +488,129 @@ impl Supervisor {
   }
 
   /// Checks the session, registers it, spawns the program and starts the
-  /// helper threads.
-  fn launch(&mut self, program: &Program, kill_grace: Duration) -> Result<Launched> {
-    let session_id = &self.session_id;
-    let incarnation = match self.store.get_session(session_id).wait()? {
-      None => return Err(Error::SessionNotFound(session_id.clone())),
-      Some(session) if session.closed => return Err(Error::SessionClosed(session_id.clone())),
+  /// tasks that read its output, write its input and watch it.
+  async fn launch(&mut self, program: &Program, kill_grace: Duration) -> Result<Launched> {
+    let session_id = self.session_id.clone();
+    let incarnation = match self.store.get_session(&session_id).await? {
+      None => return Err(Error::SessionNotFound(session_id)),
+      Some(session) if session.closed => return Err(Error::SessionClosed(session_id)),
       Some(session) => session.incarnation,
     };
-    let registration = self.registry.register_tracked(session_id)?;
+    let registration = self.registry.register_tracked(&session_id)?;
     drop(registration.sender);
     // Closing or deleting the session, or closing the store, stops the run.
     let registry = self.registry.clone();
     let (stopped_id, generation) = (session_id.clone(), registration.generation);
     let end_watch = match self.store.watch_end(
-      session_id,
+      &session_id,
       Box::new(move || {
         registry.stop_generation(&stopped_id, generation);
       }),
     ) {
       Ok(watch) => watch,
       Err(e) => {
-        self.registry.remove_generation(session_id, generation);
+        self.registry.remove_generation(&session_id, generation);
         return Err(e);
       }
     };
-    self.session = Some(self.store.pin(session_id, incarnation));
+    self.session = Some(self.store.pin(&session_id, incarnation));
     self.generation = generation;
-    let fail = |this: &Self, reason: String| {
+    let abandon = |this: &Self, reason: String| {
       this.store.unwatch_end(&end_watch);
-      this.registry.remove_generation(session_id, generation);
+      this
+        .registry
+        .remove_generation(&this.session_id, generation);
       Error::SpawnFailed {
-        session_id: session_id.clone(),
+        session_id: this.session_id.clone(),
         command: program.command.clone(),
         reason,
       }
     };
-    // Every helper thread starts before the program: a run that cannot get
-    // its threads fails with nothing spawned, rather than running with no
-    // reader (lost output) or no waiter (a zombie).
-    let (events, receiver) = mpsc::sync_channel(READ_BUFFER);
-    let (input_sender, inputs) = mpsc::channel();
-    let input = RunInput {
-      session_id: session_id.clone(),
-      inputs: Arc::new(Mutex::new(Some(input_sender))),
-      wake: events.clone(),
-    };
-    let threads = self
-      .helper_threads(
-        program,
-        kill_grace,
-        &registration.subscription,
-        &input,
-        &events,
-      )
-      .map_err(|e| fail(self, format!("cannot start a thread for the run: {e}")))?;
+    let spawned = process::spawn(program, kill_grace).await;
     let process::Spawned {
       mut child,
       handle,
       pty,
-    } = process::spawn(program, kill_grace)
-      .map_err(|e| fail(self, process::describe_spawn_error(program, &e)))?;
+    } = spawned.map_err(|e| abandon(self, process::describe_spawn_error(program, &e)))?;
+    let watched = reactor::Exit::watch(handle.waited_pid())
+      .and_then(|exit| Ok((exit, self.connect(&mut child, pty)?)));
+    let (exit, (output, stdin)) = match watched {
+      Ok(watched) => watched,
+      Err(e) => {
+        // Out of descriptors: a run that cannot be read or watched is ended
+        // before it does anything.
+        handle.kill();
+        reactor::exited(handle.waited_pid()).await;
+        handle.after_end();
+        let _ = child.wait();
+        return Err(abandon(self, format!("cannot watch the run: {e}")));
+      }
+    };
+    let (events, receiver) = mpsc::channel(READ_BUFFER);
+    let (input_sender, inputs) = mpsc::unbounded_channel();
+    let input = RunInput {
+      session_id: session_id.clone(),
+      inputs: Arc::new(Mutex::new(Some(input_sender))),
+    };
     // One reader for both pipes, so lines keep the order they arrived in
     // across stdout and stderr; or the reader of the terminal.
-    let (output, stdin): (Output, Option<Box<dyn Write + Send>>) = match pty {
-      Some(master) => {
-        let reading = master.try_clone();
-        let writing = master.try_clone();
-        self.pty = Some(master);
-        match (reading, writing) {
-          (Ok(reading), Ok(writing)) => (
-            Output::Terminal(reading),
-            Some(Box::new(std::fs::File::from(writing))),
-          ),
-          // Out of descriptors: the run cannot be read, so it is ended.
-          _ => {
-            handle.kill();
-            (Output::Pipes(None, None), None)
-          }
-        }
+    match output {
+      Output::Pipes(stdout, stderr) => {
+        let overlong = self.handler.overlong();
+        tokio::spawn(read_pipes(stdout, stderr, overlong, events.clone()))
       }
-      None => (
-        Output::Pipes(child.stdout.take(), child.stderr.take()),
-        child
-          .stdin
-          .take()
-          .map(|stdin| Box::new(stdin) as Box<dyn Write + Send>),
-      ),
+      Output::Terminal(master) => tokio::spawn(read_terminal(master, events.clone())),
     };
-    let _ = threads.output.send(output);
-    if let (Some(stdin), Some(writer)) = (stdin, threads.stdin) {
-      let (lines, pending_lines) = mpsc::channel();
-      let _ = writer.send((stdin, pending_lines));
-      self.stdin = Some(lines);
+    if let Some(stdin) = stdin.filter(|_| program.takes_input()) {
+      let (pieces, receiver) = mpsc::unbounded_channel();
+      tokio::spawn(write_stdin(stdin, receiver));
+      self.stdin = Some(pieces);
     }
-    threads.watcher.start(child, handle);
-    let pid = handle.pid;
+    let watcher = Watcher {
+      watched: registration.subscription.resubscribe(),
+      stop_style: program.stop,
+      stop_input: input.clone(),
+      kill_grace,
+      events,
+    };
+    tokio::spawn(watcher.watch(child, handle, exit));
     Ok(Launched {
       events: receiver,
       inputs,
       input,
-      pid,
+      pid: handle.pid,
       subscription: registration.subscription,
       end_watch,
     })
   }
 
-  /// Starts the run's helper threads, each waiting for its part of the
-  /// spawned process.
-  fn helper_threads(
-    &self,
-    program: &Program,
-    kill_grace: Duration,
-    subscription: &Subscription,
-    input: &RunInput,
-    events: &mpsc::SyncSender<Event>,
-  ) -> std::io::Result<HelperThreads> {
-    let overlong = self.handler.overlong();
-    let reader_events = events.clone();
-    let output = prepared_thread("eren-output", move |output| match output {
-      Output::Pipes(stdout, stderr) => read_pipes(stdout, stderr, overlong, reader_events),
-      Output::Terminal(master) => read_terminal(master, reader_events),
-    })?;
-    let stdin = match program.takes_input() {
-      true => Some(prepared_thread("eren-stdin", |(stdin, pieces)| {
-        write_stdin(stdin, pieces)
-      })?),
-      false => None,
-    };
-    let watcher = Watcher {
-      reactor: reactor::handle()?,
-      watched: subscription.resubscribe(),
-      stop_style: program.stop,
-      stop_input: input.clone(),
-      kill_grace,
-      events: events.clone(),
-    };
-    Ok(HelperThreads {
-      output,
-      stdin,
-      watcher,
-    })
+  /// Registers the program's side of the run with the reactor: its pipes,
+  /// or its terminal, which is read, written and resized through one
+  /// descriptor.
+  fn connect(
+    &mut self,
+    child: &mut Child,
+    pty: Option<OwnedFd>,
+  ) -> std::io::Result<(Output, Option<Arc<Nonblocking>>)> {
+    if let Some(master) = pty {
+      let master = Arc::new(Nonblocking::new(master)?);
+      self.pty = Some(master.clone());
+      return Ok((Output::Terminal(master.clone()), Some(master)));
+    }
+    let register = |fd: Option<OwnedFd>| fd.map(Nonblocking::new).transpose();
+    let stdout = register(child.stdout.take().map(OwnedFd::from))?;
+    let stderr = register(child.stderr.take().map(OwnedFd::from))?;
+    let stdin = register(child.stdin.take().map(OwnedFd::from))?;
+    Ok((Output::Pipes(stdout, stderr), stdin.map(Arc::new)))
   }
 
   /// Stores output until the process has exited and its pipes are drained.
   /// Returns the exit status. One chunk of writes stays in flight while the
   /// next is gathered, so reading, encoding and committing overlap.
-  fn pump(
+  async fn pump(
     &mut self,
-    events: &mpsc::Receiver<Event>,
-    inputs: &mpsc::Receiver<HostInput>,
+    events: &mut mpsc::Receiver<Event>,
+    inputs: &mut mpsc::UnboundedReceiver<HostInput>,
   ) -> Option<ExitStatus> {
     let mut readers_done = 0;
     let mut status = None;
@@ -642,35 +619,39 @@ impl Supervisor {
     while readers_done < 2 || status.is_none() {
       let mut ops = Vec::new();
       // Host input first: it was sent before whatever is read next.
-      for input in inputs.try_iter() {
+      while let Ok(input) = inputs.try_recv() {
         ops.extend(self.handler.input(input));
       }
-      let first = if !ops.is_empty() {
-        events.try_recv().ok()
-      } else {
-        match events.try_recv() {
-          Ok(event) => Some(event),
-          Err(mpsc::TryRecvError::Disconnected) => break,
-          Err(mpsc::TryRecvError::Empty) => {
-            // Nothing more to overlap with: report what is in flight before
-            // waiting, so a quiet process's output is never held back.
-            if let Some(previous) = in_flight.take() {
-              self.complete(previous);
+      let mut next = match events.try_recv() {
+        Ok(event) => Some(event),
+        Err(_) if !ops.is_empty() => None,
+        Err(mpsc::error::TryRecvError::Disconnected) => break,
+        Err(mpsc::error::TryRecvError::Empty) => {
+          // Nothing more to overlap with: report what is in flight before
+          // waiting, so a quiet process's output is never held back.
+          if let Some(previous) = in_flight.take() {
+            self.complete(previous).await;
+          }
+          let drained = async {
+            match deadline {
+              Some(deadline) => tokio::time::sleep_until(deadline).await,
+              None => std::future::pending().await,
             }
-            let next = match deadline {
-              None => events.recv().ok(),
-              Some(deadline) => events
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .ok(),
-            };
-            match next {
+          };
+          tokio::select! {
+            biased;
+            Some(input) = inputs.recv() => {
+              ops.extend(self.handler.input(input));
+              None
+            }
+            event = events.recv() => match event {
               Some(event) => Some(event),
               None => break,
-            }
+            },
+            () = drained => break,
           }
         }
       };
-      let mut next = first;
       let mut taken = 0;
       while let Some(event) = next {
         match event {
@@ -684,11 +665,6 @@ impl Supervisor {
             status = Some(exit);
             deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
           }
-          Event::Wake => {
-            for input in inputs.try_iter() {
-              ops.extend(self.handler.input(input));
-            }
-          }
         }
         taken += 1;
         next = if taken < CHUNK {
@@ -699,18 +675,18 @@ impl Supervisor {
       }
       let submitted = self.submit(ops);
       if let Some(previous) = in_flight.replace(submitted) {
-        self.complete(previous);
+        self.complete(previous).await;
       }
     }
     if let Some(last) = in_flight {
-      self.complete(last);
+      self.complete(last).await;
     }
     status
   }
 
-  fn store_ops(&mut self, ops: Vec<Op>) {
+  async fn store_ops(&mut self, ops: Vec<Op>) {
     let submitted = self.submit(ops);
-    self.complete(submitted);
+    self.complete(submitted).await;
   }
 
   /// Hands the ops to the writer without waiting; consecutive appends go as
@@ -761,22 +737,22 @@ impl Supervisor {
   /// session was closed or deleted, or the store closed, during the run;
   /// that output is dropped, and the pipes are still drained so the child
   /// never blocks.
-  fn complete(&mut self, submitted: Vec<Submitted>) {
+  async fn complete(&mut self, submitted: Vec<Submitted>) {
     let mut stored: Vec<Message> = Vec::new();
     for pending in submitted {
       match pending {
-        Submitted::Messages(pending) => match pending.wait() {
+        Submitted::Messages(pending) => match pending.await {
           Ok(messages) => stored.extend(messages),
           Err(e) => self.write_failed(&e),
         },
-        Submitted::Flag(pending) => drop(pending.wait()),
-        Submitted::Done(pending) => drop(pending.wait()),
+        Submitted::Flag(pending) => drop(pending.await),
+        Submitted::Done(pending) => drop(pending.await),
         Submitted::Input {
           stored: pending,
           line,
           reply,
         } => {
-          let answer = pending.wait();
+          let answer = pending.await;
           match &answer {
             Ok(message) => {
               stored.push(message.clone());
@@ -790,7 +766,7 @@ impl Supervisor {
         }
         Submitted::Write { data, reply } => match &self.stdin {
           Some(stdin) => {
-            if let Err(mpsc::SendError((_, Some(reply)))) = stdin.send((data, Some(reply))) {
+            if let Err(mpsc::error::SendError((_, Some(reply)))) = stdin.send((data, Some(reply))) {
               let _ = reply.send(Err(Error::NotRunning(self.session_id.clone())));
             }
           }
@@ -807,7 +783,7 @@ impl Supervisor {
         Submitted::Resize(size) => {
           if let Some(master) = &self.pty {
             // A terminal that is already gone has nothing left to resize.
-            let _ = process::resize_terminal(master, size);
+            let _ = process::resize_terminal(&**master, size);
           }
         }
         Submitted::After(action) => action(),
@@ -839,40 +815,26 @@ impl Supervisor {
   fn write_line(&self, mut line: String) {
     if let Some(stdin) = &self.stdin {
       line.push('\n');
-      // The writer thread is gone only if the child closed its stdin.
+      // The writer task is gone only if the child closed its stdin.
       let _ = stdin.send((line.into_bytes(), None));
     }
   }
-}
-
-/// Senders that hand each helper thread its part of the spawned process,
-/// and the run's watcher on the reactor.
-struct HelperThreads {
-  output: mpsc::Sender<Output>,
-  stdin: Option<mpsc::Sender<(Box<dyn Write + Send>, StdinPieces)>>,
-  watcher: Watcher,
 }
 
 /// What watches a run on the reactor (see [`reactor`]): its stop signal,
 /// then the grace before SIGKILL, and its exit, which it reports to the
 /// supervisor.
 struct Watcher {
-  reactor: tokio::runtime::Handle,
   watched: Subscription,
   stop_style: StopStyle,
   stop_input: RunInput,
   kill_grace: Duration,
-  events: mpsc::SyncSender<Event>,
+  events: mpsc::Sender<Event>,
 }
 
 impl Watcher {
-  fn start(self, child: Child, handle: process::Handle) {
-    let reactor = self.reactor.clone();
-    reactor.spawn(self.watch(child, handle));
-  }
-
-  async fn watch(self, mut child: Child, handle: process::Handle) {
-    let exited = reactor::exited(handle.waited_pid());
+  async fn watch(self, mut child: Child, handle: process::Handle, exit: reactor::Exit) {
+    let exited = exit.wait();
     tokio::pin!(exited);
     let mut ended = false;
     let stopped = tokio::select! {
@@ -901,61 +863,34 @@ impl Watcher {
     }
     handle.after_end();
     // Ended already: this only reaps it.
-    let Ok(status) = child.wait() else { return };
-    // The supervisor drains the channel; never block the reactor on it.
-    let mut exit = Event::Exited(status);
-    loop {
-      match self.events.try_send(exit) {
-        Ok(()) | Err(mpsc::TrySendError::Disconnected(_)) => return,
-        Err(mpsc::TrySendError::Full(event)) => {
-          exit = event;
-          tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-      }
+    if let Ok(status) = child.wait() {
+      let _ = self.events.send(Event::Exited(status)).await;
     }
   }
 }
 
 /// Where a run's output is read from.
 enum Output {
-  Pipes(Option<ChildStdout>, Option<ChildStderr>),
+  Pipes(Option<Nonblocking>, Option<Nonblocking>),
   /// The controlling side of the run's pseudo-terminal.
-  Terminal(std::os::fd::OwnedFd),
-}
-
-/// Starts a small thread that runs `work` once it is handed its input, and
-/// ends without running it if the sender is dropped (the spawn failed).
-fn prepared_thread<T: Send + 'static>(
-  name: &str,
-  work: impl FnOnce(T) + Send + 'static,
-) -> std::io::Result<mpsc::Sender<T>> {
-  let (sender, receiver) = mpsc::channel();
-  std::thread::Builder::new()
-    .name(name.into())
-    .stack_size(SMALL_STACK)
-    .spawn(move || {
-      if let Ok(input) = receiver.recv() {
-        work(input)
-      }
-    })?;
-  Ok(sender)
+  Terminal(Arc<Nonblocking>),
 }
 
 /// Bytes for the child's stdin, each with who waits for them.
-type StdinSender = mpsc::Sender<(Vec<u8>, Option<Reply<()>>)>;
-type StdinPieces = mpsc::Receiver<(Vec<u8>, Option<Reply<()>>)>;
+type StdinSender = mpsc::UnboundedSender<(Vec<u8>, Option<Reply<()>>)>;
+type StdinPieces = mpsc::UnboundedReceiver<(Vec<u8>, Option<Reply<()>>)>;
 
 /// Writes each piece to the child's stdin until the sender is dropped, then
 /// closes it, answering each waiting writer once its bytes are in the pipe.
-/// A child that stops reading blocks only this thread (and the writers that
+/// A child that stops reading holds up only this task (and the writers that
 /// wait for it).
-fn write_stdin(mut stdin: Box<dyn Write + Send>, pieces: StdinPieces) {
+async fn write_stdin(stdin: Arc<Nonblocking>, mut pieces: StdinPieces) {
   let mut closed = false;
-  for (data, reply) in pieces {
+  while let Some((data, reply)) = pieces.recv().await {
     let outcome = if closed {
       Err(std::io::ErrorKind::BrokenPipe.into())
     } else {
-      stdin.write_all(&data)
+      stdin.write_all(&data).await
     };
     closed |= outcome.is_err();
     if let Some(reply) = reply {
@@ -967,105 +902,88 @@ fn write_stdin(mut stdin: Box<dyn Write + Send>, pieces: StdinPieces) {
   }
 }
 
-/// Reads stdout and stderr on one thread, whichever has data first, until
-/// both are closed. Once the supervisor is gone the pipes are still
-/// drained, so the child never blocks on a full pipe.
-fn read_pipes(
-  stdout: Option<ChildStdout>,
-  stderr: Option<ChildStderr>,
-  overlong: Overlong,
-  events: mpsc::SyncSender<Event>,
-) {
-  use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-  use std::os::fd::AsFd;
+/// Hands events to the supervisor, waiting while its buffer is full (and
+/// so making the child wait). Once the supervisor is gone the output is
+/// still drained, so the child never blocks on a full pipe.
+struct ToSupervisor(Option<mpsc::Sender<Event>>);
 
-  struct Pipe {
-    stream: Stream,
-    reader: Box<dyn Read + Send>,
-    fd: std::os::fd::OwnedFd,
-    splitter: lines::LineSplitter,
-    open: bool,
-  }
-  let pipe = |stream, reader: Option<Box<dyn Read + Send>>, fd: Option<std::os::fd::OwnedFd>| {
-    Some(Pipe {
-      stream,
-      reader: reader?,
-      fd: fd?,
-      splitter: lines::LineSplitter::new(overlong),
-      open: true,
-    })
-  };
-  let dup =
-    |fd: Option<std::os::fd::BorrowedFd<'_>>| fd.and_then(|fd| fd.try_clone_to_owned().ok());
-  let out_fd = dup(stdout.as_ref().map(|p| p.as_fd()));
-  let err_fd = dup(stderr.as_ref().map(|p| p.as_fd()));
-  let mut pipes: Vec<Pipe> = [
-    pipe(
-      Stream::Stdout,
-      stdout.map(|p| Box::new(p) as Box<dyn Read + Send>),
-      out_fd,
-    ),
-    pipe(
-      Stream::Stderr,
-      stderr.map(|p| Box::new(p) as Box<dyn Read + Send>),
-      err_fd,
-    ),
-  ]
-  .into_iter()
-  .flatten()
-  .collect();
-  let mut supervised = true;
-  let mut send = |event: Event| {
-    if supervised {
-      supervised = events.send(event).is_ok();
-    }
-  };
-  let mut buffer = vec![0u8; 64 * 1024];
-  while pipes.iter().any(|p| p.open) {
-    let ready: Vec<bool> = {
-      let mut fds: Vec<PollFd> = pipes
-        .iter()
-        .filter(|p| p.open)
-        .map(|p| PollFd::new(p.fd.as_fd(), PollFlags::POLLIN))
-        .collect();
-      match poll(&mut fds, PollTimeout::NONE) {
-        Ok(_) => fds
-          .iter()
-          .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
-          .collect(),
-        Err(nix::errno::Errno::EINTR) => continue,
-        Err(_) => break,
+impl ToSupervisor {
+  async fn send(&mut self, event: Event) {
+    if let Some(events) = &self.0 {
+      if events.send(event).await.is_err() {
+        self.0 = None;
       }
+    }
+  }
+
+  /// The supervisor counts one end per stream.
+  async fn done(mut self) {
+    self.send(Event::ReaderDone).await;
+    self.send(Event::ReaderDone).await;
+  }
+}
+
+/// Reads stdout and stderr in one task, whichever has data first, until
+/// both are closed.
+async fn read_pipes(
+  stdout: Option<Nonblocking>,
+  stderr: Option<Nonblocking>,
+  overlong: Overlong,
+  events: mpsc::Sender<Event>,
+) {
+  const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+  let mut pipes = [stdout, stderr];
+  let mut splitters = STREAMS.map(|_| Some(lines::LineSplitter::new(overlong)));
+  let mut events = ToSupervisor(Some(events));
+  // Which pipe is tried first when both are ready: they take turns, so a
+  // busy stdout cannot hold stderr back.
+  let mut first = 0;
+  while pipes.iter().any(Option::is_some) {
+    let mut lines = Vec::new();
+    let (index, open) = {
+      let (index, guard) = std::future::poll_fn(|cx| {
+        let mut failed = None;
+        for index in [first, 1 - first] {
+          let Some(pipe) = &pipes[index] else { continue };
+          match pipe.poll_readable(cx) {
+            Poll::Ready(Ok(guard)) => return Poll::Ready((index, Some(guard))),
+            Poll::Ready(Err(_)) => failed = Some(index),
+            Poll::Pending => {}
+          }
+        }
+        match failed {
+          Some(index) => Poll::Ready((index, None)),
+          None => Poll::Pending,
+        }
+      })
+      .await;
+      let mut take = |bytes: &[u8]| {
+        if let Some(splitter) = splitters[index].as_mut() {
+          splitter.push(bytes, &mut |line| lines.push(line));
+        }
+        bytes.len()
+      };
+      let open = match guard.map(|guard| nonblocking::read_ready(guard, &mut take)) {
+        // Nothing there after all: wait again.
+        Some(None) => true,
+        Some(Some(Ok(read))) => read > 0,
+        Some(Some(Err(_))) | None => false,
+      };
+      (index, open)
     };
-    let mut ready = ready.into_iter();
-    for pipe in pipes.iter_mut().filter(|p| p.open) {
-      if !ready.next().unwrap_or(false) {
-        continue;
-      }
-      let mut lines = Vec::new();
-      match pipe.reader.read(&mut buffer) {
-        Ok(0) => pipe.open = false,
-        Ok(n) => pipe
-          .splitter
-          .push(&buffer[..n], &mut |line| lines.push(line)),
-        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-        Err(_) => pipe.open = false,
-      }
-      if !lines.is_empty() {
-        send(Event::Lines(pipe.stream, lines));
+    first = 1 - index;
+    if !open {
+      pipes[index] = None;
+      // What is left of its last line is a line too.
+      if let Some(splitter) = splitters[index].take() {
+        splitter.finish(&mut |line| lines.push(line));
       }
     }
-  }
-  for pipe in pipes {
-    let mut last = Vec::new();
-    pipe.splitter.finish(&mut |line| last.push(line));
-    if !last.is_empty() {
-      send(Event::Lines(pipe.stream, last));
+    if !lines.is_empty() {
+      events.send(Event::Lines(STREAMS[index], lines)).await;
     }
   }
-  // The supervisor counts one end per stream.
-  send(Event::ReaderDone);
-  send(Event::ReaderDone);
+  events.done().await;
 }
 
 /// How long a terminal's output may pause before what was read is stored.
@@ -1073,54 +991,44 @@ const TERMINAL_PAUSE: Duration = Duration::from_millis(10);
 
 /// Reads a pseudo-terminal until the program's side is closed (`EIO`),
 /// handing out chunks when the output pauses or reaches the chunk limit.
-fn read_terminal(master: std::os::fd::OwnedFd, events: mpsc::SyncSender<Event>) {
-  use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-  use std::os::fd::AsFd;
-
+async fn read_terminal(master: Arc<Nonblocking>, events: mpsc::Sender<Event>) {
   let mut chunker = chunks::Chunker::new();
-  let mut supervised = true;
-  let mut send = |chunks: Vec<String>| {
-    if supervised && !chunks.is_empty() {
-      let lines = chunks.into_iter().map(Line::Text).collect();
-      supervised = events.send(Event::Lines(Stream::Pty, lines)).is_ok();
-    }
-  };
-  let mut terminal = std::fs::File::from(master);
-  let mut buffer = vec![0u8; chunks::MAX_CHUNK];
+  let mut events = ToSupervisor(Some(events));
   loop {
-    let wait = if chunker.is_empty() {
-      PollTimeout::NONE
-    } else {
-      PollTimeout::from(TERMINAL_PAUSE.as_millis() as u8)
-    };
-    let ready = {
-      let mut fds = [PollFd::new(terminal.as_fd(), PollFlags::POLLIN)];
-      poll(&mut fds, wait)
-    };
     let mut out = Vec::new();
-    match ready {
-      Err(nix::errno::Errno::EINTR) => continue,
-      Err(_) => break,
-      Ok(0) => chunker.pause(&mut |chunk| out.push(chunk)),
-      Ok(_) => match terminal.read(&mut buffer) {
-        Ok(0) => break,
-        Ok(n) => chunker.push(&buffer[..n], &mut |chunk| out.push(chunk)),
-        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-        // EIO: every descriptor of the program's side is closed.
-        Err(_) => break,
-      },
+    let idle = chunker.is_empty();
+    let mut take = |bytes: &[u8]| {
+      chunker.push(bytes, &mut |chunk| out.push(chunk));
+      bytes.len()
+    };
+    let read = if idle {
+      Some(master.read_with(&mut take).await)
+    } else {
+      tokio::time::timeout(TERMINAL_PAUSE, master.read_with(&mut take))
+        .await
+        .ok()
+    };
+    let open = match read {
+      None => {
+        chunker.pause(&mut |chunk| out.push(chunk));
+        true
+      }
+      Some(Ok(read)) => read > 0,
+      // EIO: every descriptor of the program's side is closed.
+      Some(Err(_)) => false,
+    };
+    if !open {
+      chunker.finish(&mut |chunk| out.push(chunk));
     }
-    send(out);
-  }
-  let mut last = Vec::new();
-  chunker.finish(&mut |chunk| last.push(chunk));
-  send(last);
-  // The supervisor counts one end per stream, as for pipes.
-  for _ in 0..2 {
-    if supervised {
-      supervised = events.send(Event::ReaderDone).is_ok();
+    if !out.is_empty() {
+      let chunks = out.into_iter().map(Line::Text).collect();
+      events.send(Event::Lines(Stream::Pty, chunks)).await;
+    }
+    if !open {
+      break;
     }
   }
+  events.done().await;
 }
 
 fn signal_of(status: ExitStatus) -> Option<String> {

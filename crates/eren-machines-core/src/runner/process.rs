@@ -12,8 +12,8 @@
 //! which is what made a thousand runs at once take half a minute.
 
 use std::ffi::OsStr;
-use std::io::{self, Read};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -22,15 +22,17 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use tokio::sync::oneshot;
 
+use super::nonblocking::Nonblocking;
 use super::{Program, PtySize, StopStyle};
 
-type SpawnJob = (Command, mpsc::Sender<io::Result<Child>>);
+type SpawnJob = (Command, oneshot::Sender<io::Result<Child>>);
 
 /// Starts `command` on the long-lived spawner thread. A spawner that could
 /// not be started (the host is out of threads) is tried again on the next
 /// spawn, rather than failing every later one.
-fn spawn_on_spawner_thread(command: Command) -> io::Result<Child> {
+async fn spawn_on_spawner_thread(command: Command) -> io::Result<Child> {
   static SPAWNER: Mutex<Option<mpsc::Sender<SpawnJob>>> = Mutex::new(None);
   let sender = {
     let mut spawner = SPAWNER.lock().unwrap_or_else(|p| p.into_inner());
@@ -50,12 +52,12 @@ fn spawn_on_spawner_thread(command: Command) -> io::Result<Child> {
       }
     }
   };
-  let (reply, answer) = mpsc::channel();
+  let (reply, answer) = oneshot::channel();
   sender
     .send((command, reply))
     .map_err(|_| io::Error::other("the spawner thread is gone"))?;
   answer
-    .recv()
+    .await
     .map_err(|_| io::Error::other("the spawner thread is gone"))?
 }
 
@@ -177,14 +179,14 @@ fn loaded_from(address: usize) -> Option<PathBuf> {
 /// [`eren_machines_guardian`]) when one is found, so that nothing it
 /// starts outlives the run or the host; otherwise it gets a parent-death
 /// signal, which reaches only the program itself.
-pub fn spawn(program: &Program, grace: Duration) -> io::Result<Spawned> {
+pub async fn spawn(program: &Program, grace: Duration) -> io::Result<Spawned> {
   let terminal = program.pty.map(open_terminal).transpose()?;
   #[cfg(target_os = "linux")]
   if let Some(guardian) = guardian_path() {
-    return spawn_guarded(program, grace, &guardian, terminal);
+    return spawn_guarded(program, grace, &guardian, terminal).await;
   }
   let _ = grace;
-  spawn_direct(program, terminal)
+  spawn_direct(program, terminal).await
 }
 
 /// A pseudo-terminal pair: the host keeps the controlling side, the program
@@ -219,13 +221,13 @@ fn open_terminal(size: PtySize) -> io::Result<Terminal> {
 
 /// Sets the size of the pseudo-terminal whose controlling side is `master`;
 /// the kernel sends SIGWINCH to the program's foreground group.
-pub fn resize_terminal(master: &OwnedFd, size: PtySize) -> io::Result<()> {
+pub fn resize_terminal(master: impl AsFd, size: PtySize) -> io::Result<()> {
   use std::os::fd::AsRawFd;
   nix::ioctl_write_ptr_bad!(set_window_size, nix::libc::TIOCSWINSZ, nix::pty::Winsize);
   let size = winsize(size);
   // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which is valid
   // for the call, on a descriptor that `master` keeps open.
-  unsafe { set_window_size(master.as_raw_fd(), &size) }?;
+  unsafe { set_window_size(master.as_fd().as_raw_fd(), &size) }?;
   Ok(())
 }
 
@@ -276,13 +278,13 @@ fn base_command(
 }
 
 #[cfg(target_os = "linux")]
-fn spawn_guarded(
+async fn spawn_guarded(
   program: &Program,
   grace: Duration,
   guardian: &Path,
   terminal: Option<Terminal>,
 ) -> io::Result<Spawned> {
-  use std::os::fd::{AsRawFd, IntoRawFd};
+  use std::os::fd::AsRawFd;
   use std::os::unix::process::CommandExt;
   // Unless the program reads a stdin pipe, the report goes on the
   // guardian's stdin (a terminal's program gets the terminal from the
@@ -306,7 +308,7 @@ fn spawn_guarded(
     // spawner drops the command, so the report ends when the guardian's copy
     // does.
     command.stdin(Stdio::from(report_writer));
-    spawn_on_spawner_thread(command)
+    spawn_on_spawner_thread(command).await
   } else {
     let writer = report_writer.as_raw_fd();
     // SAFETY: between fork and exec the closure makes only
@@ -326,15 +328,18 @@ fn spawn_guarded(
         Ok(())
       });
     }
-    let spawned = spawn_on_spawner_thread(command);
+    let spawned = spawn_on_spawner_thread(command).await;
     drop(report_writer);
     spawned
   };
   let mut child = spawned?;
-  let mut said = String::new();
-  // SAFETY: the read end is ours alone; the File owns it from here on.
-  let mut report = unsafe { std::fs::File::from_raw_fd(report.into_raw_fd()) };
-  let heard = report.read_to_string(&mut said);
+  // Read on the reactor: the guardian answers once the program is started
+  // (or has failed to), and a thousand runs starting at once wait together.
+  let heard = match Nonblocking::new(report) {
+    Ok(report) => report.read_to_end().await,
+    Err(e) => Err(e),
+  };
+  let said = String::from_utf8_lossy(heard.as_deref().unwrap_or_default()).into_owned();
   let failure = match said.strip_prefix('P').map(str::parse::<u32>) {
     Some(Ok(pid)) if heard.is_ok() => {
       let guardian = Some(child.id());
@@ -352,11 +357,13 @@ fn spawn_guarded(
       None => io::Error::other("the guardian ended before starting the program"),
     },
   };
+  // It has said its last: reap it once it is gone.
+  super::reactor::exited(child.id()).await;
   let _ = child.wait();
   Err(failure)
 }
 
-fn spawn_direct(program: &Program, terminal: Option<Terminal>) -> io::Result<Spawned> {
+async fn spawn_direct(program: &Program, terminal: Option<Terminal>) -> io::Result<Spawned> {
   let own_session = terminal.is_some();
   let mut command = base_command(
     program.command.as_ref(),
@@ -401,7 +408,7 @@ fn spawn_direct(program: &Program, terminal: Option<Terminal>) -> io::Result<Spa
       });
     }
   }
-  let child = spawn_on_spawner_thread(command)?;
+  let child = spawn_on_spawner_thread(command).await?;
   let pid = child.id();
   Ok(Spawned {
     child,

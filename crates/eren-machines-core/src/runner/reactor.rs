@@ -1,6 +1,7 @@
-//! The runner's reactor: one small tokio runtime that every run shares, for
-//! what a run only waits for: its stop signal, the grace period before
-//! SIGKILL, and its exit. A run costs a task here instead of two threads.
+//! The runner's reactor: one small tokio runtime that every run shares. A
+//! run is a few tasks here (its supervisor, its output reader, its stdin
+//! writer, and the watcher of its stop signal, grace and exit), not
+//! threads, so a thousand runs cost the host no more threads than one.
 //!
 //! Exits are learned through a pidfd per run (Linux), which becomes readable
 //! when the process ends and leaves it unreaped, so its pid cannot be reused
@@ -20,36 +21,64 @@ pub fn handle() -> io::Result<Handle> {
   if let Some(runtime) = reactor.as_ref() {
     return Ok(runtime.handle().clone());
   }
+  // Blocking threads are used only by kernels without pidfds, one per
+  // running process.
   let runtime = Builder::new_multi_thread()
     .worker_threads(1)
-    .max_blocking_threads(4)
     .thread_name("eren-reactor")
-    .thread_stack_size(super::SMALL_STACK * 4)
     .enable_all()
     .build()?;
   Ok(reactor.insert(runtime).handle().clone())
 }
 
-/// Resolves once `pid`, a child of this process, has ended, leaving it
-/// unreaped.
-pub async fn exited(pid: u32) {
+/// A child's exit, to wait for on the reactor.
+pub enum Exit {
+  /// Readable once the process has ended.
   #[cfg(target_os = "linux")]
-  if let Some(pidfd) = pidfd(pid) {
-    // Readable once the process has ended; an error means it is gone.
-    let _ = pidfd.readable().await;
-    return;
-  }
-  // No pidfd (an old kernel, or out of descriptors): wait on a blocking
-  // thread instead.
-  let _ = tokio::task::spawn_blocking(move || super::process::wait_exit_unreaped(pid)).await;
+  Pidfd(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>),
+  /// No pidfds here: a blocking thread waits.
+  Blocking(u32),
 }
 
-#[cfg(target_os = "linux")]
-fn pidfd(pid: u32) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-  let pid = rustix::process::Pid::from_raw(pid as i32)?;
-  let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).ok()?;
-  // SAFETY: an `OwnedFd` stays open and always returns the same descriptor
-  // until the `AsyncFd` that owns it is dropped.
-  unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-    .ok()
+impl Exit {
+  /// Watches `pid`, a child of this process; must be called on the reactor.
+  /// Fails only when the host is out of descriptors.
+  pub fn watch(pid: u32) -> io::Result<Exit> {
+    #[cfg(target_os = "linux")]
+    {
+      use rustix::process::{pidfd_open, Pid, PidfdFlags};
+      let Some(raw) = Pid::from_raw(pid as i32) else {
+        return Ok(Exit::Blocking(pid));
+      };
+      match pidfd_open(raw, PidfdFlags::NONBLOCK) {
+        Ok(fd) => Ok(Exit::Pidfd(super::nonblocking::register(
+          fd,
+          tokio::io::Interest::READABLE,
+        )?)),
+        Err(e) if e == rustix::io::Errno::NOSYS => Ok(Exit::Blocking(pid)),
+        Err(e) => Err(e.into()),
+      }
+    }
+    #[cfg(not(target_os = "linux"))]
+    Ok(Exit::Blocking(pid))
+  }
+
+  /// Resolves once the process has ended, leaving it unreaped.
+  pub async fn wait(&self) {
+    match self {
+      // An error means it is gone.
+      #[cfg(target_os = "linux")]
+      Exit::Pidfd(pidfd) => drop(pidfd.readable().await),
+      &Exit::Blocking(pid) => {
+        let waited = move || super::process::wait_exit_unreaped(pid);
+        let _ = tokio::task::spawn_blocking(waited).await;
+      }
+    }
+  }
+}
+
+/// Resolves once `pid`, a child of this process, has ended, leaving it
+/// unreaped; for a process that is about to end anyway.
+pub async fn exited(pid: u32) {
+  Exit::watch(pid).unwrap_or(Exit::Blocking(pid)).wait().await
 }

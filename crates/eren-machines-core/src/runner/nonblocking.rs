@@ -1,0 +1,121 @@
+//! A descriptor that the reactor reads and writes without blocking: a
+//! run's pipes, its pseudo-terminal's controlling side, and the guardian's
+//! report. A run that waits for its child costs a registration in the
+//! reactor's epoll set, not a thread.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::task::{Context, Poll};
+
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+
+/// Bytes taken per read: one terminal chunk (see [`super::chunks`]).
+const READ_SIZE: usize = 64 * 1024;
+
+thread_local! {
+  // One buffer per reactor thread rather than one per run: a read hands
+  // its bytes on before the task can yield, so no two reads share it.
+  static BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_SIZE]);
+}
+
+pub struct Nonblocking(AsyncFd<OwnedFd>);
+
+impl Nonblocking {
+  /// Makes `fd` non-blocking and registers it with the reactor; must be
+  /// called on the reactor. A pseudo-terminal's controlling side is one
+  /// open file for every duplicate, so it is made once and shared.
+  pub fn new(fd: OwnedFd) -> io::Result<Self> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
+    Ok(Nonblocking(register(fd, interest)?))
+  }
+
+  /// Waits until there is something to read and hands it to `take`; zero
+  /// bytes mean the writers are gone. A pseudo-terminal whose program side
+  /// is closed reads as an error (`EIO`).
+  pub async fn read_with<R>(&self, mut take: impl FnMut(&[u8]) -> R) -> io::Result<R> {
+    loop {
+      let guard = self.0.readable().await?;
+      if let Some(read) = read_ready(guard, &mut take) {
+        return read;
+      }
+    }
+  }
+
+  /// Resolves when the descriptor is readable, for waiting on several.
+  pub fn poll_readable<'a>(
+    &'a self,
+    cx: &mut Context<'_>,
+  ) -> Poll<io::Result<AsyncFdReadyGuard<'a, OwnedFd>>> {
+    self.0.poll_read_ready(cx)
+  }
+
+  /// Writes all of `data`, waiting whenever the other side is full.
+  pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+      let mut guard = self.0.writable().await?;
+      match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from)) {
+        Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+        Ok(Ok(written)) => data = &data[written..],
+        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+        Ok(Err(e)) => return Err(e),
+        // Full: wait until there is room again.
+        Err(_would_block) => {}
+      }
+    }
+    Ok(())
+  }
+
+  /// Reads everything until the writers are gone.
+  pub async fn read_to_end(&self) -> io::Result<Vec<u8>> {
+    let mut all = Vec::new();
+    loop {
+      let read = self
+        .read_with(|bytes| {
+          all.extend_from_slice(bytes);
+          bytes.len()
+        })
+        .await?;
+      if read == 0 {
+        return Ok(all);
+      }
+    }
+  }
+}
+
+impl AsFd for Nonblocking {
+  fn as_fd(&self) -> BorrowedFd<'_> {
+    self.0.get_ref().as_fd()
+  }
+}
+
+/// Registers `fd` with the reactor for `interest`; must be called on the
+/// reactor.
+pub fn register(fd: OwnedFd, interest: tokio::io::Interest) -> io::Result<AsyncFd<OwnedFd>> {
+  // SAFETY: an `OwnedFd` stays open and always returns the same descriptor
+  // until the `AsyncFd` that owns it is dropped.
+  Ok(unsafe { AsyncFd::register_with_interest(fd, interest) }?)
+}
+
+/// Reads once from a descriptor that was reported readable and hands the
+/// bytes to `take`; `None` when it had nothing after all (its readiness is
+/// then cleared, and the caller waits again).
+pub fn read_ready<R>(
+  mut guard: AsyncFdReadyGuard<'_, OwnedFd>,
+  take: &mut impl FnMut(&[u8]) -> R,
+) -> Option<io::Result<R>> {
+  let read = guard.try_io(|fd| {
+    BUFFER.with_borrow_mut(|buffer| {
+      let read = nix::unistd::read(fd.get_ref(), buffer).map_err(io::Error::from)?;
+      Ok(take(&buffer[..read]))
+    })
+  });
+  match read {
+    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => None,
+    Ok(result) => Some(result),
+    Err(_would_block) => None,
+  }
+}
