@@ -2,6 +2,7 @@
 const fs = require('node:fs')
 const path = require('node:path')
 const { execFileSync, spawn } = require('node:child_process')
+const { Worker } = require('node:worker_threads')
 const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
 const { codeOf, deferred, isGone, screenWatcher, settleGone, tempDirs } = require('./helpers')
 
@@ -436,6 +437,40 @@ describe('spawnTerminal', () => {
     expect(storedWhileBlocked).toBeLessThan(10000)
   })
 
+  test('a run whose onMessage is far behind holds up no other run', async () => {
+    const db = path.join(tmpDir(), 'busy.db')
+    const store = SessionStore.open(db)
+    await store.createSession('busy')
+    await store.createSession('quick')
+    const release = new SharedArrayBuffer(4)
+    const worker = new Worker(path.join(__dirname, 'fixtures', 'busy-worker.js'), { workerData: { db, release } })
+    const said = (word) =>
+      new Promise((resolve, reject) => {
+        worker.on('error', reject)
+        worker.on('message', (m) => m === word && resolve())
+      })
+    const done = said('done')
+    await said('blocked')
+    // The busy run has stored more than its callback's backlog (1,024
+    // messages, plus the one the blocked call gave back), so it waits, or is
+    // about to, for a worker that takes none of them.
+    while ((await store.getSession('busy')).lastSequence < 1026) {}
+    const quick = await spawnTerminal({
+      store,
+      registry: new ProcessRegistry(),
+      sessionId: 'quick',
+      command: 'echo',
+      args: ['quick'],
+      env: MARK,
+    })
+    expect((await quick.exited).exitCode).toBe(0)
+    expect((await parsed(store, 'quick'))[0].content).toBe('quick')
+    Atomics.store(new Int32Array(release), 0, 1)
+    Atomics.notify(new Int32Array(release), 0)
+    await done
+    await worker.terminate()
+  })
+
   test("stdin: 'pipe' takes write() of strings and bytes in order, end() sends EOF, and input is never stored", async () => {
     const ctx = await setup()
     const run = await terminal(ctx, {
@@ -470,7 +505,6 @@ describe('spawnTerminal', () => {
   })
 
   test("a worker's terminate() stops the runs it started", async () => {
-    const { Worker } = require('node:worker_threads')
     const worker = new Worker(path.join(__dirname, 'fixtures', 'run-worker.js'))
     const sleepPid = await new Promise((resolve, reject) => {
       worker.on('error', reject)

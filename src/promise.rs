@@ -19,7 +19,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -27,7 +27,9 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use crate::args::Callback;
 use crate::error::{coded, Failure, Result};
 use crate::store::JsMessage;
+use eren_machines_core::runner::RunSink;
 use eren_machines_core::store as core;
+use tokio::sync::Semaphore;
 
 /// Items settled per turn of the event loop.
 const SLICE: usize = 32;
@@ -73,6 +75,9 @@ pub struct Channel {
   next_slice: RefCell<Option<FunctionRef<(), ()>>>,
   /// Runs started from this context, stopped when it goes away.
   runs: RefCell<Vec<OwnedRun>>,
+  /// The backlogs of runs' callbacks: closed with the context, so that no
+  /// run waits for a callback that will never be called again.
+  backlogs: RefCell<Vec<Weak<Semaphore>>>,
 }
 
 /// A message callback, and the sequence its replay runs to while it holds
@@ -94,6 +99,11 @@ pub struct OwnedRun {
 impl Drop for Channel {
   fn drop(&mut self) {
     self.shared.closed.store(true, Ordering::Release);
+    for backlog in self.backlogs.take() {
+      if let Some(backlog) = backlog.upgrade() {
+        backlog.close();
+      }
+    }
     for run in self.runs.take() {
       run
         .registry
@@ -143,6 +153,7 @@ impl Channel {
       next_id: Cell::new(0),
       next_slice: RefCell::new(Some(next_slice)),
       runs: RefCell::default(),
+      backlogs: RefCell::default(),
     };
     env.set_instance_data(channel, (), |_| {})?;
     env
@@ -273,7 +284,34 @@ where
 pub fn message_sink(
   env: &Env,
   cb: &Callback<JsMessage>,
-  flow: Flow,
+) -> napi::Result<(core::MessageSink, SinkId)> {
+  sink(env, cb, None)
+}
+
+/// A run's `onMessage`: like [`message_sink`], and the run waits while the
+/// callback is [`BACKLOG`] messages behind. It then stops reading the
+/// child, whose pipe fills and slows it, so memory never grows with the
+/// output; the wait is a task's on the runner's reactor, so it holds up
+/// that run alone.
+pub fn run_sink(env: &Env, cb: &Callback<JsMessage>) -> napi::Result<RunSink> {
+  let backlog = Arc::new(Semaphore::new(BACKLOG));
+  let channel = Channel::of(env)?;
+  {
+    let mut backlogs = channel.backlogs.borrow_mut();
+    backlogs.retain(|backlog| backlog.strong_count() > 0);
+    backlogs.push(Arc::downgrade(&backlog));
+  }
+  let (deliver, _) = sink(env, cb, Some(backlog.clone()))?;
+  Ok(RunSink {
+    deliver,
+    backlog: Some(backlog),
+  })
+}
+
+fn sink(
+  env: &Env,
+  cb: &Callback<JsMessage>,
+  backlog: Option<Arc<Semaphore>>,
 ) -> napi::Result<(core::MessageSink, SinkId)> {
   let channel = Channel::of(env)?;
   let id = channel.next_id();
@@ -287,10 +325,7 @@ pub fn message_sink(
   let sink = Sink {
     id,
     shared: channel.shared.clone(),
-    backlog: match flow {
-      Flow::Free => None,
-      Flow::Backpressure => Some(Arc::default()),
-    },
+    backlog,
   };
   Ok((Box::new(move |message| sink.deliver(message)), SinkId(id)))
 }
@@ -320,32 +355,15 @@ pub fn hold_replay(env: &Env, id: SinkId, until: i64) -> napi::Result<()> {
   Ok(())
 }
 
-/// Whether the thread that hands messages over may be made to wait.
-#[derive(Clone, Copy)]
-pub enum Flow {
-  /// Never wait: a subscription is fed by the store's own threads.
-  Free,
-  /// Wait while the callback is [`BACKLOG`] messages behind: a run's
-  /// supervisor then stops reading the child, whose pipe fills and slows it,
-  /// so memory never grows with the output.
-  Backpressure,
-}
-
-/// Messages a backpressured callback may fall behind by.
+/// Messages a run's callback may fall behind by.
 const BACKLOG: usize = 1024;
-
-/// How far a callback is behind, and where the waiting thread sleeps.
-#[derive(Default)]
-struct Backlog {
-  behind: Mutex<usize>,
-  caught_up: std::sync::Condvar,
-}
 
 /// A store thread's handle on one JS callback.
 struct Sink {
   id: u64,
   shared: Arc<Shared>,
-  backlog: Option<Arc<Backlog>>,
+  /// A run's backlog: a permit comes back as each message is taken.
+  backlog: Option<Arc<Semaphore>>,
 }
 
 impl Sink {
@@ -353,23 +371,9 @@ impl Sink {
     let id = self.id;
     let message = JsMessage::from(message.clone());
     let backlog = self.backlog.clone();
-    if let Some(backlog) = &backlog {
-      let mut behind = backlog.behind.lock().unwrap_or_else(|p| p.into_inner());
-      while *behind >= BACKLOG && !self.shared.closed.load(Ordering::Acquire) {
-        // Timed, so a context torn down while we wait is noticed.
-        behind = backlog
-          .caught_up
-          .wait_timeout(behind, std::time::Duration::from_millis(100))
-          .unwrap_or_else(|p| p.into_inner())
-          .0;
-      }
-      *behind += 1;
-    }
     self.shared.push(Box::new(move |env, channel| {
       if let Some(backlog) = backlog {
-        let mut behind = backlog.behind.lock().unwrap_or_else(|p| p.into_inner());
-        *behind = behind.saturating_sub(1);
-        backlog.caught_up.notify_one();
+        backlog.add_permits(1);
       }
       let sequence = message.sequence_number;
       let (callback, replayed) = {

@@ -7,7 +7,7 @@ use napi_derive::napi;
 
 use crate::args::{Bytes, Callback, Options, SessionId, StringMap, Text};
 use crate::error::{coded, Failure, Result};
-use crate::promise::{message_sink, own_run, promise, Flow, OwnedRun};
+use crate::promise::{own_run, promise, run_sink, OwnedRun};
 use crate::registry::RegistryArg;
 use crate::store::{JsMessage, StoreArg};
 use crate::tool_permission::tool_sink;
@@ -43,7 +43,7 @@ struct Common {
   env: Vec<(String, String)>,
   clear_env: bool,
   kill_grace: Duration,
-  on_message: Option<eren_machines_core::store::MessageSink>,
+  on_message: Option<runner::RunSink>,
 }
 
 fn common(js: &Env, opts: &Options) -> Result<Common> {
@@ -56,7 +56,7 @@ fn common(js: &Env, opts: &Options) -> Result<Common> {
   let kill_grace = opts.count("killGraceMs")?;
   let on_message: Option<Callback<JsMessage>> = opts.get("onMessage", "a function")?;
   let on_message = match on_message {
-    Some(cb) => Some(message_sink(js, &cb, Flow::Backpressure)?.0),
+    Some(cb) => Some(run_sink(js, &cb)?),
     None => None,
   };
   let mut env: Vec<(String, String)> = env.map(|map| map.0).unwrap_or_default();

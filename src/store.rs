@@ -6,7 +6,7 @@ use napi_derive::napi;
 
 use crate::args::{invalid_argument, Callback, OptionalSessionId, Options, SessionId, Text};
 use crate::error::{Failure, Result};
-use crate::promise::{forget_sink, hold_replay, message_sink, promise, Flow};
+use crate::promise::{forget_sink, hold_replay, message_sink, promise};
 use eren_machines_core::store::{self as core, SessionReader, SessionWriter};
 
 /// A stored message. `sequenceNumber` is the order within its session.
@@ -229,7 +229,7 @@ impl SessionStore {
     opts: Options,
   ) -> Result<Function<'env, (), ()>> {
     let after = opts.count("afterSequence")?;
-    let (sink, sink_id) = message_sink(env, &cb, Flow::Free)?;
+    let (sink, sink_id) = message_sink(env, &cb)?;
     let subscription = self.core.subscribe(&session_id.0, after, sink)?;
     // Stored messages still to replay keep the process alive; a live-only
     // wait never does.

@@ -109,6 +109,27 @@ impl Program {
   }
 }
 
+/// Where a run hands each message it stored, in order, once committed.
+pub struct RunSink {
+  pub deliver: MessageSink,
+  /// Room for messages handed over that a slow consumer has not taken yet,
+  /// one permit each; the consumer gives a permit back for each it takes.
+  /// With none left the run waits, and reads nothing meanwhile, so the
+  /// child's pipe fills and slows it and memory never grows with the
+  /// output. Closing it (the consumer is gone) ends the waiting for good.
+  pub backlog: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl From<MessageSink> for RunSink {
+  /// A consumer that takes each message as it comes.
+  fn from(deliver: MessageSink) -> Self {
+    RunSink {
+      deliver,
+      backlog: None,
+    }
+  }
+}
+
 /// A started run.
 pub struct Run {
   pub session_id: String,
@@ -317,7 +338,7 @@ pub fn spawn_terminal(
   session_id: &str,
   mut program: Program,
   kill_grace: Duration,
-  on_message: Option<MessageSink>,
+  on_message: Option<RunSink>,
 ) -> Pending<Run> {
   let handler = TerminalOutput::for_program(&mut program);
   start(
@@ -334,7 +355,7 @@ pub fn start(
   program: Program,
   kill_grace: Duration,
   handler: Box<dyn OutputHandler>,
-  on_message: Option<MessageSink>,
+  on_message: Option<RunSink>,
 ) -> Pending<Run> {
   if let Err(e) = validate_session_id(session_id) {
     return Pending::ready(Err(e));
@@ -417,7 +438,7 @@ struct Supervisor {
   registry: Arc<ProcessRegistry>,
   session_id: String,
   handler: Box<dyn OutputHandler>,
-  on_message: Option<MessageSink>,
+  on_message: Option<RunSink>,
   /// Bytes for the stdin writer task, each with who waits for it; dropped
   /// to close stdin.
   stdin: Option<StdinSender>,
@@ -791,7 +812,13 @@ impl Supervisor {
     }
     if let Some(sink) = self.on_message.as_mut() {
       for message in &stored {
-        sink(message);
+        if let Some(backlog) = &sink.backlog {
+          // Waits on the reactor, holding up this run alone.
+          if let Ok(permit) = backlog.acquire().await {
+            permit.forget();
+          }
+        }
+        (sink.deliver)(message);
       }
     }
   }

@@ -47,7 +47,7 @@ fn output_lines_then_the_exit_are_stored_and_the_registration_released() {
     "t",
     sh("echo out; echo err >&2; printf 'no newline'; exit 3"),
     DEFAULT_KILL_GRACE,
-    Some(sink),
+    Some(sink.into()),
   )
   .wait()
   .unwrap();
@@ -165,7 +165,7 @@ fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() {
     "t",
     program,
     Duration::from_millis(300),
-    Some(sink),
+    Some(sink.into()),
   )
   .wait()
   .unwrap();
@@ -191,7 +191,7 @@ fn ticking(store: &SessionStore, registry: &Arc<ProcessRegistry>, id: &str) -> R
     id,
     sh("echo ready; while :; do echo tick; sleep 0.02; done"),
     Duration::from_millis(500),
-    Some(sink),
+    Some(sink.into()),
   )
   .wait()
   .unwrap();
@@ -242,6 +242,38 @@ fn a_run_cannot_start_on_a_store_that_is_closed() {
     .unwrap();
   assert_eq!(err.code(), "STORE_CLOSED");
   assert!(registry.is_empty());
+}
+
+#[test]
+fn a_run_waiting_for_room_in_its_backlog_holds_up_no_other_run() {
+  let (store, registry) = setup("slow");
+  store.create_session(Some("quick")).wait().unwrap();
+  // Room for one message, never given back until the consumer goes away.
+  let backlog = Arc::new(tokio::sync::Semaphore::new(1));
+  let delivered = Arc::new(Mutex::new(0));
+  let counted = delivered.clone();
+  let sink = RunSink {
+    deliver: Box::new(move |_| *counted.lock().unwrap() += 1),
+    backlog: Some(backlog.clone()),
+  };
+  let slow = spawn_terminal(
+    &store,
+    &registry,
+    "slow",
+    sh("seq 5000"),
+    DEFAULT_KILL_GRACE,
+    Some(sink),
+  )
+  .wait()
+  .unwrap();
+  let quick = run(&store, &registry, "quick", sh("echo quick"));
+  assert_eq!(quick.exited.wait().unwrap().exit_code, Some(0));
+  assert_eq!(contents(&store, "quick")[0]["content"], "quick");
+  assert!(*delivered.lock().unwrap() <= 1);
+  backlog.close();
+  assert_eq!(slow.exited.wait().unwrap().exit_code, Some(0));
+  // Everything was stored all the same, the exit included.
+  assert_eq!(contents(&store, "slow").len(), 5001);
 }
 
 #[test]
@@ -441,7 +473,7 @@ fn watched(
     id,
     program,
     DEFAULT_KILL_GRACE,
-    Some(screen.sink()),
+    Some(screen.sink().into()),
   )
   .wait()
   .unwrap();
