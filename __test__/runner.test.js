@@ -24,6 +24,21 @@ async function setup(sessionId = 's') {
 
 const parsed = async (store, id) => (await store.messages(id)).map((m) => JSON.parse(m.content))
 
+/** Runs a host process (carrying MARK) and resolves with the JSON it prints. */
+function reportOf(argv, cwd) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), {
+      cwd,
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, ...MARK },
+    })
+    let out = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.on('error', reject)
+    child.on('close', () => resolve(JSON.parse(out)))
+  })
+}
+
 /** An onMessage callback and a promise for the first message matching `test`. */
 function watchFor(test) {
   const seen = []
@@ -278,17 +293,7 @@ describe('spawnTerminal', () => {
     const limited = ['prlimit', '--nproc=60', ...host]
     const asNobody = ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', '--', ...limited]
     const argv = process.getuid() === 0 ? asNobody : limited
-    const report = await new Promise((resolve, reject) => {
-      const child = spawn(argv[0], argv.slice(1), {
-        cwd: dir,
-        stdio: ['ignore', 'pipe', 'inherit'],
-        env: { ...process.env, ...MARK },
-      })
-      let out = ''
-      child.stdout.on('data', (d) => (out += d))
-      child.on('error', reject)
-      child.on('close', () => resolve(JSON.parse(out)))
-    })
+    const report = await reportOf(argv, dir)
     const whole = { result: { exitCode: 0, signal: null, stopped: false }, lines: ['one', 'two'] }
     const refused = { code: 'SPAWN_FAILED', stored: 0 }
     for (const outcome of report.outcomes) expect([whole, refused]).toContainEqual(outcome)
@@ -300,16 +305,7 @@ describe('spawnTerminal', () => {
   })
 
   test('runs share the runner threads: 300 at once, over pipes, stdin pipes and terminals, add no thread to the host', async () => {
-    const report = await new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'many-runs-host.js'), '300'], {
-        stdio: ['ignore', 'pipe', 'inherit'],
-        env: { ...process.env, ...MARK },
-      })
-      let out = ''
-      child.stdout.on('data', (d) => (out += d))
-      child.on('error', reject)
-      child.on('close', () => resolve(JSON.parse(out)))
-    })
+    const report = await reportOf([process.execPath, path.join(__dirname, 'fixtures', 'many-runs-host.js'), '300'])
     expect(report.many).toBe(report.one)
     // The store's writer and reader, the spawner, the reactor, and napi's
     // runtime: a handful, whatever the number of runs.
