@@ -39,6 +39,18 @@ function reportOf(argv, cwd) {
   })
 }
 
+/** Checks a starved host's report: each run whole or SPAWN_FAILED with nothing stored, both seen. */
+function expectWholeOrRefused(report) {
+  const whole = { result: { exitCode: 0, signal: null, stopped: false }, lines: ['one', 'two'] }
+  const refused = { code: 'SPAWN_FAILED', stored: 0 }
+  for (const outcome of report.outcomes) expect([whole, refused]).toContainEqual(outcome)
+  // The limit did bite, and runs still went through.
+  expect(report.outcomes).toContainEqual(refused)
+  expect(report.outcomes).toContainEqual(whole)
+  expect(report.zombies).toEqual([])
+  expect(report.registered).toBe(0)
+}
+
 /** An onMessage callback and a promise for the first message matching `test`. */
 function watchFor(test) {
   const seen = []
@@ -294,14 +306,20 @@ describe('spawnTerminal', () => {
     const asNobody = ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', '--', ...limited]
     const argv = process.getuid() === 0 ? asNobody : limited
     const report = await reportOf(argv, dir)
-    const whole = { result: { exitCode: 0, signal: null, stopped: false }, lines: ['one', 'two'] }
-    const refused = { code: 'SPAWN_FAILED', stored: 0 }
-    for (const outcome of report.outcomes) expect([whole, refused]).toContainEqual(outcome)
-    // The limit did bite, and runs still went through.
-    expect(report.outcomes).toContainEqual(refused)
-    expect(report.outcomes).toContainEqual(whole)
-    expect(report.zombies).toEqual([])
-    expect(report.registered).toBe(0)
+    expectWholeOrRefused(report)
+  })
+
+  test('under a low descriptor limit every run either finishes whole or rejects with SPAWN_FAILED, and leaves no zombie', async () => {
+    // A run holds its output pipes and a pidfd while it lives, and a few
+    // more descriptors while it starts: 40 overlapping runs need more than
+    // the limit leaves once Node has its own.
+    const host = [
+      process.execPath,
+      path.join(__dirname, 'fixtures', 'starved-host.js'),
+      path.join(__dirname, '..'),
+      '40',
+    ]
+    expectWholeOrRefused(await reportOf(['prlimit', '--nofile=80', ...host]))
   })
 
   test('runs share the runner threads: 300 at once, over pipes, stdin pipes and terminals, add no thread to the host', async () => {
