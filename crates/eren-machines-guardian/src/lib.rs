@@ -21,8 +21,10 @@
 //! Descendants are found by walking `/proc` from the guardian's pid (the
 //! kernel's `children` files are not built everywhere).
 //!
-//! The host hears on descriptor 3 either `P<pid>` (the program runs) or
-//! `E<errno> <message>` (it could not be started), and then end of file.
+//! The host hears on descriptor 3, or on stdin with `--report-stdin`, either
+//! `P<pid>` (the program runs) or `E<errno> <message>` (it could not be
+//! started), and then end of file. With `--stdin-pipe` the report comes with
+//! the write end of the program's stdin pipe attached.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -66,6 +68,12 @@ pub struct Orders {
   /// guardian without running code between fork and exec, which lets std
   /// use `posix_spawn` (no copy of the host's page tables).
   pub report_on_stdin: bool,
+  /// With the report on stdin, which must then be a Unix socket: the
+  /// guardian makes a pipe for the program's stdin and hands its write end
+  /// to the host with the report (`SCM_RIGHTS`), so that a program that
+  /// reads input is started without the host running code between fork and
+  /// exec either.
+  pub stdin_pipe: bool,
   pub command: OsString,
   pub args: Vec<OsString>,
 }
@@ -85,6 +93,9 @@ impl Orders {
     if self.report_on_stdin {
       args.push("--report-stdin".into());
     }
+    if self.stdin_pipe {
+      args.push("--stdin-pipe".into());
+    }
     args.extend(["--".into(), self.command.clone()]);
     args.extend(self.args.iter().cloned());
     args
@@ -97,6 +108,7 @@ impl Orders {
     let mut grace = None;
     let mut pty = false;
     let mut report_on_stdin = false;
+    let mut stdin_pipe = false;
     loop {
       let flag = args.next()?;
       match flag.to_str()? {
@@ -111,6 +123,7 @@ impl Orders {
         }
         "--pty" => pty = true,
         "--report-stdin" => report_on_stdin = true,
+        "--stdin-pipe" => stdin_pipe = true,
         "--" => break,
         _ => return None,
       }
@@ -120,6 +133,7 @@ impl Orders {
       grace: grace?,
       pty,
       report_on_stdin,
+      stdin_pipe,
       command: args.next()?,
       args: args.collect(),
     })
@@ -130,7 +144,7 @@ impl Orders {
 pub fn main() -> ! {
   let Some(orders) = Orders::parse(std::env::args_os().skip(1)) else {
     eprintln!(
-      "usage: {EXECUTABLE} --host PID --grace-ms N [--pty] [--report-stdin] -- COMMAND [ARGS...]"
+      "usage: {EXECUTABLE} --host PID --grace-ms N [--pty] [--report-stdin [--stdin-pipe]] -- COMMAND [ARGS...]"
     );
     std::process::exit(GUARDIAN_FAILED);
   };
@@ -170,6 +184,28 @@ fn watched_signals() -> SigSet {
   set
 }
 
+/// Writes `said` to the report socket with `passed` attached; the guardian's
+/// copy of `passed` is closed once it is sent.
+fn send_with_descriptor(report: &std::fs::File, said: &[u8], passed: OwnedFd) -> nix::Result<()> {
+  use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+  use std::os::fd::AsRawFd;
+  let fds = [passed.as_raw_fd()];
+  let mut left = said;
+  let mut attached: &[ControlMessage] = &[ControlMessage::ScmRights(&fds)];
+  while !left.is_empty() {
+    let sent = sendmsg::<UnixAddr>(
+      report.as_raw_fd(),
+      &[std::io::IoSlice::new(left)],
+      attached,
+      MsgFlags::empty(),
+      None,
+    )?;
+    left = &left[sent..];
+    attached = &[];
+  }
+  Ok(())
+}
+
 fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
   // Blocked before anything can arrive; std's spawn unblocks them for the
   // program.
@@ -186,20 +222,28 @@ fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
     let _ = report.write_all(b"E0 the host exited during the spawn");
     std::process::exit(GUARDIAN_FAILED);
   }
+  // The host's end of the program's stdin pipe, once made.
+  let mut host_stdin: Option<OwnedFd> = None;
   let program = {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(&orders.command);
     command.args(&orders.args);
     if orders.report_on_stdin {
-      command.stdin(match orders.pty {
+      command.stdin(match (orders.pty, orders.stdin_pipe) {
         // A close-on-exec copy: the program gets it as its stdin only.
-        true => std::process::Stdio::from(
+        (true, _) => std::process::Stdio::from(
           std::io::stdout()
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?,
         ),
-        false => std::process::Stdio::null(),
+        (false, true) => {
+          let (program_end, host_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+          host_stdin = Some(host_end);
+          // Closed here with the command once the program has its copy.
+          std::process::Stdio::from(program_end)
+        }
+        (false, false) => std::process::Stdio::null(),
       });
     }
     // The terminal's path, found before the fork (it allocates).
@@ -233,7 +277,13 @@ fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
       std::process::exit(GUARDIAN_FAILED);
     }
   };
-  let _ = report.write_all(format!("P{program}").as_bytes());
+  let said = format!("P{program}");
+  match host_stdin.take() {
+    // Only the host holds the write end from here, so the program sees EOF
+    // when the host closes it.
+    Some(host_end) => drop(send_with_descriptor(&report, said.as_bytes(), host_end)),
+    None => drop(report.write_all(said.as_bytes())),
+  }
   drop(report);
   // The pipes are the program's: the host must see them close (and get
   // EPIPE on stdin) when the program's side closes, not when the guardian
@@ -497,6 +547,7 @@ mod tests {
       grace: Duration::from_millis(1500),
       pty: true,
       report_on_stdin: true,
+      stdin_pipe: true,
       command: "sh".into(),
       args: vec!["-c".into(), "--host 7".into(), "--".into()],
     };
@@ -504,6 +555,7 @@ mod tests {
     let plain = Orders {
       pty: false,
       report_on_stdin: false,
+      stdin_pipe: false,
       ..orders
     };
     assert_eq!(Orders::parse(plain.to_args()), Some(plain));

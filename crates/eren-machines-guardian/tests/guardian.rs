@@ -1,7 +1,7 @@
 //! The guardian executable, started as a host starts it.
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
@@ -18,6 +18,7 @@ fn guard(script: &str) -> (Child, u32, BufReader<std::process::ChildStdout>) {
     grace: Duration::from_millis(200),
     pty: false,
     report_on_stdin: false,
+    stdin_pipe: false,
     command: "sh".into(),
     args: vec!["-c".into(), script.into()],
   };
@@ -129,6 +130,7 @@ fn a_program_that_cannot_start_is_reported_with_its_errno() {
     grace: Duration::from_millis(100),
     pty: false,
     report_on_stdin: false,
+    stdin_pipe: false,
     command: "/nonexistent/program".into(),
     args: vec![],
   };
@@ -156,6 +158,7 @@ fn the_report_can_come_on_stdin_so_the_host_runs_nothing_between_fork_and_exec()
     grace: Duration::from_millis(100),
     pty: false,
     report_on_stdin: true,
+    stdin_pipe: false,
     command: "sh".into(),
     // The program's stdin is /dev/null, not the report.
     args: vec!["-c".into(), "echo $$; cat; echo done".into()],
@@ -177,6 +180,78 @@ fn the_report_can_come_on_stdin_so_the_host_runs_nothing_between_fork_and_exec()
   let mut rest = String::new();
   stdout.read_to_string(&mut rest).unwrap();
   assert_eq!(rest, "done\n");
+  assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn with_a_stdin_pipe_the_host_gets_its_write_end_with_the_report_and_alone_holds_it() {
+  use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+  use std::os::fd::OwnedFd;
+  let orders = Orders {
+    host: std::process::id() as i32,
+    grace: Duration::from_millis(100),
+    pty: false,
+    report_on_stdin: true,
+    stdin_pipe: true,
+    command: "sh".into(),
+    args: vec![
+      "-c".into(),
+      "read line; echo \"got $line\"; cat; echo done".into(),
+    ],
+  };
+  let (report, writer) = std::os::unix::net::UnixStream::pair().unwrap();
+  let mut child = Command::new(env!("CARGO_BIN_EXE_eren-machines-guardian"))
+    .args(orders.to_args())
+    .stdin(Stdio::from(OwnedFd::from(writer)))
+    .stdout(Stdio::piped())
+    .env("EREN_TEST_CHILD", "1")
+    .process_group(0)
+    .spawn()
+    .unwrap();
+  let mut said = Vec::new();
+  let mut passed = Vec::new();
+  loop {
+    let mut buffer = [0u8; 64];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buffer)];
+    let message = recvmsg::<UnixAddr>(
+      report.as_raw_fd(),
+      &mut iov,
+      Some(&mut space),
+      MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .unwrap();
+    for control in message.cmsgs().unwrap() {
+      if let ControlMessageOwned::ScmRights(fds) = control {
+        // SAFETY: each descriptor received is new and ours alone.
+        passed.extend(
+          fds
+            .into_iter()
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+        );
+      }
+    }
+    let read = message.bytes;
+    if read == 0 {
+      break;
+    }
+    said.extend_from_slice(&buffer[..read]);
+  }
+  let said = String::from_utf8(said).unwrap();
+  assert!(said.starts_with('P'), "{said}");
+  assert_eq!(passed.len(), 1);
+  let mut stdin = std::fs::File::from(passed.pop().unwrap());
+  stdin.write_all(b"hello\nmore\n").unwrap();
+  // The program's `cat` ends only if no one but this test held the pipe.
+  drop(stdin);
+  let mut out = String::new();
+  child
+    .stdout
+    .take()
+    .unwrap()
+    .read_to_string(&mut out)
+    .unwrap();
+  assert_eq!(out, "got hello\nmore\ndone\n");
   assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 

@@ -552,9 +552,10 @@ impl Supervisor {
       mut child,
       handle,
       pty,
+      stdin,
     } = spawned.map_err(|e| abandon(self, process::describe_spawn_error(program, &e)))?;
     let watched = reactor::Exit::watch(handle.waited_pid())
-      .and_then(|exit| Ok((exit, self.connect(&mut child, pty)?)));
+      .and_then(|exit| Ok((exit, self.connect(&mut child, pty, stdin)?)));
     let (exit, (output, stdin)) = match watched {
       Ok(watched) => watched,
       Err(e) => {
@@ -612,6 +613,7 @@ impl Supervisor {
     &mut self,
     child: &mut Child,
     pty: Option<OwnedFd>,
+    stdin: Option<OwnedFd>,
   ) -> std::io::Result<(Output, Option<Arc<Nonblocking>>)> {
     if let Some(master) = pty {
       let master = Arc::new(Nonblocking::new(master)?);
@@ -621,7 +623,7 @@ impl Supervisor {
     let register = |fd: Option<OwnedFd>| fd.map(Nonblocking::new).transpose();
     let stdout = register(child.stdout.take().map(OwnedFd::from))?;
     let stderr = register(child.stderr.take().map(OwnedFd::from))?;
-    let stdin = register(child.stdin.take().map(OwnedFd::from))?;
+    let stdin = register(child.stdin.take().map(OwnedFd::from).or(stdin))?;
     Ok((Output::Pipes(stdout, stderr), stdin.map(Arc::new)))
   }
 

@@ -1,6 +1,6 @@
 //! A descriptor that the reactor reads and writes without blocking: a
 //! run's pipes, its pseudo-terminal's controlling side, and the guardian's
-//! report. A run that waits for its child costs a registration in the
+//! report socket. A run that waits for its child costs a registration in the
 //! reactor's epoll set, not a thread.
 
 use std::cell::RefCell;
@@ -69,18 +69,45 @@ impl Nonblocking {
     Ok(())
   }
 
-  /// Reads everything until the writers are gone.
-  pub async fn read_to_end(&self) -> io::Result<Vec<u8>> {
-    let mut all = Vec::new();
+  /// Reads a Unix socket until the other side is gone: what was said, and
+  /// the descriptors passed with it (`SCM_RIGHTS`), close-on-exec.
+  pub async fn receive_to_end(&self) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+    let mut said = Vec::new();
+    let mut passed = Vec::new();
     loop {
-      let read = self
-        .read_with(|bytes| {
-          all.extend_from_slice(bytes);
-          bytes.len()
-        })
-        .await?;
-      if read == 0 {
-        return Ok(all);
+      let mut guard = self.0.readable().await?;
+      let received = guard.try_io(|fd| {
+        let mut buffer = [0u8; 256];
+        let mut space = nix::cmsg_space!([RawFd; 4]);
+        let mut parts = [io::IoSliceMut::new(&mut buffer)];
+        let message = recvmsg::<UnixAddr>(
+          fd.get_ref().as_raw_fd(),
+          &mut parts,
+          Some(&mut space),
+          MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        for control in message.cmsgs()? {
+          if let ControlMessageOwned::ScmRights(fds) = control {
+            // SAFETY: each descriptor received is new and ours alone.
+            passed.extend(
+              fds
+                .into_iter()
+                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+          }
+        }
+        let read = message.bytes;
+        said.extend_from_slice(&buffer[..read]);
+        Ok(read)
+      });
+      match received {
+        Ok(Ok(0)) => return Ok((said, passed)),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_would_block) => {}
       }
     }
   }

@@ -6,10 +6,12 @@
 //! That signal fires when the *thread* that forked the child exits, so every
 //! child is started by one spawner thread that lives as long as the host.
 //!
-//! A run without a stdin pipe hands the guardian its report pipe as stdin, so
-//! nothing runs between fork and exec and std starts the guardian with
-//! `posix_spawn` (vfork): the host's page tables are not copied per run,
-//! which is what made a thousand runs at once take half a minute.
+//! Every run hands the guardian its report socket as stdin, and the guardian
+//! makes the program's stdin pipe itself when it takes one and passes its
+//! write end back with the report, so nothing runs between fork and exec
+//! and std starts the guardian with `posix_spawn` (vfork): the host's page
+//! tables are not copied per run, which is what made a thousand runs at once
+//! take half a minute.
 
 use std::ffi::OsStr;
 use std::io;
@@ -68,6 +70,9 @@ pub struct Spawned {
   pub handle: Handle,
   /// The pseudo-terminal's controlling side, for a run in one.
   pub pty: Option<OwnedFd>,
+  /// The write end of the program's stdin pipe, when the guardian made it
+  /// (otherwise it is the child's).
+  pub stdin: Option<OwnedFd>,
 }
 
 /// How to reach a run's processes: through its guardian, which forwards
@@ -284,72 +289,66 @@ async fn spawn_guarded(
   guardian: &Path,
   terminal: Option<Terminal>,
 ) -> io::Result<Spawned> {
-  use std::os::fd::AsRawFd;
-  use std::os::unix::process::CommandExt;
-  // Unless the program reads a stdin pipe, the report goes on the
-  // guardian's stdin (a terminal's program gets the terminal from the
-  // guardian's stdout); then no code runs between fork and exec, and std
-  // spawns with posix_spawn (vfork), without copying the host's page tables
-  // for each run.
-  let report_on_stdin = !program.stdin;
+  use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+  // The report comes on the guardian's stdin, a Unix socket, with the write
+  // end of the program's stdin pipe when it takes one (a terminal's program
+  // gets the terminal from the guardian's stdout). No code runs between
+  // fork and exec, so std spawns with posix_spawn (vfork), without copying
+  // the host's page tables for each run.
   let orders = eren_machines_guardian::Orders {
     host: std::process::id() as i32,
     grace,
     pty: terminal.is_some(),
-    report_on_stdin,
+    report_on_stdin: true,
+    stdin_pipe: program.stdin && terminal.is_none(),
     command: program.command.clone().into(),
     args: program.args.iter().map(Into::into).collect(),
   };
   let mut command = base_command(guardian.as_os_str(), program, terminal.as_ref(), false)?;
   command.args(orders.to_args());
-  let (report, report_writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-  let spawned = if report_on_stdin {
-    // The command owns the write end from here: it is closed when the
-    // spawner drops the command, so the report ends when the guardian's copy
-    // does.
-    command.stdin(Stdio::from(report_writer));
-    spawn_on_spawner_thread(command).await
-  } else {
-    let writer = report_writer.as_raw_fd();
-    // SAFETY: between fork and exec the closure makes only
-    // async-signal-safe calls (dup2, fcntl) on a descriptor that stays open
-    // until the spawn returns.
-    unsafe {
-      command.pre_exec(move || {
-        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-        let writer = std::os::fd::BorrowedFd::borrow_raw(writer);
-        let target = eren_machines_guardian::REPORT_FD;
-        if writer.as_raw_fd() == target {
-          fcntl(writer, FcntlArg::F_SETFD(FdFlag::empty()))?;
-        } else {
-          // The guardian owns the copy; this process is about to exec.
-          std::mem::forget(nix::unistd::dup2_raw(writer, target)?);
-        }
-        Ok(())
-      });
-    }
-    let spawned = spawn_on_spawner_thread(command).await;
-    drop(report_writer);
-    spawned
-  };
-  let mut child = spawned?;
+  let (report, report_writer) = socketpair(
+    AddressFamily::Unix,
+    SockType::Stream,
+    None,
+    SockFlag::SOCK_CLOEXEC,
+  )?;
+  // The command owns the guardian's end from here: it is closed when the
+  // spawner drops the command, so the report ends when the guardian's copy
+  // does.
+  command.stdin(Stdio::from(report_writer));
+  let mut child = spawn_on_spawner_thread(command).await?;
   // Read on the reactor: the guardian answers once the program is started
   // (or has failed to), and a thousand runs starting at once wait together.
   let heard = match Nonblocking::new(report) {
-    Ok(report) => report.read_to_end().await,
+    Ok(report) => report.receive_to_end().await,
     Err(e) => Err(e),
   };
-  let said = String::from_utf8_lossy(heard.as_deref().unwrap_or_default()).into_owned();
-  let failure = match said.strip_prefix('P').map(str::parse::<u32>) {
-    Some(Ok(pid)) if heard.is_ok() => {
-      let guardian = Some(child.id());
-      return Ok(Spawned {
-        child,
-        handle: Handle { pid, guardian },
-        pty: terminal.map(|t| t.master),
-      });
+  let (said, mut passed) = match heard {
+    Ok((said, passed)) => (String::from_utf8_lossy(&said).into_owned(), passed),
+    Err(_) => (String::new(), Vec::new()),
+  };
+  let started = said
+    .strip_prefix('P')
+    .and_then(|pid| pid.parse::<u32>().ok());
+  let failure = match started {
+    Some(pid) => {
+      let handle = Handle {
+        pid,
+        guardian: Some(child.id()),
+      };
+      if passed.len() == usize::from(orders.stdin_pipe) {
+        return Ok(Spawned {
+          child,
+          handle,
+          pty: terminal.map(|t| t.master),
+          stdin: passed.pop(),
+        });
+      }
+      // Started, but without the stdin it was asked for: it is ended.
+      handle.kill();
+      io::Error::other("the guardian did not hand over the program's stdin")
     }
-    _ => match said.strip_prefix('E').and_then(|s| s.split_once(' ')) {
+    None => match said.strip_prefix('E').and_then(|s| s.split_once(' ')) {
       Some((errno, message)) => match errno.parse::<i32>() {
         Ok(errno) if errno > 0 => io::Error::from_raw_os_error(errno),
         _ => io::Error::other(message.to_owned()),
@@ -417,6 +416,7 @@ async fn spawn_direct(program: &Program, terminal: Option<Terminal>) -> io::Resu
       guardian: None,
     },
     pty: terminal.map(|t| t.master),
+    stdin: None,
   })
 }
 
