@@ -645,7 +645,15 @@ impl Supervisor {
       while let Ok(input) = inputs.try_recv() {
         ops.extend(self.handler.input(input));
       }
-      let mut next = match events.try_recv() {
+      let mut received = events.try_recv();
+      if matches!(received, Err(mpsc::error::TryRecvError::Empty)) && in_flight.is_some() {
+        // The reader shares the reactor's thread: give it a turn before
+        // deciding that nothing more is coming, or the writer would wait for
+        // the next batch.
+        tokio::task::yield_now().await;
+        received = events.try_recv();
+      }
+      let mut next = match received {
         Ok(event) => Some(event),
         Err(_) if !ops.is_empty() => None,
         Err(mpsc::error::TryRecvError::Disconnected) => break,
