@@ -455,20 +455,30 @@ struct Supervisor {
 
 impl Supervisor {
   async fn run(mut self, program: Program, kill_grace: Duration, reply: Reply<Run>) {
+    let mut unfinished = Unfinished {
+      registry: self.registry.clone(),
+      store: self.store.clone(),
+      session_id: self.session_id.clone(),
+      registration: None,
+      started: Some(reply),
+      exited: None,
+    };
     let mut launched = match self.launch(&program, kill_grace).await {
       Ok(launched) => launched,
       Err(e) => {
-        let _ = reply.send(Err(e));
+        unfinished.start(Err(e));
         return;
       }
     };
+    unfinished.registration = Some((self.generation, launched.end_watch.clone()));
     self.handler.attach(launched.input.clone());
     // Stored (and written) before the caller hears of the run, so that a
     // status read right after the spawn already sees it.
     let started = self.handler.started();
     self.store_ops(started).await;
     let (result_reply, result) = reply_channel();
-    let _ = reply.send(Ok(Run {
+    unfinished.exited = Some(result_reply);
+    unfinished.start(Ok(Run {
       session_id: self.session_id.clone(),
       pid: launched.pid,
       exited: result,
@@ -505,7 +515,7 @@ impl Supervisor {
     self
       .registry
       .remove_generation(&self.session_id, launched.subscription.generation);
-    let _ = result_reply.send(Ok(result));
+    unfinished.finish(result);
   }
 
   /// Checks the session, registers it, spawns the program and starts the
@@ -854,6 +864,62 @@ impl Supervisor {
       line.push('\n');
       // The writer task is gone only if the child closed its stdin.
       let _ = stdin.send((line.into_bytes(), None));
+    }
+  }
+}
+
+/// What a run's task leaves to be done if it ends before the run does (a
+/// panic in a handler): the registration stopped, which ends the program,
+/// and released, and whoever waits told `INTERNAL`, rather than the session
+/// staying registered for good and the caller hearing of a closed store.
+struct Unfinished {
+  registry: Arc<ProcessRegistry>,
+  store: SessionStore,
+  session_id: String,
+  /// The generation registered and the watch on the session's end, once
+  /// launched.
+  registration: Option<(u64, EndWatchId)>,
+  started: Option<Reply<Run>>,
+  exited: Option<Reply<RunResult>>,
+}
+
+impl Unfinished {
+  fn start(&mut self, run: Result<Run>) {
+    if let Some(reply) = self.started.take() {
+      let _ = reply.send(run);
+    }
+  }
+
+  /// The run ended as it should: nothing is left to do but answer.
+  fn finish(mut self, result: RunResult) {
+    self.registration = None;
+    if let Some(reply) = self.exited.take() {
+      let _ = reply.send(Ok(result));
+    }
+  }
+}
+
+impl Drop for Unfinished {
+  fn drop(&mut self) {
+    let failed = || {
+      Error::Internal(format!(
+        "the run of session '{}' failed inside the runner",
+        self.session_id
+      ))
+    };
+    // Released before anyone hears, as at a run's normal end.
+    if let Some((generation, end_watch)) = self.registration.take() {
+      self.store.unwatch_end(&end_watch);
+      self.registry.stop_generation(&self.session_id, generation);
+      self
+        .registry
+        .remove_generation(&self.session_id, generation);
+    }
+    if let Some(reply) = self.started.take() {
+      let _ = reply.send(Err(failed()));
+    }
+    if let Some(reply) = self.exited.take() {
+      let _ = reply.send(Err(failed()));
     }
   }
 }

@@ -276,6 +276,54 @@ fn a_run_waiting_for_room_in_its_backlog_holds_up_no_other_run() {
   assert_eq!(contents(&store, "slow").len(), 5001);
 }
 
+/// A handler with a bug: it panics on the first line.
+struct PanicsOnOutput;
+
+impl OutputHandler for PanicsOnOutput {
+  fn line(&mut self, _: Stream, _: Line) -> Vec<Op> {
+    panic!("a handler bug")
+  }
+
+  fn finished(&mut self, _: &RunResult) -> Vec<Op> {
+    Vec::new()
+  }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_run_whose_handler_panics_is_stopped_released_and_answered_internal() {
+  use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+  use rustix::process::{pidfd_open, Pid, PidfdFlags};
+  use std::os::fd::AsFd;
+  let (store, registry) = setup("t");
+  let program = sh("echo hi; exec sleep 30");
+  let handler = Box::new(PanicsOnOutput);
+  let started = start(
+    &store,
+    &registry,
+    "t",
+    program,
+    DEFAULT_KILL_GRACE,
+    handler,
+    None,
+  )
+  .wait()
+  .unwrap();
+  let program = pidfd_open(
+    Pid::from_raw(started.pid as i32).unwrap(),
+    PidfdFlags::empty(),
+  );
+  assert_eq!(started.exited.wait().unwrap_err().code(), "INTERNAL");
+  assert!(registry.is_empty());
+  // The program is ended, not left running with nobody reading it.
+  if let Ok(program) = program {
+    let mut ended = [PollFd::new(program.as_fd(), PollFlags::POLLIN)];
+    assert_eq!(poll(&mut ended, PollTimeout::from(10_000u16)).unwrap(), 1);
+  }
+  let again = run(&store, &registry, "t", sh("echo again"));
+  assert_eq!(again.exited.wait().unwrap().exit_code, Some(0));
+}
+
 #[test]
 fn lines_written_apart_are_stored_in_the_order_written_across_stdout_and_stderr() {
   let (store, registry) = setup("t");
