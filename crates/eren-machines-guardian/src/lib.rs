@@ -21,15 +21,18 @@
 //! Descendants are found by walking `/proc` from the guardian's pid (the
 //! kernel's `children` files are not built everywhere).
 //!
-//! The host hears on descriptor 3, or on stdin with `--report-stdin`, either
-//! `P<pid>` (the program runs) or `E<errno> <message>` (it could not be
-//! started), and then end of file. With `--stdin-pipe` the report comes with
-//! the write end of the program's stdin pipe attached.
+//! The host hears on the guardian's stdin, a Unix socket, either `P<pid>`
+//! (the program runs) or `E<errno> <message>` (it could not be started), and
+//! then end of file. With `--stdin-pipe` the report comes with the write end
+//! of the program's stdin pipe attached. Nothing else needs a descriptor in
+//! a place of its own, so a host starts the guardian without running code
+//! between fork and exec, and std can use `posix_spawn` (no copy of the
+//! host's page tables).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -40,8 +43,6 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-/// The descriptor on which the guardian reports the start to the host.
-pub const REPORT_FD: RawFd = 3;
 /// The executable's name, found next to the host's own binary or addon.
 pub const EXECUTABLE: &str = "eren-machines-guardian";
 /// Exit code for a guardian that could not do its job at all.
@@ -59,20 +60,12 @@ pub struct Orders {
   /// Between SIGTERM and SIGKILL when the host dies.
   pub grace: Duration,
   /// The program runs in the pseudo-terminal that is the guardian's stdout
-  /// (and stderr, and stdin unless the report is there): a session leader
-  /// with it as the controlling terminal.
+  /// (and stderr, and stdin): a session leader with it as the controlling
+  /// terminal.
   pub pty: bool,
-  /// The report goes to the guardian's stdin (the write end of a pipe)
-  /// instead of descriptor [`REPORT_FD`], and the program's stdin is
-  /// `/dev/null`, or the terminal with `pty`. A host can then start the
-  /// guardian without running code between fork and exec, which lets std
-  /// use `posix_spawn` (no copy of the host's page tables).
-  pub report_on_stdin: bool,
-  /// With the report on stdin, which must then be a Unix socket: the
-  /// guardian makes a pipe for the program's stdin and hands its write end
-  /// to the host with the report (`SCM_RIGHTS`), so that a program that
-  /// reads input is started without the host running code between fork and
-  /// exec either.
+  /// The guardian makes a pipe for the program's stdin and hands its write
+  /// end to the host with the report (`SCM_RIGHTS`). Otherwise the
+  /// program's stdin is `/dev/null`, or the terminal with `pty`.
   pub stdin_pipe: bool,
   pub command: OsString,
   pub args: Vec<OsString>,
@@ -90,9 +83,6 @@ impl Orders {
     if self.pty {
       args.push("--pty".into());
     }
-    if self.report_on_stdin {
-      args.push("--report-stdin".into());
-    }
     if self.stdin_pipe {
       args.push("--stdin-pipe".into());
     }
@@ -107,7 +97,6 @@ impl Orders {
     let mut host = None;
     let mut grace = None;
     let mut pty = false;
-    let mut report_on_stdin = false;
     let mut stdin_pipe = false;
     loop {
       let flag = args.next()?;
@@ -122,7 +111,6 @@ impl Orders {
             .map(Duration::from_millis)
         }
         "--pty" => pty = true,
-        "--report-stdin" => report_on_stdin = true,
         "--stdin-pipe" => stdin_pipe = true,
         "--" => break,
         _ => return None,
@@ -132,7 +120,6 @@ impl Orders {
       host: host?,
       grace: grace?,
       pty,
-      report_on_stdin,
       stdin_pipe,
       command: args.next()?,
       args: args.collect(),
@@ -144,24 +131,20 @@ impl Orders {
 pub fn main() -> ! {
   let Some(orders) = Orders::parse(std::env::args_os().skip(1)) else {
     eprintln!(
-      "usage: {EXECUTABLE} --host PID --grace-ms N [--pty] [--report-stdin [--stdin-pipe]] -- COMMAND [ARGS...]"
+      "usage: {EXECUTABLE} --host PID --grace-ms N [--pty] [--stdin-pipe] -- COMMAND [ARGS...]"
     );
     std::process::exit(GUARDIAN_FAILED);
   };
-  let report_fd = if orders.report_on_stdin { 0 } else { REPORT_FD };
-  // SAFETY: only checks that the host opened the report's descriptor; once
-  // it is known to be open, nothing else in this process owns it.
-  let opened = unsafe {
-    nix::fcntl::fcntl(
-      std::os::fd::BorrowedFd::borrow_raw(report_fd),
-      nix::fcntl::FcntlArg::F_GETFD,
-    )
-  };
-  if opened.is_err() {
-    eprintln!("{EXECUTABLE}: descriptor {report_fd} must be open for the report");
+  use nix::sys::stat::{fstat, SFlag};
+  let is_socket = fstat(std::io::stdin().as_fd())
+    .is_ok_and(|stat| SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK);
+  if !is_socket {
+    eprintln!("{EXECUTABLE}: stdin must be the Unix socket for the report");
     std::process::exit(GUARDIAN_FAILED);
   }
-  let report = unsafe { OwnedFd::from_raw_fd(report_fd) };
+  // SAFETY: stdin is open (it was just looked at), and nothing else in this
+  // process uses it.
+  let report = unsafe { OwnedFd::from_raw_fd(0) };
   match guard(orders, report) {
     Ok(status) => exit_like(status),
     Err(_) => std::process::exit(GUARDIAN_FAILED),
@@ -228,24 +211,22 @@ fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(&orders.command);
     command.args(&orders.args);
-    if orders.report_on_stdin {
-      command.stdin(match (orders.pty, orders.stdin_pipe) {
-        // A close-on-exec copy: the program gets it as its stdin only.
-        (true, _) => std::process::Stdio::from(
-          std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?,
-        ),
-        (false, true) => {
-          let (program_end, host_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-          host_stdin = Some(host_end);
-          // Closed here with the command once the program has its copy.
-          std::process::Stdio::from(program_end)
-        }
-        (false, false) => std::process::Stdio::null(),
-      });
-    }
+    command.stdin(match (orders.pty, orders.stdin_pipe) {
+      // A close-on-exec copy: the program gets it as its stdin only.
+      (true, _) => std::process::Stdio::from(
+        std::io::stdout()
+          .as_fd()
+          .try_clone_to_owned()
+          .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?,
+      ),
+      (false, true) => {
+        let (program_end, host_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        host_stdin = Some(host_end);
+        // Closed here with the command once the program has its copy.
+        std::process::Stdio::from(program_end)
+      }
+      (false, false) => std::process::Stdio::null(),
+    });
     // The terminal's path, found before the fork (it allocates).
     let terminal = match orders.pty {
       true => Some(terminal_path()?),
@@ -546,7 +527,6 @@ mod tests {
       host: 42,
       grace: Duration::from_millis(1500),
       pty: true,
-      report_on_stdin: true,
       stdin_pipe: true,
       command: "sh".into(),
       args: vec!["-c".into(), "--host 7".into(), "--".into()],
@@ -554,7 +534,6 @@ mod tests {
     assert_eq!(Orders::parse(orders.to_args()), Some(orders.clone()));
     let plain = Orders {
       pty: false,
-      report_on_stdin: false,
       stdin_pipe: false,
       ..orders
     };

@@ -2,12 +2,12 @@
 #![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use eren_machines_guardian::{Orders, REPORT_FD};
+use eren_machines_guardian::Orders;
 use nix::sys::signal::Signal;
 
 /// Starts the guardian over `sh -c script`; returns it, the program's pid and
@@ -17,42 +17,33 @@ fn guard(script: &str) -> (Child, u32, BufReader<std::process::ChildStdout>) {
     host: std::process::id() as i32,
     grace: Duration::from_millis(200),
     pty: false,
-    report_on_stdin: false,
     stdin_pipe: false,
     command: "sh".into(),
     args: vec!["-c".into(), script.into()],
   };
-  let (mut report, writer) = std::os::unix::net::UnixStream::pair().unwrap();
-  let writer_fd = writer.as_raw_fd();
-  let mut command = Command::new(env!("CARGO_BIN_EXE_eren-machines-guardian"));
-  command
-    .args(orders.to_args())
-    .stdout(Stdio::piped())
-    .env("EREN_TEST_CHILD", "1")
-    .process_group(0);
-  // SAFETY: dup2 is async-signal-safe; the descriptor outlives the spawn.
-  unsafe {
-    command.pre_exec(move || place_report(writer_fd));
-  }
-  let mut child = command.spawn().unwrap();
-  drop(writer);
-  let mut said = String::new();
-  report.read_to_string(&mut said).unwrap();
+  let (mut child, said) = start(&orders, Stdio::piped());
   let pid = said.strip_prefix('P').expect(&said).parse().unwrap();
   let stdout = BufReader::new(child.stdout.take().unwrap());
   (child, pid, stdout)
 }
 
-/// Puts `fd` at the report's place in a child about to exec.
-///
-/// # Safety
-/// Only between fork and exec, with `fd` open.
-unsafe fn place_report(fd: i32) -> std::io::Result<()> {
-  if fd != REPORT_FD {
-    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-    std::mem::forget(nix::unistd::dup2_raw(fd, REPORT_FD)?);
-  }
-  Ok(())
+/// Starts the guardian as a host does, with the report socket as its stdin;
+/// returns it and the report, read to its end.
+fn start(orders: &Orders, stdout: Stdio) -> (Child, String) {
+  let (mut report, writer) = std::os::unix::net::UnixStream::pair().unwrap();
+  // The temporary command, and with it this process's copy of the writer,
+  // is gone once the spawn returns, so the report ends with the guardian's.
+  let child = Command::new(env!("CARGO_BIN_EXE_eren-machines-guardian"))
+    .args(orders.to_args())
+    .stdin(Stdio::from(std::os::fd::OwnedFd::from(writer)))
+    .stdout(stdout)
+    .env("EREN_TEST_CHILD", "1")
+    .process_group(0)
+    .spawn()
+    .unwrap();
+  let mut said = String::new();
+  report.read_to_string(&mut said).unwrap();
+  (child, said)
 }
 
 fn read_pids(stdout: &mut BufReader<std::process::ChildStdout>, count: usize) -> Vec<i32> {
@@ -129,51 +120,26 @@ fn a_program_that_cannot_start_is_reported_with_its_errno() {
     host: std::process::id() as i32,
     grace: Duration::from_millis(100),
     pty: false,
-    report_on_stdin: false,
     stdin_pipe: false,
     command: "/nonexistent/program".into(),
     args: vec![],
   };
-  let (mut report, writer) = std::os::unix::net::UnixStream::pair().unwrap();
-  let writer_fd = writer.into_raw_fd();
-  let mut command = Command::new(env!("CARGO_BIN_EXE_eren-machines-guardian"));
-  command.args(orders.to_args());
-  // SAFETY: as above.
-  unsafe {
-    command.pre_exec(move || place_report(writer_fd));
-  }
-  let mut child = command.spawn().unwrap();
-  // SAFETY: ours, closed once so the report ends.
-  drop(unsafe { std::fs::File::from_raw_fd(writer_fd) });
-  let mut said = String::new();
-  report.read_to_string(&mut said).unwrap();
+  let (mut child, said) = start(&orders, Stdio::null());
   assert!(said.starts_with("E2 "), "{said}");
   assert_eq!(child.wait().unwrap().code(), Some(125));
 }
 
 #[test]
-fn the_report_can_come_on_stdin_so_the_host_runs_nothing_between_fork_and_exec() {
+fn without_a_stdin_pipe_the_program_reads_dev_null_not_the_report() {
   let orders = Orders {
     host: std::process::id() as i32,
     grace: Duration::from_millis(100),
     pty: false,
-    report_on_stdin: true,
     stdin_pipe: false,
     command: "sh".into(),
-    // The program's stdin is /dev/null, not the report.
     args: vec!["-c".into(), "echo $$; cat; echo done".into()],
   };
-  let (mut report, writer) = std::os::unix::net::UnixStream::pair().unwrap();
-  let mut child = Command::new(env!("CARGO_BIN_EXE_eren-machines-guardian"))
-    .args(orders.to_args())
-    .stdin(Stdio::from(std::os::fd::OwnedFd::from(writer)))
-    .stdout(Stdio::piped())
-    .env("EREN_TEST_CHILD", "1")
-    .process_group(0)
-    .spawn()
-    .unwrap();
-  let mut said = String::new();
-  report.read_to_string(&mut said).unwrap();
+  let (mut child, said) = start(&orders, Stdio::piped());
   let mut stdout = BufReader::new(child.stdout.take().unwrap());
   let program: i32 = said.strip_prefix('P').expect(&said).parse().unwrap();
   assert_eq!(read_pids(&mut stdout, 1), vec![program]);
@@ -191,7 +157,6 @@ fn with_a_stdin_pipe_the_host_gets_its_write_end_with_the_report_and_alone_holds
     host: std::process::id() as i32,
     grace: Duration::from_millis(100),
     pty: false,
-    report_on_stdin: true,
     stdin_pipe: true,
     command: "sh".into(),
     args: vec![
@@ -256,20 +221,16 @@ fn with_a_stdin_pipe_the_host_gets_its_write_end_with_the_report_and_alone_holds
 }
 
 #[test]
-fn without_a_report_descriptor_the_guardian_refuses_to_start() {
-  let mut command = Command::new(env!("CARGO_BIN_EXE_eren-machines-guardian"));
-  command
-    .args(["--host", "1", "--grace-ms", "1", "--", "true"])
-    .stderr(Stdio::null());
-  // SAFETY: close is async-signal-safe; descriptor 3 may not be open at all.
-  unsafe {
-    command.pre_exec(|| {
-      let _ = nix::unistd::close(REPORT_FD);
-      Ok(())
-    });
+fn without_the_report_socket_as_stdin_the_guardian_refuses_to_start() {
+  for stdin in [Stdio::null(), Stdio::piped()] {
+    let status = Command::new(env!("CARGO_BIN_EXE_eren-machines-guardian"))
+      .args(["--host", "1", "--grace-ms", "1", "--", "true"])
+      .stdin(stdin)
+      .stderr(Stdio::null())
+      .status()
+      .unwrap();
+    assert_eq!(status.code(), Some(125));
   }
-  let status = command.status().unwrap();
-  assert_eq!(status.code(), Some(125));
 }
 
 fn signal(pid: u32, signal: Signal) {

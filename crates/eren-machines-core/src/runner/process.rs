@@ -299,7 +299,6 @@ async fn spawn_guarded(
     host: std::process::id() as i32,
     grace,
     pty: terminal.is_some(),
-    report_on_stdin: true,
     stdin_pipe: program.stdin && terminal.is_none(),
     command: program.command.clone().into(),
     args: program.args.iter().map(Into::into).collect(),
