@@ -13,24 +13,37 @@ use nix::sys::signal::Signal;
 /// Starts the guardian over `sh -c script`; returns it, the program's pid and
 /// the program's stdout.
 fn guard(script: &str) -> (Child, u32, BufReader<std::process::ChildStdout>) {
-  let orders = Orders {
-    host: std::process::id() as i32,
-    grace: Duration::from_millis(200),
-    pty: false,
-    stdin_pipe: false,
-    command: "sh".into(),
-    args: vec!["-c".into(), script.into()],
-  };
-  let (mut child, said) = start(&orders, Stdio::piped());
+  let (mut child, said) = start(&sh_orders(script, 200), Stdio::piped());
   let pid = said.strip_prefix('P').expect(&said).parse().unwrap();
   let stdout = BufReader::new(child.stdout.take().unwrap());
   (child, pid, stdout)
 }
 
+/// Orders from this process for `sh -c script`, with no stdin pipe.
+fn sh_orders(script: &str, grace_ms: u64) -> Orders {
+  Orders {
+    host: std::process::id() as i32,
+    grace: Duration::from_millis(grace_ms),
+    pty: false,
+    stdin_pipe: false,
+    command: "sh".into(),
+    args: vec!["-c".into(), script.into()],
+  }
+}
+
 /// Starts the guardian as a host does, with the report socket as its stdin;
 /// returns it and the report, read to its end.
 fn start(orders: &Orders, stdout: Stdio) -> (Child, String) {
-  let (mut report, writer) = std::os::unix::net::UnixStream::pair().unwrap();
+  let (child, mut report) = spawn_guardian(orders, stdout);
+  let mut said = String::new();
+  report.read_to_string(&mut said).unwrap();
+  (child, said)
+}
+
+/// Starts the guardian with the report socket as its stdin; returns it and
+/// this side of the socket.
+fn spawn_guardian(orders: &Orders, stdout: Stdio) -> (Child, std::os::unix::net::UnixStream) {
+  let (report, writer) = std::os::unix::net::UnixStream::pair().unwrap();
   // The temporary command, and with it this process's copy of the writer,
   // is gone once the spawn returns, so the report ends with the guardian's.
   let child = Command::new(env!("CARGO_BIN_EXE_eren-machines-guardian"))
@@ -41,9 +54,7 @@ fn start(orders: &Orders, stdout: Stdio) -> (Child, String) {
     .process_group(0)
     .spawn()
     .unwrap();
-  let mut said = String::new();
-  report.read_to_string(&mut said).unwrap();
-  (child, said)
+  (child, report)
 }
 
 fn read_pids(stdout: &mut BufReader<std::process::ChildStdout>, count: usize) -> Vec<i32> {
@@ -117,12 +128,9 @@ fn sigusr1_kills_a_tree_that_ignores_sigterm() {
 #[test]
 fn a_program_that_cannot_start_is_reported_with_its_errno() {
   let orders = Orders {
-    host: std::process::id() as i32,
-    grace: Duration::from_millis(100),
-    pty: false,
-    stdin_pipe: false,
     command: "/nonexistent/program".into(),
     args: vec![],
+    ..sh_orders("", 100)
   };
   let (mut child, said) = start(&orders, Stdio::null());
   assert!(said.starts_with("E2 "), "{said}");
@@ -131,14 +139,7 @@ fn a_program_that_cannot_start_is_reported_with_its_errno() {
 
 #[test]
 fn without_a_stdin_pipe_the_program_reads_dev_null_not_the_report() {
-  let orders = Orders {
-    host: std::process::id() as i32,
-    grace: Duration::from_millis(100),
-    pty: false,
-    stdin_pipe: false,
-    command: "sh".into(),
-    args: vec!["-c".into(), "echo $$; cat; echo done".into()],
-  };
+  let orders = sh_orders("echo $$; cat; echo done", 100);
   let (mut child, said) = start(&orders, Stdio::piped());
   let mut stdout = BufReader::new(child.stdout.take().unwrap());
   let program: i32 = said.strip_prefix('P').expect(&said).parse().unwrap();
@@ -154,25 +155,10 @@ fn with_a_stdin_pipe_the_host_gets_its_write_end_with_the_report_and_alone_holds
   use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
   use std::os::fd::OwnedFd;
   let orders = Orders {
-    host: std::process::id() as i32,
-    grace: Duration::from_millis(100),
-    pty: false,
     stdin_pipe: true,
-    command: "sh".into(),
-    args: vec![
-      "-c".into(),
-      "read line; echo \"got $line\"; cat; echo done".into(),
-    ],
+    ..sh_orders("read line; echo \"got $line\"; cat; echo done", 100)
   };
-  let (report, writer) = std::os::unix::net::UnixStream::pair().unwrap();
-  let mut child = Command::new(env!("CARGO_BIN_EXE_eren-machines-guardian"))
-    .args(orders.to_args())
-    .stdin(Stdio::from(OwnedFd::from(writer)))
-    .stdout(Stdio::piped())
-    .env("EREN_TEST_CHILD", "1")
-    .process_group(0)
-    .spawn()
-    .unwrap();
+  let (mut child, report) = spawn_guardian(&orders, Stdio::piped());
   let mut said = Vec::new();
   let mut passed = Vec::new();
   loop {
