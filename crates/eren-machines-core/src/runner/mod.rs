@@ -593,7 +593,8 @@ impl Supervisor {
       }
       Output::Terminal(master) => tokio::spawn(read_terminal(master, events.clone())),
     };
-    if let Some(stdin) = stdin.filter(|_| program.takes_input()) {
+    // Only a run that takes input has one: a stdin pipe, or the terminal.
+    if let Some(stdin) = stdin {
       let (pieces, receiver) = mpsc::unbounded_channel();
       tokio::spawn(write_stdin(stdin, receiver));
       self.stdin = Some(pieces);

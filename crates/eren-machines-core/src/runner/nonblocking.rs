@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::task::{Context, Poll};
 
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::io::Interest;
 
 /// Bytes taken per read: one terminal chunk (see [`super::chunks`]).
 const READ_SIZE: usize = 64 * 1024;
@@ -29,7 +30,7 @@ impl Nonblocking {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
     fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
+    let interest = Interest::READABLE | Interest::WRITABLE;
     Ok(Nonblocking(register(fd, interest)?))
   }
 
@@ -37,12 +38,12 @@ impl Nonblocking {
   /// bytes mean the writers are gone. A pseudo-terminal whose program side
   /// is closed reads as an error (`EIO`).
   pub async fn read_with<R>(&self, mut take: impl FnMut(&[u8]) -> R) -> io::Result<R> {
-    loop {
-      let guard = self.0.readable().await?;
-      if let Some(read) = read_ready(guard, &mut take) {
-        return read;
-      }
-    }
+    self
+      .0
+      .async_io(Interest::READABLE, |fd| {
+        uninterrupted(|| read_into_buffer(fd, &mut take))
+      })
+      .await
   }
 
   /// Resolves when the descriptor is readable, for waiting on several.
@@ -56,15 +57,16 @@ impl Nonblocking {
   /// Writes all of `data`, waiting whenever the other side is full.
   pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
-      let mut guard = self.0.writable().await?;
-      match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from)) {
-        Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-        Ok(Ok(written)) => data = &data[written..],
-        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-        Ok(Err(e)) => return Err(e),
-        // Full: wait until there is room again.
-        Err(_would_block) => {}
+      let written = self
+        .0
+        .async_io(Interest::WRITABLE, |fd| {
+          uninterrupted(|| Ok(nix::unistd::write(fd, data)?))
+        })
+        .await?;
+      if written == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
       }
+      data = &data[written..];
     }
     Ok(())
   }
@@ -76,38 +78,37 @@ impl Nonblocking {
     use std::os::fd::{AsRawFd, FromRawFd, RawFd};
     let mut said = Vec::new();
     let mut passed = Vec::new();
-    loop {
-      let mut guard = self.0.readable().await?;
-      let received = guard.try_io(|fd| {
-        let mut buffer = [0u8; 256];
-        let mut space = nix::cmsg_space!([RawFd; 4]);
-        let mut parts = [io::IoSliceMut::new(&mut buffer)];
-        let message = recvmsg::<UnixAddr>(
-          fd.get_ref().as_raw_fd(),
-          &mut parts,
-          Some(&mut space),
-          MsgFlags::MSG_CMSG_CLOEXEC,
-        )?;
-        for control in message.cmsgs()? {
-          if let ControlMessageOwned::ScmRights(fds) = control {
-            // SAFETY: each descriptor received is new and ours alone.
-            passed.extend(
-              fds
-                .into_iter()
-                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-          }
+    let mut receive = |fd: &OwnedFd| {
+      let mut buffer = [0u8; 256];
+      let mut space = nix::cmsg_space!([RawFd; 4]);
+      let mut parts = [io::IoSliceMut::new(&mut buffer)];
+      let message = recvmsg::<UnixAddr>(
+        fd.as_raw_fd(),
+        &mut parts,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+      )?;
+      for control in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = control {
+          // SAFETY: each descriptor received is new and ours alone.
+          passed.extend(
+            fds
+              .into_iter()
+              .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+          );
         }
-        let read = message.bytes;
-        said.extend_from_slice(&buffer[..read]);
-        Ok(read)
-      });
-      match received {
-        Ok(Ok(0)) => return Ok((said, passed)),
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-        Ok(Err(e)) => return Err(e),
-        Err(_would_block) => {}
+      }
+      let read = message.bytes;
+      said.extend_from_slice(&buffer[..read]);
+      Ok(read)
+    };
+    loop {
+      let read = self
+        .0
+        .async_io(Interest::READABLE, |fd| uninterrupted(|| receive(fd)))
+        .await?;
+      if read == 0 {
+        return Ok((said, passed));
       }
     }
   }
@@ -121,7 +122,7 @@ impl AsFd for Nonblocking {
 
 /// Registers `fd` with the reactor for `interest`; must be called on the
 /// reactor.
-pub fn register(fd: OwnedFd, interest: tokio::io::Interest) -> io::Result<AsyncFd<OwnedFd>> {
+pub fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
   // SAFETY: an `OwnedFd` stays open and always returns the same descriptor
   // until the `AsyncFd` that owns it is dropped.
   Ok(unsafe { AsyncFd::register_with_interest(fd, interest) }?)
@@ -134,15 +135,25 @@ pub fn read_ready<R>(
   mut guard: AsyncFdReadyGuard<'_, OwnedFd>,
   take: &mut impl FnMut(&[u8]) -> R,
 ) -> Option<io::Result<R>> {
-  let read = guard.try_io(|fd| {
-    BUFFER.with_borrow_mut(|buffer| {
-      let read = nix::unistd::read(fd.get_ref(), buffer).map_err(io::Error::from)?;
-      Ok(take(&buffer[..read]))
-    })
-  });
-  match read {
-    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => None,
-    Ok(result) => Some(result),
-    Err(_would_block) => None,
+  guard
+    .try_io(|fd| uninterrupted(|| read_into_buffer(fd.get_ref(), take)))
+    .ok()
+}
+
+/// One read into this thread's buffer, its bytes handed to `take`.
+fn read_into_buffer<R>(fd: &OwnedFd, take: &mut impl FnMut(&[u8]) -> R) -> io::Result<R> {
+  BUFFER.with_borrow_mut(|buffer| {
+    let read = nix::unistd::read(fd, buffer)?;
+    Ok(take(&buffer[..read]))
+  })
+}
+
+/// Runs a system call again for as long as a signal interrupts it.
+fn uninterrupted<R>(mut call: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+  loop {
+    match call() {
+      Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+      result => return result,
+    }
   }
 }
