@@ -505,6 +505,54 @@ describe('spawnTerminal', () => {
     expect(raw.match(/hunter2/g)).toHaveLength(1)
   })
 
+  test('a child that never reads its stdin: writes wait for room, so 100 MB of awaited writes hold the host to a few MB', async () => {
+    const ctx = await setup()
+    // The child takes exactly 1 MiB, says so, and never reads again.
+    const { found: drained, onMessage } = watchFor((e) => e.content === 'drained')
+    const run = await terminal(ctx, {
+      command: 'sh',
+      args: ['-c', 'head -c 1048576 >/dev/null; echo drained; exec sleep 60'],
+      stdin: 'pipe',
+      onMessage,
+    })
+    const chunk = Buffer.alloc(1024 * 1024, 0x61)
+    const before = process.memoryUsage().rss
+    let written = 0
+    const writing = (async () => {
+      for (let i = 0; i < 100; i++) {
+        await run.write(chunk)
+        written += 1
+      }
+    })()
+    await drained
+    // The first MiB went in and settled; the second fills the pipe and
+    // waits there, and the 98 after it were never handed over.
+    expect(written).toBe(1)
+    expect(process.memoryUsage().rss - before).toBeLessThan(16 * 1024 * 1024)
+    ctx.registry.stop(ctx.sessionId)
+    expect(await codeOf(() => writing)).toBe('INVALID_ARGUMENT')
+    expect((await run.exited).stopped).toBe(true)
+  })
+
+  test('lines written apart are stored in the order written across stdout and stderr, 50 runs in a row', async () => {
+    const ctx = await setup()
+    // 10 ms apart: more than the reader's worst stall on a loaded 2-core
+    // machine (a few ms). At 0.5 ms the order is kept when the machine has
+    // a core to spare; `npm run bench:order` measures that case.
+    const script = 'echo out1; sleep 0.01; echo err1 >&2; sleep 0.01; echo out2; sleep 0.01; echo err2 >&2'
+    const written = ['stdout out1', 'stderr err1', 'stdout out2', 'stderr err2']
+    for (let round = 0; round < 50; round++) {
+      const sessionId = `order-${round}`
+      await ctx.store.createSession(sessionId)
+      const run = await terminal({ ...ctx, sessionId }, { command: 'sh', args: ['-c', script] })
+      await run.exited
+      const stored = (await parsed(ctx.store, sessionId))
+        .filter((e) => e.type === 'terminal_output')
+        .map((e) => `${e.stream} ${e.content}`)
+      expect({ round, stored }).toEqual({ round, stored: written })
+    }
+  })
+
   test('write() without a stdin pipe or of the wrong type is INVALID_ARGUMENT, after the run NOT_RUNNING; resize is for pseudo-terminals', async () => {
     const ctx = await setup()
     const run = await terminal(ctx, { command: 'sleep', args: ['30'] })
@@ -680,6 +728,30 @@ describe('spawnTerminal with a pseudo-terminal', () => {
     run.end()
     expect(await run.exited).toEqual({ exitCode: 0, signal: null, stopped: false })
     expect(() => run.resize(80, 24)).toThrow(expect.objectContaining({ code: 'NOT_RUNNING' }))
+  })
+
+  test('stty size and tput cols see the size before and after resize()', async () => {
+    const ctx = await setup()
+    const script = 'stty size; tput cols; echo ready; read answer; stty size; tput cols'
+    const run = await ptyRun(ctx, { command: 'sh', args: ['-c', script], pty: { cols: 80, rows: 24 } })
+    await run.shows('ready')
+    run.resize(132, 43)
+    await run.write('\n')
+    expect((await run.exited).exitCode).toBe(0)
+    const lines = (await chunksOf(ctx.store, ctx.sessionId)).join('').split('\r\n')
+    expect(lines).toEqual(['24 80', '80', 'ready', '', '43 132', '132', ''])
+  })
+
+  test('python3 -i is driven through write(), and end() leaves it', async () => {
+    const ctx = await setup()
+    const run = await ptyRun(ctx, { command: 'python3', args: ['-q', '-i'], pty: { cols: 80, rows: 24 } })
+    await run.shows('>>> ')
+    await run.write('print(6 * 7)\n')
+    await run.shows('42\r\n>>> ')
+    await run.write('import os, sys; print(os.isatty(0), os.isatty(1), sys.stdin.isatty())\n')
+    await run.shows('True True True')
+    run.end()
+    expect(await run.exited).toEqual({ exitCode: 0, signal: null, stopped: false })
   })
 
   test('what is written is never stored, and a stop hangs up before SIGTERM', async () => {
