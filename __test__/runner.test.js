@@ -518,18 +518,25 @@ describe('spawnTerminal', () => {
     const chunk = Buffer.alloc(1024 * 1024, 0x61)
     const before = process.memoryUsage().rss
     let written = 0
+    const firstWritten = deferred()
     const writing = (async () => {
       for (let i = 0; i < 100; i++) {
         await run.write(chunk)
         written += 1
+        firstWritten.resolve()
       }
     })()
-    await drained
-    // The first MiB went in and settled; the second fills the pipe and
-    // waits there, and the 98 after it were never handed over.
-    expect(written).toBe(1)
-    expect(process.memoryUsage().rss - before).toBeLessThan(16 * 1024 * 1024)
-    ctx.registry.stop(ctx.sessionId)
+    // Seen as rejected below; never an unhandled rejection if a check fails.
+    writing.catch(() => {})
+    try {
+      await Promise.all([drained, firstWritten.promise])
+      // The first MiB went in and settled; the second fills the pipe and
+      // waits there, and the 98 after it were never handed over.
+      expect(written).toBe(1)
+      expect(process.memoryUsage().rss - before).toBeLessThan(16 * 1024 * 1024)
+    } finally {
+      ctx.registry.stop(ctx.sessionId)
+    }
     expect(await codeOf(() => writing)).toBe('INVALID_ARGUMENT')
     expect((await run.exited).stopped).toBe(true)
   })
