@@ -36,6 +36,7 @@ pub mod session_id;
 #[cfg(unix)]
 pub mod shell_path;
 pub mod store;
+pub mod sys;
 #[cfg(test)]
 pub(crate) mod test_support;
 

@@ -1,5 +1,6 @@
 use std::sync::{mpsc, Arc, Mutex};
 
+use super::lines::Line;
 use super::*;
 use crate::store::{SessionReader, SessionWriter};
 use serde_json::Value;

@@ -1,0 +1,84 @@
+//! A child's exit, learned on the reactor without reaping it, so its pid
+//! (and so its process group's id) cannot be reused while the rest of the
+//! run might still be signalled. No SIGCHLD handler competes with Node's:
+//! libuv reaps the children of `child_process` by pid.
+//!
+//! Linux: a pidfd per run, readable once the process has ended. Elsewhere,
+//! and on kernels without pidfds or under the POSIX backend, a blocking
+//! thread waits with `waitid(WNOWAIT)`.
+
+use std::io;
+
+use super::Backend;
+
+/// A child's exit, to wait for on the reactor.
+pub enum Exit {
+  /// Readable once the process has ended.
+  #[cfg(target_os = "linux")]
+  Pidfd(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>),
+  /// A blocking thread waits.
+  Blocking(u32),
+}
+
+impl Exit {
+  /// Watches `pid`, a child of this process; must be called on the reactor.
+  /// Fails only when the host is out of descriptors.
+  pub fn watch(pid: u32) -> io::Result<Exit> {
+    if super::backend() == Backend::Posix {
+      return Ok(Exit::Blocking(pid));
+    }
+    #[cfg(target_os = "linux")]
+    {
+      use rustix::process::{pidfd_open, Pid, PidfdFlags};
+      let Some(raw) = Pid::from_raw(pid as i32) else {
+        return Ok(Exit::Blocking(pid));
+      };
+      match pidfd_open(raw, PidfdFlags::NONBLOCK) {
+        Ok(fd) => Ok(Exit::Pidfd(super::nonblocking::register(
+          fd,
+          tokio::io::Interest::READABLE,
+        )?)),
+        Err(e) if e == rustix::io::Errno::NOSYS => Ok(Exit::Blocking(pid)),
+        Err(e) => Err(e.into()),
+      }
+    }
+    #[cfg(not(target_os = "linux"))]
+    Ok(Exit::Blocking(pid))
+  }
+
+  /// Resolves once the process has ended, leaving it unreaped.
+  pub async fn wait(&self) {
+    match self {
+      // An error means it is gone.
+      #[cfg(target_os = "linux")]
+      Exit::Pidfd(pidfd) => drop(pidfd.readable().await),
+      &Exit::Blocking(pid) => {
+        let waited = move || wait_exit_unreaped(pid);
+        let _ = tokio::task::spawn_blocking(waited).await;
+      }
+    }
+  }
+}
+
+/// Resolves once `pid`, a child of this process, has ended, leaving it
+/// unreaped; for a process that is about to end anyway.
+pub async fn exited(pid: u32) {
+  Exit::watch(pid).unwrap_or(Exit::Blocking(pid)).wait().await
+}
+
+/// Blocks until the child has exited, without reaping it.
+fn wait_exit_unreaped(pid: u32) {
+  use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
+  let Some(pid) = Pid::from_raw(pid as i32) else {
+    return;
+  };
+  loop {
+    match waitid(
+      WaitId::Pid(pid),
+      WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+    ) {
+      Err(rustix::io::Errno::INTR) => continue,
+      _ => return,
+    }
+  }
+}

@@ -1,0 +1,262 @@
+//! The portable POSIX backend: what every Unix offers, with no pidfd,
+//! subreaper or `/proc`. Each run's program leads a process group of its
+//! own (or, in a pseudo-terminal, a session), a stop signals that group, and
+//! the exit is waited for by a blocking thread (see [`super::exit`]).
+//!
+//! It is the base that the Linux backend builds on, and what
+//! `EREN_MACHINES_BACKEND=posix` selects on Linux. On its own it cannot tell
+//! when the host dies, so a run's tree outlives a host that is SIGKILLed:
+//! that guarantee comes from the platform backends (Linux's guardian).
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Command, ExitStatus, Stdio};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use super::program::{Program, PtySize, StopStyle};
+use super::Spawned;
+
+/// How to reach a run's processes: through its guardian, which forwards
+/// signals to the whole tree, or (without a guardian) to the program's group.
+#[derive(Debug, Clone, Copy)]
+pub struct Handle {
+  /// The program's pid, which is also its process group's id.
+  pub pid: u32,
+  pub guardian: Option<u32>,
+}
+
+impl Handle {
+  /// A program started without a guardian.
+  pub fn direct(pid: u32) -> Handle {
+    Handle {
+      pid,
+      guardian: None,
+    }
+  }
+
+  /// The first signal of a stop.
+  pub fn begin_stop(&self, style: StopStyle) {
+    match (style, self.guardian) {
+      (StopStyle::Terminate, Some(guardian)) => signal_process(guardian, Signal::SIGTERM),
+      (StopStyle::Terminate, None) => signal_group(self.pid, Signal::SIGTERM),
+      (StopStyle::Interrupt, Some(guardian)) => signal_process(guardian, Signal::SIGINT),
+      (StopStyle::Interrupt, None) => signal_process(self.pid, Signal::SIGINT),
+      (StopStyle::Hangup, Some(guardian)) => {
+        signal_process(guardian, Signal::SIGHUP);
+        signal_process(guardian, Signal::SIGTERM);
+      }
+      (StopStyle::Hangup, None) => {
+        signal_group(self.pid, Signal::SIGHUP);
+        signal_group(self.pid, Signal::SIGTERM);
+      }
+    }
+  }
+
+  /// SIGKILL for every process of the run.
+  pub fn kill(&self) {
+    match self.guardian {
+      Some(guardian) => signal_process(guardian, Signal::SIGUSR1),
+      None => signal_group(self.pid, Signal::SIGKILL),
+    }
+  }
+
+  /// The process the host waits for: the guardian, or the program.
+  pub fn waited_pid(&self) -> u32 {
+    self.guardian.unwrap_or(self.pid)
+  }
+
+  /// After the program has ended: without a guardian, what it left in its
+  /// group dies with it (its group id is still taken while it is unreaped).
+  /// The guardian has done this, and more, before it exits.
+  pub fn after_end(&self) {
+    if self.guardian.is_none() {
+      signal_group(self.pid, Signal::SIGKILL);
+    }
+  }
+}
+
+/// Spawns `program` directly: no shell, in a process group of its own, or
+/// leading a session on its pseudo-terminal.
+pub async fn spawn(program: &Program) -> io::Result<Spawned> {
+  let terminal = program.pty.map(open_terminal).transpose()?;
+  let command = direct_command(program, terminal.as_ref())?;
+  start(command, terminal).await
+}
+
+/// The command that runs `program` itself, without a guardian.
+pub fn direct_command(program: &Program, terminal: Option<&Terminal>) -> io::Result<Command> {
+  let own_session = terminal.is_some();
+  let mut command = base_command(program.command.as_ref(), program, terminal, own_session)?;
+  command.args(&program.args);
+  if terminal.is_some() {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec, after std has put the
+    // terminal on stdin, and makes two async-signal-safe system calls
+    // (setsid, ioctl) through rustix, allocating nothing.
+    unsafe {
+      command.pre_exec(|| {
+        rustix::process::setsid()?;
+        rustix::process::ioctl_tiocsctty(std::io::stdin())?;
+        Ok(())
+      });
+    }
+  }
+  Ok(command)
+}
+
+/// Starts a command made by [`direct_command`] on the spawner thread.
+pub async fn start(command: Command, terminal: Option<Terminal>) -> io::Result<Spawned> {
+  let child = super::spawner::spawn(command).await?;
+  let pid = child.id();
+  Ok(Spawned {
+    child,
+    handle: Handle::direct(pid),
+    pty: terminal.map(|t| t.master),
+    stdin: None,
+  })
+}
+
+/// A pseudo-terminal pair: the host keeps the controlling side, the program
+/// gets the other as its stdio.
+pub struct Terminal {
+  pub master: OwnedFd,
+  pub slave: OwnedFd,
+}
+
+fn winsize(size: PtySize) -> nix::pty::Winsize {
+  nix::pty::Winsize {
+    ws_row: size.rows,
+    ws_col: size.cols,
+    ws_xpixel: 0,
+    ws_ypixel: 0,
+  }
+}
+
+pub fn open_terminal(size: PtySize) -> io::Result<Terminal> {
+  use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+  let size = winsize(size);
+  let pair = nix::pty::openpty(Some(&size), None)?;
+  // Not inherited by the host's other children (openpty cannot set it).
+  for fd in [&pair.master, &pair.slave] {
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+  }
+  Ok(Terminal {
+    master: pair.master,
+    slave: pair.slave,
+  })
+}
+
+/// Sets the size of the pseudo-terminal whose controlling side is `master`;
+/// the kernel sends SIGWINCH to the program's foreground group.
+pub fn resize_terminal(master: impl AsFd, size: PtySize) -> io::Result<()> {
+  use std::os::fd::AsRawFd;
+  nix::ioctl_write_ptr_bad!(set_window_size, nix::libc::TIOCSWINSZ, nix::pty::Winsize);
+  let size = winsize(size);
+  // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which is valid
+  // for the call, on a descriptor that `master` keeps open.
+  unsafe { set_window_size(master.as_fd().as_raw_fd(), &size) }?;
+  Ok(())
+}
+
+/// The command for `executable` with the program's environment, directory
+/// and stdio, in a new process group unless `own_session` (the child then
+/// makes its own session, which a group leader cannot).
+pub fn base_command(
+  executable: &OsStr,
+  program: &Program,
+  terminal: Option<&Terminal>,
+  own_session: bool,
+) -> io::Result<Command> {
+  use std::os::unix::process::CommandExt;
+  let mut command = Command::new(executable);
+  if program.clear_env {
+    command.env_clear();
+  }
+  if terminal.is_some() && !program.env.iter().any(|(name, _)| name == "TERM") {
+    command.env("TERM", "xterm-256color");
+  }
+  command.envs(program.env.iter().map(|(k, v)| (k, v)));
+  match terminal {
+    Some(terminal) => {
+      command
+        .stdin(Stdio::from(terminal.slave.try_clone()?))
+        .stdout(Stdio::from(terminal.slave.try_clone()?))
+        .stderr(Stdio::from(terminal.slave.try_clone()?));
+    }
+    None => {
+      command
+        .stdin(if program.stdin {
+          Stdio::piped()
+        } else {
+          Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    }
+  }
+  if let Some(cwd) = &program.cwd {
+    command.current_dir(cwd);
+  }
+  if !own_session {
+    command.process_group(0);
+  }
+  Ok(command)
+}
+
+/// Sends `signal` to the process `pid` alone. One that is gone is not an
+/// error.
+pub fn signal_process(pid: u32, signal: Signal) {
+  let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), signal);
+}
+
+/// Sends `signal` to the whole process group led by `pid`. A group that is
+/// already gone is not an error.
+pub fn signal_group(pid: u32, signal: Signal) {
+  let _ = killpg(Pid::from_raw(pid as i32), signal);
+}
+
+/// Says what failed in words a user can act on: a missing `cwd` as a
+/// missing `cwd`, and a command not found with the `PATH` that was searched.
+pub fn describe_spawn_error(program: &Program, error: &io::Error) -> String {
+  if let Some(cwd) = &program.cwd {
+    if !cwd.is_dir() {
+      return format!("the working directory {} does not exist", cwd.display());
+    }
+  }
+  if error.kind() == io::ErrorKind::NotFound && !program.command.contains('/') {
+    let path = program
+      .env
+      .iter()
+      .rev()
+      .find(|(name, _)| name == "PATH")
+      .map(|(_, value)| value.clone())
+      .or_else(|| {
+        (!program.clear_env)
+          .then(|| std::env::var("PATH").ok())
+          .flatten()
+      })
+      .unwrap_or_default();
+    return format!(
+      "'{}' was not found on PATH ({})",
+      program.command,
+      if path.is_empty() { "empty" } else { &path }
+    );
+  }
+  error.to_string()
+}
+
+/// The name of a signal number, e.g. `"SIGKILL"`.
+pub fn signal_name(signal: i32) -> String {
+  Signal::try_from(signal)
+    .map(|s| s.as_str().to_owned())
+    .unwrap_or_else(|_| format!("SIG{signal}"))
+}
+
+/// The signal that ended a process, by name.
+pub fn signal_of(status: ExitStatus) -> Option<String> {
+  use std::os::unix::process::ExitStatusExt;
+  status.signal().map(signal_name)
+}
