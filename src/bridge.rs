@@ -5,8 +5,9 @@ use napi_derive::napi;
 
 use crate::args::{OptionalI32, SessionId, Text};
 use crate::error::Result;
+use crate::message::JsMessage;
 use crate::promise::promise;
-use crate::store::{JsMessage, StoreArg};
+use crate::store::StoreArg;
 use eren_machines_core::bridge::{claude, terminal};
 
 /// Stores `rawJson` byte for byte as a message. It must be a single JSON

@@ -1,6 +1,8 @@
-//! The napi binding of eren-machines: argument conversion and error codes
-//! only. Every behaviour lives in the `eren-machines-core` crate, which this
-//! crate only adapts to JS.
+//! The napi binding of eren-machines. Behaviour lives in the
+//! `eren-machines-core` crate; this crate converts arguments (`args.rs`),
+//! maps the core's one error enum to JS codes (`error.rs`), and carries the
+//! core's answers and callbacks onto each JS thread (`promise.rs`, and the
+//! per-context state of `registry.rs` and `tool_permission.rs`).
 //!
 //! napi-derive registers nothing in test builds, so the binding is left out
 //! of them entirely (`cargo clippy --all-targets` builds one); the Jest suite
@@ -12,6 +14,8 @@ mod args;
 mod bridge;
 #[cfg(not(test))]
 mod error;
+#[cfg(not(test))]
+mod message;
 #[cfg(not(test))]
 mod promise;
 #[cfg(not(test))]

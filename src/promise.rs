@@ -26,7 +26,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 
 use crate::args::Callback;
 use crate::error::{coded, Failure, Result};
-use crate::store::JsMessage;
+use crate::message::JsMessage;
 use eren_machines_core::runner::RunSink;
 use eren_machines_core::store as core;
 use tokio::sync::Semaphore;
@@ -44,8 +44,6 @@ struct Shared {
   /// A wake (or a scheduled slice) is on its way to the JS thread.
   waking: AtomicBool,
   wake: Wake,
-  /// The context is gone: nobody will drain the queue any more.
-  closed: AtomicBool,
 }
 
 impl Shared {
@@ -98,7 +96,6 @@ pub struct OwnedRun {
 /// process): its runs must not outlive it with nobody left to stop them.
 impl Drop for Channel {
   fn drop(&mut self) {
-    self.shared.closed.store(true, Ordering::Release);
     for backlog in self.backlogs.take() {
       if let Some(backlog) = backlog.upgrade() {
         backlog.close();
@@ -145,7 +142,6 @@ impl Channel {
         queue: Mutex::new(VecDeque::new()),
         waking: AtomicBool::new(false),
         wake,
-        closed: AtomicBool::new(false),
       }),
       deferreds: RefCell::default(),
       sinks: RefCell::default(),

@@ -7,9 +7,10 @@ use napi_derive::napi;
 
 use crate::args::{Bytes, Callback, Options, SessionId, StringMap, Text};
 use crate::error::{coded, Failure, Result};
+use crate::message::JsMessage;
 use crate::promise::{own_run, promise, run_sink, OwnedRun};
 use crate::registry::RegistryArg;
-use crate::store::{JsMessage, StoreArg};
+use crate::store::StoreArg;
 use crate::tool_permission::tool_sink;
 use eren_machines_core::runner::{self, claude, HostInput, Program, RunInput, RunResult};
 use eren_machines_core::Error;

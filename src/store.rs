@@ -6,33 +6,9 @@ use napi_derive::napi;
 
 use crate::args::{invalid_argument, Callback, OptionalSessionId, Options, SessionId, Text};
 use crate::error::{Failure, Result};
+use crate::message::JsMessage;
 use crate::promise::{forget_sink, hold_replay, message_sink, promise};
 use eren_machines_core::store::{self as core, SessionReader, SessionWriter};
-
-/// A stored message. `sequenceNumber` is the order within its session.
-#[napi(object, js_name = "Message")]
-pub struct JsMessage {
-  /// Unique within the store.
-  pub id: i64,
-  pub session_id: String,
-  /// 1, 2, 3, ... per session, in commit order.
-  pub sequence_number: i64,
-  pub content: String,
-  /// Milliseconds since the Unix epoch.
-  pub created_at: i64,
-}
-
-impl From<core::Message> for JsMessage {
-  fn from(m: core::Message) -> Self {
-    JsMessage {
-      id: m.id,
-      session_id: m.session_id,
-      sequence_number: m.sequence_number,
-      content: m.content,
-      created_at: m.created_at,
-    }
-  }
-}
 
 /// A session and its agent's state.
 #[napi(object, js_name = "Session", use_nullable = true)]

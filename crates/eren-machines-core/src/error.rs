@@ -34,15 +34,32 @@ pub enum Error {
     session_id: String,
     command: String,
     reason: String,
+    /// The OS error, where one is behind the failure.
+    #[source]
+    cause: Option<std::io::Error>,
   },
   /// The session store (named Armin in the original crate) failed: the
   /// database could not be opened, read or written.
   #[error("storage error: {0}")]
   Armin(String),
+  /// The session store failed because something below it did (SQLite,
+  /// PostgreSQL, the OS), which stays reachable as the error's source. The
+  /// same code as [`Error::Armin`]; the message says it all by itself, for
+  /// hosts that show only the message.
+  #[error("storage error: {message}")]
+  Storage {
+    message: String,
+    #[source]
+    cause: Cause,
+  },
   /// A failure inside the package itself, a caught panic included.
   #[error("internal error: {0}")]
   Internal(String),
 }
+
+/// What failed below the crate, shared: one failed commit answers every
+/// caller of its batch with the same cause.
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The original crate's name for the error type.
 pub type ProcessError = Error;
@@ -62,14 +79,56 @@ impl Error {
       Error::InvalidArgument(_) => "INVALID_ARGUMENT",
       Error::InvalidJson { .. } => "INVALID_JSON",
       Error::SpawnFailed { .. } => "SPAWN_FAILED",
-      Error::Armin(_) => "STORAGE_ERROR",
+      Error::Armin(_) | Error::Storage { .. } => "STORAGE_ERROR",
       Error::Internal(_) => "INTERNAL",
+    }
+  }
+}
+
+impl Error {
+  /// A storage failure caused by `cause`, described by `message`.
+  pub fn storage(
+    message: impl Into<String>,
+    cause: impl std::error::Error + Send + Sync + 'static,
+  ) -> Error {
+    Error::Storage {
+      message: message.into(),
+      cause: std::sync::Arc::new(cause),
+    }
+  }
+
+  /// What failed below the crate, by its own type, for downcasting:
+  /// `source()` gives it too, but behind the [`Cause`] that shares it.
+  pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+    match self {
+      Error::Storage { cause, .. } => Some(&**cause),
+      Error::SpawnFailed { cause, .. } => cause.as_ref().map(|c| c as _),
+      _ => None,
+    }
+  }
+
+  /// Whether the store itself failed (rather than the caller's request).
+  pub fn is_storage(&self) -> bool {
+    matches!(self, Error::Armin(_) | Error::Storage { .. })
+  }
+
+  /// The same storage failure again, for another caller of a batch that
+  /// failed as a whole; anything else becomes a storage failure with its
+  /// text.
+  pub fn storage_again(&self) -> Error {
+    match self {
+      Error::Storage { message, cause } => Error::Storage {
+        message: message.clone(),
+        cause: cause.clone(),
+      },
+      Error::Armin(reason) => Error::Armin(reason.clone()),
+      other => Error::Armin(other.to_string()),
     }
   }
 }
 
 impl From<rusqlite::Error> for Error {
   fn from(err: rusqlite::Error) -> Self {
-    Error::Armin(err.to_string())
+    Error::storage(err.to_string(), err)
   }
 }

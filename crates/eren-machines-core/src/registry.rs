@@ -87,15 +87,6 @@ impl Subscription {
     self.outcome(received)
   }
 
-  /// Like [`wait`](Self::wait), blocking the current thread. Not for async code.
-  pub fn wait_blocking(mut self) -> StopOutcome {
-    if self.is_stopped() {
-      return StopOutcome::Stopped;
-    }
-    let received = self.receiver.blocking_recv();
-    self.outcome(received)
-  }
-
   fn outcome(&self, received: Result<(), broadcast::error::RecvError>) -> StopOutcome {
     match received {
       Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => StopOutcome::Stopped,
@@ -103,21 +94,6 @@ impl Subscription {
       // but before the sender was dropped still reports the stop.
       Err(broadcast::error::RecvError::Closed) if self.is_stopped() => StopOutcome::Stopped,
       Err(broadcast::error::RecvError::Closed) => StopOutcome::Released,
-    }
-  }
-
-  /// The outcome if the registration has already ended, without waiting.
-  pub fn try_outcome(&mut self) -> Option<StopOutcome> {
-    if self.is_stopped() {
-      return Some(StopOutcome::Stopped);
-    }
-    match self.receiver.try_recv() {
-      Ok(()) | Err(broadcast::error::TryRecvError::Lagged(_)) => Some(StopOutcome::Stopped),
-      Err(broadcast::error::TryRecvError::Closed) if self.is_stopped() => {
-        Some(StopOutcome::Stopped)
-      }
-      Err(broadcast::error::TryRecvError::Closed) => Some(StopOutcome::Released),
-      Err(broadcast::error::TryRecvError::Empty) => None,
     }
   }
 }
@@ -458,9 +434,14 @@ mod tests {
     assert!(registry.stop("b"));
     assert_eq!(registry.session_ids(), vec!["a", "c"]);
     assert_eq!(b.subscription.wait().await, StopOutcome::Stopped);
-    let mut a_sub = a.subscription;
-    assert_eq!(a_sub.try_outcome(), None);
-    assert_eq!(c.subscription.try_outcome(), None);
+    let mut a = a.subscription;
+    for untouched in [&mut a, &mut c.subscription] {
+      assert!(!untouched.is_stopped());
+      assert_eq!(
+        untouched.receiver.try_recv(),
+        Err(broadcast::error::TryRecvError::Empty)
+      );
+    }
   }
 
   #[test]

@@ -147,6 +147,7 @@ pub fn start(
         session_id: session_id.to_owned(),
         command: program.command,
         reason: format!("cannot start the runner's reactor: {e}"),
+        cause: Some(e),
       }))
     }
   };

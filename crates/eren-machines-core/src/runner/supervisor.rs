@@ -191,7 +191,7 @@ impl Supervisor {
     };
     self.session = Some(self.store.pin(&session_id, incarnation));
     self.generation = generation;
-    let abandon = |this: &Self, reason: String| {
+    let abandon = |this: &Self, reason: String, cause: std::io::Error| {
       this.store.unwatch_end(&end_watch);
       this
         .registry
@@ -200,11 +200,13 @@ impl Supervisor {
         session_id: this.session_id.clone(),
         command: program.command.clone(),
         reason,
+        cause: Some(cause),
       }
     };
-    let mut spawned = sys::spawn(program, kill_grace)
-      .await
-      .map_err(|e| abandon(self, sys::describe_spawn_error(program, &e)))?;
+    let mut spawned = sys::spawn(program, kill_grace).await.map_err(|e| {
+      let reason = sys::describe_spawn_error(program, &e);
+      abandon(self, reason, e)
+    })?;
     let handle = spawned.handle;
     let watched =
       sys::Exit::watch(handle.waited_pid()).and_then(|exit| Ok((exit, spawned.connect()?)));
@@ -217,7 +219,7 @@ impl Supervisor {
         sys::exited(handle.waited_pid()).await;
         handle.after_end();
         let _ = spawned.child.wait();
-        return Err(abandon(self, format!("cannot watch the run: {e}")));
+        return Err(abandon(self, format!("cannot watch the run: {e}"), e));
       }
     };
     if let Output::Terminal(master) = &output {

@@ -97,6 +97,10 @@ fn a_missing_command_is_spawn_failed_and_leaves_no_registration() {
     .unwrap();
   assert_eq!(err.code(), "SPAWN_FAILED");
   assert!(err.to_string().contains("'t'"));
+  // The OS's own error stays reachable, not only its text.
+  let cause = std::error::Error::source(&err).expect("the OS error as the source");
+  let cause = cause.downcast_ref::<std::io::Error>().unwrap();
+  assert_eq!(cause.kind(), std::io::ErrorKind::NotFound);
   assert!(registry.is_empty());
 }
 

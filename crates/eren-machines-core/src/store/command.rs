@@ -163,14 +163,13 @@ impl Answer {
 
   /// Whether the command failed in a way that fails the transaction.
   fn is_storage_failure(&self) -> bool {
-    matches!(
-      self,
-      Answer::Session(_, Err(Error::Armin(_)))
-        | Answer::Message(_, Err(Error::Armin(_)))
-        | Answer::Messages(_, Err(Error::Armin(_)))
-        | Answer::Flag(_, Err(Error::Armin(_)))
-        | Answer::Done(_, Err(Error::Armin(_)))
-    )
+    match self {
+      Answer::Session(_, Err(e)) | Answer::Message(_, Err(e)) => e.is_storage(),
+      Answer::Messages(_, Err(e)) | Answer::Flag(_, Err(e)) | Answer::Done(_, Err(e)) => {
+        e.is_storage()
+      }
+      _ => false,
+    }
   }
 
   fn send(self) {
@@ -185,8 +184,8 @@ impl Answer {
   }
 
   /// The commit failed: nothing of the batch was stored.
-  fn fail(self, error: &str) {
-    let error = || Error::Armin(error.to_owned());
+  fn fail(self, error: &Error) {
+    let error = || error.storage_again();
     match self {
       Answer::Session(reply, _) => drop(reply.send(Err(error()))),
       Answer::Message(reply, _) => drop(reply.send(Err(error()))),
@@ -341,16 +340,12 @@ fn commit(backend: &mut impl Backend, live: &Live, batch: Vec<Command>) {
       }
     }
     Err(error) => {
-      let reason = match error {
-        Error::Armin(reason) => reason,
-        other => other.to_string(),
-      };
       for answer in answers {
-        answer.fail(&reason);
+        answer.fail(&error);
       }
       // The transaction could not even begin.
       for command in unapplied.into_iter().flatten() {
-        command.refuse(|| Error::Armin(reason.clone()));
+        command.refuse(|| error.storage_again());
       }
     }
   }

@@ -157,9 +157,10 @@ impl SessionStore {
       .spawn(move || drop(reply.send(Self::connect_blocking(&url))));
     match spawned {
       Ok(_) => pending,
-      Err(e) => Pending::ready(Err(Error::Armin(format!(
-        "cannot start a thread to connect: {e}"
-      )))),
+      Err(e) => Pending::ready(Err(Error::storage(
+        format!("cannot start a thread to connect: {e}"),
+        e,
+      ))),
     }
   }
 

@@ -19,7 +19,7 @@ pub fn spawn(conn: Connection, live: Arc<Live>) -> Result<mpsc::Sender<ReadJob>>
   std::thread::Builder::new()
     .name("eren-store-reader".into())
     .spawn(move || run(conn, live, receiver))
-    .map_err(|e| Error::Armin(format!("cannot start the reader thread: {e}")))?;
+    .map_err(|e| Error::storage(format!("cannot start the reader thread: {e}"), e))?;
   Ok(sender)
 }
 

@@ -95,10 +95,10 @@ fn create_private_file(path: &Path) -> Result<()> {
   {
     Ok(_) => Ok(()),
     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-    Err(e) => Err(Error::Armin(format!(
-      "cannot create {}: {e}",
-      path.display()
-    ))),
+    Err(e) => Err(Error::storage(
+      format!("cannot create {}: {e}", path.display()),
+      e,
+    )),
   }
 }
 
@@ -148,7 +148,7 @@ pub fn open(location: &Location, migrate: bool, durability: Durability) -> Resul
       // SQLite (as bundled) reads a name that starts with `file:` as a URI
       // even without the URI flag; an absolute path never does.
       let path = std::path::absolute(path)
-        .map_err(|e| Error::Armin(format!("cannot resolve {}: {e}", path.display())))?;
+        .map_err(|e| Error::storage(format!("cannot resolve {}: {e}", path.display()), e))?;
       if migrate {
         create_private_file(&path)?;
       }

@@ -565,3 +565,18 @@ fn subscribers_see_sessions_and_messages_that_another_store_on_the_file_commits(
     .recv_timeout(std::time::Duration::from_millis(200))
     .is_err());
 }
+
+#[test]
+fn a_storage_failure_keeps_what_failed_below_as_its_source() {
+  let dir = std::env::temp_dir().join(format!("eren-no-such-dir-{}", std::process::id()));
+  let err = SessionStore::open(dir.join("notes.db")).err().unwrap();
+  assert_eq!(err.code(), "STORAGE_ERROR");
+  let source = std::error::Error::source(&err).expect("the cause as the source");
+  let cause = err.cause().unwrap();
+  assert_eq!(source.to_string(), cause.to_string());
+  assert!(
+    cause.downcast_ref::<std::io::Error>().is_some(),
+    "{cause:?}"
+  );
+  assert!(err.to_string().contains(&cause.to_string()));
+}

@@ -97,7 +97,7 @@ pub fn spawn(
   std::thread::Builder::new()
     .name("eren-store-writer".into())
     .spawn(move || command::serve(writer, &live, receiver))
-    .map_err(|e| Error::Armin(format!("cannot start the writer thread: {e}")))?;
+    .map_err(|e| Error::storage(format!("cannot start the writer thread: {e}"), e))?;
   Ok(sender)
 }
 

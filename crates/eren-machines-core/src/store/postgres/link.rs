@@ -113,7 +113,7 @@ impl Link {
         std::thread::Builder::new()
           .name("eren-pg-connect".into())
           .spawn(move || drop(sender.send(config.connect(NoTls))))
-          .map_err(|e| Error::Armin(format!("cannot start a thread to connect: {e}")))?;
+          .map_err(|e| Error::storage(format!("cannot start a thread to connect: {e}"), e))?;
         attempt
       }
     };
@@ -124,10 +124,10 @@ impl Link {
       .unwrap_or(CONNECT_TIMEOUT);
     match attempt.recv_timeout(timeout) {
       Ok(Ok(client)) => Ok(client),
-      Ok(Err(e)) => Err(Error::Armin(format!(
-        "cannot connect to PostgreSQL: {}",
-        describe(&e)
-      ))),
+      Ok(Err(e)) => Err(Error::storage(
+        format!("cannot connect to PostgreSQL: {}", describe(&e)),
+        e,
+      )),
       Err(mpsc::RecvTimeoutError::Timeout) => {
         self.attempt = Some(attempt);
         Err(Error::Armin(format!(

@@ -39,7 +39,7 @@ pub fn spawn(link: Link, names: Names, live: Arc<Live>, closed: Arc<AtomicBool>)
   std::thread::Builder::new()
     .name("eren-pg-listener".into())
     .spawn(move || run(link, &names, &live, &closed))
-    .map_err(|e| Error::Armin(format!("cannot start the listener thread: {e}")))?;
+    .map_err(|e| Error::storage(format!("cannot start the listener thread: {e}"), e))?;
   Ok(())
 }
 

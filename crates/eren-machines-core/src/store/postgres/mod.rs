@@ -57,7 +57,7 @@ pub fn start(url: &str, closed: Arc<AtomicBool>) -> Result<Started> {
 
 impl From<postgres::Error> for Error {
   fn from(err: postgres::Error) -> Self {
-    Error::Armin(format!("postgres: {}", link::describe(&err)))
+    Error::storage(format!("postgres: {}", link::describe(&err)), err)
   }
 }
 

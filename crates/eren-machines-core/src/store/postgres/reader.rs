@@ -25,7 +25,7 @@ pub fn spawn(
   std::thread::Builder::new()
     .name("eren-pg-reader".into())
     .spawn(move || run(link, &live, &closed, receiver))
-    .map_err(|e| Error::Armin(format!("cannot start the reader thread: {e}")))?;
+    .map_err(|e| Error::storage(format!("cannot start the reader thread: {e}"), e))?;
   Ok(sender)
 }
 

@@ -37,7 +37,7 @@ pub fn spawn(link: Link, names: Names, live: Arc<Live>) -> Result<mpsc::Sender<C
   std::thread::Builder::new()
     .name("eren-pg-writer".into())
     .spawn(move || command::serve(writer, &live, receiver))
-    .map_err(|e| Error::Armin(format!("cannot start the writer thread: {e}")))?;
+    .map_err(|e| Error::storage(format!("cannot start the writer thread: {e}"), e))?;
   Ok(sender)
 }
 
