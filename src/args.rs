@@ -49,6 +49,8 @@ pub struct Text(pub String);
 impl FromNapiValue for Text {
   unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
     expect_type(env, value, ValueType::String, "a string")?;
+    // SAFETY: `env` and `value` come valid from our caller on the JS thread
+    // (this trait method's contract), and `value` was checked to be a string.
     Ok(Text(unsafe { String::from_napi_value(env, value)? }))
   }
 }
@@ -61,6 +63,8 @@ pub struct SessionId(pub String);
 impl FromNapiValue for SessionId {
   unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
     expect_type(env, value, ValueType::String, "a session id string")?;
+    // SAFETY: `env` and `value` come valid from our caller on the JS thread,
+    // and `value` was checked to be a string.
     let units = unsafe { Utf16String::from_napi_value(env, value)? };
     let id = String::from_utf16(&units)
       .map_err(|_| invalid_argument(env, "a session id must not hold a lone surrogate".into()))?;
@@ -76,6 +80,8 @@ impl FromNapiValue for OptionalSessionId {
   unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
     match type_of!(env, value)? {
       ValueType::Undefined => Ok(OptionalSessionId(None)),
+      // SAFETY: `env` and `value` come valid from our caller on the JS
+      // thread; `SessionId` checks the type itself.
       _ => Ok(OptionalSessionId(Some(
         unsafe { SessionId::from_napi_value(env, value)? }.0,
       ))),
@@ -94,6 +100,8 @@ impl FromNapiValue for StringMap {
     if type_of!(env, value)? != ValueType::Object {
       return Err(not_a_map());
     }
+    // SAFETY: `env` and `value` come valid from our caller on the JS thread,
+    // and `value` was checked to be an object.
     let object = unsafe { Object::from_napi_value(env, value)? };
     if object.is_array()? {
       return Err(not_a_map());
@@ -107,6 +115,8 @@ impl FromNapiValue for StringMap {
           format!("the value of '{key}' must be a string"),
         ));
       }
+      // SAFETY: `field` was just read from `object` in this scope on the JS
+      // thread, and checked to be a string.
       entries.push((key, unsafe { String::from_napi_value(env, field.raw())? }));
     }
     Ok(StringMap(entries))
@@ -119,10 +129,14 @@ pub struct Bytes(pub Vec<u8>);
 impl FromNapiValue for Bytes {
   unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
     if type_of!(env, value)? == ValueType::String {
+      // SAFETY: `env` and `value` come valid from our caller on the JS
+      // thread, and `value` was checked to be a string.
       return Ok(Bytes(
         unsafe { String::from_napi_value(env, value)? }.into_bytes(),
       ));
     }
+    // SAFETY: `env` and `value` come valid from our caller on the JS thread;
+    // the conversion checks that `value` is a typed array itself.
     match unsafe { Uint8Array::from_napi_value(env, value) } {
       Ok(array) => Ok(Bytes(array.to_vec())),
       Err(_) => Err(invalid_argument(
@@ -141,6 +155,8 @@ pub struct Callback<'scope, Args: JsValuesTupleIntoVec>(
 impl<Args: JsValuesTupleIntoVec> FromNapiValue for Callback<'_, Args> {
   unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
     expect_type(env, value, ValueType::Function, "a function")?;
+    // SAFETY: `env` and `value` come valid from our caller on the JS thread,
+    // and `value` was checked to be a function.
     Ok(Callback(unsafe { Function::from_napi_value(env, value)? }))
   }
 }
@@ -153,6 +169,8 @@ impl FromNapiValue for OptionalI32 {
     match type_of!(env, value)? {
       ValueType::Undefined | ValueType::Null => Ok(OptionalI32(None)),
       ValueType::Number => {
+        // SAFETY: `env` and `value` come valid from our caller on the JS
+        // thread, and `value` was checked to be a number.
         let number = unsafe { f64::from_napi_value(env, value)? };
         if number.fract() == 0.0 && number >= i32::MIN as f64 && number <= i32::MAX as f64 {
           Ok(OptionalI32(Some(number as i32)))
@@ -199,6 +217,8 @@ impl Options {
     let Some(object) = self.object else {
       return Ok(None);
     };
+    // SAFETY: `object` was checked to be an object when these options were
+    // read, and an `Options` lives only within that call on the JS thread.
     let object = unsafe { Object::from_napi_value(self.env, object)? };
     let value: Unknown = object.get_named_property_unchecked(name)?;
     match value.get_type()? {
@@ -220,6 +240,8 @@ impl Options {
     };
     match self.field(name) {
       Ok(None) => Ok(None),
+      // SAFETY: `value` was just read from the options object within the
+      // call that `Options` lives in, on the JS thread; `T` checks its type.
       Ok(Some(value)) => unsafe { T::from_napi_value(self.env, value) }
         .map(Some)
         .map_err(|_| invalid()),
@@ -251,6 +273,8 @@ impl Options {
       if type_of!(self.env, value)? != ValueType::Number {
         return Err(napi::Error::from_status(Status::NumberExpected));
       }
+      // SAFETY: `value` was just read from the options object on the JS
+      // thread, and checked to be a number.
       Ok(Some(unsafe { f64::from_napi_value(self.env, value)? }))
     };
     match read() {

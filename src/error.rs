@@ -63,5 +63,7 @@ pub fn coded(env: napi::sys::napi_env, err: impl Into<Failure>) -> napi::Error {
     // The env is shutting down; nothing will see the error anyway.
     return napi::Error::new(Status::GenericFailure, "environment is shutting down");
   }
+  // SAFETY: `value` was just made in `env`, on its JS thread, and checked
+  // to be non-null.
   napi::Error::from(unsafe { napi::Unknown::from_raw_unchecked(env, value) })
 }

@@ -439,6 +439,8 @@ pub struct RegistryArg(pub Arc<core::ProcessRegistry>);
 
 impl FromNapiValue for RegistryArg {
   unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
+    // SAFETY: `env` and `value` come valid from our caller on the JS thread
+    // (this trait method's contract); the conversion checks the class.
     match unsafe { ClassInstance::<ProcessRegistry>::from_napi_value(env, value) } {
       Ok(instance) => Ok(RegistryArg(instance.core.clone())),
       Err(_) => Err(super::args::invalid_argument(

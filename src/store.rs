@@ -257,6 +257,8 @@ pub struct StoreArg(pub core::SessionStore);
 
 impl FromNapiValue for StoreArg {
   unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
+    // SAFETY: `env` and `value` come valid from our caller on the JS thread
+    // (this trait method's contract); the conversion checks the class.
     match unsafe { ClassInstance::<SessionStore>::from_napi_value(env, value) } {
       Ok(instance) => Ok(StoreArg(instance.core.clone())),
       Err(_) => Err(invalid_argument(env, "expected a SessionStore".into())),

@@ -163,51 +163,12 @@ fn ask(
   Ok(())
 }
 
-/// A `ToolDecision` from what the callback returned; anything else is a
-/// deny that says why.
+/// A `ToolDecision` from what the callback returned, read by the core from
+/// its JSON; a value that has none (a function, a BigInt) is a deny too.
 fn decision_of(env: &Env, value: Unknown) -> ToolDecision {
-  let invalid = |why: &str| ToolDecision::Deny {
-    message: format!("canUseTool returned an invalid decision: {why}"),
-    interrupt: false,
-  };
-  if !matches!(value.get_type(), Ok(ValueType::Object)) {
-    return invalid("expected { behavior: 'allow' | 'deny', ... }");
-  }
-  let Ok(object) = Object::from_unknown(value) else {
-    return invalid("expected an object");
-  };
-  let field = |name: &str| -> Option<Unknown> {
-    object
-      .get_named_property::<Unknown>(name)
-      .ok()
-      .filter(|v| !matches!(v.get_type(), Ok(ValueType::Undefined | ValueType::Null)))
-  };
-  let behavior =
-    field("behavior").and_then(|v| unsafe { String::from_napi_value(env.raw(), v.raw()) }.ok());
-  match behavior.as_deref() {
-    Some("allow") => match field("updatedInput") {
-      None => ToolDecision::Allow {
-        updated_input: None,
-      },
-      Some(input) if matches!(input.get_type(), Ok(ValueType::Object)) => {
-        match unsafe { serde_json::Value::from_napi_value(env.raw(), input.raw()) } {
-          Ok(input @ serde_json::Value::Object(_)) => ToolDecision::Allow {
-            updated_input: Some(input),
-          },
-          _ => invalid("updatedInput must be a plain object"),
-        }
-      }
-      Some(_) => invalid("updatedInput must be an object"),
-    },
-    Some("deny") => ToolDecision::Deny {
-      message: field("message")
-        .and_then(|v| unsafe { String::from_napi_value(env.raw(), v.raw()) }.ok())
-        .unwrap_or_else(|| "denied by the host".to_owned()),
-      interrupt: field("interrupt")
-        .and_then(|v| unsafe { bool::from_napi_value(env.raw(), v.raw()) }.ok())
-        .unwrap_or(false),
-    },
-    _ => invalid("behavior must be 'allow' or 'deny'"),
+  match env.from_js_value::<serde_json::Value, _>(value) {
+    Ok(value) => ToolDecision::from_host(&value),
+    Err(e) => ToolDecision::invalid(&e.reason),
   }
 }
 

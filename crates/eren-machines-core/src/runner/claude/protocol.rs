@@ -192,6 +192,46 @@ pub enum ToolDecision {
   Deny { message: String, interrupt: bool },
 }
 
+impl ToolDecision {
+  /// A deny that says why the host's answer was not a decision.
+  pub fn invalid(why: &str) -> ToolDecision {
+    ToolDecision::Deny {
+      message: format!("canUseTool returned an invalid decision: {why}"),
+      interrupt: false,
+    }
+  }
+
+  /// The decision a host returned, as JSON: `{ behavior: 'allow',
+  /// updatedInput? }` or `{ behavior: 'deny', message?, interrupt? }`.
+  /// Anything else is a deny that says why, so a host's mistake never runs
+  /// a tool. Absent and `null` fields are the same.
+  pub fn from_host(value: &Value) -> ToolDecision {
+    let Some(object) = value.as_object() else {
+      return ToolDecision::invalid("expected { behavior: 'allow' | 'deny', ... }");
+    };
+    let field = |name: &str| object.get(name).filter(|v| !v.is_null());
+    match field("behavior").and_then(Value::as_str) {
+      Some("allow") => match field("updatedInput") {
+        None => ToolDecision::Allow {
+          updated_input: None,
+        },
+        Some(input @ Value::Object(_)) => ToolDecision::Allow {
+          updated_input: Some(input.clone()),
+        },
+        Some(_) => ToolDecision::invalid("updatedInput must be a plain object"),
+      },
+      Some("deny") => ToolDecision::Deny {
+        message: field("message")
+          .and_then(Value::as_str)
+          .unwrap_or("denied by the host")
+          .to_owned(),
+        interrupt: field("interrupt").and_then(Value::as_bool).unwrap_or(false),
+      },
+      _ => ToolDecision::invalid("behavior must be 'allow' or 'deny'"),
+    }
+  }
+}
+
 /// A user message for stdin.
 pub fn user_message(text: &str) -> String {
   json!({
@@ -265,6 +305,69 @@ pub fn truncated_message(head: &str, bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
   use super::*;
+
+  #[test]
+  fn a_host_decision_is_read_from_its_json_and_anything_else_denies() {
+    let allow = ToolDecision::from_host(&json!({ "behavior": "allow" }));
+    assert_eq!(
+      allow,
+      ToolDecision::Allow {
+        updated_input: None
+      }
+    );
+    let input = json!({ "command": "ls" });
+    let allow = ToolDecision::from_host(&json!({ "behavior": "allow", "updatedInput": input }));
+    assert_eq!(
+      allow,
+      ToolDecision::Allow {
+        updated_input: Some(input)
+      }
+    );
+    let deny =
+      ToolDecision::from_host(&json!({ "behavior": "deny", "message": "no", "interrupt": true }));
+    assert_eq!(
+      deny,
+      ToolDecision::Deny {
+        message: "no".into(),
+        interrupt: true
+      }
+    );
+    let deny = ToolDecision::from_host(&json!({ "behavior": "deny", "interrupt": "yes" }));
+    assert_eq!(
+      deny,
+      ToolDecision::Deny {
+        message: "denied by the host".into(),
+        interrupt: false
+      }
+    );
+    for (value, why) in [
+      (json!("allow"), "expected { behavior"),
+      (json!({ "behavior": "maybe" }), "behavior must be"),
+      (json!({ "behavior": 1 }), "behavior must be"),
+      (
+        json!({ "behavior": "allow", "updatedInput": [1] }),
+        "updatedInput must be a plain object",
+      ),
+      (
+        json!({ "behavior": "allow", "updatedInput": "x" }),
+        "updatedInput must be a plain object",
+      ),
+    ] {
+      match ToolDecision::from_host(&value) {
+        ToolDecision::Deny {
+          message,
+          interrupt: false,
+        } => {
+          assert!(
+            message.starts_with("canUseTool returned an invalid decision: "),
+            "{message}"
+          );
+          assert!(message.contains(why), "{value}: {message}");
+        }
+        other => panic!("{value} gave {other:?}"),
+      }
+    }
+  }
 
   #[test]
   fn only_single_objects_are_events() {
