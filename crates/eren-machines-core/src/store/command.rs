@@ -5,7 +5,7 @@
 //! backend implements [`Transaction`] for one open transaction and [`Backend`]
 //! to open and commit it; batching, dispatch and answering live here.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use super::live::{Event, Live};
 use super::model::{AgentStatus, Message};
@@ -270,9 +270,24 @@ pub trait Backend {
     -> Result<()>;
 }
 
+/// Starts the writer thread `name` over `backend`: the channel it takes
+/// commands from.
+pub fn start_writer(
+  name: &str,
+  backend: impl Backend + Send + 'static,
+  live: Arc<Live>,
+) -> Result<mpsc::Sender<Command>> {
+  let (sender, receiver) = mpsc::channel();
+  std::thread::Builder::new()
+    .name(name.into())
+    .spawn(move || serve(backend, &live, receiver))
+    .map_err(|e| Error::storage(format!("cannot start the writer thread: {e}"), e))?;
+  Ok(sender)
+}
+
 /// The writer thread's loop: batches commands until a shutdown, answering
 /// each only after its batch committed or failed.
-pub fn serve(mut backend: impl Backend, live: &Live, receiver: mpsc::Receiver<Command>) {
+fn serve(mut backend: impl Backend, live: &Live, receiver: mpsc::Receiver<Command>) {
   let mut shutdown = None;
   while shutdown.is_none() {
     let Ok(first) = receiver.recv() else { break };

@@ -6,6 +6,7 @@
 //! connection serves reads. Live subscriptions are fed by the writer after
 //! each commit (see [`live`]), and by what other processes or hosts commit.
 
+mod batch;
 mod command;
 mod host;
 mod live;

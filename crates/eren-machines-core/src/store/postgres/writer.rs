@@ -10,8 +10,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{mpsc, Arc};
 
-use super::super::command::{self, Backend, Body, Command, Target, Transaction};
-use super::super::host;
+use super::super::batch::{Batch, Cached, Statements};
+use super::super::command::{self, Backend, Body, Command};
 use super::super::live::{Event, Live};
 use super::super::model::{now_ms, AgentStatus, Message};
 use super::super::reads;
@@ -20,25 +20,20 @@ use super::link::Link;
 use super::listener;
 use super::reader::PgReads;
 use super::schema::{fnv1a, Names, LOCK_CLASS};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Message ids taken from the sequence at a time; unused ones are kept for
 /// later batches (a sequence never hands out a number twice).
 const ID_BLOCK: i64 = 1024;
 
 pub fn spawn(link: Link, names: Names, live: Arc<Live>) -> Result<mpsc::Sender<Command>> {
-  let (sender, receiver) = mpsc::channel();
   let writer = Writer {
     link,
     names,
     live: live.clone(),
     ids: VecDeque::new(),
   };
-  std::thread::Builder::new()
-    .name("eren-pg-writer".into())
-    .spawn(move || command::serve(writer, &live, receiver))
-    .map_err(|e| Error::storage(format!("cannot start the writer thread: {e}"), e))?;
-  Ok(sender)
+  command::start_writer("eren-pg-writer", writer, live)
 }
 
 struct Writer {
@@ -63,28 +58,19 @@ impl Backend for Writer {
     } = self;
     link.with(|client| {
       let mut tx = client.transaction()?;
-      let cache = lock_and_load(&mut tx, live, sessions)?;
-      let mut batch = Batch {
+      let mut cache = lock_and_load(&mut tx, live, sessions)?;
+      let statements = PgStatements {
         tx: &mut tx,
-        cache,
         ids,
         rows: Vec::new(),
-        touched: HashMap::new(),
-        events,
-        created_at: now_ms(),
       };
+      let mut batch = Batch::new(statements, &mut cache, events, now_ms());
       body(&mut batch)?;
-      batch.finish(&names.channel)?;
+      let (statements, touched) = batch.finish();
+      statements.finish(&touched, &names.channel)?;
       Ok(tx.commit()?)
     })
   }
-}
-
-#[derive(Clone)]
-struct Cached {
-  key: i64,
-  last_sequence: i64,
-  closed: bool,
 }
 
 /// Locks the batch's sessions and reads them. What other hosts committed
@@ -143,43 +129,22 @@ struct NewRow {
   sequence: i64,
   id: i64,
   content: String,
-}
-
-struct Batch<'a, 't> {
-  tx: &'a mut postgres::Transaction<'t>,
-  cache: HashMap<String, Cached>,
-  ids: &'a mut VecDeque<i64>,
-  rows: Vec<NewRow>,
-  /// Sessions whose last sequence moved, by key: their id and last sequence.
-  touched: HashMap<i64, (String, i64)>,
-  events: &'a mut Vec<Event>,
   created_at: i64,
 }
 
-impl Batch<'_, '_> {
-  fn session(&mut self, target: &Target) -> Result<&mut Cached> {
-    match self.cache.get_mut(&target.session_id) {
-      Some(session) if target.matches(session.key) => Ok(session),
-      _ => Err(Error::SessionNotFound(target.session_id.clone())),
-    }
-  }
+/// PostgreSQL's statements for a batch: messages are gathered and inserted
+/// in one statement at the end, with the sessions' new last sequences.
+struct PgStatements<'a, 't> {
+  tx: &'a mut postgres::Transaction<'t>,
+  ids: &'a mut VecDeque<i64>,
+  rows: Vec<NewRow>,
+}
 
-  fn take_ids(&mut self, count: usize) -> Result<Vec<i64>> {
-    if self.ids.len() < count {
-      let wanted = ID_BLOCK.max((count - self.ids.len()) as i64);
-      let rows = self.tx.query(
-        "SELECT nextval('eren_message_ids') FROM generate_series(1, $1::int8)",
-        &[&wanted],
-      )?;
-      self.ids.extend(rows.iter().map(|row| row.get::<_, i64>(0)));
-    }
-    Ok(self.ids.drain(..count).collect())
-  }
-
+impl PgStatements<'_, '_> {
   /// Inserts the batch's messages, moves the sessions' last sequences and
   /// notifies every host's listener, one statement each.
-  fn finish(self, channel: &str) -> Result<()> {
-    if !self.rows.is_empty() {
+  fn finish(self, touched: &HashMap<i64, (String, i64)>, channel: &str) -> Result<()> {
+    if let Some(created_at) = self.rows.first().map(|row| row.created_at) {
       // Column by column, for one `unnest` INSERT.
       let count = self.rows.len();
       let (mut sessions, mut sequences) = (Vec::with_capacity(count), Vec::with_capacity(count));
@@ -194,24 +159,20 @@ impl Batch<'_, '_> {
         "INSERT INTO eren_messages (session, sequence, id, content, created_at)
            SELECT s, q, i, c, $5 FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::text[])
              AS t(s, q, i, c)",
-        &[&sessions, &sequences, &ids, &contents, &self.created_at],
+        &[&sessions, &sequences, &ids, &contents, &created_at],
       )?;
     }
-    if self.touched.is_empty() {
+    if touched.is_empty() {
       return Ok(());
     }
-    let (keys, lasts): (Vec<i64>, Vec<i64>) = self
-      .touched
-      .iter()
-      .map(|(key, (_, last))| (*key, *last))
-      .unzip();
+    let (keys, lasts): (Vec<i64>, Vec<i64>) =
+      touched.iter().map(|(key, (_, last))| (*key, *last)).unzip();
     self.tx.execute(
       "UPDATE eren_sessions AS s SET last_sequence = t.last
          FROM unnest($1::int8[], $2::int8[]) AS t(key, last) WHERE s.key = t.key",
       &[&keys, &lasts],
     )?;
-    let payloads: Vec<String> = self
-      .touched
+    let payloads: Vec<String> = touched
       .values()
       .map(|(session_id, last)| listener::payload(session_id, *last))
       .collect();
@@ -223,97 +184,59 @@ impl Batch<'_, '_> {
   }
 }
 
-impl Transaction for Batch<'_, '_> {
-  fn create(&mut self, session_id: &str) -> Result<()> {
-    check_text("the session id", session_id)?;
-    if self.cache.contains_key(session_id) {
-      return Err(Error::SessionExists(session_id.to_owned()));
-    }
+impl Statements for PgStatements<'_, '_> {
+  fn check_text(&self, what: &str, text: &str) -> Result<()> {
+    check_text(what, text)
+  }
+
+  fn insert_session(&mut self, session_id: &str, created_at: i64) -> Result<Option<i64>> {
+    // Another host may have created it since the batch's sessions were read.
     let inserted = self.tx.query_opt(
       "INSERT INTO eren_sessions (session_id, agent_status, closed, created_at, last_sequence)
          VALUES ($1, $2, false, $3, 0) ON CONFLICT (session_id) DO NOTHING RETURNING key",
-      &[&session_id, &AgentStatus::Idle.as_str(), &self.created_at],
+      &[&session_id, &AgentStatus::Idle.as_str(), &created_at],
     )?;
-    let Some(row) = inserted else {
-      return Err(Error::SessionExists(session_id.to_owned()));
-    };
-    self.cache.insert(
-      session_id.to_owned(),
-      Cached {
-        key: row.get(0),
-        last_sequence: 0,
-        closed: false,
-      },
-    );
-    self.events.push(Event::Created(session_id.to_owned()));
+    Ok(inserted.map(|row| row.get(0)))
+  }
+
+  fn take_message_ids(&mut self, count: usize) -> Result<Vec<i64>> {
+    if self.ids.len() < count {
+      let wanted = ID_BLOCK.max((count - self.ids.len()) as i64);
+      let rows = self.tx.query(
+        "SELECT nextval('eren_message_ids') FROM generate_series(1, $1::int8)",
+        &[&wanted],
+      )?;
+      self.ids.extend(rows.iter().map(|row| row.get::<_, i64>(0)));
+    }
+    Ok(self.ids.drain(..count).collect())
+  }
+
+  fn insert_message(&mut self, key: i64, message: &Message) -> Result<()> {
+    self.rows.push(NewRow {
+      session: key,
+      sequence: message.sequence_number,
+      id: message.id,
+      content: message.content.clone(),
+      created_at: message.created_at,
+    });
     Ok(())
   }
 
-  fn append(
-    &mut self,
-    target: Target,
-    contents: Vec<String>,
-    index: usize,
-  ) -> Result<Vec<Message>> {
-    for content in &contents {
-      check_text("the message", content)?;
-    }
-    let session = self.session(&target)?;
-    if session.closed {
-      return Err(Error::SessionClosed(target.session_id));
-    }
-    let (key, first) = (session.key, session.last_sequence + 1);
-    let ids = self.take_ids(contents.len())?;
-    let mut messages = Vec::with_capacity(contents.len());
-    for ((offset, content), id) in contents.into_iter().enumerate().zip(ids) {
-      let sequence_number = first + offset as i64;
-      self.rows.push(NewRow {
-        session: key,
-        sequence: sequence_number,
-        id,
-        content: content.clone(),
-      });
-      messages.push(Message {
-        id,
-        session_id: target.session_id.clone(),
-        sequence_number,
-        content,
-        created_at: self.created_at,
-      });
-    }
-    if let Some(last) = messages.last() {
-      let last = last.sequence_number;
-      self.session(&target)?.last_sequence = last;
-      self.touched.insert(key, (target.session_id, last));
-      self.events.push(Event::Appended(index));
-    }
-    Ok(messages)
-  }
-
-  fn set_claude_session_id(&mut self, target: &Target, claude_session_id: &str) -> Result<bool> {
-    check_text("the Claude session id", claude_session_id)?;
-    let Ok(session) = self.session(target) else {
-      return Ok(false);
-    };
-    let key = session.key;
+  fn set_claude_session_id(&mut self, key: i64, claude_session_id: &str) -> Result<()> {
     self.tx.execute(
       "UPDATE eren_sessions SET claude_session_id = $1 WHERE key = $2",
       &[&claude_session_id, &key],
     )?;
-    Ok(true)
+    Ok(())
   }
 
   fn set_status(
     &mut self,
-    target: &Target,
+    key: i64,
     status: AgentStatus,
-    error_message: Option<String>,
+    error_message: Option<&str>,
+    host: Option<&str>,
   ) -> Result<()> {
-    if let Some(message) = &error_message {
-      check_text("the error message", message)?;
-    }
-    let key = self.session(target)?.key;
-    let host = matches!(status, AgentStatus::Running | AgentStatus::Waiting).then(host::this_host);
     self.tx.execute(
       "UPDATE eren_sessions SET agent_status = $1, error_message = $2, host = $3 WHERE key = $4",
       &[&status.as_str(), &error_message, &host, &key],
@@ -321,38 +244,28 @@ impl Transaction for Batch<'_, '_> {
     Ok(())
   }
 
-  fn close_session(&mut self, session_id: String) -> Result<()> {
-    let session = self.session(&Target::any(session_id.clone()))?;
-    session.closed = true;
-    let key = session.key;
+  fn close_session(&mut self, key: i64) -> Result<()> {
     self.tx.execute(
       "UPDATE eren_sessions SET closed = true WHERE key = $1",
       &[&key],
     )?;
-    self.events.push(Event::Closed(session_id));
     Ok(())
   }
 
-  fn delete(&mut self, session_id: String) -> Result<bool> {
-    let Some(session) = self.cache.remove(&session_id) else {
-      return Ok(false);
-    };
-    self.rows.retain(|row| row.session != session.key);
-    self.touched.remove(&session.key);
-    self.tx.execute(
-      "DELETE FROM eren_messages WHERE session = $1",
-      &[&session.key],
-    )?;
+  fn delete_session(&mut self, key: i64) -> Result<()> {
+    self.rows.retain(|row| row.session != key);
     self
       .tx
-      .execute("DELETE FROM eren_sessions WHERE key = $1", &[&session.key])?;
-    self.events.push(Event::Deleted(session_id));
-    Ok(true)
+      .execute("DELETE FROM eren_messages WHERE session = $1", &[&key])?;
+    self
+      .tx
+      .execute("DELETE FROM eren_sessions WHERE key = $1", &[&key])?;
+    Ok(())
   }
 
   /// Hosts on other machines share this database, and whether one of them
   /// is alive cannot be told from here: nothing is reconciled.
-  fn reconcile(&mut self, _: usize) -> Result<Vec<Message>> {
+  fn runs_in_progress(&mut self) -> Result<Vec<(String, String)>> {
     Ok(Vec::new())
   }
 }
