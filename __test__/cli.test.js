@@ -345,7 +345,7 @@ describe('eren-machines CLI', () => {
 })
 
 describe('render', () => {
-  const { render } = require('../bin/render')
+  const { renderText: render } = require('../messages')
 
   test('terminal_finished in both stored shapes: the bridge writes only exit_code, runs add signal and stopped', () => {
     expect(render('{"type":"terminal_finished","exit_code":3}').text).toBe('[finished: exit code 3]')

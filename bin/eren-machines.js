@@ -7,9 +7,9 @@ const os = require('node:os')
 const path = require('node:path')
 const readline = require('node:readline')
 const { parseArgs } = require('node:util')
-const { ProcessRegistry, SessionStore, spawnTerminal, spawnClaude } = require('..')
+const { MAX_LINE_BYTES, ProcessRegistry, SessionStore, spawnTerminal, spawnClaude } = require('..')
 const { version } = require('../package.json')
-const { render } = require('./render')
+const { renderText } = require('../messages')
 
 class UsageError extends Error {}
 
@@ -162,7 +162,7 @@ function write(stream, text, continues = false) {
 /** Writes a rendered message to its stream, or everything to `only`. */
 function echoTo(only) {
   return (message) => {
-    const shown = render(message.content)
+    const shown = renderText(message.content, { maxLineBytes: MAX_LINE_BYTES })
     if (shown) write(only || (shown.stream === 'stderr' ? process.stderr : process.stdout), shown.text, shown.continues)
   }
 }

@@ -31,6 +31,47 @@ export type ErrorCode =
   | 'STORAGE_ERROR'
   | 'INTERNAL'
 
+/** A block of a Claude `user` or `assistant` message, as the CLI printed it. */
+export type ClaudeContentBlock =
+  | { type: 'text'; text: string }
+  | { type: 'thinking'; thinking: string }
+  | { type: 'tool_use'; id: string; name: string; input: Record<string, unknown> }
+  | { type: 'tool_result'; tool_use_id: string; content?: unknown; is_error?: boolean }
+  | { type: 'image'; source: unknown }
+
+/** An event of the Claude CLI's stream-json protocol, stored as it was printed. */
+export interface ClaudeEvent {
+  type:
+    | 'system'
+    | 'assistant'
+    | 'user'
+    | 'result'
+    | 'control_request'
+    | 'control_response'
+    | 'control_cancel_request'
+    | 'stream_event'
+  [field: string]: unknown
+}
+
+/**
+ * What a `Message.content` holds once parsed, by `type` (the stored content
+ * stays a JSON string). `parseContent` of `eren-machines/messages` gives
+ * one for any content and never throws; `messageKinds()` lists the first
+ * six, which this package writes itself.
+ */
+export type MessageContent =
+  | { type: 'terminal_output'; stream: 'stdout' | 'stderr' | 'pty'; content: string }
+  | { type: 'terminal_finished'; exit_code: number | null; signal?: string | null; stopped?: boolean }
+  | { type: 'claude_output'; content: string }
+  | { type: 'claude_stderr'; content: string }
+  | { type: 'claude_output_truncated'; bytes: number; head: string }
+  | { type: 'run_interrupted' }
+  | ClaudeEvent
+  /** JSON that is no message this package knows. */
+  | { type: 'other'; value: unknown }
+  /** A content that is not JSON. */
+  | { type: 'unparsed'; text: string }
+
 /** A process started by `spawnTerminal` or `spawnClaude`. */
 export interface Run {
   sessionId: string

@@ -8,7 +8,9 @@ import {
   type ClaudeRun,
   claudeBridge,
   type ErrorCode,
+  MAX_LINE_BYTES,
   type Message,
+  messageKinds,
   ProcessRegistry,
   ProcessStatus,
   type Run,
@@ -23,6 +25,7 @@ import {
   type ToolRequest,
   terminalBridge,
 } from '../../index'
+import { contentBlocks, KINDS, type MessageContent, parseMessage, renderText, sessionKind } from '../../messages'
 
 const target: 'native' | 'wasm32-wasi' | 'wasm32-wasip1' = __napiBindingTarget
 
@@ -186,3 +189,29 @@ function codeOf(error: unknown): ErrorCode | undefined {
   return codes.find((known) => known === code)
 }
 void codeOf
+
+/** Reads a stored message through the one parser, narrowing by `type`. */
+function describe(message: Message): string {
+  const content: MessageContent = parseMessage(message)
+  switch (content.type) {
+    case 'terminal_output':
+      return `${content.stream}: ${content.content}`
+    case 'terminal_finished':
+      return `exit ${content.exit_code ?? content.signal ?? 'none'}${content.stopped ? ' (stopped)' : ''}`
+    case 'claude_output_truncated':
+      return `${content.bytes} bytes: ${content.head}`
+    case 'assistant':
+      return contentBlocks(content)
+        .map((block) => (block.type === 'text' ? block.text : block.type))
+        .join(' ')
+    case 'unparsed':
+      return content.text
+    default:
+      return renderText(content, { maxLineBytes: MAX_LINE_BYTES })?.text ?? ''
+  }
+}
+const kinds: string[] = messageKinds().filter((kind) => KINDS.includes(kind))
+const shownAs: 'pty' | 'lines' | 'claude' | null = sessionKind([])
+void describe
+void kinds
+void shownAs

@@ -5,19 +5,10 @@
   // a transcript reaches the page as text, never as markup.
 ;(() => {
   const PAGE = 200
-  const CLAUDE_TYPES = new Set([
-    'system',
-    'assistant',
-    'user',
-    'result',
-    'control_request',
-    'control_response',
-    'claude_output',
-    'claude_stderr',
-    'claude_output_truncated',
-    'stream_event',
-  ])
   const LONG = 600
+  // The package's one parser of stored messages (messages.js), served beside
+  // this page.
+  const { parseContent, contentBlocks, toolResultText, sessionKind } = window.ErenMessages
 
   const $ = (selector) => document.querySelector(selector)
   function el(tag, className, text) {
@@ -100,14 +91,7 @@
 
     function decide(messages) {
       if (kind) return
-      for (const m of messages) {
-        const event = parse(m.content)
-        if (!event) continue
-        if (event.type === 'terminal_output' && event.stream === 'pty') kind = 'pty'
-        else if (event.type === 'terminal_output' || event.type === 'terminal_finished') kind = 'lines'
-        else if (CLAUDE_TYPES.has(event.type)) kind = 'claude'
-        if (kind) break
-      }
+      kind = sessionKind(messages.map((m) => parseContent(m.content)))
       if (kind === 'pty') {
         terminal = new window.Terminal({ cols: 120, rows: 36, convertEol: false, scrollback: 5000 })
         const box = el('div')
@@ -122,9 +106,9 @@
       decide(messages)
       if (kind === 'pty') {
         for (const m of messages) {
-          const event = parse(m.content)
-          if (event?.type === 'terminal_output') terminal.write(event.content)
-          else if (event?.type === 'terminal_finished') list.append(finished(event))
+          const event = parseContent(m.content)
+          if (event.type === 'terminal_output') terminal.write(event.content)
+          else if (event.type === 'terminal_finished') list.append(finished(event))
         }
         return
       }
@@ -134,9 +118,10 @@
     }
 
     function render(m) {
-      const event = parse(m.content)
+      const event = parseContent(m.content)
       let node
-      if (!event) node = block('other', 'message', m.content)
+      if (event.type === 'unparsed') node = block('other', 'message', event.text)
+      else if (event.type === 'other') node = block('other', 'message', pretty(event.value))
       else if (kind === 'lines') node = line(event)
       else node = claude(event)
       if (!node) return null
@@ -178,21 +163,15 @@
     function claude(event) {
       switch (event.type) {
         case 'user': {
-          const content = event.message?.content
-          const parts =
-            typeof content === 'string' ? [{ type: 'text', text: content }] : Array.isArray(content) ? content : []
           const wrap = el('div')
-          for (const part of parts) {
+          for (const part of contentBlocks(event)) {
             if (part.type === 'text') wrap.append(block('user-text', 'user', part.text))
             else if (part.type === 'tool_result') {
               const result = block(
                 `tool-result${part.is_error ? ' error-event' : ''}`,
                 `tool result${part.is_error ? ' (error)' : ''}`,
               )
-              const text = Array.isArray(part.content)
-                ? part.content.map((c) => c.text ?? pretty(c)).join('\n')
-                : pretty(part.content ?? '')
-              result.append(collapsible(text))
+              result.append(collapsible(toolResultText(part)))
               wrap.append(result)
             }
           }
@@ -200,7 +179,7 @@
         }
         case 'assistant': {
           const wrap = el('div')
-          for (const part of event.message?.content ?? []) {
+          for (const part of contentBlocks(event)) {
             if (part.type === 'text') wrap.append(block('assistant-text', 'assistant', part.text))
             else if (part.type === 'thinking') wrap.append(block('system', 'thinking', part.thinking))
             else if (part.type === 'tool_use') {
@@ -360,15 +339,6 @@
         main.onscroll = null
         delete document.body.dataset.loaded
       },
-    }
-  }
-
-  function parse(content) {
-    try {
-      const value = JSON.parse(content)
-      return value && typeof value === 'object' && !Array.isArray(value) ? value : null
-    } catch {
-      return null
     }
   }
 

@@ -19,6 +19,7 @@ const PAGE_LIMIT = 1000
 const ASSETS = {
   '/': [path.join(__dirname, 'page.html'), 'text/html; charset=utf-8'],
   '/page.js': [path.join(__dirname, 'page.js'), 'text/javascript; charset=utf-8'],
+  '/messages.js': [path.join(__dirname, '..', '..', 'messages.js'), 'text/javascript; charset=utf-8'],
   '/page.css': [path.join(__dirname, 'page.css'), 'text/css; charset=utf-8'],
   '/vendor/xterm.js': [require.resolve('@xterm/xterm/lib/xterm.js'), 'text/javascript; charset=utf-8'],
   '/vendor/xterm.css': [require.resolve('@xterm/xterm/css/xterm.css'), 'text/css; charset=utf-8'],

@@ -27,6 +27,7 @@
 //! ```
 
 pub mod bridge;
+pub mod content;
 pub mod error;
 pub mod output;
 pub mod registry;

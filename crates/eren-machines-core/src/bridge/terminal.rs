@@ -14,40 +14,14 @@
 //! assert_eq!(end.sequence_number, 2);
 //! ```
 
-use serde_json::json;
-
+use crate::content;
 use crate::output::RunResult;
 pub use crate::output::Stream;
 use crate::store::{Message, Pending, SessionWriter};
 
-const OUTPUT: &str = "terminal_output";
-const FINISHED: &str = "terminal_finished";
-
 /// The message content for one line of output.
 pub fn output_content(stream: Stream, line: &str) -> String {
-  // Written directly rather than through a `Value`: the runner calls this
-  // for every line a process prints. Only `line` needs escaping.
-  let mut content = String::with_capacity(line.len() + 56);
-  content.push_str(r#"{"type":""#);
-  content.push_str(OUTPUT);
-  content.push_str(r#"","stream":""#);
-  content.push_str(stream.as_str());
-  content.push_str(r#"","content":"#);
-  // Serializing a string into a String cannot fail.
-  content.push_str(&serde_json::to_string(line).unwrap_or_default());
-  content.push('}');
-  content
-}
-
-/// `{"type":"terminal_finished","exit_code":n}`, the bridge's shape, plus
-/// `signal` and `stopped` when the runner reports a whole [`RunResult`].
-fn finished_content(exit_code: Option<i32>, run: Option<&RunResult>) -> String {
-  let mut content = json!({ "type": FINISHED, "exit_code": exit_code });
-  if let Some(run) = run {
-    content["signal"] = json!(run.signal);
-    content["stopped"] = json!(run.stopped);
-  }
-  content.to_string()
+  content::terminal_output(stream, line)
 }
 
 pub fn store_output(
@@ -72,19 +46,19 @@ pub fn store_finished(
   session_id: &str,
   exit_code: Option<i32>,
 ) -> Pending<Message> {
-  writer.append(session_id, finished_content(exit_code, None))
+  writer.append(session_id, content::terminal_finished(exit_code, None))
 }
 
 /// The runner's end-of-run content: `exit_code`, `signal` and `stopped`.
 pub fn exit_content(run: &RunResult) -> String {
-  finished_content(run.exit_code, Some(run))
+  content::terminal_finished(run.exit_code, Some(run))
 }
 
 #[cfg(test)]
 mod tests {
   use super::*;
   use crate::store::{SessionReader, SessionStore};
-  use serde_json::Value;
+  use serde_json::{json, Value};
 
   fn parsed(message: &Message) -> Value {
     serde_json::from_str(&message.content).unwrap()

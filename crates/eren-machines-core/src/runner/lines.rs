@@ -6,9 +6,7 @@
 //! much larger limit, beyond which only its head and length are kept.
 //! Either way memory stays bounded by the limit, whatever the child prints.
 
-/// The longest piece of terminal output stored as one line, and the head kept
-/// of a line too long to keep whole.
-pub const MAX_LINE: usize = 1 << 20;
+pub use crate::content::MAX_LINE;
 
 /// What the splitter hands out.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use super::command::{Target, Transaction};
 use super::host;
 use super::live::Event;
 use super::model::{AgentStatus, Message};
+use crate::content;
 use crate::error::{Error, Result};
 
 /// What a batch knows of a session: read before the batch (or kept by the
@@ -226,7 +227,7 @@ impl<S: Statements> Transaction for Batch<'_, S> {
         Some(host::HOST_ENDED.to_owned()),
       )?;
       // A closed session keeps its transcript as it was.
-      match self.append(target, vec![host::RUN_INTERRUPTED.to_owned()], index) {
+      match self.append(target, vec![content::run_interrupted()], index) {
         Ok(messages) => stored.extend(messages),
         Err(Error::SessionClosed(_)) => {}
         Err(e) => return Err(e),

@@ -6,7 +6,6 @@
 
 pub use crate::sys::host::{is_alive, this_host};
 
-/// The message stored in a session whose run's host ended.
-pub const RUN_INTERRUPTED: &str = r#"{"type":"run_interrupted"}"#;
-/// The session's `errorMessage` then.
+/// The session's `errorMessage` when its run's host ended; the session also
+/// gets a [`crate::content::run_interrupted`] message.
 pub const HOST_ENDED: &str = "the host ended during the run";

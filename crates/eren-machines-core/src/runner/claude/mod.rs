@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use super::lines::{Line, Overlong};
 use super::{HostInput, Op, OutputHandler, RunInput, RunResult};
+use crate::content;
 use crate::error::Error;
 use crate::output::Stream;
 use crate::store::{AgentStatus, Message, Reply};
@@ -161,7 +162,7 @@ impl ClaudeOutput {
   fn event(&mut self, line: String, ops: &mut Vec<Op>) {
     let text = line.strip_prefix(BYTE_ORDER_MARK).unwrap_or(&line);
     let Some(event) = parse_event(text) else {
-      ops.push(Op::Append(protocol::output_message(&line)));
+      ops.push(Op::Append(content::claude_output(&line)));
       return;
     };
     let session_id = event.session_id();
@@ -277,11 +278,11 @@ impl OutputHandler for ClaudeOutput {
     let mut ops = Vec::new();
     match (stream, line) {
       (_, Line::Truncated { head, bytes }) => {
-        ops.push(Op::Append(protocol::truncated_message(&head, bytes)));
+        ops.push(Op::Append(content::claude_output_truncated(&head, bytes)));
       }
       (Stream::Stderr, Line::Text(text)) => {
         self.keep_stderr(&text);
-        ops.push(Op::Append(protocol::stderr_message(&text)));
+        ops.push(Op::Append(content::claude_stderr(&text)));
       }
       // The CLI never runs in a pseudo-terminal; stdout is its protocol.
       (Stream::Stdout | Stream::Pty, Line::Text(text)) => self.event(text, &mut ops),

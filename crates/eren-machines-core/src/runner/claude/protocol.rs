@@ -287,21 +287,6 @@ pub fn interrupt_request(request_id: &str) -> String {
   .to_string()
 }
 
-/// What the CLI printed that is not an event.
-pub fn output_message(line: &str) -> String {
-  json!({ "type": "claude_output", "content": line }).to_string()
-}
-
-/// A stderr line of the CLI.
-pub fn stderr_message(line: &str) -> String {
-  json!({ "type": "claude_stderr", "content": line }).to_string()
-}
-
-/// A stdout line too long to keep whole.
-pub fn truncated_message(head: &str, bytes: usize) -> String {
-  json!({ "type": "claude_output_truncated", "bytes": bytes, "head": head }).to_string()
-}
-
 #[cfg(test)]
 mod tests {
   use super::*;

@@ -270,7 +270,7 @@ fn every_stdout_line_is_stored_json_objects_verbatim_and_the_rest_wrapped() {
   for line in ["plain text", "[1,2]", "", "42"] {
     assert_eq!(
       appended(&output.line(Stream::Stdout, out(line))),
-      vec![protocol::output_message(line)]
+      vec![content::claude_output(line)]
     );
   }
   let with_bom = format!("\u{feff}{TEXT}");
