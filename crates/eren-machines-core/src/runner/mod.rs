@@ -28,6 +28,7 @@ mod io;
 pub mod lines;
 mod reactor;
 mod supervisor;
+mod watcher;
 
 use std::sync::Arc;
 use std::time::Duration;

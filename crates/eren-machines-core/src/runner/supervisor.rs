@@ -3,7 +3,7 @@
 //! to the stdin writer in the order the handler decides, and the watcher
 //! beside it turns a stop into signals, the grace period and SIGKILL.
 
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,15 +12,16 @@ use tokio::time::Instant;
 
 use super::handler::{HostInput, Op, OutputHandler, RunInput};
 use super::io::{read_pipes, read_terminal, write_stdin, Event, StdinSender};
+use super::watcher::Watcher;
 use super::{Run, RunSink, CHUNK, DRAIN_AFTER_EXIT, READ_BUFFER};
 use crate::error::{Error, Result};
 use crate::output::RunResult;
-use crate::registry::{ProcessRegistry, StopOutcome, Subscription};
+use crate::registry::{ProcessRegistry, Subscription};
 use crate::store::{
   reply_channel, EndWatchId, Message, Pending, PinnedSession, Reply, SessionReader, SessionStore,
 };
 use crate::sys::nonblocking::Nonblocking;
-use crate::sys::{self, Output, Program, PtySize, StopStyle};
+use crate::sys::{self, Output, Program, PtySize};
 
 /// A write handed to the store, waiting for its commit, or an action that
 /// waits for the writes before it.
@@ -548,54 +549,6 @@ impl Drop for Unfinished {
     }
     if let Some(reply) = self.exited.take() {
       let _ = reply.send(Err(failed()));
-    }
-  }
-}
-
-/// What watches a run on the reactor (see [`reactor`]): its stop signal,
-/// then the grace before SIGKILL, and its exit, which it reports to the
-/// supervisor.
-struct Watcher {
-  watched: Subscription,
-  stop_style: StopStyle,
-  stop_input: RunInput,
-  kill_grace: Duration,
-  events: mpsc::Sender<Event>,
-}
-
-impl Watcher {
-  async fn watch(self, mut child: Child, handle: sys::Handle, exit: sys::Exit) {
-    let exited = exit.wait();
-    tokio::pin!(exited);
-    let mut ended = false;
-    let stopped = tokio::select! {
-      () = &mut exited => {
-        ended = true;
-        false
-      }
-      // Released (a `remove()` while it runs) is no stop: the run goes on.
-      outcome = self.watched.wait() => outcome == StopOutcome::Stopped,
-    };
-    if stopped {
-      handle.begin_stop(self.stop_style);
-      if self.stop_style == StopStyle::Interrupt {
-        let _ = self.stop_input.send(HostInput::End);
-      }
-      ended = tokio::select! {
-        () = &mut exited => true,
-        () = tokio::time::sleep(self.kill_grace) => {
-          handle.kill();
-          false
-        }
-      };
-    }
-    if !ended {
-      exited.await;
-    }
-    handle.after_end();
-    // Ended already: this only reaps it.
-    if let Ok(status) = child.wait() {
-      let _ = self.events.send(Event::Exited(status)).await;
     }
   }
 }

@@ -1,0 +1,61 @@
+//! A run's watcher, on the reactor: it waits for the run's stop signal or
+//! its exit; a stop becomes the first signal of its style, the grace
+//! period, then SIGKILL for the whole tree; and the exit, once reaped, goes
+//! to the supervisor.
+
+use std::process::Child;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::handler::{HostInput, RunInput};
+use super::io::Event;
+use crate::registry::{StopOutcome, Subscription};
+use crate::sys::{self, StopStyle};
+
+/// What watches a run on the reactor: its stop signal, then the grace
+/// before SIGKILL, and its exit, which it reports to the supervisor.
+pub(super) struct Watcher {
+  pub(super) watched: Subscription,
+  pub(super) stop_style: StopStyle,
+  pub(super) stop_input: RunInput,
+  pub(super) kill_grace: Duration,
+  pub(super) events: mpsc::Sender<Event>,
+}
+
+impl Watcher {
+  pub(super) async fn watch(self, mut child: Child, handle: sys::Handle, exit: sys::Exit) {
+    let exited = exit.wait();
+    tokio::pin!(exited);
+    let mut ended = false;
+    let stopped = tokio::select! {
+      () = &mut exited => {
+        ended = true;
+        false
+      }
+      // Released (a `remove()` while it runs) is no stop: the run goes on.
+      outcome = self.watched.wait() => outcome == StopOutcome::Stopped,
+    };
+    if stopped {
+      handle.begin_stop(self.stop_style);
+      if self.stop_style == StopStyle::Interrupt {
+        let _ = self.stop_input.send(HostInput::End);
+      }
+      ended = tokio::select! {
+        () = &mut exited => true,
+        () = tokio::time::sleep(self.kill_grace) => {
+          handle.kill();
+          false
+        }
+      };
+    }
+    if !ended {
+      exited.await;
+    }
+    handle.after_end();
+    // Ended already: this only reaps it.
+    if let Ok(status) = child.wait() {
+      let _ = self.events.send(Event::Exited(status)).await;
+    }
+  }
+}
