@@ -1,5 +1,7 @@
-//! How core answers reach JS: every Promise of the addon, and every message
-//! callback, settles through one channel per JS context.
+//! How core answers reach JS: every Promise of the addon, every message
+//! callback, and every other value a thread hands to JS (a registration's
+//! stop, a tool permission request) goes through one channel per JS
+//! context: the one delivery path of the binding.
 //!
 //! A store thread that answers pushes a settlement onto the context's queue
 //! and, if none is on its way, wakes the JS thread through the context's one
@@ -15,9 +17,12 @@
 //! threadsafe function), which napi-rs wraps only in a per-call
 //! threadsafe function: exactly the cost this channel exists to avoid.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::marker::PhantomData;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -65,6 +70,8 @@ pub struct Channel {
   shared: Arc<Shared>,
   deferreds: RefCell<HashMap<u64, sys::napi_deferred>>,
   sinks: RefCell<HashMap<u64, SinkEntry>>,
+  /// The JS-thread ends of mailboxes, by id.
+  receivers: RefCell<HashMap<u64, Receive>>,
   /// Pending Promises and unfinished replays: while any, the process stays
   /// alive.
   holds: Cell<usize>,
@@ -77,6 +84,9 @@ pub struct Channel {
   /// run waits for a callback that will never be called again.
   backlogs: RefCell<Vec<Weak<Semaphore>>>,
 }
+
+/// What a mailbox's value does on the JS thread.
+type Receive = Rc<dyn Fn(&Env, Box<dyn Any>)>;
 
 /// A message callback, and the sequence its replay runs to while it holds
 /// the process alive.
@@ -145,6 +155,7 @@ impl Channel {
       }),
       deferreds: RefCell::default(),
       sinks: RefCell::default(),
+      receivers: RefCell::default(),
       holds: Cell::new(0),
       next_id: Cell::new(0),
       next_slice: RefCell::new(Some(next_slice)),
@@ -404,4 +415,72 @@ impl Drop for Sink {
       .shared
       .push(Box::new(move |env, channel| channel.remove_sink(env, id)));
   }
+}
+
+/// Where other threads post values of type `T` for one JS-thread receiver
+/// (see [`mailbox`]). Posting never blocks and never keeps the process
+/// alive. Once the last clone is dropped, the receiver is forgotten on the
+/// JS thread, after what was posted before.
+pub struct Mailbox<T> {
+  inner: Arc<MailboxInner>,
+  _values: PhantomData<fn(T)>,
+}
+
+struct MailboxInner {
+  id: u64,
+  shared: Arc<Shared>,
+}
+
+impl<T> Clone for Mailbox<T> {
+  fn clone(&self) -> Self {
+    Mailbox {
+      inner: self.inner.clone(),
+      _values: PhantomData,
+    }
+  }
+}
+
+impl<T: Send + 'static> Mailbox<T> {
+  pub fn post(&self, value: T) {
+    let id = self.inner.id;
+    self.inner.shared.push(Box::new(move |env, channel| {
+      // Taken out first: the receiver may open or drop mailboxes itself.
+      let receive = channel.receivers.borrow().get(&id).cloned();
+      if let Some(receive) = receive {
+        receive(env, Box::new(value));
+      }
+    }));
+  }
+}
+
+impl Drop for MailboxInner {
+  fn drop(&mut self) {
+    let id = self.id;
+    self.shared.push(Box::new(move |_, channel| {
+      channel.receivers.borrow_mut().remove(&id);
+    }));
+  }
+}
+
+/// A mailbox whose values `receive` takes on `env`'s JS thread, in the
+/// order they were posted, through the context's channel.
+pub fn mailbox<T: 'static>(
+  env: &Env,
+  receive: impl Fn(&Env, T) + 'static,
+) -> napi::Result<Mailbox<T>> {
+  let channel = Channel::of(env)?;
+  let id = channel.next_id();
+  let receive: Receive = Rc::new(move |env, value| {
+    if let Ok(value) = value.downcast::<T>() {
+      receive(env, *value);
+    }
+  });
+  channel.receivers.borrow_mut().insert(id, receive);
+  Ok(Mailbox {
+    inner: Arc::new(MailboxInner {
+      id,
+      shared: channel.shared.clone(),
+    }),
+    _values: PhantomData,
+  })
 }

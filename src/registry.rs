@@ -7,10 +7,11 @@
 //! the registrations and their stop broadcast; this file only routes each
 //! registration's outcome to its JS subscribers.
 //!
-//! Stop signals reach JS through one weak threadsafe function per registry
-//! instance. A Tokio task waits on each watched registration and posts its
-//! outcome; the JS-thread side then aborts the handle's `AbortSignal` and calls
-//! the callbacks in subscription order. A stop issued from JS is delivered on a
+//! Stop signals reach JS through the context's one channel (see
+//! `promise.rs`), as a mailbox per registry instance. A Tokio task waits on
+//! each watched registration and posts its outcome; the JS-thread side then
+//! aborts the handle's `AbortSignal` and calls the callbacks in
+//! subscription order. A stop issued from JS is delivered on a
 //! microtask instead. The callback lists live in per-instance state on the JS
 //! thread, never in a static, so every worker thread and context has its own.
 
@@ -21,11 +22,11 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
 use crate::args::{Callback, SessionId};
 use crate::error::{Failure, Result};
+use crate::promise::{mailbox, Mailbox};
 use eren_machines_core::registry::{self as core, StopOutcome, Subscription};
 
 /// Whether a session has a registered process.
@@ -49,9 +50,9 @@ impl From<core::ProcessStatus> for ProcessStatus {
 type StopCallback = FunctionRef<String, Unknown<'static>>;
 type AbortFn = FunctionRef<(), Unknown<'static>>;
 
-/// A registration's outcome, posted from a Tokio task to the JS thread.
-type Delivery = FnArgs<(f64, bool)>;
-type Deliverer = ThreadsafeFunction<Delivery, (), Delivery, Status, false, true>;
+/// A registration's outcome, posted from a Tokio task to the JS thread: its
+/// generation, and whether it was stopped (not released).
+type Delivery = (u64, bool);
 
 /// The JS subscribers of one registration that are waiting for its outcome.
 /// While a `Watch` exists, exactly one delivery for it is on its way.
@@ -70,32 +71,24 @@ struct Watches {
 /// State shared by a registry instance and its handles, on the JS thread.
 struct Subscribers {
   watches: RefCell<Watches>,
-  deliverer: Arc<Deliverer>,
+  deliveries: Mailbox<Delivery>,
 }
 
 impl Subscribers {
   fn new(env: &Env) -> napi::Result<Rc<Self>> {
-    // The delivering function holds the state weakly, so a registry that JS
-    // drops is freed even while its deliverer is still referenced by tasks.
+    // The receiver holds the state weakly, so a registry that JS drops is
+    // freed even while tasks still hold its mailbox.
     let cell: Rc<RefCell<Option<Weak<Subscribers>>>> = Rc::new(RefCell::new(None));
     let target = cell.clone();
-    let deliver = env.create_function_from_closure("deliverStop", move |ctx| {
-      let generation: f64 = ctx.get(0)?;
-      let stopped: bool = ctx.get(1)?;
+    let deliveries = mailbox(env, move |env, (generation, stopped): Delivery| {
       let subscribers = target.borrow().as_ref().and_then(Weak::upgrade);
       if let Some(subscribers) = subscribers {
-        subscribers.deliver(ctx.env, generation as u64, stopped);
+        subscribers.deliver(env, generation, stopped);
       }
-      Ok(())
     })?;
-    let deliverer = deliver
-      .build_threadsafe_function::<Delivery>()
-      .weak::<true>()
-      .callee_handled::<false>()
-      .build()?;
     let subscribers = Rc::new(Subscribers {
       watches: RefCell::new(Watches::default()),
-      deliverer: Arc::new(deliverer),
+      deliveries,
     });
     *cell.borrow_mut() = Some(Rc::downgrade(&subscribers));
     Ok(subscribers)
@@ -137,14 +130,11 @@ impl Subscribers {
           // Already stopped: deliver right after this call, never inside it.
           self.queue_delivery(env, generation)?;
         } else {
-          let deliverer = self.deliverer.clone();
+          let deliveries = self.deliveries.clone();
           let waiting = subscription.resubscribe();
           napi::bindgen_prelude::spawn(async move {
             let stopped = waiting.wait().await == StopOutcome::Stopped;
-            deliverer.call(
-              FnArgs::from((generation as f64, stopped)),
-              ThreadsafeFunctionCallMode::NonBlocking,
-            );
+            deliveries.post((generation, stopped));
           });
         }
         entry.insert(Watch {
@@ -157,8 +147,8 @@ impl Subscribers {
     Ok(add(watch))
   }
 
-  /// Delivers a stop on a microtask of the JS thread. Unlike the weak
-  /// threadsafe function, a queued microtask runs even when nothing else keeps
+  /// Delivers a stop on a microtask of the JS thread. Unlike the channel,
+  /// whose wake is weak, a queued microtask runs even when nothing else keeps
   /// the process alive, so a stop issued from JS always reaches its callbacks.
   fn queue_delivery(self: &Rc<Self>, env: &Env, generation: u64) -> napi::Result<()> {
     let subscribers = Rc::downgrade(self);

@@ -4,38 +4,35 @@
 //! Like the registry's binding, this file holds state, and must: each
 //! pending request's `AbortController` is a JS object that lives only on the
 //! JS thread that made it. The core hands each request (and where its answer
-//! goes) over from its own threads; one weak threadsafe function per run
-//! brings the news to the JS thread, where the callback is called on a
+//! goes) over from its own threads, through a mailbox on the context's one
+//! channel (see `promise.rs`); on the JS thread the callback is called on a
 //! microtask (so a throw and a rejection are the same deny), and its
-//! decision goes back to the core.
+//! decision, read by the core, goes back to it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use eren_machines_core::runner::claude::protocol::{ToolDecision, ToolRequest};
 use eren_machines_core::runner::claude::{ToolEvent, ToolResponder, ToolSink};
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 
-/// What the core has handed over and JS has not answered yet.
-#[derive(Default)]
-struct Handover {
-  requests: HashMap<String, ToolRequest>,
-  responders: HashMap<String, ToolResponder>,
-}
+use crate::promise::mailbox;
 
-type Shared = Arc<Mutex<Handover>>;
 type AbortFn = FunctionRef<(), Unknown<'static>>;
 /// A fulfilment or rejection handler of the callback's Promise.
 type Settle<'env> = Function<'env, Unknown<'env>, ()>;
-/// On the JS thread: the abort function of each pending request's signal.
-type Aborts = Rc<RefCell<HashMap<String, AbortFn>>>;
 
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Handover> {
-  shared.lock().unwrap_or_else(|p| p.into_inner())
+/// On the JS thread: each pending request's answer, and the abort function
+/// of its signal.
+#[derive(Default)]
+struct Pending {
+  responders: HashMap<String, ToolResponder>,
+  aborts: HashMap<String, AbortFn>,
 }
+
+type Shared = Rc<RefCell<Pending>>;
 
 /// A sink for the core that calls `callback` on the JS thread for each tool
 /// request, with an `AbortSignal` that aborts if the request is withdrawn.
@@ -43,45 +40,35 @@ pub fn tool_sink(
   env: &Env,
   callback: &Function<Unknown<'static>, Unknown<'static>>,
 ) -> Result<ToolSink> {
-  let shared: Shared = Arc::default();
-  let aborts: Aborts = Rc::default();
+  let pending: Shared = Rc::default();
   let callback = Rc::new(callback.create_ref()?);
-  let js_shared = shared.clone();
-  let deliver = env.create_function_from_closure("deliverToolEvent", move |ctx| {
-    let kind: String = ctx.get(0)?;
-    let request_id: String = ctx.get(1)?;
-    if kind == "request" {
-      ask(ctx.env, &callback, &js_shared, &aborts, request_id)
-    } else {
-      lock(&js_shared).responders.remove(&request_id);
-      let abort = aborts.borrow_mut().remove(&request_id);
-      if let Some(abort) = abort {
-        abort.borrow_back(ctx.env)?.call(())?;
-      }
-      Ok(())
-    }
-  })?;
-  let deliverer = deliver
-    .build_threadsafe_function::<FnArgs<(String, String)>>()
-    .weak::<true>()
-    .callee_handled::<false>()
-    .build()?;
-  Ok(Arc::new(move |event| {
-    let (kind, request_id) = match event {
+  let events = mailbox(env, move |env, event: ToolEvent| {
+    let outcome = match event {
       ToolEvent::Request(request, responder) => {
         let request_id = request.request_id.clone();
-        let mut handover = lock(&shared);
-        handover.requests.insert(request_id.clone(), request);
-        handover.responders.insert(request_id.clone(), responder);
-        ("request", request_id)
+        pending
+          .borrow_mut()
+          .responders
+          .insert(request_id, responder);
+        ask(env, &callback, &pending, request)
       }
-      ToolEvent::Cancel { request_id } => ("cancel", request_id),
+      ToolEvent::Cancel { request_id } => {
+        let abort = {
+          let mut pending = pending.borrow_mut();
+          pending.responders.remove(&request_id);
+          pending.aborts.remove(&request_id)
+        };
+        match abort {
+          Some(abort) => abort.borrow_back(env).and_then(|f| f.call(())).map(drop),
+          None => Ok(()),
+        }
+      }
     };
-    deliverer.call(
-      FnArgs::from((kind.to_owned(), request_id)),
-      ThreadsafeFunctionCallMode::NonBlocking,
-    );
-  }))
+    if let Err(error) = outcome {
+      env.fatal_exception(error);
+    }
+  })?;
+  Ok(Arc::new(move |event| events.post(event)))
 }
 
 /// Builds the `ToolRequest` object and calls the host's callback on a
@@ -89,13 +76,10 @@ pub fn tool_sink(
 fn ask(
   env: &Env,
   callback: &Rc<FunctionRef<Unknown<'static>, Unknown<'static>>>,
-  shared: &Shared,
-  aborts: &Aborts,
-  request_id: String,
+  pending: &Shared,
+  request: ToolRequest,
 ) -> Result<()> {
-  let Some(request) = lock(shared).requests.remove(&request_id) else {
-    return Ok(());
-  };
+  let request_id = request.request_id.clone();
   let global = env.get_global()?;
   let json: Object = global.get_named_property("JSON")?;
   let parse: Function<String, Unknown> = json.get_named_property("parse")?;
@@ -115,8 +99,9 @@ fn ask(
     controller.get_named_property::<Unknown>("signal")?,
   )?;
   let abort: Function<(), Unknown> = controller.get_named_property("abort")?;
-  aborts
+  pending
     .borrow_mut()
+    .aborts
     .insert(request_id.clone(), abort.bind(controller)?.create_ref()?);
 
   // Promise.resolve().then(() => callback(request)).then(decide, fail)
@@ -138,14 +123,16 @@ fn ask(
   let then: Function<Unknown, Object> = resolved.get_named_property("then")?;
   let called = then.apply(resolved, bound)?;
   let settle = |outcome: fn(&Env, Unknown) -> ToolDecision| {
-    let shared = shared.clone();
-    let aborts = aborts.clone();
+    let pending = pending.clone();
     let request_id = request_id.clone();
     env.create_function_from_closure("decide", move |ctx| {
       let value: Unknown = ctx.get(0)?;
       let decision = outcome(ctx.env, value);
-      aborts.borrow_mut().remove(&request_id);
-      let responder = lock(&shared).responders.remove(&request_id);
+      let responder = {
+        let mut pending = pending.borrow_mut();
+        pending.aborts.remove(&request_id);
+        pending.responders.remove(&request_id)
+      };
       if let Some(responder) = responder {
         // A run that ended has withdrawn the request; nothing to answer.
         let _ = responder.respond(decision);
