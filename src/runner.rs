@@ -35,7 +35,25 @@ impl From<RunResult> for JsRunResult {
   }
 }
 
-/// The options every run shares.
+/// Reads an options struct field by field, each with its own
+/// `INVALID_ARGUMENT` message (see `args.rs`): napi generates only the
+/// struct's TypeScript.
+macro_rules! read_options {
+  ($name:ident, |$env:ident, $opts:ident| $read:expr) => {
+    impl FromNapiValue for $name {
+      unsafe fn from_napi_value(raw: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
+        // SAFETY: `raw` and `value` come valid from our caller on the JS
+        // thread (this trait method's contract).
+        let $opts = unsafe { Options::from_napi_value(raw, value)? };
+        let $env = Env::from_raw(raw);
+        let read = || -> Result<$name> { $read };
+        read().map_err(|failure| coded(raw, failure))
+      }
+    }
+  };
+}
+
+/// The options every run shares, read from either options struct.
 struct Common {
   store: eren_machines_core::store::SessionStore,
   registry: std::sync::Arc<eren_machines_core::registry::ProcessRegistry>,
@@ -47,33 +65,111 @@ struct Common {
   on_message: Option<runner::RunSink>,
 }
 
-fn common(js: &Env, opts: &Options) -> Result<Common> {
-  let store: StoreArg = opts.require("store", "a SessionStore")?;
-  let registry: RegistryArg = opts.require("registry", "a ProcessRegistry")?;
-  let SessionId(session_id) = opts.require("sessionId", "a session id string")?;
-  let cwd: Option<String> = opts.get("cwd", "a string")?;
-  let env: Option<StringMap> = opts.get("env", "an object of strings")?;
-  let clear_env: Option<bool> = opts.get("clearEnv", "a boolean")?;
-  let kill_grace = opts.count("killGraceMs")?;
-  let on_message: Option<Callback<JsMessage>> = opts.get("onMessage", "a function")?;
-  let on_message = match on_message {
-    Some(cb) => Some(run_sink(js, &cb)?),
+impl Common {
+  #[allow(clippy::too_many_arguments)]
+  fn new(
+    store: StoreArg,
+    registry: RegistryArg,
+    session_id: String,
+    cwd: Option<String>,
+    env: Option<StringMap>,
+    clear_env: Option<bool>,
+    kill_grace_ms: Option<i64>,
+    on_message: Option<RunSink>,
+  ) -> Common {
+    let mut env: Vec<(String, String)> = env.map(|map| map.0).unwrap_or_default();
+    env.sort();
+    Common {
+      store: store.0,
+      registry: registry.0,
+      session_id,
+      cwd: cwd.map(Into::into),
+      env,
+      clear_env: clear_env.unwrap_or(false),
+      kill_grace: kill_grace_ms.map_or(runner::DEFAULT_KILL_GRACE, |ms| {
+        Duration::from_millis(ms as u64)
+      }),
+      on_message: on_message.map(|sink| sink.0),
+    }
+  }
+}
+
+/// A run's `onMessage`, made ready for the runner (see `promise.rs`).
+pub struct RunSink(runner::RunSink);
+
+fn on_message(env: &Env, opts: &Options) -> Result<Option<RunSink>> {
+  let callback: Option<Callback<JsMessage>> = opts.get("onMessage", "a function")?;
+  Ok(match callback {
+    Some(callback) => Some(RunSink(run_sink(env, &callback)?)),
     None => None,
-  };
-  let mut env: Vec<(String, String)> = env.map(|map| map.0).unwrap_or_default();
-  env.sort();
-  Ok(Common {
-    store: store.0,
-    registry: registry.0,
-    session_id,
-    cwd: cwd.map(Into::into),
-    env,
-    clear_env: clear_env.unwrap_or(false),
-    kill_grace: kill_grace.map_or(runner::DEFAULT_KILL_GRACE, |ms| {
-      Duration::from_millis(ms as u64)
-    }),
-    on_message,
   })
+}
+
+/// The options of `spawnTerminal`.
+#[napi(object, object_from_js = false, object_to_js = false)]
+pub struct TerminalOptions {
+  #[napi(ts_type = "SessionStore")]
+  pub store: StoreArg,
+  #[napi(ts_type = "ProcessRegistry")]
+  pub registry: RegistryArg,
+  pub session_id: String,
+  /// The program, run without a shell: a path, or a name looked up on `PATH` (`env`'s, when it sets one).
+  pub command: String,
+  pub args: Option<Vec<String>>,
+  pub cwd: Option<String>,
+  /// Added to the host's environment (or the whole environment with `clearEnv`).
+  #[napi(ts_type = "Record<string, string>")]
+  pub env: Option<StringMap>,
+  pub clear_env: Option<bool>,
+  /// `'ignore'` (default: stdin closed) or `'pipe'`, for `write()` and `end()`.
+  #[napi(ts_type = "'ignore' | 'pipe'")]
+  pub stdin: Option<bool>,
+  /// Run in a pseudo-terminal of this size instead of pipes.
+  #[napi(ts_type = "PtySize")]
+  pub pty: Option<runner::PtySize>,
+  /// Between the first signal of a stop and SIGKILL of the process group (default 3000).
+  #[napi(ts_type = "number")]
+  pub kill_grace_ms: Option<i64>,
+  /// Each stored message, in order, once committed.
+  #[napi(ts_type = "(m: Message) => void")]
+  pub on_message: Option<RunSink>,
+}
+
+read_options!(TerminalOptions, |env, opts| {
+  // In this order, so that the first bad field is the one reported.
+  Ok(TerminalOptions {
+    store: opts.require("store", "a SessionStore")?,
+    registry: opts.require("registry", "a ProcessRegistry")?,
+    session_id: opts
+      .require::<SessionId>("sessionId", "a session id string")?
+      .0,
+    cwd: opts.get("cwd", "a string")?,
+    env: opts.get("env", "an object of strings")?,
+    clear_env: opts.get("clearEnv", "a boolean")?,
+    kill_grace_ms: opts.count("killGraceMs")?,
+    on_message: on_message(&env, &opts)?,
+    command: opts.require("command", "a string")?,
+    args: opts.get("args", "an array of strings")?,
+    stdin: Some(stdin_pipe(&opts)?),
+    pty: match opts.get::<JsPtySize>("pty", "an object { cols, rows }")? {
+      Some(size) => Some(pty_size(size.cols, size.rows)?),
+      None => None,
+    },
+  })
+});
+
+/// `stdin: 'pipe'`: whether the program gets a stdin pipe.
+fn stdin_pipe(opts: &Options) -> Result<bool> {
+  match opts
+    .get::<String>("stdin", "'ignore' or 'pipe'")?
+    .as_deref()
+  {
+    None | Some("ignore") => Ok(false),
+    Some("pipe") => Ok(true),
+    Some(other) => Err(Failure::from(Error::InvalidArgument(format!(
+      "stdin must be 'ignore' or 'pipe', got '{other}'"
+    )))),
+  }
 }
 
 /// What a run's JS object offers besides `sessionId`, `pid` and `exited`.
@@ -248,41 +344,42 @@ fn claude_methods(env: &Env, object: &mut Object, input: RunInput) -> napi::Resu
 /// `SESSION_NOT_FOUND`, `SESSION_CLOSED`, `ALREADY_RUNNING` (nothing is
 /// spawned) or `SPAWN_FAILED` (no registration is left behind; the message
 /// names the `PATH` searched, or the missing `cwd`).
-#[napi(
-  catch_unwind,
-  ts_args_type = "opts: { store: SessionStore; registry: ProcessRegistry; sessionId: string; command: string; args?: string[]; cwd?: string; env?: Record<string, string>; clearEnv?: boolean; stdin?: 'ignore' | 'pipe'; pty?: PtySize; killGraceMs?: number; onMessage?: (m: Message) => void }",
-  ts_return_type = "Promise<TerminalRun>"
-)]
+#[napi(catch_unwind, ts_return_type = "Promise<TerminalRun>")]
 pub fn spawn_terminal<'env>(
   env: &'env Env,
-  opts: Options,
+  opts: TerminalOptions,
 ) -> Result<PromiseRaw<'env, Object<'env>>> {
-  let common = common(env, &opts)?;
-  let command: String = opts.require("command", "a string")?;
-  let args: Option<Vec<String>> = opts.get("args", "an array of strings")?;
-  let stdin = match opts
-    .get::<String>("stdin", "'ignore' or 'pipe'")?
-    .as_deref()
-  {
-    None | Some("ignore") => false,
-    Some("pipe") => true,
-    Some(other) => {
-      return Err(Failure::from(Error::InvalidArgument(format!(
-        "stdin must be 'ignore' or 'pipe', got '{other}'"
-      ))))
-    }
-  };
-  let pty = match opts.get::<JsPtySize>("pty", "an object { cols, rows }")? {
-    Some(size) => Some(pty_size(size.cols, size.rows)?),
-    None => None,
-  };
+  let TerminalOptions {
+    store,
+    registry,
+    session_id,
+    command,
+    args,
+    cwd,
+    env: vars,
+    clear_env,
+    stdin,
+    pty,
+    kill_grace_ms,
+    on_message,
+  } = opts;
+  let common = Common::new(
+    store,
+    registry,
+    session_id,
+    cwd,
+    vars,
+    clear_env,
+    kill_grace_ms,
+    on_message,
+  );
   let mut program = Program {
     command,
     args: args.unwrap_or_default(),
     cwd: common.cwd.clone(),
     env: common.env.clone(),
     clear_env: common.clear_env,
-    stdin,
+    stdin: stdin.unwrap_or(false),
     pty,
     ..Program::default()
   };
@@ -306,20 +403,132 @@ pub fn spawn_terminal<'env>(
 /// decision is written back and stored. `registry.stop(sessionId)` sends
 /// SIGINT (the CLI writes its closing result), then SIGKILL to the group
 /// after `killGraceMs`.
-#[napi(
-  catch_unwind,
-  ts_args_type = "opts: ClaudeOptions",
-  ts_return_type = "Promise<ClaudeRun>"
-)]
-pub fn spawn_claude<'env>(env: &'env Env, opts: Options) -> Result<PromiseRaw<'env, Object<'env>>> {
-  let common = common(env, &opts)?;
-  let strings = |name: &str| -> Result<Vec<String>> {
-    Ok(
-      opts
-        .get::<Vec<String>>(name, "an array of strings")?
-        .unwrap_or_default(),
-    )
+#[napi(catch_unwind, ts_return_type = "Promise<ClaudeRun>")]
+pub fn spawn_claude<'env>(
+  env: &'env Env,
+  opts: ClaudeOptions,
+) -> Result<PromiseRaw<'env, Object<'env>>> {
+  let ClaudeOptions {
+    store,
+    registry,
+    session_id,
+    prompt,
+    conversation,
+    cwd,
+    resume_session_id,
+    claude_path,
+    model,
+    permission_mode,
+    allowed_tools,
+    disallowed_tools,
+    max_turns,
+    append_system_prompt,
+    include_partial_messages,
+    args,
+    env: vars,
+    clear_env,
+    kill_grace_ms,
+    can_use_tool,
+    on_message,
+  } = opts;
+  let common = Common::new(
+    store,
+    registry,
+    session_id,
+    cwd,
+    vars,
+    clear_env,
+    kill_grace_ms,
+    on_message,
+  );
+  let tools = can_use_tool.map(|sink| sink.0);
+  let request = claude::ClaudeRequest {
+    claude_path,
+    resume_session_id,
+    model,
+    permission_mode,
+    allowed_tools: allowed_tools.unwrap_or_default(),
+    disallowed_tools: disallowed_tools.unwrap_or_default(),
+    max_turns,
+    append_system_prompt,
+    include_partial_messages: include_partial_messages.unwrap_or(false),
+    answers_permissions: tools.is_some(),
+    args: args.unwrap_or_default(),
+    cwd: common.cwd.clone(),
+    env: common.env.clone(),
+    clear_env: common.clear_env,
   };
+  let conversation = claude::Conversation {
+    prompt,
+    keep_open: conversation.unwrap_or(false),
+    tools,
+  };
+  let handler = Box::new(claude::ClaudeOutput::new(conversation));
+  start(
+    env,
+    common,
+    claude::program(request),
+    handler,
+    Surface::Claude,
+  )
+}
+
+/// The options of `spawnClaude`.
+#[napi(object, object_from_js = false, object_to_js = false)]
+pub struct ClaudeOptions {
+  #[napi(ts_type = "SessionStore")]
+  pub store: StoreArg,
+  #[napi(ts_type = "ProcessRegistry")]
+  pub registry: RegistryArg,
+  pub session_id: String,
+  /// The first user message, written to stdin (never argv).
+  pub prompt: Option<String>,
+  /// Keep the CLI for more turns through `send()` until `end()` or a stop (default false: stdin closes after the first result).
+  pub conversation: Option<bool>,
+  pub cwd: Option<String>,
+  pub resume_session_id: Option<String>,
+  /// Default: `claude` on `PATH` (see `loginShellPath()` for desktop apps).
+  pub claude_path: Option<String>,
+  pub model: Option<String>,
+  #[napi(ts_type = "'default' | 'acceptEdits' | 'bypassPermissions' | 'plan'")]
+  pub permission_mode: Option<String>,
+  pub allowed_tools: Option<Vec<String>>,
+  pub disallowed_tools: Option<Vec<String>>,
+  #[napi(ts_type = "number")]
+  pub max_turns: Option<u32>,
+  pub append_system_prompt: Option<String>,
+  pub include_partial_messages: Option<bool>,
+  /// Any other CLI options, after the typed ones.
+  pub args: Option<Vec<String>>,
+  /// Added to the host's environment (or the whole environment with `clearEnv`).
+  #[napi(ts_type = "Record<string, string>")]
+  pub env: Option<StringMap>,
+  pub clear_env: Option<bool>,
+  /// Between the SIGINT of a stop and the SIGKILL of the process group (default 3000).
+  #[napi(ts_type = "number")]
+  pub kill_grace_ms: Option<i64>,
+  /// Answers each tool permission request; given, the CLI runs with `--permission-prompt-tool stdio`.
+  #[napi(ts_type = "(request: ToolRequest) => ToolDecision | Promise<ToolDecision>")]
+  pub can_use_tool: Option<ToolSink>,
+  #[napi(ts_type = "(m: Message) => void")]
+  pub on_message: Option<RunSink>,
+}
+
+/// A run's `canUseTool`, made ready for the runner (see `tool_permission.rs`).
+pub struct ToolSink(claude::ToolSink);
+
+read_options!(ClaudeOptions, |env, opts| {
+  let strings = |name: &str| opts.get::<Vec<String>>(name, "an array of strings");
+  // In the order the fields were always read, so that the first bad field
+  // is the one reported.
+  let store = opts.require("store", "a SessionStore")?;
+  let registry = opts.require("registry", "a ProcessRegistry")?;
+  let SessionId(session_id) = opts.require("sessionId", "a session id string")?;
+  let cwd = opts.get("cwd", "a string")?;
+  let vars = opts.get("env", "an object of strings")?;
+  let clear_env = opts.get("clearEnv", "a boolean")?;
+  let kill_grace_ms = opts.count("killGraceMs")?;
+  let on_message = on_message(&env, &opts)?;
   let permission_mode: Option<String> = opts.get("permissionMode", "a string")?;
   if let Some(mode) = &permission_mode {
     if !claude::PERMISSION_MODES.contains(&mode.as_str()) {
@@ -339,8 +548,8 @@ pub fn spawn_claude<'env>(env: &'env Env, opts: Options) -> Result<PromiseRaw<'e
     None => None,
   };
   let can_use_tool: Option<Callback<Unknown<'static>>> = opts.get("canUseTool", "a function")?;
-  let tools = match &can_use_tool {
-    Some(callback) => Some(tool_sink(env, &callback.0)?),
+  let can_use_tool = match &can_use_tool {
+    Some(callback) => Some(ToolSink(tool_sink(&env, &callback.0)?)),
     None => None,
   };
   let claude_path: Option<String> = opts.get("claudePath", "a string")?;
@@ -349,35 +558,27 @@ pub fn spawn_claude<'env>(env: &'env Env, opts: Options) -> Result<PromiseRaw<'e
       "claudePath must not be empty".into(),
     )));
   }
-  let request = claude::ClaudeRequest {
+  Ok(ClaudeOptions {
+    store,
+    registry,
+    session_id,
+    cwd,
+    env: vars,
+    clear_env,
+    kill_grace_ms,
+    on_message,
+    permission_mode,
+    max_turns,
+    can_use_tool,
     claude_path,
     resume_session_id: opts.get("resumeSessionId", "a string")?,
     model: opts.get("model", "a string")?,
-    permission_mode,
     allowed_tools: strings("allowedTools")?,
     disallowed_tools: strings("disallowedTools")?,
-    max_turns,
     append_system_prompt: opts.get("appendSystemPrompt", "a string")?,
-    include_partial_messages: opts
-      .get("includePartialMessages", "a boolean")?
-      .unwrap_or(false),
-    answers_permissions: tools.is_some(),
+    include_partial_messages: opts.get("includePartialMessages", "a boolean")?,
     args: strings("args")?,
-    cwd: common.cwd.clone(),
-    env: common.env.clone(),
-    clear_env: common.clear_env,
-  };
-  let conversation = claude::Conversation {
     prompt: opts.get("prompt", "a string")?,
-    keep_open: opts.get("conversation", "a boolean")?.unwrap_or(false),
-    tools,
-  };
-  let handler = Box::new(claude::ClaudeOutput::new(conversation));
-  start(
-    env,
-    common,
-    claude::program(request),
-    handler,
-    Surface::Claude,
-  )
-}
+    conversation: opts.get("conversation", "a boolean")?,
+  })
+});
