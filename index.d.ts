@@ -182,7 +182,7 @@ export declare class SessionStore {
    * survives a crash of the host, not of the machine; faster). Opening
    * runs on the calling thread.
    */
-  static open(path: string, opts?: { durability?: 'full' | 'normal' }): SessionStore
+  static open(path: string, opts?: OpenOptions): SessionStore
   /**
    * Opens a store on a PostgreSQL server (or one that speaks its protocol):
    * `postgres://user:password@host:port/database`, with the usual URL
@@ -210,7 +210,7 @@ export declare class SessionStore {
    * Messages of a session in sequence order, those above `afterSequence`
    * (default 0), at most `limit`. Rejects with `SESSION_NOT_FOUND`.
    */
-  messages(sessionId: string, opts?: { afterSequence?: number, limit?: number }): Promise<Message[]>
+  messages(sessionId: string, opts?: MessagesOptions): Promise<Message[]>
   /**
    * Calls `cb` with every message of the session whose sequence is above
    * `afterSequence` (default: the last one now, so live only), exactly once
@@ -218,7 +218,7 @@ export declare class SessionStore {
    * Throws `SESSION_NOT_FOUND`. Returns an unsubscribe function. The
    * subscription never keeps the process alive.
    */
-  subscribe(sessionId: string, cb: (m: Message) => void, opts?: { afterSequence?: number }): () => void
+  subscribe(sessionId: string, cb: (m: Message) => void, opts?: SubscribeOptions): () => void
   /** Closes a session: later appends reject with `SESSION_CLOSED`. */
   closeSession(sessionId: string): Promise<void>
   /** Deletes a session and its messages; resolves `false` if it was unknown. */
@@ -295,7 +295,13 @@ export interface ClaudeOptions {
  * taken from what it prints. When the shell fails, the inherited `PATH` is
  * returned (and not cached). Never rejects except for bad options.
  */
-export declare function loginShellPath(opts?: { timeoutMs?: number }): Promise<string>
+export declare function loginShellPath(opts?: LoginShellPathOptions): Promise<string>
+
+/** The options of `loginShellPath()`. */
+export interface LoginShellPathOptions {
+  /** How long the shell may take (default 3000). */
+  timeoutMs?: number
+}
 
 /**
  * The longest line a terminal run stores as one message, in UTF-8 bytes:
@@ -322,6 +328,23 @@ export interface Message {
  * CLI printed, stored as it came.
  */
 export declare function messageKinds(): Array<string>
+
+/** The options of `messages()`. */
+export interface MessagesOptions {
+  /** Only messages above this sequence (default 0). */
+  afterSequence?: number
+  /** At most this many. */
+  limit?: number
+}
+
+/** The options of `SessionStore.open`. */
+export interface OpenOptions {
+  /**
+   * `'full'` (default): a resolved write survives a power loss. `'normal'`:
+   * it survives a crash of the host, not of the machine.
+   */
+  durability?: 'full' | 'normal'
+}
 
 /** Whether a session has a registered process. */
 export type ProcessStatus = 'running' | 'not_running'
@@ -391,6 +414,15 @@ export declare function spawnClaude(opts: ClaudeOptions): Promise<ClaudeRun>
  * names the `PATH` searched, or the missing `cwd`).
  */
 export declare function spawnTerminal(opts: TerminalOptions): Promise<TerminalRun>
+
+/** The options of `subscribe()`. */
+export interface SubscribeOptions {
+  /**
+   * Deliver the messages above this sequence (default: the session's last
+   * one at subscription time, so live only).
+   */
+  afterSequence?: number
+}
 
 /** The options of `spawnTerminal`. */
 export interface TerminalOptions {

@@ -7,6 +7,29 @@ use crate::error::coded;
 use eren_machines_core::session_id::validate_session_id;
 use eren_machines_core::Error;
 
+/// Reads an options struct field by field, each with its own
+/// `INVALID_ARGUMENT` message (see `args.rs`): napi generates only the
+/// struct's TypeScript.
+macro_rules! read_options {
+  ($name:ident, |$env:ident, $opts:ident| $read:expr) => {
+    impl napi::bindgen_prelude::FromNapiValue for $name {
+      unsafe fn from_napi_value(
+        raw: napi::sys::napi_env,
+        value: napi::sys::napi_value,
+      ) -> napi::Result<Self> {
+        // SAFETY: `raw` and `value` come valid from our caller on the JS
+        // thread (this trait method's contract).
+        let $opts = unsafe { $crate::args::Options::from_napi_value(raw, value)? };
+        #[allow(unused_variables)]
+        let $env = napi::Env::from_raw(raw);
+        let read = || -> $crate::error::Result<$name> { $read };
+        read().map_err(|failure| $crate::error::coded(raw, failure))
+      }
+    }
+  };
+}
+pub(crate) use read_options;
+
 pub fn invalid_argument(env: sys::napi_env, message: String) -> napi::Error {
   clear_pending_exception(env);
   coded(env, Error::InvalidArgument(message))

@@ -5,7 +5,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::args::{Bytes, Callback, Options, SessionId, StringMap, Text};
+use crate::args::{read_options, Bytes, Callback, Options, SessionId, StringMap, Text};
 use crate::error::{coded, Failure, Result};
 use crate::message::JsMessage;
 use crate::promise::{own_run, promise, run_sink, OwnedRun};
@@ -33,24 +33,6 @@ impl From<RunResult> for JsRunResult {
       stopped: r.stopped,
     }
   }
-}
-
-/// Reads an options struct field by field, each with its own
-/// `INVALID_ARGUMENT` message (see `args.rs`): napi generates only the
-/// struct's TypeScript.
-macro_rules! read_options {
-  ($name:ident, |$env:ident, $opts:ident| $read:expr) => {
-    impl FromNapiValue for $name {
-      unsafe fn from_napi_value(raw: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
-        // SAFETY: `raw` and `value` come valid from our caller on the JS
-        // thread (this trait method's contract).
-        let $opts = unsafe { Options::from_napi_value(raw, value)? };
-        let $env = Env::from_raw(raw);
-        let read = || -> Result<$name> { $read };
-        read().map_err(|failure| coded(raw, failure))
-      }
-    }
-  };
 }
 
 /// The options every run shares, read from either options struct.

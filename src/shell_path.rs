@@ -6,7 +6,7 @@ use eren_machines_core::shell_path::{login_shell_path as resolve, DEFAULT_TIMEOU
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::args::Options;
+use crate::args::read_options;
 use crate::error::Result;
 use crate::promise::promise;
 
@@ -20,12 +20,29 @@ use crate::promise::promise;
 /// returned (and not cached). Never rejects except for bad options.
 #[napi(
   catch_unwind,
-  ts_args_type = "opts?: { timeoutMs?: number }",
+  ts_args_type = "opts?: LoginShellPathOptions",
   ts_return_type = "Promise<string>"
 )]
-pub fn login_shell_path<'env>(env: &'env Env, opts: Options) -> Result<PromiseRaw<'env, String>> {
+pub fn login_shell_path<'env>(
+  env: &'env Env,
+  opts: LoginShellPathOptions,
+) -> Result<PromiseRaw<'env, String>> {
   let timeout = opts
-    .count("timeoutMs")?
+    .timeout_ms
     .map_or(DEFAULT_TIMEOUT, |ms| Duration::from_millis(ms as u64));
   promise(env, resolve(timeout), |path| path)
 }
+
+/// The options of `loginShellPath()`.
+#[napi(object, object_from_js = false, object_to_js = false)]
+pub struct LoginShellPathOptions {
+  /// How long the shell may take (default 3000).
+  #[napi(ts_type = "number")]
+  pub timeout_ms: Option<i64>,
+}
+
+read_options!(LoginShellPathOptions, |env, opts| Ok(
+  LoginShellPathOptions {
+    timeout_ms: opts.count("timeoutMs")?,
+  }
+));

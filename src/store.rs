@@ -4,7 +4,7 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::args::{invalid_argument, Callback, OptionalSessionId, Options, SessionId, Text};
+use crate::args::{invalid_argument, read_options, Callback, OptionalSessionId, SessionId, Text};
 use crate::error::{Failure, Result};
 use crate::message::JsMessage;
 use crate::promise::{forget_sink, hold_replay, message_sink, promise};
@@ -83,13 +83,10 @@ impl SessionStore {
   #[napi(
     factory,
     catch_unwind,
-    ts_args_type = "path: string, opts?: { durability?: 'full' | 'normal' }"
+    ts_args_type = "path: string, opts?: OpenOptions"
   )]
-  pub fn open(path: Text, opts: Options) -> Result<Self> {
-    let durability = match opts
-      .get::<String>("durability", "'full' or 'normal'")?
-      .as_deref()
-    {
+  pub fn open(path: Text, opts: OpenOptions) -> Result<Self> {
+    let durability = match opts.durability.as_deref() {
       None | Some("full") => core::Durability::Full,
       Some("normal") => core::Durability::Normal,
       Some(other) => {
@@ -169,20 +166,19 @@ impl SessionStore {
   /// (default 0), at most `limit`. Rejects with `SESSION_NOT_FOUND`.
   #[napi(
     catch_unwind,
-    ts_args_type = "sessionId: string, opts?: { afterSequence?: number, limit?: number }",
+    ts_args_type = "sessionId: string, opts?: MessagesOptions",
     ts_return_type = "Promise<Message[]>"
   )]
   pub fn messages<'env>(
     &self,
     env: &'env Env,
     session_id: SessionId,
-    opts: Options,
+    opts: MessagesOptions,
   ) -> Result<PromiseRaw<'env, Vec<JsMessage>>> {
-    let after = opts.count("afterSequence")?;
-    let limit = opts.count("limit")?;
+    let after = opts.after_sequence.unwrap_or(0);
     promise(
       env,
-      self.core.messages(&session_id.0, after.unwrap_or(0), limit),
+      self.core.messages(&session_id.0, after, opts.limit),
       |all| all.into_iter().map(JsMessage::from).collect(),
     )
   }
@@ -194,7 +190,7 @@ impl SessionStore {
   /// subscription never keeps the process alive.
   #[napi(
     catch_unwind,
-    ts_args_type = "sessionId: string, cb: (m: Message) => void, opts?: { afterSequence?: number }",
+    ts_args_type = "sessionId: string, cb: (m: Message) => void, opts?: SubscribeOptions",
     ts_return_type = "() => void"
   )]
   pub fn subscribe<'env>(
@@ -202,9 +198,9 @@ impl SessionStore {
     env: &'env Env,
     session_id: SessionId,
     cb: Callback<JsMessage>,
-    opts: Options,
+    opts: SubscribeOptions,
   ) -> Result<Function<'env, (), ()>> {
-    let after = opts.count("afterSequence")?;
+    let after = opts.after_sequence;
     let (sink, sink_id) = message_sink(env, &cb)?;
     let subscription = self.core.subscribe(&session_id.0, after, sink)?;
     // Stored messages still to replay keep the process alive; a live-only
@@ -265,3 +261,45 @@ impl FromNapiValue for StoreArg {
     }
   }
 }
+
+/// The options of `SessionStore.open`.
+#[napi(object, object_from_js = false, object_to_js = false)]
+pub struct OpenOptions {
+  /// `'full'` (default): a resolved write survives a power loss. `'normal'`:
+  /// it survives a crash of the host, not of the machine.
+  #[napi(ts_type = "'full' | 'normal'")]
+  pub durability: Option<String>,
+}
+
+read_options!(OpenOptions, |env, opts| Ok(OpenOptions {
+  durability: opts.get("durability", "'full' or 'normal'")?,
+}));
+
+/// The options of `messages()`.
+#[napi(object, object_from_js = false, object_to_js = false)]
+pub struct MessagesOptions {
+  /// Only messages above this sequence (default 0).
+  #[napi(ts_type = "number")]
+  pub after_sequence: Option<i64>,
+  /// At most this many.
+  #[napi(ts_type = "number")]
+  pub limit: Option<i64>,
+}
+
+read_options!(MessagesOptions, |env, opts| Ok(MessagesOptions {
+  after_sequence: opts.count("afterSequence")?,
+  limit: opts.count("limit")?,
+}));
+
+/// The options of `subscribe()`.
+#[napi(object, object_from_js = false, object_to_js = false)]
+pub struct SubscribeOptions {
+  /// Deliver the messages above this sequence (default: the session's last
+  /// one at subscription time, so live only).
+  #[napi(ts_type = "number")]
+  pub after_sequence: Option<i64>,
+}
+
+read_options!(SubscribeOptions, |env, opts| Ok(SubscribeOptions {
+  after_sequence: opts.count("afterSequence")?,
+}));
