@@ -47,33 +47,28 @@ struct Common {
   on_message: Option<runner::RunSink>,
 }
 
-impl Common {
-  #[allow(clippy::too_many_arguments)]
-  fn new(
-    store: StoreArg,
-    registry: RegistryArg,
-    session_id: String,
-    cwd: Option<String>,
-    env: Option<StringMap>,
-    clear_env: Option<bool>,
-    kill_grace_ms: Option<i64>,
-    on_message: Option<RunSink>,
-  ) -> Common {
-    let mut env: Vec<(String, String)> = env.map(|map| map.0).unwrap_or_default();
-    env.sort();
+/// The shared fields of either options struct, moved out of it.
+macro_rules! common_of {
+  ($opts:ident) => {
     Common {
-      store: store.0,
-      registry: registry.0,
-      session_id,
-      cwd: cwd.map(Into::into),
-      env,
-      clear_env: clear_env.unwrap_or(false),
-      kill_grace: kill_grace_ms.map_or(runner::DEFAULT_KILL_GRACE, |ms| {
-        Duration::from_millis(ms as u64)
-      }),
-      on_message: on_message.map(|sink| sink.0),
+      store: $opts.store.0,
+      registry: $opts.registry.0,
+      session_id: $opts.session_id,
+      cwd: $opts.cwd.map(Into::into),
+      env: {
+        let mut env = $opts.env.map(|map| map.0).unwrap_or_default();
+        env.sort();
+        env
+      },
+      clear_env: $opts.clear_env.unwrap_or(false),
+      kill_grace: $opts
+        .kill_grace_ms
+        .map_or(runner::DEFAULT_KILL_GRACE, |ms| {
+          Duration::from_millis(ms as u64)
+        }),
+      on_message: $opts.on_message.map(|sink| sink.0),
     }
-  }
+  };
 }
 
 /// A run's `onMessage`, made ready for the runner (see `promise.rs`).
@@ -331,42 +326,21 @@ pub fn spawn_terminal<'env>(
   env: &'env Env,
   opts: TerminalOptions,
 ) -> Result<PromiseRaw<'env, Object<'env>>> {
-  let TerminalOptions {
-    store,
-    registry,
-    session_id,
-    command,
-    args,
-    cwd,
-    env: vars,
-    clear_env,
-    stdin,
-    pty,
-    kill_grace_ms,
-    on_message,
-  } = opts;
-  let common = Common::new(
-    store,
-    registry,
-    session_id,
-    cwd,
-    vars,
-    clear_env,
-    kill_grace_ms,
-    on_message,
-  );
+  let common = common_of!(opts);
   let mut program = Program {
-    command,
-    args: args.unwrap_or_default(),
+    command: opts.command,
+    args: opts.args.unwrap_or_default(),
     cwd: common.cwd.clone(),
     env: common.env.clone(),
     clear_env: common.clear_env,
-    stdin: stdin.unwrap_or(false),
-    pty,
+    stdin: opts.stdin.unwrap_or(false),
+    pty: opts.pty,
     ..Program::default()
   };
   let handler = runner::TerminalOutput::for_program(&mut program);
-  let surface = Surface::Terminal { pty: pty.is_some() };
+  let surface = Surface::Terminal {
+    pty: opts.pty.is_some(),
+  };
   start(env, common, program, handler, surface)
 }
 
@@ -390,59 +364,27 @@ pub fn spawn_claude<'env>(
   env: &'env Env,
   opts: ClaudeOptions,
 ) -> Result<PromiseRaw<'env, Object<'env>>> {
-  let ClaudeOptions {
-    store,
-    registry,
-    session_id,
-    prompt,
-    conversation,
-    cwd,
-    resume_session_id,
-    claude_path,
-    model,
-    permission_mode,
-    allowed_tools,
-    disallowed_tools,
-    max_turns,
-    append_system_prompt,
-    include_partial_messages,
-    args,
-    env: vars,
-    clear_env,
-    kill_grace_ms,
-    can_use_tool,
-    on_message,
-  } = opts;
-  let common = Common::new(
-    store,
-    registry,
-    session_id,
-    cwd,
-    vars,
-    clear_env,
-    kill_grace_ms,
-    on_message,
-  );
-  let tools = can_use_tool.map(|sink| sink.0);
+  let common = common_of!(opts);
+  let tools = opts.can_use_tool.map(|sink| sink.0);
   let request = claude::ClaudeRequest {
-    claude_path,
-    resume_session_id,
-    model,
-    permission_mode,
-    allowed_tools: allowed_tools.unwrap_or_default(),
-    disallowed_tools: disallowed_tools.unwrap_or_default(),
-    max_turns,
-    append_system_prompt,
-    include_partial_messages: include_partial_messages.unwrap_or(false),
+    claude_path: opts.claude_path,
+    resume_session_id: opts.resume_session_id,
+    model: opts.model,
+    permission_mode: opts.permission_mode,
+    allowed_tools: opts.allowed_tools.unwrap_or_default(),
+    disallowed_tools: opts.disallowed_tools.unwrap_or_default(),
+    max_turns: opts.max_turns,
+    append_system_prompt: opts.append_system_prompt,
+    include_partial_messages: opts.include_partial_messages.unwrap_or(false),
     answers_permissions: tools.is_some(),
-    args: args.unwrap_or_default(),
+    args: opts.args.unwrap_or_default(),
     cwd: common.cwd.clone(),
     env: common.env.clone(),
     clear_env: common.clear_env,
   };
   let conversation = claude::Conversation {
-    prompt,
-    keep_open: conversation.unwrap_or(false),
+    prompt: opts.prompt,
+    keep_open: opts.conversation.unwrap_or(false),
     tools,
   };
   let handler = Box::new(claude::ClaudeOutput::new(conversation));
