@@ -260,3 +260,67 @@ pub fn signal_of(status: ExitStatus) -> Option<String> {
   use std::os::unix::process::ExitStatusExt;
   status.signal().map(signal_name)
 }
+
+#[cfg(test)]
+mod tests {
+  use std::io::{BufRead, BufReader};
+  use std::os::unix::process::ExitStatusExt;
+
+  use super::*;
+
+  #[tokio::test]
+  async fn a_program_leads_its_own_group_and_a_stop_reaches_all_of_it() {
+    let program = Program {
+      command: "sh".into(),
+      args: vec!["-c".into(), "sleep 30 & echo $!; wait".into()],
+      ..Program::default()
+    };
+    let mut spawned = spawn(&program).await.unwrap();
+    let pid = spawned.handle.pid;
+    assert_eq!(spawned.handle.waited_pid(), pid, "no guardian here");
+    let group = nix::unistd::getpgid(Some(Pid::from_raw(pid as i32))).unwrap();
+    assert_eq!(group.as_raw(), pid as i32);
+    let mut line = String::new();
+    BufReader::new(spawned.child.stdout.take().unwrap())
+      .read_line(&mut line)
+      .unwrap();
+    let grandchild = Pid::from_raw(line.trim().parse().unwrap());
+    assert_eq!(nix::unistd::getpgid(Some(grandchild)).unwrap(), group);
+    spawned.handle.begin_stop(StopStyle::Terminate);
+    let status = spawned.child.wait().unwrap();
+    assert_eq!(status.signal(), Some(Signal::SIGTERM as i32));
+    assert_eq!(signal_of(status).as_deref(), Some("SIGTERM"));
+    // The grandchild got the group's SIGTERM too. It is not our child, so no
+    // event tells of its end: look until init has reaped it (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while nix::sys::signal::kill(grandchild, None).is_ok() {
+      assert!(
+        std::time::Instant::now() < deadline,
+        "the grandchild outlived the stop"
+      );
+      std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+  }
+
+  #[tokio::test]
+  async fn a_terminal_program_leads_a_session_on_its_terminal() {
+    let program = Program {
+      command: "sh".into(),
+      args: vec![
+        "-c".into(),
+        r#"[ "$(ps -o sid= -p $$ | tr -d ' ')" = "$$" ] && stty size"#.into(),
+      ],
+      pty: Some(PtySize { cols: 91, rows: 17 }),
+      ..Program::default()
+    };
+    let mut spawned = spawn(&program).await.unwrap();
+    let master = spawned.pty.take().expect("the terminal's controlling side");
+    let status = spawned.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut output = String::new();
+    let mut reader = BufReader::new(std::fs::File::from(master));
+    // The terminal's output is still buffered after the program ended.
+    reader.read_line(&mut output).unwrap();
+    assert_eq!(output.trim_end(), "17 91");
+  }
+}
