@@ -35,8 +35,8 @@ pub trait Statements {
   fn insert_session(&mut self, session_id: &str, created_at: i64) -> Result<Option<i64>>;
   /// `count` new message ids, unique within the store.
   fn take_message_ids(&mut self, count: usize) -> Result<Vec<i64>>;
-  /// Stores one message of the session whose key is `key`.
-  fn insert_message(&mut self, key: i64, message: &Message) -> Result<()>;
+  /// Stores messages of the session whose key is `key`, in order.
+  fn insert_messages(&mut self, key: i64, messages: &[Message]) -> Result<()>;
   fn set_claude_session_id(&mut self, key: i64, claude_session_id: &str) -> Result<()>;
   /// Sets the status, and the host that now runs the session (or none).
   fn set_status(
@@ -139,16 +139,15 @@ impl<S: Statements> Transaction for Batch<'_, S> {
     let ids = self.statements.take_message_ids(contents.len())?;
     let mut messages = Vec::with_capacity(contents.len());
     for ((offset, content), id) in contents.into_iter().enumerate().zip(ids) {
-      let message = Message {
+      messages.push(Message {
         id,
         session_id: target.session_id.clone(),
         sequence_number: first + offset as i64,
         content,
         created_at: self.created_at,
-      };
-      self.statements.insert_message(key, &message)?;
-      messages.push(message);
+      });
     }
+    self.statements.insert_messages(key, &messages)?;
     if let Some(last) = messages.last() {
       let last = last.sequence_number;
       self.session(&target)?.last_sequence = last;

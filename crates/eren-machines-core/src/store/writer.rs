@@ -192,20 +192,20 @@ impl Statements for SqliteStatements<'_> {
     Ok((first..*self.next_message_id).collect())
   }
 
-  fn insert_message(&mut self, key: i64, message: &Message) -> Result<()> {
-    self
-      .tx
-      .prepare_cached(
-        "INSERT INTO messages (session, sequence, id, content, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-      )?
-      .execute(params![
+  fn insert_messages(&mut self, key: i64, messages: &[Message]) -> Result<()> {
+    let mut insert = self.tx.prepare_cached(
+      "INSERT INTO messages (session, sequence, id, content, created_at)
+       VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for message in messages {
+      insert.execute(params![
         key,
         message.sequence_number,
         message.id,
         message.content,
         message.created_at
       ])?;
+    }
     Ok(())
   }
 

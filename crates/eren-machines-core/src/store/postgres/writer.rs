@@ -211,14 +211,14 @@ impl Statements for PgStatements<'_, '_> {
     Ok(self.ids.drain(..count).collect())
   }
 
-  fn insert_message(&mut self, key: i64, message: &Message) -> Result<()> {
-    self.rows.push(NewRow {
+  fn insert_messages(&mut self, key: i64, messages: &[Message]) -> Result<()> {
+    self.rows.extend(messages.iter().map(|message| NewRow {
       session: key,
       sequence: message.sequence_number,
       id: message.id,
       content: message.content.clone(),
       created_at: message.created_at,
-    });
+    }));
     Ok(())
   }
 
