@@ -46,6 +46,20 @@ pub fn is_alive(host: &str) -> bool {
   }
 }
 
+/// Whether the process `pid` still runs: a zombie nobody has reaped yet
+/// counts as ended.
+#[cfg(target_os = "linux")]
+pub fn is_running(pid: u32) -> bool {
+  !matches!(process_state(pid), Some('Z') | None)
+}
+
+/// Whether the process `pid` still runs (a zombie may count as running
+/// here, where its state cannot be read).
+#[cfg(all(unix, not(target_os = "linux")))]
+pub fn is_running(pid: u32) -> bool {
+  nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
 fn boot_id() -> Option<String> {
   std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
     .ok()

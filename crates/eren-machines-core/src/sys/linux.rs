@@ -155,3 +155,52 @@ async fn spawn_guarded(
   let _ = child.wait();
   Err(failure)
 }
+
+#[cfg(test)]
+mod tests {
+  use std::sync::Arc;
+
+  use crate::registry::ProcessRegistry;
+  use crate::runner::{spawn_terminal, DEFAULT_KILL_GRACE};
+  use crate::store::SessionReader;
+  use crate::sys::host::is_running;
+  use crate::sys::Program;
+
+  #[test]
+  fn runs_start_under_the_guardian_and_leave_nothing_behind() {
+    // `cargo test --workspace` builds the guardian next to the test binaries.
+    assert!(
+      super::super::guardian_path().is_some(),
+      "build the guardian first: cargo build -p eren-machines-guardian"
+    );
+    let store = crate::test_support::store_with_session("t");
+    let registry = Arc::new(ProcessRegistry::new());
+    let program = Program {
+      command: "sh".into(),
+      args: vec![
+        "-c".into(),
+        "setsid sleep 300 & echo $!; (sleep 301 & echo $!); echo $$".into(),
+      ],
+      ..Program::default()
+    };
+    let run = spawn_terminal(&store, &registry, "t", program, DEFAULT_KILL_GRACE, None)
+      .wait()
+      .unwrap();
+    let result = run.exited.wait().unwrap();
+    assert_eq!(result.exit_code, Some(0));
+    let printed: Vec<u32> = store
+      .messages("t", 0, None)
+      .wait()
+      .unwrap()
+      .iter()
+      .filter_map(|m| {
+        let value: serde_json::Value = serde_json::from_str(&m.content).ok()?;
+        value["content"].as_str()?.parse().ok()
+      })
+      .collect();
+    assert_eq!(printed.len(), 3);
+    assert_eq!(printed[2], run.pid, "run.pid is the program's");
+    // The guardian killed and reaped them before it exited.
+    assert!(!is_running(printed[0]) && !is_running(printed[1]));
+  }
+}
