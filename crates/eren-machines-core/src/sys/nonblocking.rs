@@ -72,7 +72,9 @@ impl Nonblocking {
   }
 
   /// Reads a Unix socket until the other side is gone: what was said, and
-  /// the descriptors passed with it (`SCM_RIGHTS`), close-on-exec.
+  /// the descriptors passed with it (`SCM_RIGHTS`), close-on-exec. The
+  /// guardian's report (Linux; `MSG_CMSG_CLOEXEC` is Linux's).
+  #[cfg(target_os = "linux")]
   pub async fn receive_to_end(&self) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
     use std::os::fd::{AsRawFd, FromRawFd, RawFd};
