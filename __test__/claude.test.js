@@ -3,7 +3,7 @@
 const fs = require('node:fs')
 const path = require('node:path')
 const { ProcessRegistry, SessionStore, spawnClaude } = require('..')
-const { codeOf, deferred, tempDirs } = require('./helpers')
+const { codeOf, deferred, tempDirs, withGuardian } = require('./helpers')
 
 const FAKE_CLAUDE = path.join(__dirname, 'fixtures', 'fake-claude.js')
 const MARK = { EREN_TEST_CHILD: '1' }
@@ -456,25 +456,29 @@ test('a CLI that ignores the SIGINT of a stop is SIGKILLed with its group after 
   expect((await store.getSession('c')).agentStatus).toBe('not_available')
 })
 
-test('a host killed during a run: on the next open the session is not_available with a run_interrupted message', async () => {
-  const { spawn } = require('node:child_process')
-  const file = path.join(tmpDir(), 'sessions.db')
-  const host = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'claude-host.js'), file], {
-    env: { ...process.env, ...MARK },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-  await new Promise((resolve) => host.stdout.on('data', (d) => String(d).includes('working') && resolve()))
-  const gone = new Promise((resolve) => host.on('exit', resolve))
-  host.kill('SIGKILL')
-  await gone
-  const store = SessionStore.open(file)
-  const session = await store.getSession('c')
-  expect(session.agentStatus).toBe('not_available')
-  expect(session.errorMessage).toBe('the host ended during the run')
-  const last = (await store.messages('c')).at(-1)
-  expect(JSON.parse(last.content)).toEqual({ type: 'run_interrupted' })
-  await store.close()
-})
+// The run outlives its SIGKILLed host without a guardian.
+withGuardian(
+  'a host killed during a run: on the next open the session is not_available with a run_interrupted message',
+  async () => {
+    const { spawn } = require('node:child_process')
+    const file = path.join(tmpDir(), 'sessions.db')
+    const host = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'claude-host.js'), file], {
+      env: { ...process.env, ...MARK },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    await new Promise((resolve) => host.stdout.on('data', (d) => String(d).includes('working') && resolve()))
+    const gone = new Promise((resolve) => host.on('exit', resolve))
+    host.kill('SIGKILL')
+    await gone
+    const store = SessionStore.open(file)
+    const session = await store.getSession('c')
+    expect(session.agentStatus).toBe('not_available')
+    expect(session.errorMessage).toBe('the host ended during the run')
+    const last = (await store.messages('c')).at(-1)
+    expect(JSON.parse(last.content)).toEqual({ type: 'run_interrupted' })
+    await store.close()
+  },
+)
 
 describe('bad input', () => {
   test('bad options reject with INVALID_ARGUMENT and spawn nothing', async () => {

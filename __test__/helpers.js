@@ -171,7 +171,19 @@ const BACKENDS = [
   ['PostgreSQL', async () => require('..').SessionStore.connect(await postgresSchemaUrl())],
 ]
 
+// Under EREN_MACHINES_BACKEND=posix (the portable backend, the base of
+// macOS's) `.ci/run` runs the runner, Claude and CLI suites again. Nothing
+// there outlives the host to watch it, nor adopts what a program that ended
+// left behind: that takes the platform's guardian (on Linux a subreaper with
+// a parent-death signal). And without pidfds each running process costs a
+// waiting thread. Tests of those guarantees run with the native backend only.
+const POSIX = process.env.EREN_MACHINES_BACKEND === 'posix'
+const withGuardian = POSIX ? test.skip : test
+const withPidfds = POSIX ? test.skip : test
+
 module.exports = {
+  withGuardian,
+  withPidfds,
   BACKENDS,
   postgresSchemaUrl,
   screenWatcher,

@@ -4,7 +4,7 @@ const path = require('node:path')
 const { execFileSync, spawn } = require('node:child_process')
 const { Worker } = require('node:worker_threads')
 const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
-const { codeOf, deferred, isGone, screenWatcher, settleGone, tempDirs } = require('./helpers')
+const { codeOf, deferred, isGone, screenWatcher, settleGone, tempDirs, withGuardian, withPidfds } = require('./helpers')
 
 // Every process a test starts carries this variable, inherited by its own
 // children; .ci/run fails if one survives the suite.
@@ -248,7 +248,7 @@ describe('spawnTerminal', () => {
     for (const pid of pids) expect(await settleGone(pid)).toBe(true)
   })
 
-  test('background processes left by a command that exits are killed with it, setsid ones too', async () => {
+  withGuardian('background processes left by a command that exits are killed with it, setsid ones too', async () => {
     const ctx = await setup()
     const { store, sessionId } = ctx
     const run = await terminal(ctx, {
@@ -267,7 +267,7 @@ describe('spawnTerminal', () => {
 
   // The tree ignores SIGTERM, so it ends only by the SIGKILL after the
   // grace (500 ms); the contract allows killGraceMs plus one second.
-  test.each([
+  withGuardian.each([
     ['SIGKILL', 'wait'],
     ['the default SIGTERM', 'wait'],
     ['process.exit()', 'exit'],
@@ -322,14 +322,17 @@ describe('spawnTerminal', () => {
     expectWholeOrRefused(await reportOf(['prlimit', '--nofile=80', ...host]))
   })
 
-  test('runs share the runner threads: 300 at once, over pipes, stdin pipes and terminals, add no thread to the host', async () => {
-    const report = await reportOf([process.execPath, path.join(__dirname, 'fixtures', 'many-runs-host.js'), '300'])
-    expect(report.many).toBe(report.one)
-    // The store's writer and reader, the spawner, the reactor, and napi's
-    // runtime: a handful, whatever the number of runs.
-    expect(report.one - report.before).toBeLessThanOrEqual(8)
-    expect(report.stopped).toBe(300)
-  })
+  withPidfds(
+    'runs share the runner threads: 300 at once, over pipes, stdin pipes and terminals, add no thread to the host',
+    async () => {
+      const report = await reportOf([process.execPath, path.join(__dirname, 'fixtures', 'many-runs-host.js'), '300'])
+      expect(report.many).toBe(report.one)
+      // The store's writer and reader, the spawner, the reactor, and napi's
+      // runtime: a handful, whatever the number of runs.
+      expect(report.one - report.before).toBeLessThanOrEqual(8)
+      expect(report.stopped).toBe(300)
+    },
+  )
 
   test('a command that cannot start rejects with SPAWN_FAILED and leaves no registration', async () => {
     const ctx = await setup()

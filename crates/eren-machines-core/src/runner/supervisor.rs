@@ -216,9 +216,9 @@ impl Supervisor {
       Err(e) => {
         // Out of descriptors: a run that cannot be read or watched is ended
         // before it does anything.
-        handle.kill();
+        handle.kill(&sys::Stopping::default());
         sys::exited(handle.waited_pid()).await;
-        handle.after_end();
+        handle.after_end(&sys::Stopping::default());
         let _ = spawned.child.wait();
         return Err(abandon(self, format!("cannot watch the run: {e}"), e));
       }

@@ -36,15 +36,16 @@ impl Watcher {
       // Released (a `remove()` while it runs) is no stop: the run goes on.
       outcome = self.watched.wait() => outcome == StopOutcome::Stopped,
     };
+    let mut stopping = sys::Stopping::default();
     if stopped {
-      handle.begin_stop(self.stop_style);
+      stopping = handle.begin_stop(self.stop_style);
       if self.stop_style == StopStyle::Interrupt {
         let _ = self.stop_input.send(HostInput::End);
       }
       ended = tokio::select! {
         () = &mut exited => true,
         () = tokio::time::sleep(self.kill_grace) => {
-          handle.kill();
+          handle.kill(&stopping);
           false
         }
       };
@@ -52,7 +53,7 @@ impl Watcher {
     if !ended {
       exited.await;
     }
-    handle.after_end();
+    handle.after_end(&stopping);
     // Ended already: this only reaps it.
     if let Ok(status) = child.wait() {
       let _ = self.events.send(Event::Exited(status)).await;

@@ -3,11 +3,15 @@
 //! crash truth, see `store::host`).
 //!
 //! A host is recorded as `boot:pid:start`: the boot, the process id and the
-//! process's start time, so a reused process id after a crash, or a reboot,
-//! is not mistaken for the same host. Linux reads them from `/proc`; where
-//! they cannot be read, every host counts as alive.
+//! process's start time (from the [`process_table`](super::process_table)),
+//! so a reused process id after a crash, or a reboot, is not mistaken for the
+//! same host. Linux names the boot; macOS's start times are wall-clock, so
+//! they tell a reboot apart by themselves. Where the table cannot be read,
+//! every host counts as alive.
 
 use std::sync::OnceLock;
+
+use super::process_table::{table, ProcessTable};
 
 /// This process, as recorded: `boot:pid:start`.
 pub fn this_host() -> &'static str {
@@ -17,71 +21,55 @@ pub fn this_host() -> &'static str {
     format!(
       "{}:{pid}:{}",
       boot_id().unwrap_or_default(),
-      start_time(pid).unwrap_or_default()
+      table().started(pid).unwrap_or_default()
     )
   })
 }
 
 /// Whether the host recorded as `host` still runs. Where the system cannot
-/// tell (no `/proc`), every host counts as alive: a run is never declared
-/// dead on a guess.
+/// tell, every host counts as alive: a run is never declared dead on a
+/// guess.
 pub fn is_alive(host: &str) -> bool {
   let mut parts = host.splitn(3, ':');
   let (Some(boot), Some(pid), Some(start)) = (parts.next(), parts.next(), parts.next()) else {
     return true;
   };
-  let Some(current_boot) = boot_id() else {
+  let table = table();
+  if table.started(std::process::id()).is_none() {
     return true;
-  };
-  if boot != current_boot {
+  }
+  if boot != boot_id().unwrap_or_default() {
     return false;
   }
   let Ok(pid) = pid.parse::<u32>() else {
     return true;
   };
-  match (process_state(pid), start_time(pid)) {
-    (Some('Z'), _) | (None, _) => false,
-    (_, Some(now)) => now.to_string() == start,
-    (_, None) => false,
+  table
+    .started(pid)
+    .is_some_and(|now| now.to_string() == start)
+}
+
+/// Whether the process `pid` still runs; a zombie nobody has reaped yet
+/// counts as ended where the table can tell.
+#[cfg(unix)]
+pub fn is_running(pid: u32) -> bool {
+  let table = table();
+  if table.started(std::process::id()).is_none() {
+    return nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
   }
+  table.started(pid).is_some()
 }
 
-/// Whether the process `pid` still runs: a zombie nobody has reaped yet
-/// counts as ended.
 #[cfg(target_os = "linux")]
-pub fn is_running(pid: u32) -> bool {
-  !matches!(process_state(pid), Some('Z') | None)
-}
-
-/// Whether the process `pid` still runs (a zombie may count as running
-/// here, where its state cannot be read).
-#[cfg(all(unix, not(target_os = "linux")))]
-pub fn is_running(pid: u32) -> bool {
-  nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
-}
-
 fn boot_id() -> Option<String> {
   std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
     .ok()
     .map(|id| id.trim().to_owned())
 }
 
-/// The fields of `/proc/<pid>/stat` after the command name, which may itself
-/// hold spaces and parentheses.
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-  let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-  let after_name = &stat[stat.rfind(')')? + 1..];
-  Some(after_name.split_whitespace().map(str::to_owned).collect())
-}
-
-fn process_state(pid: u32) -> Option<char> {
-  stat_fields(pid)?.first()?.chars().next()
-}
-
-/// Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks
-/// after boot (the 20th field after the name).
-fn start_time(pid: u32) -> Option<u64> {
-  stat_fields(pid)?.get(19)?.parse().ok()
+#[cfg(not(target_os = "linux"))]
+fn boot_id() -> Option<String> {
+  None
 }
 
 #[cfg(test)]
@@ -95,8 +83,8 @@ mod tests {
     let pid = child.id();
     let recorded = format!(
       "{}:{pid}:{}",
-      boot_id().unwrap(),
-      start_time(pid).unwrap_or(1)
+      boot_id().unwrap_or_default(),
+      table().started(pid).unwrap_or(1)
     );
     child.wait().unwrap();
     assert!(!is_alive(&recorded));
@@ -105,11 +93,11 @@ mod tests {
   #[test]
   fn another_boot_or_a_reused_pid_is_not_this_host() {
     let pid = std::process::id();
-    let start = start_time(pid).unwrap();
+    let start = table().started(pid).unwrap();
     assert!(!is_alive(&format!("other-boot:{pid}:{start}")));
     assert!(!is_alive(&format!(
       "{}:{pid}:{}",
-      boot_id().unwrap(),
+      boot_id().unwrap_or_default(),
       start + 1
     )));
     // What cannot be read is not declared dead.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::nonblocking::Nonblocking;
-use super::posix::{self, Handle, Terminal};
+use super::posix::{self, Handle, Stopping, Terminal};
 use super::program::Program;
 use super::Spawned;
 
@@ -139,7 +139,7 @@ async fn spawn_guarded(
         });
       }
       // Started, but without the stdin it was asked for: it is ended.
-      handle.kill();
+      handle.kill(&Stopping::default());
       io::Error::other("the guardian did not hand over the program's stdin")
     }
     None => match said.strip_prefix('E').and_then(|s| s.split_once(' ')) {

@@ -25,6 +25,7 @@ mod linux;
 pub mod nonblocking;
 #[cfg(unix)]
 mod posix;
+pub mod process_table;
 #[cfg(unix)]
 mod spawn;
 #[cfg(unix)]
@@ -38,7 +39,7 @@ pub use program::{Program, PtySize, StopStyle};
 #[cfg(unix)]
 pub use exit::{exited, Exit};
 #[cfg(unix)]
-pub use posix::{describe_spawn_error, resize_terminal, signal_name, signal_of, Handle};
+pub use posix::{describe_spawn_error, resize_terminal, signal_name, signal_of, Handle, Stopping};
 #[cfg(unix)]
 pub use spawn::{spawn, Output, Spawned};
 

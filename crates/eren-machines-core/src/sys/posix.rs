@@ -1,7 +1,9 @@
-//! The portable POSIX backend: what every Unix offers, with no pidfd,
-//! subreaper or `/proc`. Each run's program leads a process group of its
-//! own (or, in a pseudo-terminal, a session), a stop signals that group, and
-//! the exit is waited for by a blocking thread (see [`super::exit`]).
+//! The portable POSIX backend: what every Unix offers, with no pidfd or
+//! subreaper. Each run's program leads a process group of its own (or, in a
+//! pseudo-terminal, a session); a stop signals that group and the program's
+//! descendants that left it (`setsid`), found in the process table while
+//! they are still below the program; the exit is waited for by a blocking
+//! thread (see [`super::exit`]).
 //!
 //! It is the base that the Linux backend builds on, and what
 //! `EREN_MACHINES_BACKEND=posix` selects on Linux. On its own it cannot tell
@@ -16,6 +18,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use super::process_table::{table, Proc, ProcessTable};
 use super::program::{Program, PtySize, StopStyle};
 use super::Spawned;
 
@@ -28,6 +31,12 @@ pub struct Handle {
   pub guardian: Option<u32>,
 }
 
+/// What a stop found below the program when it began: signalled with the
+/// group then, and again with SIGKILL after the grace, if each is still the
+/// process it was (a pid may be reused meanwhile).
+#[derive(Debug, Default)]
+pub struct Stopping(Vec<Proc>);
+
 impl Handle {
   /// A program started without a guardian.
   pub fn direct(pid: u32) -> Handle {
@@ -37,30 +46,50 @@ impl Handle {
     }
   }
 
-  /// The first signal of a stop.
-  pub fn begin_stop(&self, style: StopStyle) {
-    match (style, self.guardian) {
-      (StopStyle::Terminate, Some(guardian)) => signal_process(guardian, Signal::SIGTERM),
-      (StopStyle::Terminate, None) => signal_group(self.pid, Signal::SIGTERM),
-      (StopStyle::Interrupt, Some(guardian)) => signal_process(guardian, Signal::SIGINT),
-      (StopStyle::Interrupt, None) => signal_process(self.pid, Signal::SIGINT),
-      (StopStyle::Hangup, Some(guardian)) => {
+  /// The first signal of a stop. A guardian forwards it to the whole tree
+  /// itself; without one, the group and the descendants found below the
+  /// program get it.
+  pub fn begin_stop(&self, style: StopStyle) -> Stopping {
+    let Some(guardian) = self.guardian else {
+      let below = Stopping(table().descendants(self.pid));
+      let tree = |signal| {
+        signal_group(self.pid, signal);
+        signal_still(&below.0, signal);
+      };
+      match style {
+        StopStyle::Terminate => tree(Signal::SIGTERM),
+        // The program alone: it closes by itself (the Claude CLI writes its
+        // closing result), and the rest waits for the SIGKILL.
+        StopStyle::Interrupt => signal_process(self.pid, Signal::SIGINT),
+        StopStyle::Hangup => {
+          tree(Signal::SIGHUP);
+          tree(Signal::SIGTERM);
+        }
+      }
+      return below;
+    };
+    match style {
+      StopStyle::Terminate => signal_process(guardian, Signal::SIGTERM),
+      StopStyle::Interrupt => signal_process(guardian, Signal::SIGINT),
+      StopStyle::Hangup => {
         signal_process(guardian, Signal::SIGHUP);
         signal_process(guardian, Signal::SIGTERM);
       }
-      (StopStyle::Hangup, None) => {
-        signal_group(self.pid, Signal::SIGHUP);
-        signal_group(self.pid, Signal::SIGTERM);
-      }
     }
+    Stopping::default()
   }
 
-  /// SIGKILL for every process of the run.
-  pub fn kill(&self) {
-    match self.guardian {
-      Some(guardian) => signal_process(guardian, Signal::SIGUSR1),
-      None => signal_group(self.pid, Signal::SIGKILL),
+  /// SIGKILL for every process of the run: through the guardian, or to the
+  /// group, to what is below the program now, and to what the stop found
+  /// when it began.
+  pub fn kill(&self, stopping: &Stopping) {
+    if let Some(guardian) = self.guardian {
+      return signal_process(guardian, Signal::SIGUSR1);
     }
+    let below = table().descendants(self.pid);
+    signal_group(self.pid, Signal::SIGKILL);
+    signal_still(&below, Signal::SIGKILL);
+    signal_still(&stopping.0, Signal::SIGKILL);
   }
 
   /// The process the host waits for: the guardian, or the program.
@@ -69,11 +98,13 @@ impl Handle {
   }
 
   /// After the program has ended: without a guardian, what it left in its
-  /// group dies with it (its group id is still taken while it is unreaped).
-  /// The guardian has done this, and more, before it exits.
-  pub fn after_end(&self) {
+  /// group dies with it (its group id is still taken while it is unreaped),
+  /// and so does what a stop found below it, whose grace ends with the
+  /// program's. The guardian has done this, and more, before it exits.
+  pub fn after_end(&self, stopping: &Stopping) {
     if self.guardian.is_none() {
       signal_group(self.pid, Signal::SIGKILL);
+      signal_still(&stopping.0, Signal::SIGKILL);
     }
   }
 }
@@ -204,6 +235,17 @@ pub fn base_command(
     command.process_group(0);
   }
   Ok(command)
+}
+
+/// Sends `signal` to each of `processes` that is still the process the
+/// table saw.
+fn signal_still(processes: &[Proc], signal: Signal) {
+  let table = table();
+  for process in processes {
+    if table.is_still(process) {
+      signal_process(process.pid, signal);
+    }
+  }
 }
 
 /// Sends `signal` to the process `pid` alone. One that is gone is not an
