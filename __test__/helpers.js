@@ -93,8 +93,20 @@ const codeOf = async (fn) => codeFrom(await errorOf(fn))
 /** The `code` of the error that `fn` throws synchronously. */
 const thrownCode = (fn) => codeFrom(thrownBy(fn))
 
-/** True when the pid no longer runs (gone, or a zombie awaiting its reaper). */
+/**
+ * True when the pid no longer runs: gone, or (where /proc tells) a zombie
+ * awaiting its reaper. Without /proc (macOS) a zombie still counts as
+ * running until it is reaped.
+ */
 function isGone(pid) {
+  if (!fs.existsSync('/proc/self/stat')) {
+    try {
+      process.kill(pid, 0)
+      return false
+    } catch (error) {
+      return error.code === 'ESRCH'
+    }
+  }
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
     return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')
@@ -106,7 +118,7 @@ function isGone(pid) {
 /**
  * Resolves with isGone(pid) once it is gone, or after `withinMs` (2 s by
  * default). A SIGKILL is delivered asynchronously and no event reports the
- * death of a process that is not our child, so this polls /proc for at most
+ * death of a process that is not our child, so this polls for at most
  * the time the guarantees allow.
  */
 async function settleGone(pid, withinMs = 2000) {
@@ -171,13 +183,14 @@ const BACKENDS = [
   ['PostgreSQL', async () => require('..').SessionStore.connect(await postgresSchemaUrl())],
 ]
 
-// Under EREN_MACHINES_BACKEND=posix (the portable backend, the base of
-// macOS's) `.ci/run` runs the runner, Claude and CLI suites again. Nothing
+// Under EREN_MACHINES_BACKEND=posix (the portable backend, macOS's so far)
+// `.ci/run` runs the runner, Claude and CLI suites again. Nothing
 // there outlives the host to watch it, nor adopts what a program that ended
 // left behind: that takes the platform's guardian (on Linux a subreaper with
-// a parent-death signal). And without pidfds each running process costs a
-// waiting thread. Tests of those guarantees run with the native backend only.
-const POSIX = process.env.EREN_MACHINES_BACKEND === 'posix'
+// a parent-death signal). And without pidfds (or kqueue) each running
+// process costs a waiting thread. Tests of those guarantees run with the
+// Linux backend only.
+const POSIX = process.env.EREN_MACHINES_BACKEND === 'posix' || process.platform === 'darwin'
 const withGuardian = POSIX ? test.skip : test
 const withPidfds = POSIX ? test.skip : test
 

@@ -3,9 +3,10 @@
 //! run might still be signalled. No SIGCHLD handler competes with Node's:
 //! libuv reaps the children of `child_process` by pid.
 //!
-//! Linux: a pidfd per run, readable once the process has ended. Elsewhere,
-//! and on kernels without pidfds or under the POSIX backend, a blocking
-//! thread waits with `waitid(WNOWAIT)`.
+//! Linux: a pidfd per run, readable once the process has ended. macOS: a
+//! kqueue per run holding the process's `NOTE_EXIT`, readable once it has
+//! fired. Elsewhere, on kernels without pidfds, and under the POSIX backend,
+//! a blocking thread waits with `waitid(WNOWAIT)`.
 
 use std::io;
 
@@ -16,6 +17,9 @@ pub enum Exit {
   /// Readable once the process has ended.
   #[cfg(target_os = "linux")]
   Pidfd(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>),
+  /// A kqueue whose one event, the process's exit, makes it readable.
+  #[cfg(target_os = "macos")]
+  Kqueue(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>),
   /// A blocking thread waits.
   Blocking(u32),
 }
@@ -42,7 +46,28 @@ impl Exit {
         Err(e) => Err(e.into()),
       }
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(target_os = "macos")]
+    {
+      use nix::sys::event::{EvFlags, EventFilter, FilterFlag, KEvent, Kqueue};
+      let kqueue = Kqueue::new()?;
+      let exit = KEvent::new(
+        pid as usize,
+        EventFilter::EVFILT_PROC,
+        EvFlags::EV_ADD | EvFlags::EV_ONESHOT,
+        FilterFlag::NOTE_EXIT,
+        0,
+        0,
+      );
+      match kqueue.kevent(&[exit], &mut [], None) {
+        Ok(_) => Ok(Exit::Kqueue(super::nonblocking::register(
+          kqueue.into(),
+          tokio::io::Interest::READABLE,
+        )?)),
+        // Gone already (ESRCH): the blocking wait returns at once.
+        Err(_) => Ok(Exit::Blocking(pid)),
+      }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
     Ok(Exit::Blocking(pid))
   }
 
@@ -52,6 +77,8 @@ impl Exit {
       // An error means it is gone.
       #[cfg(target_os = "linux")]
       Exit::Pidfd(pidfd) => drop(pidfd.readable().await),
+      #[cfg(target_os = "macos")]
+      Exit::Kqueue(kqueue) => drop(kqueue.readable().await),
       &Exit::Blocking(pid) => {
         let waited = move || wait_exit_unreaped(pid);
         let _ = tokio::task::spawn_blocking(waited).await;
