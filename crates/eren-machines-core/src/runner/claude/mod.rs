@@ -235,6 +235,10 @@ impl ClaudeOutput {
         let error = format!("the host does not handle '{subtype}' control requests");
         self.write(protocol::error_response(&request_id, &error), ops);
       }
+      Some(ControlRequest::Malformed { request_id }) => {
+        let error = "the control request's `request` is not an object";
+        self.write(protocol::error_response(&request_id, error), ops);
+      }
       None => {}
     }
   }

@@ -133,7 +133,10 @@ impl CliEvent {
       permission_suggestions: Raw,
     }
     let request_id = self.request_id()?;
-    let body = read::<Body>(&self.request)?;
+    // Answered all the same, or the CLI's turn would wait for good.
+    let Some(body) = read::<Body>(&self.request) else {
+      return Some(ControlRequest::Malformed { request_id });
+    };
     let subtype = raw_text(&body.subtype).unwrap_or_default();
     if subtype != "can_use_tool" {
       return Some(ControlRequest::Other {
@@ -168,6 +171,10 @@ pub enum ControlRequest {
   Other {
     request_id: String,
     subtype: String,
+  },
+  /// A request whose `request` is not an object; answered with an error.
+  Malformed {
+    request_id: String,
   },
 }
 
@@ -422,6 +429,20 @@ mod tests {
     assert_eq!(request.input, r#"{"command":"ls","n":[1,{"x":null}]}"#);
     assert_eq!(request.suggestions, r#"[{"type":"addRules"}]"#);
     assert_eq!(request.tool_use_id.as_deref(), Some("toolu_1"));
+  }
+
+  #[test]
+  fn a_control_request_that_is_not_an_object_is_malformed_not_ignored() {
+    for request in ["null", "7", "\"can_use_tool\"", "[]"] {
+      let line = format!(r#"{{"type":"control_request","request_id":"r9","request":{request}}}"#);
+      assert!(
+        matches!(
+          parse_event(&line).unwrap().control_request(),
+          Some(ControlRequest::Malformed { request_id }) if request_id == "r9"
+        ),
+        "{line}"
+      );
+    }
   }
 
   #[test]

@@ -380,6 +380,23 @@ fn control_requests_it_does_not_handle_get_an_error_response() {
 }
 
 #[test]
+fn a_control_request_whose_request_is_not_an_object_gets_an_error_response() {
+  let mut output = one_shot("hi");
+  output.started();
+  let ops = output.line(
+    Stream::Stdout,
+    out(r#"{"type":"control_request","request_id":"m1","request":"can_use_tool"}"#),
+  );
+  let response = &written(&ops)[0]["response"];
+  assert_eq!(response["subtype"], "error");
+  assert_eq!(response["request_id"], "m1");
+  assert!(response["error"]
+    .as_str()
+    .unwrap()
+    .contains("not an object"));
+}
+
+#[test]
 fn without_can_use_tool_a_permission_request_is_denied() {
   let mut output = one_shot("hi");
   output.started();
