@@ -84,6 +84,10 @@ describe('eren-machines CLI', () => {
     [['log', 'a', '--after', '-1']],
     [['log', 'a', '--after', 'x']],
     [['sessions', 'extra']],
+    [['constructor']],
+    [['toString']],
+    [['__proto__']],
+    [['hasOwnProperty', 'x']],
   ])('usage error %j prints the usage to stderr and exits 2', async (args) => {
     const result = await cli(args)
     expect(result.code).toBe(2)

@@ -475,7 +475,9 @@ function help() {
   return 0
 }
 
+// No prototype: a command named `constructor` or `__proto__` is unknown.
 const COMMANDS = {
+  __proto__: null,
   run: runCommand,
   claude: claudeCommand,
   log: logCommand,
