@@ -349,6 +349,41 @@ describe('tool permissions', () => {
     }
   })
 
+  test('an error while reading a decision is a deny carrying its message, never an allow', async () => {
+    const canUseTool = () => ({
+      behavior: 'allow',
+      get updatedInput() {
+        throw new Error('the getter broke')
+      },
+    })
+    const { store, run } = await claude({ prompt: 'tool', canUseTool })
+    await run.exited
+    const response = (await contents(store)).find((c) => c.type === 'control_response')
+    expect(response.response.response).toMatchObject({ behavior: 'deny', interrupt: false })
+    expect(response.response.response.message).toContain('the getter broke')
+  })
+
+  test('a callback that throws an odd value (a Symbol, a bare object, an error whose message throws) is a deny, and the host lives', async () => {
+    const poisoned = new Error('x')
+    Object.defineProperty(poisoned, 'message', {
+      get() {
+        throw new Error('no message for you')
+      },
+    })
+    for (const thrown of [Symbol('odd'), Object.create(null), poisoned]) {
+      const { store, run } = await claude({
+        prompt: 'tool',
+        canUseTool: () => {
+          throw thrown
+        },
+      })
+      await run.exited
+      const response = (await contents(store)).find((c) => c.type === 'control_response')
+      expect(response.response.response).toMatchObject({ behavior: 'deny', interrupt: false })
+      expect(typeof response.response.response.message).toBe('string')
+    }
+  })
+
   test('AskUserQuestion: waiting, then answered with allow and updatedInput holding the answers', async () => {
     const asked = watchFor((c) => c.type === 'assistant' && c.message.content[0].name === 'AskUserQuestion')
     const answered = deferred()

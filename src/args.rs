@@ -38,14 +38,24 @@ pub fn invalid_argument(env: sys::napi_env, message: String) -> napi::Error {
 /// Drops a JS exception that a throwing getter or Proxy trap left pending
 /// while an argument was read, so that the caller sees our coded error.
 fn clear_pending_exception(env: sys::napi_env) {
+  let _ = take_pending_exception(env);
+}
+
+/// Takes the JS exception that a throwing getter or Proxy trap left
+/// pending, if there is one, so that it is not thrown again on its own.
+pub fn take_pending_exception(env: sys::napi_env) -> Option<Unknown<'static>> {
   let mut pending = false;
-  // SAFETY: plain Node-API calls on the JS thread of `env`.
+  let mut exception = std::ptr::null_mut();
+  // SAFETY: plain Node-API calls on the JS thread of `env`; the exception
+  // taken is a value of `env`'s current scope, returned to a caller that
+  // uses it within that call.
   unsafe {
     sys::napi_is_exception_pending(env, &mut pending);
-    if pending {
-      let mut exception = std::ptr::null_mut();
-      sys::napi_get_and_clear_last_exception(env, &mut exception);
+    if !pending {
+      return None;
     }
+    sys::napi_get_and_clear_last_exception(env, &mut exception);
+    (!exception.is_null()).then(|| Unknown::from_raw_unchecked(env, exception))
   }
 }
 

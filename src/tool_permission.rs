@@ -18,6 +18,7 @@ use eren_machines_core::runner::claude::protocol::{ToolDecision, ToolRequest};
 use eren_machines_core::runner::claude::{ToolEvent, ToolResponder, ToolSink};
 use napi::bindgen_prelude::*;
 
+use crate::args::take_pending_exception;
 use crate::promise::mailbox;
 
 type AbortFn = FunctionRef<(), Unknown<'static>>;
@@ -155,26 +156,36 @@ fn ask(
 fn decision_of(env: &Env, value: Unknown) -> ToolDecision {
   match env.from_js_value::<serde_json::Value, _>(value) {
     Ok(value) => ToolDecision::from_host(&value),
-    Err(e) => ToolDecision::invalid(&e.reason),
+    // What the host's value threw while it was read (a getter, a Proxy) says
+    // why; it is not thrown again.
+    Err(e) => match take_pending_exception(env.raw()) {
+      Some(thrown) => ToolDecision::invalid(&message_of(env, thrown)),
+      None => ToolDecision::invalid(&e.reason),
+    },
   }
 }
 
 /// The message of a thrown or rejected value: an error's `message`, else
 /// the value as a string.
+/// Whatever it is (a Symbol, an object without a prototype, an error whose
+/// `message` getter throws): what reading it throws is dropped, and
+/// "canUseTool failed" stands for what cannot be read.
 fn message_of(env: &Env, reason: Unknown) -> String {
-  if matches!(reason.get_type(), Ok(ValueType::Object)) {
-    if let Ok(object) = Object::from_unknown(reason) {
+  let read = || -> Option<String> {
+    if matches!(reason.get_type(), Ok(ValueType::Object)) {
+      let object = Object::from_unknown(reason).ok()?;
       if let Ok(message) = object.get_named_property::<String>("message") {
-        return message;
+        return Some(message);
       }
+      let _ = take_pending_exception(env.raw());
     }
-  }
-  reason
-    .coerce_to_string()
-    .and_then(|s| s.into_utf8())
-    .and_then(|s| s.into_owned())
-    .unwrap_or_else(|_| {
-      let _ = env;
-      "canUseTool failed".to_owned()
-    })
+    reason
+      .coerce_to_string()
+      .and_then(|s| s.into_utf8())
+      .and_then(|s| s.into_owned())
+      .ok()
+  };
+  let message = read();
+  let _ = take_pending_exception(env.raw());
+  message.unwrap_or_else(|| "canUseTool failed".to_owned())
 }
