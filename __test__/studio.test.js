@@ -185,6 +185,24 @@ function request(pathname, { method = 'GET', headers = {} } = {}) {
   })
 }
 
+/** Events in shapes a page could trip on: options that are not a list, a string for content. */
+const ODD_SHAPES = [
+  { type: 'system', subtype: 'init', model: 'claude-test', cwd: '/work' },
+  {
+    type: 'assistant',
+    message: {
+      content: [
+        {
+          type: 'tool_use',
+          name: 'AskUserQuestion',
+          input: { questions: [{ question: 'q?', options: 'not a list' }] },
+        },
+      ],
+    },
+  },
+  { type: 'user', message: { role: 'user', content: 'after the compaction' } },
+]
+
 async function openSession(id) {
   await page.evaluate(
     (hash) => {
@@ -202,6 +220,8 @@ beforeAll(async () => {
   await store.createSession('claude-demo')
   for (const event of CLAUDE) await claudeBridge.storeEvent(store, 'claude-demo', JSON.stringify(event))
   await claudeBridge.updateClaudeSessionId(store, 'claude-demo', 'c-1')
+  await store.createSession('odd-shapes')
+  for (const event of ODD_SHAPES) await claudeBridge.storeEvent(store, 'odd-shapes', JSON.stringify(event))
   await store.createSession('lines')
   await terminalBridge.storeStdout(store, 'lines', 'compiling')
   await store.createSession('big')
@@ -295,6 +315,16 @@ describe('eren-machines studio in Chromium', () => {
     report.push(`screenshot of a Claude session: ${shot}`)
   })
 
+  test('Claude events of shapes the page cannot read are shown raw, and the rest of the session and its live following go on', async () => {
+    await openSession('odd-shapes')
+    expect(await page.$$eval('.msg', (all) => all.length)).toBe(ODD_SHAPES.length)
+    expect(await page.textContent('.msg[data-seq="2"]')).toContain('not a list')
+    expect(await page.textContent('.msg[data-seq="3"]')).toContain('after the compaction')
+    await claudeBridge.storeEvent(store, 'odd-shapes', JSON.stringify({ type: 'result', result: 'still following' }))
+    const appended = await page.waitForSelector(`.msg[data-seq="${ODD_SHAPES.length + 1}"]`)
+    expect(await appended.textContent()).toContain('still following')
+  })
+
   test("a PTY session's screen in xterm.js is the program's screen", async () => {
     await openSession('pty-demo')
     const shown = await page.evaluate(() => {
@@ -360,6 +390,7 @@ describe('studio security', () => {
 
   test('there are no write endpoints: every other method is 405', async () => {
     const token = new URL(url).searchParams.get('token')
+    const before = (await store.listSessions()).length
     for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
       const answer = await request('/api/sessions', {
         method,
@@ -367,7 +398,7 @@ describe('studio security', () => {
       })
       expect(answer.status).toBe(405)
     }
-    expect((await store.listSessions()).length).toBe(5)
+    expect((await store.listSessions()).length).toBe(before)
   })
 
   test('it listens on 127.0.0.1 only', async () => {

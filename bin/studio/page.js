@@ -122,8 +122,15 @@
       let node
       if (event.type === 'unparsed') node = block('other', 'message', event.text)
       else if (event.type === 'other') node = block('other', 'message', pretty(event.value))
-      else if (kind === 'lines') node = line(event)
-      else node = claude(event)
+      else {
+        try {
+          node = kind === 'lines' ? line(event) : claude(event)
+        } catch {
+          // A known type in a shape this page cannot read: shown as it is,
+          // and the rest of the session (and its live following) goes on.
+          node = block('other', event.type, pretty(event))
+        }
+      }
       if (!node) return null
       node.classList.add('msg')
       node.dataset.seq = String(m.sequenceNumber)
