@@ -3,7 +3,7 @@
 // EREN_MACHINES_BACKEND=posix selects the portable POSIX one, the base of
 // macOS, which each host process reads once at its first run.
 const path = require('node:path')
-const { runNode, settleGone } = require('./helpers')
+const { runNode, settleGone, withGuardian } = require('./helpers')
 
 const HOST = path.join(__dirname, 'fixtures', 'backend-host.js')
 
@@ -41,4 +41,25 @@ describe('runner backends', () => {
     expect(seen.parent).not.toBe(seen.host)
     await expectTheSameRuns(seen)
   })
+})
+
+withGuardian('a guardian that cannot be started is named in SPAWN_FAILED, not taken for the user’s command', async () => {
+  const script = `
+    const { ProcessRegistry, SessionStore, spawnTerminal } = require('.')
+    const store = SessionStore.inMemory()
+    store.createSession('g').then(() =>
+      spawnTerminal({ store, registry: new ProcessRegistry(), sessionId: 'g', command: 'sh', args: ['-c', 'true'] }),
+    ).then(
+      () => console.log(JSON.stringify({ started: true })),
+      (error) => console.log(JSON.stringify({ code: error.code, message: error.message })),
+    )`
+  const missing = '/nonexistent/eren-machines-guardian'
+  const env = { ...process.env, EREN_TEST_CHILD: '1', EREN_MACHINES_GUARDIAN: missing }
+  delete env.EREN_MACHINES_BACKEND
+  const ran = await runNode('-e', [script], { env })
+  const answer = JSON.parse(ran.stdout)
+  expect(answer.code).toBe('SPAWN_FAILED')
+  expect(answer.message).toContain(`the guardian ${missing} could not be started`)
+  expect(answer.message).toContain('EREN_MACHINES_GUARDIAN')
+  expect(answer.message).not.toContain('was not found on PATH')
 })

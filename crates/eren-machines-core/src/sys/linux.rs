@@ -110,7 +110,15 @@ async fn spawn_guarded(
   // spawner drops the command, so the report ends when the guardian's copy
   // does.
   command.stdin(Stdio::from(report_writer));
-  let mut child = super::spawner::spawn(command).await?;
+  // The guardian's own failure to start is no fault of the user's command:
+  // said as such, naming where it was found.
+  let mut child = super::spawner::spawn(command).await.map_err(|e| {
+    io::Error::other(format!(
+      "the guardian {} could not be started ({e}); it is looked for in \
+       $EREN_MACHINES_GUARDIAN, then next to the addon",
+      guardian.display()
+    ))
+  })?;
   // Read on the reactor: the guardian answers once the program is started
   // (or has failed to), and a thousand runs starting at once wait together.
   let heard = match Nonblocking::new(report) {
