@@ -79,6 +79,9 @@ pub fn terminal_finished(exit_code: Option<i32>, run: Option<&RunResult>) -> Str
   if let Some(run) = run {
     content["signal"] = json!(run.signal);
     content["stopped"] = json!(run.stopped);
+    if let Some(reason) = &run.reason {
+      content["reason"] = json!(reason);
+    }
   }
   content.to_string()
 }

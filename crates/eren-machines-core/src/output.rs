@@ -27,4 +27,7 @@ pub struct RunResult {
   pub signal: Option<String>,
   /// Whether the run ended because its registration was stopped.
   pub stopped: bool,
+  /// Why the runner ended it, when no stop did: its guardian was gone
+  /// while the program still ran.
+  pub reason: Option<String>,
 }

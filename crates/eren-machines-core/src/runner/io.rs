@@ -21,7 +21,9 @@ pub enum Event {
   /// The lines completed by one read from a pipe.
   Lines(Stream, Vec<Line>),
   ReaderDone,
-  Exited(ExitStatus),
+  /// The process the host waited for has ended, with its status, and why
+  /// the runner ended the run, if it did.
+  Exited(ExitStatus, Option<String>),
 }
 
 /// Bytes for the child's stdin, each with who waits for them.

@@ -131,7 +131,7 @@ impl Supervisor {
       input: launched.input.clone(),
       generation: self.generation,
     }));
-    let status = self.pump(&mut launched.events, &mut launched.inputs).await;
+    let (status, reason) = self.pump(&mut launched.events, &mut launched.inputs).await;
     self.store.unwatch_end(&launched.end_watch);
     // From here on the run takes no input: later sends fail at once, and
     // those already queued are answered.
@@ -149,12 +149,14 @@ impl Supervisor {
       exit_code: status.and_then(|s| s.code()),
       signal: status.and_then(sys::signal_of),
       // Decided once: a stop that comes after this is refused, so stop()
-      // never answers true for a run that reports stopped: false.
+      // never answers true for a run that reports stopped: false. A run the
+      // runner ended itself counts as stopped too.
       stopped: self.registry.seal_generation(
         &self.session_id,
         launched.subscription.generation,
         &launched.subscription,
-      ),
+      ) || reason.is_some(),
+      reason,
     };
     let finished = self.handler.finished(&result);
     self.store_ops(finished).await;
@@ -267,15 +269,16 @@ impl Supervisor {
   }
 
   /// Stores output until the process has exited and its pipes are drained.
-  /// Returns the exit status. One chunk of writes stays in flight while the
+  /// Returns the exit status, and why the runner ended the run if it did. One chunk of writes stays in flight while the
   /// next is gathered, so reading, encoding and committing overlap.
   async fn pump(
     &mut self,
     events: &mut mpsc::Receiver<Event>,
     inputs: &mut mpsc::UnboundedReceiver<HostInput>,
-  ) -> Option<ExitStatus> {
+  ) -> (Option<ExitStatus>, Option<String>) {
     let mut readers_done = 0;
     let mut status = None;
+    let mut reason = None;
     let mut deadline: Option<Instant> = None;
     let mut in_flight: Option<Vec<Submitted>> = None;
     while readers_done < 2 || status.is_none() {
@@ -331,8 +334,9 @@ impl Supervisor {
             }
           }
           Event::ReaderDone => readers_done += 1,
-          Event::Exited(exit) => {
+          Event::Exited(exit, why) => {
             status = Some(exit);
+            reason = why;
             deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
           }
         }
@@ -351,7 +355,7 @@ impl Supervisor {
     if let Some(last) = in_flight {
       self.complete(last).await;
     }
-    status
+    (status, reason)
   }
 
   async fn store_ops(&mut self, ops: Vec<Op>) {

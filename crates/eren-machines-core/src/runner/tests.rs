@@ -59,7 +59,8 @@ fn output_lines_then_the_exit_are_stored_and_the_registration_released() {
     RunResult {
       exit_code: Some(3),
       signal: None,
-      stopped: false
+      stopped: false,
+      reason: None,
     }
   );
   let stored = contents(&store, "t");

@@ -53,10 +53,15 @@ impl Watcher {
     if !ended {
       exited.await;
     }
+    // A guardian that ended while its program runs on was killed (by the
+    // program, say, or the OOM killer): its tree is ended here instead.
+    let reason = handle.end_orphaned_program().then(|| {
+      "the run's guardian ended while the program ran; the runner ended the program".to_owned()
+    });
     handle.after_end(&stopping);
     // Ended already: this only reaps it.
     if let Ok(status) = child.wait() {
-      let _ = self.events.send(Event::Exited(status)).await;
+      let _ = self.events.send(Event::Exited(status, reason)).await;
     }
   }
 }

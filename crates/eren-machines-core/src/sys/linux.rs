@@ -20,6 +20,7 @@ use nix::sys::signal::Signal;
 
 use super::nonblocking::Nonblocking;
 use super::posix::{self, Handle, Stopping, Terminal};
+use super::process_table::{table, ProcessTable};
 use super::program::Program;
 use super::Spawned;
 
@@ -137,6 +138,7 @@ async fn spawn_guarded(
       let handle = Handle {
         pid,
         guardian: Some(child.id()),
+        program_started: table().started(pid),
       };
       if passed.len() == usize::from(orders.stdin_pipe) {
         return Ok(Spawned {
@@ -210,5 +212,64 @@ mod tests {
     assert_eq!(printed[2], run.pid, "run.pid is the program's");
     // The guardian killed and reaped them before it exited.
     assert!(!is_running(printed[0]) && !is_running(printed[1]));
+  }
+
+  /// Waits until `pid` no longer runs; not our child, so no event tells.
+  fn ends(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while is_running(pid) {
+      if std::time::Instant::now() > deadline {
+        return false;
+      }
+      std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+  }
+
+  #[test]
+  fn a_program_that_kills_its_guardian_is_ended_with_its_tree_and_the_run_says_why() {
+    let store = crate::test_support::store_with_session("t");
+    let registry = Arc::new(ProcessRegistry::new());
+    let program = Program {
+      command: "sh".into(),
+      args: vec![
+        "-c".into(),
+        "sleep 300 & echo $!; setsid sleep 301 & echo $!; sleep 0.2; kill -9 $PPID; wait".into(),
+      ],
+      ..Program::default()
+    };
+    let run = spawn_terminal(&store, &registry, "t", program, DEFAULT_KILL_GRACE, None)
+      .wait()
+      .unwrap();
+    let result = run.exited.wait().unwrap();
+    assert!(result.stopped, "{result:?}");
+    assert!(
+      result
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("guardian"),
+      "{result:?}"
+    );
+    assert!(registry.is_empty());
+    let stored: Vec<serde_json::Value> = store
+      .messages("t", 0, None)
+      .wait()
+      .unwrap()
+      .iter()
+      .map(|m| serde_json::from_str(&m.content).unwrap())
+      .collect();
+    let printed: Vec<u32> = stored
+      .iter()
+      .filter_map(|m| m["content"].as_str()?.parse().ok())
+      .collect();
+    assert_eq!(printed.len(), 2);
+    let end = stored.last().unwrap();
+    assert_eq!(end["type"], "terminal_finished");
+    assert_eq!(end["stopped"], true);
+    assert!(end["reason"].as_str().unwrap().contains("guardian"));
+    for pid in [run.pid, printed[0], printed[1]] {
+      assert!(ends(pid), "{pid} outlived its run");
+    }
   }
 }

@@ -29,6 +29,9 @@ pub struct Handle {
   /// The program's pid, which is also its process group's id.
   pub pid: u32,
   pub guardian: Option<u32>,
+  /// When the program started (see the process table), where a guardian
+  /// started it: to tell it from a later process with its pid.
+  pub program_started: Option<u64>,
 }
 
 /// What a stop found below the program when it began: signalled with the
@@ -43,6 +46,7 @@ impl Handle {
     Handle {
       pid,
       guardian: None,
+      program_started: None,
     }
   }
 
@@ -95,6 +99,30 @@ impl Handle {
   /// The process the host waits for: the guardian, or the program.
   pub fn waited_pid(&self) -> u32 {
     self.guardian.unwrap_or(self.pid)
+  }
+
+  /// After the guardian has ended: if the program it started still runs,
+  /// the guardian was killed, and what it kept in check is no longer. The
+  /// program's group and what runs below the program are killed here, and
+  /// true says so. Without a guardian there is nothing to tell.
+  pub fn end_orphaned_program(&self) -> bool {
+    let (Some(_), Some(started)) = (self.guardian, self.program_started) else {
+      return false;
+    };
+    let program = Proc {
+      pid: self.pid,
+      parent: 0,
+      started,
+    };
+    let table = table();
+    if !table.is_still(&program) {
+      return false;
+    }
+    let below = table.descendants(self.pid);
+    signal_group(self.pid, Signal::SIGKILL);
+    signal_still(&below, Signal::SIGKILL);
+    signal_still(&[program], Signal::SIGKILL);
+    true
   }
 
   /// After the program has ended: without a guardian, what it left in its
