@@ -13,6 +13,10 @@ use super::io::Event;
 use crate::registry::{StopOutcome, Subscription};
 use crate::sys::{self, StopStyle};
 
+/// How long a guardian may take to end its tree after the SIGKILL of a
+/// stop before it is killed itself.
+const GUARDIAN_ANSWER: Duration = Duration::from_secs(1);
+
 /// What watches a run on the reactor: its stop signal, then the grace
 /// before SIGKILL, and its exit, which it reports to the supervisor.
 pub(super) struct Watcher {
@@ -49,6 +53,18 @@ impl Watcher {
           false
         }
       };
+      if !ended {
+        // A guardian that does not end soon after the SIGKILL it was asked
+        // for is held (SIGSTOP from its program, say): it is killed itself,
+        // and its program's tree then ends as an orphaned one does below.
+        ended = tokio::select! {
+          () = &mut exited => true,
+          () = tokio::time::sleep(GUARDIAN_ANSWER) => {
+            handle.kill_guardian();
+            false
+          }
+        };
+      }
     }
     if !ended {
       exited.await;

@@ -272,4 +272,39 @@ mod tests {
       assert!(ends(pid), "{pid} outlived its run");
     }
   }
+
+  #[test]
+  fn a_stop_ends_a_run_whose_program_stopped_its_guardian() {
+    let store = crate::test_support::store_with_session("t");
+    let registry = Arc::new(ProcessRegistry::new());
+    let program = Program {
+      command: "sh".into(),
+      args: vec![
+        "-c".into(),
+        "kill -STOP $PPID; sleep 300 & echo $!; wait".into(),
+      ],
+      ..Program::default()
+    };
+    let (printed, lines) = std::sync::mpsc::channel();
+    let sink: crate::store::MessageSink = Box::new(move |m| {
+      let _ = printed.send(m.content.clone());
+    });
+    let grace = std::time::Duration::from_millis(200);
+    let run = spawn_terminal(&store, &registry, "t", program, grace, Some(sink.into()))
+      .wait()
+      .unwrap();
+    let line: serde_json::Value = serde_json::from_str(
+      &lines
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap(),
+    )
+    .unwrap();
+    let sleeper: u32 = line["content"].as_str().unwrap().parse().unwrap();
+    assert!(registry.stop("t"));
+    let result = run.exited.wait().unwrap();
+    assert!(result.stopped, "{result:?}");
+    for pid in [run.pid, sleeper] {
+      assert!(ends(pid), "{pid} outlived its stopped run");
+    }
+  }
 }

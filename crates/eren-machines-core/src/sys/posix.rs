@@ -101,6 +101,14 @@ impl Handle {
     self.guardian.unwrap_or(self.pid)
   }
 
+  /// SIGKILL for the guardian itself, which a stopped (SIGSTOP) guardian
+  /// cannot ignore; without one, nothing.
+  pub fn kill_guardian(&self) {
+    if let Some(guardian) = self.guardian {
+      signal_process(guardian, Signal::SIGKILL);
+    }
+  }
+
   /// After the guardian has ended: if the program it started still runs,
   /// the guardian was killed, and what it kept in check is no longer. The
   /// program's group and what runs below the program are killed here, and
