@@ -355,6 +355,13 @@ export interface PtySize {
   rows: number
 }
 
+/**
+ * A database location fit to print or log: a PostgreSQL URL or connection
+ * string with every password in it replaced by `***`, whatever characters
+ * the password holds. A file path comes back as it is.
+ */
+export declare function redactDatabaseUrl(location: string): string
+
 /** How a run ended. */
 export interface RunResult {
   exitCode: number | null

@@ -843,6 +843,7 @@ module.exports.loginShellPath = nativeBinding.loginShellPath
 module.exports.MAX_LINE_BYTES = nativeBinding.MAX_LINE_BYTES
 module.exports.messageKinds = nativeBinding.messageKinds
 module.exports.ProcessStatus = nativeBinding.ProcessStatus
+module.exports.redactDatabaseUrl = nativeBinding.redactDatabaseUrl
 module.exports.spawnClaude = nativeBinding.spawnClaude
 module.exports.spawnTerminal = nativeBinding.spawnTerminal
 module.exports.claudeBridge = nativeBinding.claudeBridge

@@ -43,8 +43,10 @@ describe('runner backends', () => {
   })
 })
 
-withGuardian('a guardian that cannot be started is named in SPAWN_FAILED, not taken for the user’s command', async () => {
-  const script = `
+withGuardian(
+  'a guardian that cannot be started is named in SPAWN_FAILED, not taken for the user’s command',
+  async () => {
+    const script = `
     const { ProcessRegistry, SessionStore, spawnTerminal } = require('.')
     const store = SessionStore.inMemory()
     store.createSession('g').then(() =>
@@ -53,13 +55,14 @@ withGuardian('a guardian that cannot be started is named in SPAWN_FAILED, not ta
       () => console.log(JSON.stringify({ started: true })),
       (error) => console.log(JSON.stringify({ code: error.code, message: error.message })),
     )`
-  const missing = '/nonexistent/eren-machines-guardian'
-  const env = { ...process.env, EREN_TEST_CHILD: '1', EREN_MACHINES_GUARDIAN: missing }
-  delete env.EREN_MACHINES_BACKEND
-  const ran = await runNode('-e', [script], { env })
-  const answer = JSON.parse(ran.stdout)
-  expect(answer.code).toBe('SPAWN_FAILED')
-  expect(answer.message).toContain(`the guardian ${missing} could not be started`)
-  expect(answer.message).toContain('EREN_MACHINES_GUARDIAN')
-  expect(answer.message).not.toContain('was not found on PATH')
-})
+    const missing = '/nonexistent/eren-machines-guardian'
+    const env = { ...process.env, EREN_TEST_CHILD: '1', EREN_MACHINES_GUARDIAN: missing }
+    delete env.EREN_MACHINES_BACKEND
+    const ran = await runNode('-e', [script], { env })
+    const answer = JSON.parse(ran.stdout)
+    expect(answer.code).toBe('SPAWN_FAILED')
+    expect(answer.message).toContain(`the guardian ${missing} could not be started`)
+    expect(answer.message).toContain('EREN_MACHINES_GUARDIAN')
+    expect(answer.message).not.toContain('was not found on PATH')
+  },
+)

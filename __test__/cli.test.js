@@ -51,6 +51,28 @@ describe('eren-machines CLI', () => {
     expect(result.stdout).not.toContain('hunter2')
   })
 
+  test('no part of a password shows, whatever it holds (@, /, :) and wherever it stands', async () => {
+    for (const [db, secret] of [
+      ['postgres://agents:p@ss/w0rd@db.internal:5432/agents', 'w0rd'],
+      ['postgres://agents:p@ss@db.internal/agents', 'p@ss'],
+      ['postgres://db.internal/agents?user=agents&password=hunter2', 'hunter2'],
+    ]) {
+      const result = await cli(['--help'], { db })
+      expect(result.stdout).toContain('***')
+      expect(result.stdout).not.toContain(secret)
+    }
+    const { SessionStore } = require('..')
+    const thrown = (() => {
+      try {
+        SessionStore.open('postgres://agents:p@ss/w0rd@db.internal/agents')
+      } catch (error) {
+        return error
+      }
+    })()
+    expect(thrown.code).toBe('INVALID_ARGUMENT')
+    expect(thrown.message).not.toContain('w0rd')
+  })
+
   test('the default database is under $XDG_DATA_HOME, else ~/.local/share', async () => {
     const xdg = tmpDir()
     const withXdg = await cli(['--help'], { env: { EREN_MACHINES_DB: '', XDG_DATA_HOME: xdg } })

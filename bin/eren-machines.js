@@ -7,7 +7,7 @@ const os = require('node:os')
 const path = require('node:path')
 const readline = require('node:readline')
 const { parseArgs } = require('node:util')
-const { MAX_LINE_BYTES, ProcessRegistry, SessionStore, spawnTerminal, spawnClaude } = require('..')
+const { MAX_LINE_BYTES, ProcessRegistry, SessionStore, redactDatabaseUrl, spawnTerminal, spawnClaude } = require('..')
 const { version } = require('../package.json')
 const { renderText } = require('../messages')
 
@@ -74,7 +74,7 @@ function parse(args, options, { positionals: wanted = 'any' } = {}) {
 const isServerUrl = (location) => /^postgres(ql)?:\/\//.test(location)
 
 /** A database location fit to print: a server URL loses its password. */
-const shown = (location) => (isServerUrl(location) ? location.replace(/(\/\/[^/:@]*:)[^@/]*@/, '$1***@') : location)
+const shown = (location) => (isServerUrl(location) ? redactDatabaseUrl(location) : location)
 
 /**
  * Opens the database: a file, or a PostgreSQL server for a postgres:// URL.

@@ -303,3 +303,11 @@ pub struct SubscribeOptions {
 read_options!(SubscribeOptions, |env, opts| Ok(SubscribeOptions {
   after_sequence: opts.count("afterSequence")?,
 }));
+
+/// A database location fit to print or log: a PostgreSQL URL or connection
+/// string with every password in it replaced by `***`, whatever characters
+/// the password holds. A file path comes back as it is.
+#[napi(catch_unwind, ts_args_type = "location: string")]
+pub fn redact_database_url(location: Text) -> String {
+  core::postgres::redact(&location.0)
+}

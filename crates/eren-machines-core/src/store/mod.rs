@@ -110,8 +110,17 @@ impl SessionStore {
   }
 
   /// Opens a database file with the given durability (see [`Durability`]).
+  /// A PostgreSQL URL is refused (it is [`connect`](Self::connect)'s),
+  /// without its password.
   pub fn open_with(path: impl Into<std::path::PathBuf>, durability: Durability) -> Result<Self> {
-    Self::open_location(Location::File(path.into()), durability)
+    let path = path.into();
+    if let Some(url) = path.to_str().filter(|p| postgres::is_url(p)) {
+      return Err(Error::InvalidArgument(format!(
+        "{} is a PostgreSQL server: connect to it, a file path opens SQLite",
+        postgres::redact(url)
+      )));
+    }
+    Self::open_location(Location::File(path), durability)
   }
 
   /// A private in-memory store, gone when the last handle is dropped.

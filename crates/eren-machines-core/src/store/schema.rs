@@ -156,7 +156,8 @@ pub fn open(location: &Location, migrate: bool, durability: Durability) -> Resul
     }
     Location::Postgres(url) => {
       return Err(Error::InvalidArgument(format!(
-        "{url} is a PostgreSQL server, not a SQLite database"
+        "{} is a PostgreSQL server, not a SQLite database",
+        super::postgres::redact(url)
       )))
     }
     // The shared in-memory database is named through a URI.

@@ -24,9 +24,14 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 
 type Attempt = mpsc::Receiver<std::result::Result<Client, postgres::Error>>;
 
+/// Whether `location` is a PostgreSQL URL rather than a file path.
+pub fn is_url(location: &str) -> bool {
+  location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
 /// Parses a `postgres://` URL (or a `key=value` connection string).
 pub fn parse(url: &str) -> Result<Config> {
-  if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+  if !is_url(url) {
     return Err(Error::InvalidArgument(format!(
       "a PostgreSQL URL starts with postgres:// or postgresql://, got '{}'",
       redact(url)
@@ -50,25 +55,44 @@ pub fn parse(url: &str) -> Result<Config> {
   Ok(config)
 }
 
-/// The URL without its password, for messages.
+/// A PostgreSQL URL or connection string fit to print: every password in
+/// it becomes `***`, wherever it stands and whatever it holds (`@`, `/` and
+/// `:` included): the userinfo's, and each `password=` parameter.
 pub fn redact(url: &str) -> String {
-  let Some(scheme_end) = url.find("://") else {
-    return url.to_owned();
-  };
-  let rest = &url[scheme_end + 3..];
-  let authority_end = rest.find('/').unwrap_or(rest.len());
-  match rest[..authority_end].rfind('@') {
-    Some(at) => match rest[..at].find(':') {
-      Some(colon) => format!(
-        "{}{}:***{}",
-        &url[..scheme_end + 3],
-        &rest[..colon],
-        &rest[at..]
-      ),
-      None => url.to_owned(),
-    },
+  let mut shown = match url.find("://") {
+    Some(scheme_end) => {
+      let rest = &url[scheme_end + 3..];
+      // The userinfo ends at the last `@` before the query: a password may
+      // hold `@` and `/` unescaped.
+      let query = rest.find('?').unwrap_or(rest.len());
+      match rest[..query].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+          Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &rest[..colon],
+            &rest[at..]
+          ),
+          None => url.to_owned(),
+        },
+        None => url.to_owned(),
+      }
+    }
     None => url.to_owned(),
+  };
+  let mut from = 0;
+  while let Some(found) = shown[from..].to_ascii_lowercase().find("password=") {
+    let start = from + found + "password=".len();
+    let value = &shown[start..];
+    let end = if let Some(quoted) = value.strip_prefix('\'') {
+      quoted.find('\'').map_or(value.len(), |close| close + 2)
+    } else {
+      value.find(['&', ' ', '\t']).unwrap_or(value.len())
+    };
+    shown.replace_range(start..start + end, "***");
+    from = start + 3;
   }
+  shown
 }
 
 pub struct Link {
@@ -185,6 +209,23 @@ mod tests {
       "postgres://me:***@db:5432/x"
     );
     assert_eq!(redact("postgres://me@db/x"), "postgres://me@db/x");
+    for (url, secret) in [
+      ("postgres://me:p@ss/w0rd@db:5432/x", "w0rd"),
+      ("postgres://me:p@ss@db/x", "p@ss"),
+      ("postgres://me:a:b/c@db/x", "b/c"),
+      (
+        "postgres://db/x?user=me&password=hunter2&sslmode=require",
+        "hunter2",
+      ),
+      ("postgres://db/x?PASSWORD=hunter2", "hunter2"),
+      ("host=db user=me password=hunter2 dbname=x", "hunter2"),
+      ("host=db password='two words' dbname=x", "two words"),
+    ] {
+      let shown = redact(url);
+      assert!(!shown.contains(secret), "{url} shown as {shown}");
+      assert!(shown.contains("***"), "{shown}");
+      assert!(shown.contains("db"), "{shown}");
+    }
     let refused = parse("mysql://me:secret@db/x").unwrap_err();
     assert_eq!(refused.code(), "INVALID_ARGUMENT");
     assert!(!refused.to_string().contains("secret"));

@@ -25,8 +25,8 @@ use super::command::Command;
 use super::live::Live;
 use super::reads::ReadJob;
 use crate::error::{Error, Result};
-pub use link::redact;
 use link::Link;
+pub use link::{is_url, redact};
 
 /// A connected store's threads, before they are wrapped in a `SessionStore`.
 pub struct Started {
