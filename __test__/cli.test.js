@@ -409,6 +409,32 @@ describe('claude --chat', () => {
     expect(types).toContain('control_response')
   })
 
+  test('at a terminal only a line typed after a permission question answers it; a line typed ahead is the next message', async () => {
+    const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
+    const store = SessionStore.inMemory()
+    await store.createSession('chat')
+    const screen = screenWatcher()
+    const run = await spawnTerminal({
+      store,
+      registry: new ProcessRegistry(),
+      sessionId: 'chat',
+      command: process.execPath,
+      args: [CLI, 'claude', '--chat', '--claude-path', FAKE_CLAUDE, '--', 'tool'],
+      env: { EREN_TEST_CHILD: '1', EREN_MACHINES_DB: path.join(tmpDir(), 's.db') },
+      pty: { cols: 200, rows: 50 },
+      onMessage: screen.onMessage,
+    })
+    // Typed before the question exists: it must not approve the tool.
+    await run.write('y\r')
+    await screen.shows('[y/n]')
+    await run.write('n\r')
+    await screen.shows('denied: denied at the terminal')
+    await screen.shows('You said: y')
+    await run.write('\r')
+    expect(await run.exited).toMatchObject({ exitCode: 0 })
+    expect(screen.text()).not.toContain('ran {"command":"touch marker"}')
+  })
+
   test('n denies the tool, and a chat can start with no prompt', async () => {
     const denied = await chat('tool', { input: 'n\n\n' }).done
     expect(denied.stdout).toContain('denied: denied at the terminal')

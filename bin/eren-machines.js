@@ -263,24 +263,49 @@ async function claudeCommand(args) {
   }
 }
 
-/** Lines typed at the terminal, in order, whether or not a question is pending. */
+/**
+ * Lines typed at the terminal, in order. A question (`confirm`) at a
+ * terminal is answered only by a line typed after it was shown: what was
+ * typed ahead stays queued for the next message, so a stray "y" never
+ * approves a tool unseen. Piped input answers in order, as a script wrote it.
+ */
 function lineReader() {
   const rl = readline.createInterface({ input: process.stdin, terminal: false })
+  const typed = Boolean(process.stdin.isTTY)
   const lines = []
   const waiters = []
+  let question = null
   let ended = false
-  rl.on('line', (line) => (waiters.length ? waiters.shift()(line) : lines.push(line)))
+  rl.on('line', (line) => {
+    if (question) {
+      const answer = question
+      question = null
+      answer(line)
+    } else if (waiters.length) waiters.shift()(line)
+    else lines.push(line)
+  })
   rl.on('close', () => {
     ended = true
     for (const waiter of waiters.splice(0)) waiter(null)
+    if (question) question(null)
   })
+  const next = () => {
+    if (lines.length) return Promise.resolve(lines.shift())
+    if (ended) return Promise.resolve(null)
+    return new Promise((resolve) => waiters.push(resolve))
+  }
   return {
     /** The next line after printing `prompt`, or null at end of input. */
     ask(prompt) {
       write(process.stderr, prompt)
-      if (lines.length) return Promise.resolve(lines.shift())
+      return next()
+    },
+    /** The answer to a question: at a terminal, the next line typed after it. */
+    confirm(prompt) {
+      write(process.stderr, prompt)
+      if (!typed) return next()
       if (ended) return Promise.resolve(null)
-      return new Promise((resolve) => waiters.push(resolve))
+      return new Promise((resolve) => (question = resolve))
     },
     close: () => rl.close(),
   }
@@ -304,14 +329,14 @@ async function chat(options) {
       const answers = {}
       for (const q of request.input.questions || []) {
         const choices = (q.options || []).map((o, i) => `  ${i + 1}. ${o.label}`).join('\n')
-        const answer = await input.ask(`? ${q.question}\n${choices}\nanswer: `)
+        const answer = await input.confirm(`? ${q.question}\n${choices}\nanswer: `)
         const picked = q.options?.[Number(answer) - 1]?.label
         answers[q.question] = picked || answer || ''
       }
       return { behavior: 'allow', updatedInput: { ...request.input, answers } }
     }
     const shown = JSON.stringify(request.input)
-    const answer = await input.ask(
+    const answer = await input.confirm(
       `? allow ${request.toolName} ${shown.length > 300 ? `${shown.slice(0, 299)}…` : shown} [y/n] `,
     )
     return /^y(es)?$/i.test((answer || '').trim())
