@@ -277,14 +277,6 @@ impl Live {
     session.last_sequence = session.last_sequence.max(last_sequence);
   }
 
-  /// Notes that `last_sequence` is committed in a known session, as
-  /// another host reported it; it only ever moves forward.
-  pub fn advance(&self, session_id: &str, last_sequence: i64) {
-    if let Some(session) = self.lock().sessions.get_mut(session_id) {
-      session.last_sequence = session.last_sequence.max(last_sequence);
-    }
-  }
-
   /// The lowest sequence the subscribers of one session have seen, if any
   /// subscribe.
   pub fn seen(&self, session_id: &str) -> Option<i64> {

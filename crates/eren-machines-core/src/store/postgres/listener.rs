@@ -80,19 +80,18 @@ fn run(mut link: Link, names: &Names, live: &Live, closed: &AtomicBool) {
         }
       }
     }
-    for payload in &heard {
-      let Some((last, session_id)) = parse(payload) else {
-        continue;
-      };
-      match live.seen(session_id) {
-        Some(seen) if seen < last => drop(reads::catch_up_session(
-          &mut PgReads(client),
-          live,
-          session_id,
-          seen,
-          last,
-        )),
-        _ => live.advance(session_id, last),
+    // Any user of the database can NOTIFY on the channel: a payload only
+    // names a session to look at, and what is read from the table is what
+    // counts, never the sequence it claims.
+    let mut named: Vec<&str> = heard
+      .iter()
+      .filter_map(|payload| Some(parse(payload)?.1))
+      .collect();
+    named.sort_unstable();
+    named.dedup();
+    for session_id in named {
+      if let Some(seen) = live.seen(session_id) {
+        let _ = reads::catch_up_session(&mut PgReads(client), live, session_id, seen, i64::MAX);
       }
     }
   }

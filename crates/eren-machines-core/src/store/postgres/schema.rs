@@ -113,7 +113,7 @@ fn not_ours(schema: &str) -> Error {
 }
 
 /// A channel name within PostgreSQL's 63-byte identifier limit.
-fn channel_for(schema: &str) -> String {
+pub(super) fn channel_for(schema: &str) -> String {
   if schema.len() <= 40 {
     format!("eren_machines.{schema}")
   } else {

@@ -217,3 +217,48 @@ fn hosts_connecting_at_once_to_a_new_schema_all_succeed() {
     thread.join().unwrap().unwrap();
   }
 }
+
+#[test]
+fn a_spoofed_notify_is_only_a_hint_and_moves_no_session() {
+  let url = postgres_schema_url();
+  let host = SessionStore::connect_blocking(&url).unwrap();
+  let other = SessionStore::connect_blocking(&url).unwrap();
+  for id in ["s", "probe"] {
+    host.create_session(Some(id)).wait().unwrap();
+  }
+  host.append("s", "one".into()).wait().unwrap();
+  let probe = collect(&host, "probe", None);
+  // Any database user can NOTIFY on the store's (predictable) channel.
+  let mut intruder = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+  let schema: String = intruder
+    .query_one("SELECT current_schema()", &[])
+    .unwrap()
+    .get(0);
+  let channel = super::schema::channel_for(&schema);
+  intruder
+    .execute(
+      "SELECT pg_notify($1, $2)",
+      &[
+        &channel,
+        &super::listener::payload("s", 9_000_000_000_000_000_000),
+      ],
+    )
+    .unwrap();
+  // Notifications arrive in commit order: once the probe's append is heard,
+  // so was the spoof.
+  other
+    .append("probe", "after the spoof".into())
+    .wait()
+    .unwrap();
+  assert_eq!(probe.wait_for(1).len(), 1);
+  let live = collect(&host, "s", None);
+  other.append("s", "two".into()).wait().unwrap();
+  let seen = live.wait_for(1);
+  assert_eq!(
+    seen.len(),
+    1,
+    "a subscriber after the spoof missed a message"
+  );
+  assert_eq!(seen[0].sequence_number, 2);
+  assert_eq!(seen[0].content, "two");
+}
