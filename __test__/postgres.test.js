@@ -120,6 +120,23 @@ describe('several hosts on one PostgreSQL database', () => {
     }
   })
 
+  test('after a server restart, the first read and the first write of a store that sat idle succeed', async () => {
+    const ctl = process.env.EREN_TEST_POSTGRES_CTL
+    expect(ctl).toBeTruthy()
+    const store = await SessionStore.connect(await postgresSchemaUrl())
+    await store.createSession('idle')
+    await terminalBridge.storeStdout(store, 'idle', 'before')
+    const lastUse = Date.now()
+    execFileSync(ctl, ['restart'], { stdio: 'ignore' })
+    // The guarantee is for a store that sat idle (over a second) while the
+    // server went away and came back.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, 1100 - (Date.now() - lastUse))))
+    const after = await terminalBridge.storeStdout(store, 'idle', 'after')
+    expect(after.sequenceNumber).toBe(2)
+    expect((await store.messages('idle')).map((m) => JSON.parse(m.content).content)).toEqual(['before', 'after'])
+    await store.close()
+  })
+
   test("a subscriber on one host sees another host's appends live, in order, once", async () => {
     const url = await postgresSchemaUrl()
     const store = await SessionStore.connect(url)

@@ -9,7 +9,7 @@
 //! found by TCP keepalives and the user timeout.
 
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::{Client, Config, NoTls};
 
@@ -95,11 +95,19 @@ pub fn redact(url: &str) -> String {
   shown
 }
 
+/// A connection idle this long is checked before it is used: a server that
+/// restarted meanwhile closed it, and the client learns that only by trying.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+/// How long that check may take before the connection counts as lost.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct Link {
   config: Config,
   client: Option<Client>,
   /// An attempt that outlived its timeout, still going on its thread.
   attempt: Option<Attempt>,
+  /// When the connection was last used.
+  used: Instant,
 }
 
 impl Link {
@@ -116,14 +124,28 @@ impl Link {
       config,
       client: None,
       attempt: None,
+      used: Instant::now(),
     }
   }
 
-  /// The connection, made again if the last one was lost.
+  /// The connection, made again if the last one was lost, or if, after a
+  /// while unused, it no longer answers (the server restarted, say): so the
+  /// first read or write after a restart does not fail on a dead socket.
   pub fn client(&mut self) -> Result<&mut Client> {
+    let idle = self.used.elapsed() >= CHECK_AFTER_IDLE;
+    self.used = Instant::now();
+    let alive = |client: &mut Client| {
+      !client.is_closed() && (!idle || client.is_valid(CHECK_TIMEOUT).is_ok())
+    };
     let client = match self.client.take() {
-      Some(client) if !client.is_closed() => client,
-      _ => self.connect_now()?,
+      Some(mut client) => {
+        if alive(&mut client) {
+          client
+        } else {
+          self.connect_now()?
+        }
+      }
+      None => self.connect_now()?,
     };
     Ok(self.client.insert(client))
   }
