@@ -4,7 +4,17 @@ const path = require('node:path')
 const { execFileSync, spawn } = require('node:child_process')
 const { Worker } = require('node:worker_threads')
 const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
-const { codeOf, deferred, isGone, screenWatcher, settleGone, tempDirs, withGuardian, withPidfds } = require('./helpers')
+const {
+  codeOf,
+  deferred,
+  isGone,
+  runNode,
+  screenWatcher,
+  settleGone,
+  tempDirs,
+  withGuardian,
+  withPidfds,
+} = require('./helpers')
 
 // Every process a test starts carries this variable, inherited by its own
 // children; .ci/run fails if one survives the suite.
@@ -423,6 +433,30 @@ describe('spawnTerminal', () => {
       expect((await run.exited).stopped).toBe(true)
       expect(ctx.registry.count()).toBe(0)
       if (end === 'delete') expect(await ctx.store.messages(ctx.sessionId)).toEqual([])
+    }
+  })
+
+  test('a quiet run stops when another process deletes or closes its session', async () => {
+    for (const end of ['deleteSession', 'closeSession']) {
+      const db = path.join(tmpDir(), 'shared.db')
+      const store = SessionStore.open(db)
+      await store.createSession('quiet')
+      const registry = new ProcessRegistry()
+      const ready = watchFor((c) => c.content === 'ready')
+      // Prints once, then says nothing: no write of its own can fail and
+      // tell the run that its session is gone.
+      const run = await terminal(
+        { store, registry, sessionId: 'quiet' },
+        { command: 'sh', args: ['-c', 'echo ready; exec sleep 300'], killGraceMs: 300, onMessage: ready.onMessage },
+      )
+      await ready.found
+      const other = await runNode('-e', [
+        `const { SessionStore } = require('.'); const s = SessionStore.open(${JSON.stringify(db)}); s.${end}('quiet').then(() => s.close())`,
+      ])
+      expect(other.code).toBe(0)
+      expect((await run.exited).stopped).toBe(true)
+      expect(registry.count()).toBe(0)
+      await store.close()
     }
   })
 

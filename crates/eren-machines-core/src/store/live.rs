@@ -208,6 +208,42 @@ impl Live {
     drop(removed);
   }
 
+  /// The sessions whose end something here watches (a run).
+  pub fn watched_ends(&self) -> Vec<String> {
+    self
+      .lock()
+      .sessions
+      .iter()
+      .filter(|(_, session)| !session.end_watchers.is_empty())
+      .map(|(id, _)| id.clone())
+      .collect()
+  }
+
+  pub fn has_end_watchers(&self) -> bool {
+    self
+      .lock()
+      .sessions
+      .values()
+      .any(|session| !session.end_watchers.is_empty())
+  }
+
+  /// Another process closed or deleted these sessions: their watchers are
+  /// called, as for this store's own close or delete.
+  pub fn ended_elsewhere(&self, session_ids: &[String]) {
+    let mut ended: Vec<EndWatcher> = Vec::new();
+    {
+      let mut state = self.lock();
+      for id in session_ids {
+        if let Some(session) = state.sessions.get_mut(id) {
+          ended.extend(session.end_watchers.drain(..).map(|(_, watcher)| watcher));
+        }
+      }
+    }
+    for watcher in ended {
+      watcher();
+    }
+  }
+
   /// The store is closing: every watcher is called.
   pub fn end_all(&self) {
     let ended: Vec<EndWatcher> = self

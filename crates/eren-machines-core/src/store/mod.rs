@@ -379,7 +379,11 @@ impl SessionStore {
     if self.is_closed() {
       return Err(Error::StoreClosed);
     }
-    self.inner.live.watch_end(session_id, watcher)
+    let watch = self.inner.live.watch_end(session_id, watcher)?;
+    // Starts the reader's watch for other processes, whose close or delete
+    // of the session ends the run too.
+    let _ = self.inner.reader.send(ReadJob::Watch);
+    Ok(watch)
   }
 
   pub fn unwatch_end(&self, watch: &EndWatchId) {

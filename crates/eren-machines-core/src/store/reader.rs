@@ -26,7 +26,10 @@ pub fn spawn(conn: Connection, live: Arc<Live>) -> Result<mpsc::Sender<ReadJob>>
 fn run(conn: Connection, live: Arc<Live>, receiver: mpsc::Receiver<ReadJob>) {
   let mut data_version = None;
   loop {
-    let job = if live.has_subscribers() {
+    // Other processes' commits are looked for while anything here would
+    // hear of them: a subscriber, or a run whose session they may close or
+    // delete.
+    let job = if live.has_subscribers() || live.has_end_watchers() {
       match receiver.recv_timeout(WATCH_EVERY) {
         Ok(job) => job,
         Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -158,6 +161,22 @@ fn watch_other_processes(conn: &Connection, live: &Live, last: &mut Option<i64>)
     return;
   }
   *last = Some(version);
+  let mut reads = SqliteReads(conn);
   // A failed read is tried again at the next look.
-  let _ = reads::catch_up(&mut SqliteReads(conn), live);
+  let _ = reads::catch_up(&mut reads, live);
+  // A run's session that another process closed or deleted ends the run,
+  // as this store's own close or delete does.
+  let gone: Vec<String> = live
+    .watched_ends()
+    .into_iter()
+    .filter(|id| {
+      matches!(
+        reads.get_session(id),
+        Ok(None) | Ok(Some(Session { closed: true, .. }))
+      )
+    })
+    .collect();
+  if !gone.is_empty() {
+    live.ended_elsewhere(&gone);
+  }
 }
