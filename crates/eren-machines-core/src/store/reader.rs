@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 /// How often, while anyone subscribes, the reader looks for commits of
 /// other processes on the same file.
 const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(40);
+/// How often, with runs but no subscribers, to look for other processes'
+/// closes and deletes of the runs' sessions.
+const WATCH_ENDS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub fn spawn(conn: Connection, live: Arc<Live>) -> Result<mpsc::Sender<ReadJob>> {
   let (sender, receiver) = mpsc::channel();
@@ -27,10 +30,17 @@ fn run(conn: Connection, live: Arc<Live>, receiver: mpsc::Receiver<ReadJob>) {
   let mut data_version = None;
   loop {
     // Other processes' commits are looked for while anything here would
-    // hear of them: a subscriber, or a run whose session they may close or
-    // delete.
-    let job = if live.has_subscribers() || live.has_end_watchers() {
-      match receiver.recv_timeout(WATCH_EVERY) {
+    // hear of them: a subscriber often, a run (whose session they may close
+    // or delete) less so, as each look costs its writer's ingest a little.
+    let every = if live.has_subscribers() {
+      Some(WATCH_EVERY)
+    } else if live.has_end_watchers() {
+      Some(WATCH_ENDS_EVERY)
+    } else {
+      None
+    };
+    let job = if let Some(every) = every {
+      match receiver.recv_timeout(every) {
         Ok(job) => job,
         Err(mpsc::RecvTimeoutError::Timeout) => {
           watch_other_processes(&conn, &live, &mut data_version);
