@@ -169,12 +169,63 @@ async fn spawn_guarded(
 #[cfg(test)]
 mod tests {
   use std::sync::Arc;
+  use std::time::{Duration, Instant};
 
   use crate::registry::ProcessRegistry;
-  use crate::runner::{spawn_terminal, DEFAULT_KILL_GRACE};
-  use crate::store::SessionReader;
+  use crate::runner::{spawn_terminal, Run, DEFAULT_KILL_GRACE};
+  use crate::store::{MessageSink, SessionReader, SessionStore};
   use crate::sys::host::is_running;
   use crate::sys::Program;
+
+  /// Runs `script` under sh into a new session "t".
+  fn sh(
+    script: &str,
+    grace: Duration,
+    sink: Option<MessageSink>,
+  ) -> (SessionStore, Arc<ProcessRegistry>, Run) {
+    let store = crate::test_support::store_with_session("t");
+    let registry = Arc::new(ProcessRegistry::new());
+    let program = Program {
+      command: "sh".into(),
+      args: vec!["-c".into(), script.into()],
+      ..Program::default()
+    };
+    let run = spawn_terminal(&store, &registry, "t", program, grace, sink.map(Into::into))
+      .wait()
+      .unwrap();
+    (store, registry, run)
+  }
+
+  /// What session "t" holds, parsed.
+  fn stored(store: &SessionStore) -> Vec<serde_json::Value> {
+    store
+      .messages("t", 0, None)
+      .wait()
+      .unwrap()
+      .iter()
+      .map(|m| serde_json::from_str(&m.content).unwrap())
+      .collect()
+  }
+
+  /// The pids the script printed, one a line.
+  fn printed(stored: &[serde_json::Value]) -> Vec<u32> {
+    stored
+      .iter()
+      .filter_map(|m| m["content"].as_str()?.parse().ok())
+      .collect()
+  }
+
+  /// Waits until `pid` no longer runs; not our child, so no event tells.
+  fn ends(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while is_running(pid) {
+      if Instant::now() > deadline {
+        return false;
+      }
+      std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+  }
 
   #[test]
   fn runs_start_under_the_guardian_and_leave_nothing_behind() {
@@ -183,86 +234,34 @@ mod tests {
       super::super::guardian_path().is_some(),
       "build the guardian first: cargo build -p eren-machines-guardian"
     );
-    let store = crate::test_support::store_with_session("t");
-    let registry = Arc::new(ProcessRegistry::new());
-    let program = Program {
-      command: "sh".into(),
-      args: vec![
-        "-c".into(),
-        "setsid sleep 300 & echo $!; (sleep 301 & echo $!); echo $$".into(),
-      ],
-      ..Program::default()
-    };
-    let run = spawn_terminal(&store, &registry, "t", program, DEFAULT_KILL_GRACE, None)
-      .wait()
-      .unwrap();
+    let (store, _, run) = sh(
+      "setsid sleep 300 & echo $!; (sleep 301 & echo $!); echo $$",
+      DEFAULT_KILL_GRACE,
+      None,
+    );
     let result = run.exited.wait().unwrap();
     assert_eq!(result.exit_code, Some(0));
-    let printed: Vec<u32> = store
-      .messages("t", 0, None)
-      .wait()
-      .unwrap()
-      .iter()
-      .filter_map(|m| {
-        let value: serde_json::Value = serde_json::from_str(&m.content).ok()?;
-        value["content"].as_str()?.parse().ok()
-      })
-      .collect();
+    let printed = printed(&stored(&store));
     assert_eq!(printed.len(), 3);
     assert_eq!(printed[2], run.pid, "run.pid is the program's");
     // The guardian killed and reaped them before it exited.
     assert!(!is_running(printed[0]) && !is_running(printed[1]));
   }
 
-  /// Waits until `pid` no longer runs; not our child, so no event tells.
-  fn ends(pid: u32) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while is_running(pid) {
-      if std::time::Instant::now() > deadline {
-        return false;
-      }
-      std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    true
-  }
-
   #[test]
   fn a_program_that_kills_its_guardian_is_ended_with_its_tree_and_the_run_says_why() {
-    let store = crate::test_support::store_with_session("t");
-    let registry = Arc::new(ProcessRegistry::new());
-    let program = Program {
-      command: "sh".into(),
-      args: vec![
-        "-c".into(),
-        "sleep 300 & echo $!; setsid sleep 301 & echo $!; sleep 0.2; kill -9 $PPID; wait".into(),
-      ],
-      ..Program::default()
-    };
-    let run = spawn_terminal(&store, &registry, "t", program, DEFAULT_KILL_GRACE, None)
-      .wait()
-      .unwrap();
+    let (store, registry, run) = sh(
+      "sleep 300 & echo $!; setsid sleep 301 & echo $!; sleep 0.2; kill -9 $PPID; wait",
+      DEFAULT_KILL_GRACE,
+      None,
+    );
     let result = run.exited.wait().unwrap();
     assert!(result.stopped, "{result:?}");
-    assert!(
-      result
-        .reason
-        .as_deref()
-        .unwrap_or_default()
-        .contains("guardian"),
-      "{result:?}"
-    );
+    let reason = result.reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("guardian"), "{result:?}");
     assert!(registry.is_empty());
-    let stored: Vec<serde_json::Value> = store
-      .messages("t", 0, None)
-      .wait()
-      .unwrap()
-      .iter()
-      .map(|m| serde_json::from_str(&m.content).unwrap())
-      .collect();
-    let printed: Vec<u32> = stored
-      .iter()
-      .filter_map(|m| m["content"].as_str()?.parse().ok())
-      .collect();
+    let stored = stored(&store);
+    let printed = printed(&stored);
     assert_eq!(printed.len(), 2);
     let end = stored.last().unwrap();
     assert_eq!(end["type"], "terminal_finished");
@@ -275,30 +274,17 @@ mod tests {
 
   #[test]
   fn a_stop_ends_a_run_whose_program_stopped_its_guardian() {
-    let store = crate::test_support::store_with_session("t");
-    let registry = Arc::new(ProcessRegistry::new());
-    let program = Program {
-      command: "sh".into(),
-      args: vec![
-        "-c".into(),
-        "kill -STOP $PPID; sleep 300 & echo $!; wait".into(),
-      ],
-      ..Program::default()
-    };
     let (printed, lines) = std::sync::mpsc::channel();
-    let sink: crate::store::MessageSink = Box::new(move |m| {
+    let sink: MessageSink = Box::new(move |m| {
       let _ = printed.send(m.content.clone());
     });
-    let grace = std::time::Duration::from_millis(200);
-    let run = spawn_terminal(&store, &registry, "t", program, grace, Some(sink.into()))
-      .wait()
-      .unwrap();
-    let line: serde_json::Value = serde_json::from_str(
-      &lines
-        .recv_timeout(std::time::Duration::from_secs(10))
-        .unwrap(),
-    )
-    .unwrap();
+    let (_, registry, run) = sh(
+      "kill -STOP $PPID; sleep 300 & echo $!; wait",
+      Duration::from_millis(200),
+      Some(sink),
+    );
+    let line: serde_json::Value =
+      serde_json::from_str(&lines.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap();
     let sleeper: u32 = line["content"].as_str().unwrap().parse().unwrap();
     assert!(registry.stop("t"));
     let result = run.exited.wait().unwrap();
