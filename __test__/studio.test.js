@@ -401,6 +401,47 @@ describe('studio security', () => {
     expect((await store.listSessions()).length).toBe(before)
   })
 
+  test('a stream client that stops reading is dropped once it is far behind, so it cannot grow the server', async () => {
+    const token = new URL(url).searchParams.get('token')
+    const res = await new Promise((resolve, reject) => {
+      const req = http.request(
+        {
+          host: '127.0.0.1',
+          port,
+          path: `/api/session/stream?id=big&after=0`,
+          headers: { Host: `127.0.0.1:${port}`, Cookie: `eren_studio=${token}` },
+        },
+        resolve,
+      )
+      req.on('error', reject)
+      req.end()
+    })
+    expect(res.statusCode).toBe(200)
+    // Reads nothing while the server replays 100,000 messages at it (no
+    // event says when the server has given up on it, so this waits).
+    res.pause()
+    await new Promise((resolve) => setTimeout(resolve, 5000))
+    // Then reads: a dropped stream ends short of the replay; one that was
+    // kept would deliver all of it and stay open for live messages.
+    let events = 0
+    let tail = ''
+    const ended = await new Promise((resolve) => {
+      res.on('data', (chunk) => {
+        // A marker may be cut between chunks: the tail carries it over.
+        const text = tail + chunk
+        events += text.split('event: message').length - 1
+        tail = text.slice(-'event: message'.length + 1)
+        if (events >= BIG) resolve(false)
+      })
+      res.on('end', () => resolve(true))
+      res.on('error', () => resolve(true))
+      res.resume()
+    })
+    res.destroy()
+    expect(ended).toBe(true)
+    expect(events).toBeLessThan(BIG)
+  })
+
   test('it listens on 127.0.0.1 only', async () => {
     const listening = execFileSync('sh', ['-c', `ss -ltnH 'sport = :${port}'`], { encoding: 'utf8' })
     expect(

@@ -277,6 +277,12 @@
         show([m], 'bottom')
         describe()
       })
+      // Dropped (the server drops a client that falls too far behind) or
+      // cut: follow again from the last message shown, not from the start.
+      stream.addEventListener('error', () => {
+        stream.close()
+        if (!closed) setTimeout(() => closed || follow(last), 1000)
+      })
     }
 
     /** The header line: the session as loaded, with the count as it grows. */

@@ -14,6 +14,12 @@ const path = require('node:path')
 const COOKIE = 'eren_studio'
 /** How often the session list is read while a page follows it. */
 const LIST_EVERY_MS = 250
+/**
+ * How far a stream's client may fall behind, in bytes written and not yet
+ * taken. A client past it is dropped, and its page follows again from the
+ * last message it has: what a stalled tab costs the server stays bounded.
+ */
+const STREAM_BEHIND_BYTES = 4 << 20
 const PAGE_LIMIT = 1000
 
 const ASSETS = {
@@ -89,8 +95,15 @@ async function startStudio(store, { port = 0 } = {}) {
     streams.add(res)
     req.on('close', () => streams.delete(res))
   }
-  /** One server-sent event; `data` is already JSON text. */
-  const event = (res, name, data) => res.write(`event: ${name}\ndata: ${data}\n\n`)
+  /**
+   * One server-sent event; `data` is already JSON text. A client too far
+   * behind is dropped (its 'close' ends what feeds it).
+   */
+  const event = (res, name, data) => {
+    if (res.destroyed) return
+    res.write(`event: ${name}\ndata: ${data}\n\n`)
+    if (res.writableLength > STREAM_BEHIND_BYTES) res.destroy()
+  }
 
   /** Reads the list while anyone follows it, and sends it when it changed. */
   async function pollList() {
