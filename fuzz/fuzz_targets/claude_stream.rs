@@ -87,6 +87,7 @@ fuzz_target!(|data: &[u8]| {
     exit_code: if stopped { None } else { Some(1) },
     signal: None,
     stopped,
+    reason: None,
   };
   let ops = handler.finished(&result);
   check_statuses(&ops, true);
