@@ -15,11 +15,13 @@ import {
   ProcessStatus,
   type Run,
   type RunResult,
+  redactDatabaseUrl,
   type Session,
   SessionStore,
   type StopHandle,
   spawnClaude,
   spawnTerminal,
+  type TerminalOptions,
   type TerminalRun,
   type ToolDecision,
   type ToolRequest,
@@ -215,3 +217,9 @@ const shownAs: 'pty' | 'lines' | 'claude' | null = sessionKind([])
 void describe
 void kinds
 void shownAs
+
+/** A database location for a log line: never its password. */
+const shownDatabase: string = redactDatabaseUrl('postgres://agents:secret@db/agents')
+const terminalOptions: Partial<TerminalOptions> = { command: 'ls', stdin: 'pipe', pty: { cols: 80, rows: 24 } }
+void shownDatabase
+void terminalOptions
