@@ -34,8 +34,7 @@ pub fn is_alive(host: &str) -> bool {
   let (Some(boot), Some(pid), Some(start)) = (parts.next(), parts.next(), parts.next()) else {
     return true;
   };
-  let table = table();
-  if table.started(std::process::id()).is_none() {
+  if !table_readable() {
     return true;
   }
   if boot != boot_id().unwrap_or_default() {
@@ -44,20 +43,26 @@ pub fn is_alive(host: &str) -> bool {
   let Ok(pid) = pid.parse::<u32>() else {
     return true;
   };
-  table
+  table()
     .started(pid)
     .is_some_and(|now| now.to_string() == start)
+}
+
+/// Whether this system's process table can be read at all, looked up once:
+/// it sees this process or nothing.
+fn table_readable() -> bool {
+  static READABLE: OnceLock<bool> = OnceLock::new();
+  *READABLE.get_or_init(|| table().started(std::process::id()).is_some())
 }
 
 /// Whether the process `pid` still runs; a zombie nobody has reaped yet
 /// counts as ended where the table can tell.
 #[cfg(unix)]
 pub fn is_running(pid: u32) -> bool {
-  let table = table();
-  if table.started(std::process::id()).is_none() {
+  if !table_readable() {
     return nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
   }
-  table.started(pid).is_some()
+  table().started(pid).is_some()
 }
 
 #[cfg(target_os = "linux")]
