@@ -71,15 +71,19 @@ pub fn spawn(
   state: WriterState,
   live: Arc<Live>,
 ) -> Result<mpsc::Sender<Command>> {
-  let data_version = data_version(&conn)?;
   let writer = Writer {
     conn,
     state,
     live: live.clone(),
-    data_version,
+    // `state` was read in a transaction of its own, and another process may
+    // have committed since: the first batch reloads it inside its own.
+    data_version: NOT_YET_SEEN,
   };
   command::start_writer("eren-store-writer", writer, live)
 }
+
+/// No `PRAGMA data_version` is ever this, so the first batch reloads.
+const NOT_YET_SEEN: i64 = i64::MIN;
 
 struct Writer {
   conn: Connection,
