@@ -20,13 +20,13 @@ mod message;
 mod promise;
 #[cfg(not(test))]
 mod registry;
-#[cfg(all(unix, not(test)))]
+#[cfg(not(test))]
 mod runner;
-#[cfg(all(unix, not(test)))]
+#[cfg(not(test))]
 mod shell_path;
 #[cfg(not(test))]
 mod store;
-#[cfg(all(unix, not(test)))]
+#[cfg(not(test))]
 mod tool_permission;
 #[cfg(not(test))]
 mod uncoded;

@@ -9,7 +9,7 @@
 //!   [`SessionWriter`] and [`SessionReader`] traits;
 //! - [`claude_bridge`] and [`terminal_bridge`]: what a Claude CLI or a
 //!   terminal prints, as stored messages;
-//! - [`runner`] (Unix): spawning and supervising processes into sessions.
+//! - [`runner`]: spawning and supervising processes into sessions.
 //!
 //! ```
 //! use eren_machines_core::{terminal_bridge, ProcessRegistry, SessionStore, SessionWriter};
@@ -31,10 +31,8 @@ pub mod content;
 pub mod error;
 pub mod output;
 pub mod registry;
-#[cfg(unix)]
 pub mod runner;
 pub mod session_id;
-#[cfg(unix)]
 pub mod shell_path;
 pub mod store;
 pub mod sys;

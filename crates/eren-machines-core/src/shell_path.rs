@@ -14,10 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-
 use crate::store::{reply_channel, Pending};
+use crate::sys;
 
 /// Default bound on the shell's run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -55,22 +53,10 @@ fn inherited() -> String {
   std::env::var("PATH").unwrap_or_default()
 }
 
-/// `$SHELL`, else the account's login shell.
-fn user_shell() -> Option<String> {
-  std::env::var("SHELL")
-    .ok()
-    .filter(|shell| !shell.is_empty())
-    .or_else(|| {
-      nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|user| user.shell.to_string_lossy().into_owned())
-        .filter(|shell| !shell.is_empty())
-    })
-}
-
+/// Asks the user's login shell. Windows has none, so there the inherited
+/// `PATH` is the answer.
 fn ask_shell(timeout: Duration) -> Option<String> {
-  ask(&user_shell()?, timeout)
+  ask(&sys::login_shell()?, timeout)
 }
 
 /// Runs `shell` as a login shell and reads its `PATH`; `None` when it fails,
@@ -84,12 +70,9 @@ fn ask(shell: &str, timeout: Duration) -> Option<String> {
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
-  {
-    use std::os::unix::process::CommandExt;
-    command.process_group(0);
-  }
+  sys::in_own_group(&mut command);
   let mut child = command.spawn().ok()?;
-  let group = Pid::from_raw(child.id() as i32);
+  let group = child.id();
   let mut stdout = child.stdout.take()?;
   let (sender, printed) = mpsc::channel();
   let reader = std::thread::Builder::new()
@@ -115,7 +98,7 @@ fn ask(shell: &str, timeout: Duration) -> Option<String> {
     Err(_) => None,
   };
   // Killed on every path, with whatever its startup files left running.
-  let _ = killpg(group, Signal::SIGKILL);
+  sys::kill_group(group);
   let _ = child.wait();
   let text = String::from_utf8_lossy(&text?).into_owned();
   let start = text.rfind(START)? + START.len();
@@ -123,7 +106,7 @@ fn ask(shell: &str, timeout: Duration) -> Option<String> {
   Some(text[start..end].to_owned()).filter(|path| !path.is_empty())
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
   use super::*;
   use crate::test_support::TempDir;

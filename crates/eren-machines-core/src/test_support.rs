@@ -62,3 +62,14 @@ impl Drop for TempDir {
     let _ = std::fs::remove_dir_all(&self.0);
   }
 }
+
+/// A command that starts and ends at once, on any platform.
+pub fn short_lived_command() -> std::process::Command {
+  if cfg!(windows) {
+    let mut command = std::process::Command::new("cmd");
+    command.args(["/c", "exit 0"]);
+    command
+  } else {
+    std::process::Command::new("true")
+  }
+}

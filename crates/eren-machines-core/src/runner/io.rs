@@ -14,7 +14,7 @@ use super::lines::{self, Line, Overlong};
 use crate::error::Error;
 use crate::output::Stream;
 use crate::store::Reply;
-use crate::sys::nonblocking::{self, Nonblocking};
+use crate::sys::nonblocking::Nonblocking;
 
 /// What the reader and the watcher tell the supervisor.
 pub enum Event {
@@ -90,37 +90,25 @@ pub async fn read_pipes(
   let mut first = 0;
   while pipes.iter().any(Option::is_some) {
     let mut lines = Vec::new();
-    let (index, open) = {
-      let (index, guard) = std::future::poll_fn(|cx| {
-        let mut failed = None;
-        for index in [first, 1 - first] {
-          let Some(pipe) = &pipes[index] else { continue };
-          match pipe.poll_readable(cx) {
-            Poll::Ready(Ok(guard)) => return Poll::Ready((index, Some(guard))),
-            Poll::Ready(Err(_)) => failed = Some(index),
-            Poll::Pending => {}
+    let (index, read) = std::future::poll_fn(|cx| {
+      for index in [first, 1 - first] {
+        let Some(pipe) = &pipes[index] else { continue };
+        let splitter = &mut splitters[index];
+        let mut take = |bytes: &[u8]| {
+          if let Some(splitter) = splitter.as_mut() {
+            splitter.push(bytes, &mut |line| lines.push(line));
           }
+          bytes.len()
+        };
+        if let Poll::Ready(read) = pipe.poll_read_with(cx, &mut take) {
+          return Poll::Ready((index, read));
         }
-        match failed {
-          Some(index) => Poll::Ready((index, None)),
-          None => Poll::Pending,
-        }
-      })
-      .await;
-      let mut take = |bytes: &[u8]| {
-        if let Some(splitter) = splitters[index].as_mut() {
-          splitter.push(bytes, &mut |line| lines.push(line));
-        }
-        bytes.len()
-      };
-      let open = match guard.map(|guard| nonblocking::read_ready(guard, &mut take)) {
-        // Nothing there after all: wait again.
-        Some(None) => true,
-        Some(Some(Ok(read))) => read > 0,
-        Some(Some(Err(_))) | None => false,
-      };
-      (index, open)
-    };
+      }
+      Poll::Pending
+    })
+    .await;
+    // Zero bytes, or an error: the writers are gone.
+    let open = matches!(read, Ok(read) if read > 0);
     first = 1 - index;
     if !open {
       pipes[index] = None;

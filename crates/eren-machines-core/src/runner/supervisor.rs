@@ -208,9 +208,18 @@ impl Supervisor {
     };
     let mut spawned = sys::spawn(program, kill_grace).await.map_err(|e| {
       let reason = sys::describe_spawn_error(program, &e);
-      abandon(self, reason, e)
+      match abandon(self, reason, e) {
+        // An argument the platform cannot pass as given (a NUL byte; on
+        // Windows, one that cmd.exe would misread) is the caller's error.
+        Error::SpawnFailed { reason, cause, .. }
+          if cause.as_ref().map(|c| c.kind()) == Some(std::io::ErrorKind::InvalidInput) =>
+        {
+          Error::InvalidArgument(reason)
+        }
+        error => error,
+      }
     })?;
-    let handle = spawned.handle;
+    let handle = spawned.handle.clone();
     let watched =
       sys::Exit::watch(handle.waited_pid()).and_then(|exit| Ok((exit, spawned.connect()?)));
     let (exit, (output, stdin)) = match watched {
@@ -257,20 +266,21 @@ impl Supervisor {
       kill_grace,
       events,
     };
+    let pid = handle.pid;
     tokio::spawn(watcher.watch(child, handle, exit));
     Ok(Launched {
       events: receiver,
       inputs,
       input,
-      pid: handle.pid,
+      pid,
       subscription: registration.subscription,
       end_watch,
     })
   }
 
   /// Stores output until the process has exited and its pipes are drained.
-  /// Returns the exit status, and why the runner ended the run if it did. One chunk of writes stays in flight while the
-  /// next is gathered, so reading, encoding and committing overlap.
+  /// Returns the exit status, and why the runner ended the run if it did.
+  /// One chunk of writes stays in flight while the next is gathered, so reading, encoding and committing overlap.
   async fn pump(
     &mut self,
     events: &mut mpsc::Receiver<Event>,

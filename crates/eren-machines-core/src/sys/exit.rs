@@ -6,11 +6,10 @@
 //! Linux: a pidfd per run, readable once the process has ended. macOS: a
 //! kqueue per run holding the process's `NOTE_EXIT`, readable once it has
 //! fired. Elsewhere, on kernels without pidfds, and under the POSIX backend,
-//! a blocking thread waits with `waitid(WNOWAIT)`.
+//! a blocking thread waits with `waitid(WNOWAIT)`. Windows: a blocking
+//! thread waits on a handle of the process, which keeps its pid taken.
 
 use std::io;
-
-use super::Backend;
 
 /// A child's exit, to wait for on the reactor.
 pub enum Exit {
@@ -21,14 +20,23 @@ pub enum Exit {
   #[cfg(target_os = "macos")]
   Kqueue(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>),
   /// A blocking thread waits.
+  #[cfg(unix)]
   Blocking(u32),
+  /// A blocking thread waits on the process's handle.
+  #[cfg(windows)]
+  Process(std::sync::Arc<std::os::windows::io::OwnedHandle>),
 }
 
 impl Exit {
   /// Watches `pid`, a child of this process; must be called on the reactor.
   /// Fails only when the host is out of descriptors.
   pub fn watch(pid: u32) -> io::Result<Exit> {
-    if super::backend() == Backend::Posix {
+    #[cfg(windows)]
+    return Ok(Exit::Process(std::sync::Arc::new(
+      super::windows::open_for_wait(pid)?,
+    )));
+    #[cfg(unix)]
+    if super::backend() == super::Backend::Posix {
       return Ok(Exit::Blocking(pid));
     }
     #[cfg(target_os = "linux")]
@@ -67,7 +75,7 @@ impl Exit {
         Err(_) => Ok(Exit::Blocking(pid)),
       }
     }
-    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    #[cfg(all(unix, not(any(target_os = "linux", target_os = "macos"))))]
     Ok(Exit::Blocking(pid))
   }
 
@@ -79,8 +87,15 @@ impl Exit {
       Exit::Pidfd(pidfd) => drop(pidfd.readable().await),
       #[cfg(target_os = "macos")]
       Exit::Kqueue(kqueue) => drop(kqueue.readable().await),
+      #[cfg(unix)]
       &Exit::Blocking(pid) => {
         let waited = move || wait_exit_unreaped(pid);
+        let _ = tokio::task::spawn_blocking(waited).await;
+      }
+      #[cfg(windows)]
+      Exit::Process(process) => {
+        let process = process.clone();
+        let waited = move || super::windows::wait_for(&process);
         let _ = tokio::task::spawn_blocking(waited).await;
       }
     }
@@ -90,10 +105,16 @@ impl Exit {
 /// Resolves once `pid`, a child of this process, has ended, leaving it
 /// unreaped; for a process that is about to end anyway.
 pub async fn exited(pid: u32) {
-  Exit::watch(pid).unwrap_or(Exit::Blocking(pid)).wait().await
+  #[cfg(unix)]
+  Exit::watch(pid).unwrap_or(Exit::Blocking(pid)).wait().await;
+  #[cfg(windows)]
+  if let Ok(exit) = Exit::watch(pid) {
+    exit.wait().await;
+  }
 }
 
 /// Blocks until the child has exited, without reaping it.
+#[cfg(unix)]
 fn wait_exit_unreaped(pid: u32) {
   use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
   let Some(pid) = Pid::from_raw(pid as i32) else {

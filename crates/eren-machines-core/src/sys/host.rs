@@ -5,9 +5,9 @@
 //! A host is recorded as `boot:pid:start`: the boot, the process id and the
 //! process's start time (from the [`process_table`](super::process_table)),
 //! so a reused process id after a crash, or a reboot, is not mistaken for the
-//! same host. Linux names the boot; macOS's start times are wall-clock, so
-//! they tell a reboot apart by themselves. Where the table cannot be read,
-//! every host counts as alive.
+//! same host. Linux names the boot; macOS's and Windows' start times are
+//! wall-clock, so they tell a reboot apart by themselves. Where the table
+//! cannot be read, every host counts as alive.
 
 use std::sync::OnceLock;
 
@@ -65,6 +65,12 @@ pub fn is_running(pid: u32) -> bool {
   table().started(pid).is_some()
 }
 
+/// Whether the process `pid` still runs.
+#[cfg(windows)]
+pub fn is_running(pid: u32) -> bool {
+  table().started(pid).is_some()
+}
+
 #[cfg(target_os = "linux")]
 fn boot_id() -> Option<String> {
   std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -84,7 +90,7 @@ mod tests {
   #[test]
   fn this_host_is_alive_and_a_finished_one_is_not() {
     assert!(is_alive(this_host()));
-    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let mut child = crate::test_support::short_lived_command().spawn().unwrap();
     let pid = child.id();
     let recorded = format!(
       "{}:{pid}:{}",

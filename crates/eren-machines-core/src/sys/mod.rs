@@ -11,37 +11,46 @@
 //! Backends: `posix.rs` is what every Unix offers (a process group, signals,
 //! a thread waiting for the exit), and `linux.rs` adds the guardian,
 //! parent-death signals and pidfds on top of it. `EREN_MACHINES_BACKEND=posix`
-//! selects the portable one on Linux, the base of the macOS backend. Only
-//! this folder mentions a target OS.
+//! selects the portable one on Linux, the base of the macOS backend.
+//! `windows.rs` puts each run in a job object instead. Only this folder
+//! mentions a target OS.
 
 pub mod host;
 pub mod program;
 
-#[cfg(unix)]
 mod exit;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(unix)]
 pub mod nonblocking;
+#[cfg(windows)]
+#[path = "nonblocking_windows.rs"]
+pub mod nonblocking;
 #[cfg(unix)]
 mod posix;
 pub mod process_table;
-#[cfg(unix)]
 mod spawn;
-#[cfg(unix)]
 mod spawner;
+#[cfg(windows)]
+mod windows;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 pub use program::{Program, PtySize, StopStyle};
 
-#[cfg(unix)]
 pub use exit::{exited, Exit};
 #[cfg(unix)]
-pub use posix::{describe_spawn_error, resize_terminal, signal_name, signal_of, Handle, Stopping};
-#[cfg(unix)]
+pub use posix::{
+  describe_spawn_error, in_own_group, kill_group, login_shell, resize_terminal, signal_name,
+  signal_of, Handle, Stopping,
+};
 pub use spawn::{spawn, Output, Spawned};
+#[cfg(windows)]
+pub use windows::{
+  describe_spawn_error, in_own_group, kill_group, login_shell, resize_terminal, signal_name,
+  signal_of, Handle, Stopping,
+};
 
 /// Which backend starts and watches runs in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::task::{Context, Poll};
 
-use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 /// Bytes taken per read: one terminal chunk (see [`super::chunks`]).
@@ -46,12 +46,21 @@ impl Nonblocking {
       .await
   }
 
-  /// Resolves when the descriptor is readable, for waiting on several.
-  pub fn poll_readable<'a>(
-    &'a self,
+  /// Reads once, when there is something to read, and hands the bytes to
+  /// `take`; for waiting on several descriptors in one task.
+  pub fn poll_read_with<R>(
+    &self,
     cx: &mut Context<'_>,
-  ) -> Poll<io::Result<AsyncFdReadyGuard<'a, OwnedFd>>> {
-    self.0.poll_read_ready(cx)
+    take: &mut impl FnMut(&[u8]) -> R,
+  ) -> Poll<io::Result<R>> {
+    loop {
+      let mut guard = std::task::ready!(self.0.poll_read_ready(cx))?;
+      // Nothing there after all: its readiness is cleared, so the next
+      // poll waits.
+      if let Ok(read) = guard.try_io(|fd| uninterrupted(|| read_into_buffer(fd.get_ref(), take))) {
+        return Poll::Ready(read);
+      }
+    }
   }
 
   /// Writes all of `data`, waiting whenever the other side is full.
@@ -128,18 +137,6 @@ pub fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>>
   // SAFETY: an `OwnedFd` stays open and always returns the same descriptor
   // until the `AsyncFd` that owns it is dropped.
   Ok(unsafe { AsyncFd::register_with_interest(fd, interest) }?)
-}
-
-/// Reads once from a descriptor that was reported readable and hands the
-/// bytes to `take`; `None` when it had nothing after all (its readiness is
-/// then cleared, and the caller waits again).
-pub fn read_ready<R>(
-  mut guard: AsyncFdReadyGuard<'_, OwnedFd>,
-  take: &mut impl FnMut(&[u8]) -> R,
-) -> Option<io::Result<R>> {
-  guard
-    .try_io(|fd| uninterrupted(|| read_into_buffer(fd.get_ref(), take)))
-    .ok()
 }
 
 /// One read into this thread's buffer, its bytes handed to `take`.

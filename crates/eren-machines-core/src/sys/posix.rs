@@ -24,7 +24,7 @@ use super::Spawned;
 
 /// How to reach a run's processes: through its guardian, which forwards
 /// signals to the whole tree, or (without a guardian) to the program's group.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Handle {
   /// The program's pid, which is also its process group's id.
   pub pid: u32,
@@ -337,6 +337,32 @@ pub fn signal_name(signal: i32) -> String {
 pub fn signal_of(status: ExitStatus) -> Option<String> {
   use std::os::unix::process::ExitStatusExt;
   status.signal().map(signal_name)
+}
+
+/// The user's login shell: `$SHELL`, else the account's, from the user
+/// database.
+pub fn login_shell() -> Option<String> {
+  std::env::var("SHELL")
+    .ok()
+    .filter(|shell| !shell.is_empty())
+    .or_else(|| {
+      nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|user| user.shell.to_string_lossy().into_owned())
+        .filter(|shell| !shell.is_empty())
+    })
+}
+
+/// Makes `command` start a process group of its own.
+pub fn in_own_group(command: &mut Command) {
+  use std::os::unix::process::CommandExt;
+  command.process_group(0);
+}
+
+/// SIGKILL for the process group `group`.
+pub fn kill_group(group: u32) {
+  signal_group(group, Signal::SIGKILL);
 }
 
 #[cfg(test)]

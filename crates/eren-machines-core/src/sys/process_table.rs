@@ -3,8 +3,9 @@
 //! process group (`setsid`), so that a stop reaches them too; a start time
 //! tells a process from a later one that reuses its pid.
 //!
-//! Linux reads `/proc`; macOS asks libproc. Elsewhere the table is empty,
-//! and a stop reaches the process group alone.
+//! Linux reads `/proc`; macOS asks libproc; Windows knows start times only
+//! (a run's tree is its job object). Elsewhere the table is empty, and a
+//! stop reaches the process group alone.
 
 /// A process as the table saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +177,19 @@ mod macos {
   }
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+/// Windows: start times only (a run's tree is its job, never walked).
+#[cfg(windows)]
+impl ProcessTable for Platform {
+  fn processes(&self) -> Vec<Proc> {
+    Vec::new()
+  }
+
+  fn started(&self, pid: u32) -> Option<u64> {
+    super::windows::started(pid)
+  }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 impl ProcessTable for Platform {
   fn processes(&self) -> Vec<Proc> {
     Vec::new()

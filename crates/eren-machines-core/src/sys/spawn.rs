@@ -2,16 +2,18 @@
 //! descriptors the reactor reads and writes.
 
 use std::io;
+#[cfg(unix)]
 use std::os::fd::OwnedFd;
 use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::nonblocking::Nonblocking;
-use super::{Backend, Handle, Program};
+use super::{Handle, Program};
 
 /// A spawned program: the process the host waits for (the guardian, or
 /// the program itself where there is none) and how to signal the run.
+#[cfg(unix)]
 pub struct Spawned {
   pub child: Child,
   pub handle: Handle,
@@ -20,6 +22,19 @@ pub struct Spawned {
   /// The write end of the program's stdin pipe, when the guardian made it
   /// (otherwise it is the child's).
   pub stdin: Option<OwnedFd>,
+}
+
+/// A spawned program, on Windows: the program, its job, and the host's
+/// ends of its pipes.
+#[cfg(windows)]
+pub struct Spawned {
+  pub child: Child,
+  pub handle: Handle,
+  /// Never set: Windows has no pseudo-terminal yet.
+  pub pty: Option<std::convert::Infallible>,
+  pub stdout: Option<tokio::net::windows::named_pipe::NamedPipeServer>,
+  pub stderr: Option<tokio::net::windows::named_pipe::NamedPipeServer>,
+  pub stdin: Option<tokio::net::windows::named_pipe::NamedPipeServer>,
 }
 
 /// Where a run's output is read from.
@@ -33,12 +48,18 @@ pub enum Output {
 /// piped (or a pseudo-terminal), its own process group. `grace` is what
 /// a guardian waits between the first signal of a stop and SIGKILL.
 pub async fn spawn(program: &Program, grace: Duration) -> io::Result<Spawned> {
+  #[cfg(windows)]
+  {
+    let _ = grace;
+    super::windows::spawn(program).await
+  }
+  #[cfg(unix)]
   match super::backend() {
-    Backend::Posix => super::posix::spawn(program).await,
+    super::Backend::Posix => super::posix::spawn(program).await,
     #[cfg(target_os = "linux")]
-    Backend::Native => super::linux::spawn(program, grace).await,
+    super::Backend::Native => super::linux::spawn(program, grace).await,
     #[cfg(not(target_os = "linux"))]
-    Backend::Native => {
+    super::Backend::Native => {
       let _ = grace;
       super::posix::spawn(program).await
     }
@@ -50,6 +71,7 @@ impl Spawned {
   /// output, and its input when it takes any. A terminal is read,
   /// written and resized through one descriptor. Must be called on the
   /// reactor; fails only when the host is out of descriptors.
+  #[cfg(unix)]
   pub fn connect(&mut self) -> io::Result<(Output, Option<Arc<Nonblocking>>)> {
     if let Some(master) = self.pty.take() {
       let master = Arc::new(Nonblocking::new(master)?);
@@ -60,6 +82,16 @@ impl Spawned {
     let stderr = register(self.child.stderr.take().map(OwnedFd::from))?;
     let stdin = self.child.stdin.take().map(OwnedFd::from);
     let stdin = register(stdin.or(self.stdin.take()))?;
+    Ok((Output::Pipes(stdout, stderr), stdin.map(Arc::new)))
+  }
+
+  /// Hands the host's ends of the pipes to the reader and the writer.
+  #[cfg(windows)]
+  pub fn connect(&mut self) -> io::Result<(Output, Option<Arc<Nonblocking>>)> {
+    let register = |pipe: Option<_>| pipe.map(Nonblocking::new).transpose();
+    let stdout = register(self.stdout.take())?;
+    let stderr = register(self.stderr.take())?;
+    let stdin = register(self.stdin.take())?;
     Ok((Output::Pipes(stdout, stderr), stdin.map(Arc::new)))
   }
 }
