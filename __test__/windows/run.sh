@@ -87,6 +87,6 @@ if [ $status != 0 ]; then tail -60 "$LOGS/cargo.log"; exit $status; fi
 step "Windows suite under node.exe $NODE_VERSION"
 status=0
 wine "$NODE_EXE" --test --test-reporter=spec --test-concurrency=1 __test__/windows/*.win.js >"$LOGS/node.log" 2>&1 || status=$?
-tr -d '\r' <"$LOGS/node.log" | sed -n '/^ℹ tests\|^# tests/,$p; /✖/p' | head -80
+tr -d '\r' <"$LOGS/node.log" | grep -E '^(✔|✖|ℹ)' | head -80
 if [ $status != 0 ]; then tr -d '\r' <"$LOGS/node.log" | tail -80; exit $status; fi
 step done
