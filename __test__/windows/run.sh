@@ -67,6 +67,8 @@ fi
 # One wineserver for the whole run: services that Wine starts inside a
 # pipeline would otherwise hold the pipe open.
 wineserver -p 600 2>/dev/null || true # already up: kept
+# And no Wine process outlives the run (the prefix is this script's own).
+trap 'wineserver -k 2>/dev/null || true' EXIT
 
 step "lint and build the windows-gnu addon"
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine

@@ -265,6 +265,38 @@ test('spawnClaude runs a Claude CLI that npm installed as a .cmd shim', async ()
   assert.equal((await store.getSession(sessionId)).claudeSessionId, 'fake-claude-session-1')
 })
 
+test('a stop of a Claude run sends the CLI its interrupt request, and the CLI ends by itself', {
+  timeout: 60000,
+}, async () => {
+  const dir = tempDir()
+  shim(dir, 'claude', path.join(__dirname, '..', 'fixtures', 'fake-claude.js'))
+  const { store, registry, sessionId } = await openStore()
+  let working
+  const busy = new Promise((resolve) => {
+    working = resolve
+  })
+  const run = await m.spawnClaude({
+    store,
+    registry,
+    sessionId,
+    prompt: 'hang',
+    conversation: true,
+    env: { PATH: `${dir};${system32}` },
+    // Far longer than the test: only the interrupt request can end it early
+    // with exit code 0 (the job's end gives 1).
+    killGraceMs: 600000,
+    onMessage: (message) => {
+      if (message.content.includes('"working"')) working()
+    },
+  })
+  await busy
+  assert.equal(registry.stop(sessionId), true)
+  const result = await run.exited
+  assert.deepEqual(result, { exitCode: 0, signal: null, stopped: true })
+  const stored = await contents(store, sessionId)
+  assert.ok(stored.some((c) => c.type === 'user' && JSON.stringify(c).includes('[Request interrupted by user]')))
+})
+
 test('loginShellPath() is the process PATH on Windows', async () => {
   assert.equal(await m.loginShellPath(), process.env.PATH)
 })

@@ -44,6 +44,12 @@ impl Watcher {
     if stopped {
       stopping = handle.begin_stop(self.stop_style);
       if self.stop_style == StopStyle::Interrupt {
+        if !sys::INTERRUPTS_BY_SIGNAL {
+          // No SIGINT here: the program is asked in its own protocol (the
+          // Claude CLI's interrupt request), then its input ends.
+          let (reply, _) = crate::store::reply_channel();
+          let _ = self.stop_input.send(HostInput::Interrupt { reply });
+        }
         let _ = self.stop_input.send(HostInput::End);
       }
       ended = tokio::select! {

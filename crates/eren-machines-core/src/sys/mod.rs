@@ -52,6 +52,11 @@ pub use windows::{
   signal_of, Handle, Stopping,
 };
 
+/// Whether a stop in [`StopStyle::Interrupt`] style reaches the program as
+/// SIGINT. Windows has no such signal: there the runner asks the program
+/// through its input instead (see `runner::watcher`).
+pub const INTERRUPTS_BY_SIGNAL: bool = cfg!(unix);
+
 /// Which backend starts and watches runs in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -11,7 +11,7 @@
 //!   (it starts with `CREATE_NEW_PROCESS_GROUP`; Ctrl-C is disabled in such
 //!   a group), then `TerminateJobObject` after the grace period. A program
 //!   stopped with [`StopStyle::Interrupt`] (the Claude CLI) is asked through
-//!   its stdin instead, which the runner closes.
+//!   its stdin instead (its interrupt request), which the runner then closes.
 //! - Output and input go through overlapped named pipes on the reactor
 //!   (IOCP), the program's ends being plain synchronous handles.
 //! - A program is looked up the way a Windows user expects: on `PATH`, with
@@ -30,7 +30,9 @@ use std::sync::Arc;
 
 use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
 use windows_sys::Win32::Foundation::{FILETIME, HANDLE, INVALID_HANDLE_VALUE, STILL_ACTIVE};
-use windows_sys::Win32::System::Console::{GenerateConsoleCtrlEvent, CTRL_BREAK_EVENT};
+use windows_sys::Win32::System::Console::{
+  GenerateConsoleCtrlEvent, GetConsoleWindow, CTRL_BREAK_EVENT,
+};
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
   CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
 };
@@ -41,8 +43,8 @@ use windows_sys::Win32::System::JobObjects::{
 };
 use windows_sys::Win32::System::Threading::{
   GetExitCodeProcess, GetProcessTimes, OpenProcess, OpenThread, ResumeThread, WaitForSingleObject,
-  CREATE_NEW_PROCESS_GROUP, CREATE_SUSPENDED, INFINITE, PROCESS_QUERY_LIMITED_INFORMATION,
-  PROCESS_SYNCHRONIZE, THREAD_SUSPEND_RESUME,
+  CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, CREATE_SUSPENDED, INFINITE,
+  PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE, THREAD_SUSPEND_RESUME,
 };
 
 use super::program::{Program, PtySize, StopStyle};
@@ -75,7 +77,8 @@ impl Handle {
         // makes it fail.
         unsafe { GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, self.pid) };
       }
-      // Its stdin is closed by the runner; the program ends by itself.
+      // The runner asks it through its input (the Claude CLI's interrupt
+      // request), then closes its stdin; the program ends by itself.
       StopStyle::Interrupt => {}
     }
     Stopping(())
@@ -130,7 +133,14 @@ pub async fn spawn(program: &Program) -> io::Result<Spawned> {
   for (name, value) in &program.env {
     command.env(name, value);
   }
-  command.creation_flags(CREATE_SUSPENDED | CREATE_NEW_PROCESS_GROUP);
+  let mut flags = CREATE_SUSPENDED | CREATE_NEW_PROCESS_GROUP;
+  // A host without a console (an Electron app) would otherwise flash a new
+  // console window for every run of a console program.
+  // SAFETY: a plain call with no arguments.
+  if unsafe { GetConsoleWindow() }.is_null() {
+    flags |= CREATE_NO_WINDOW;
+  }
+  command.creation_flags(flags);
   let stdout = Pipe::new(PipeDirection::FromChild)?;
   let stderr = Pipe::new(PipeDirection::FromChild)?;
   let stdin = program
