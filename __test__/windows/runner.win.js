@@ -8,6 +8,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const m = require('../../index.js')
+const { firstMessage, isStdout } = require('./first-message.js')
 
 const fixtures = path.join(__dirname, 'fixtures')
 const system32 = path.join(process.env.SystemRoot || 'C:\\windows', 'system32')
@@ -116,10 +117,7 @@ test('stdin: pipe takes writes and end() closes it', async () => {
 
 test('a stop ends a cmd /c ping tree within the grace period', async () => {
   const { store, registry, sessionId } = await openStore()
-  let firstLine
-  const printed = new Promise((resolve) => {
-    firstLine = resolve
-  })
+  const started = firstMessage()
   const run = await m.spawnTerminal({
     store,
     registry,
@@ -127,9 +125,9 @@ test('a stop ends a cmd /c ping tree within the grace period', async () => {
     command: 'cmd',
     args: ['/c', 'echo started& ping -n 30 127.0.0.1'],
     killGraceMs: 500,
-    onMessage: firstLine,
+    onMessage: started.onMessage,
   })
-  await printed
+  await started.message
   assert.equal(registry.stop(sessionId), true)
   const result = await run.exited
   assert.equal(result.stopped, true)
@@ -142,10 +140,7 @@ test('a stop ends a cmd /c ping tree within the grace period', async () => {
 
 test('a stop ends a grandchild that left the process group: the job holds it', async () => {
   const { store, registry, sessionId } = await openStore()
-  let grandchild
-  const printed = new Promise((resolve) => {
-    grandchild = resolve
-  })
+  const printed = firstMessage(isStdout)
   const run = await m.spawnTerminal({
     store,
     registry,
@@ -153,12 +148,9 @@ test('a stop ends a grandchild that left the process group: the job holds it', a
     command: process.execPath,
     args: [path.join(fixtures, 'spawn-detached.js')],
     killGraceMs: 300,
-    onMessage: (message) => {
-      const content = JSON.parse(message.content)
-      if (content.stream === 'stdout') grandchild(Number(content.content))
-    },
+    onMessage: printed.onMessage,
   })
-  const pid = await printed
+  const pid = Number((await printed.message).content)
   assert.equal(isRunning(pid), true)
   registry.stop(sessionId)
   assert.equal((await run.exited).stopped, true)
@@ -271,10 +263,7 @@ test('a stop of a Claude run sends the CLI its interrupt request, and the CLI en
   const dir = tempDir()
   shim(dir, 'claude', path.join(__dirname, '..', 'fixtures', 'fake-claude.js'))
   const { store, registry, sessionId } = await openStore()
-  let working
-  const busy = new Promise((resolve) => {
-    working = resolve
-  })
+  const working = firstMessage((content) => JSON.stringify(content).includes('"working"'))
   const run = await m.spawnClaude({
     store,
     registry,
@@ -285,11 +274,9 @@ test('a stop of a Claude run sends the CLI its interrupt request, and the CLI en
     // Far longer than the test: only the interrupt request can end it early
     // with exit code 0 (the job's end gives 1).
     killGraceMs: 600000,
-    onMessage: (message) => {
-      if (message.content.includes('"working"')) working()
-    },
+    onMessage: working.onMessage,
   })
-  await busy
+  await working.message
   assert.equal(registry.stop(sessionId), true)
   const result = await run.exited
   assert.deepEqual(result, { exitCode: 0, signal: null, stopped: true })
