@@ -418,7 +418,11 @@ export declare function spawnClaude(opts: ClaudeOptions): Promise<ClaudeRun>
  * the host's environment (or replaces it with `clearEnv`). Rejects with
  * `SESSION_NOT_FOUND`, `SESSION_CLOSED`, `ALREADY_RUNNING` (nothing is
  * spawned) or `SPAWN_FAILED` (no registration is left behind; the message
- * names the `PATH` searched, or the missing `cwd`).
+ * names the `PATH` searched, or the missing `cwd`), and with
+ * `INVALID_ARGUMENT` for what no program can be given as it is: a NUL byte
+ * in the command, an argument, `env` or `cwd`, an `env` name that is empty
+ * or holds `=`, and on Windows an argument of a `.cmd`/`.bat` file that
+ * cmd.exe would misread.
  */
 export declare function spawnTerminal(opts: TerminalOptions): Promise<TerminalRun>
 

@@ -652,10 +652,19 @@ describe('spawnTerminal', () => {
       { ...base, pty: { cols: 80.5, rows: 24 } },
       { ...base, pty: { cols: 80, rows: -1 } },
       { ...base, pty: { cols: 70000, rows: 24 } },
+      // What no program could be given as it is: never cut short or reread.
+      { ...base, command: 'tr\0ue' },
+      { ...base, args: ['ok', 'a\0b'] },
+      { ...base, env: { ...MARK, A: 'x\0y' } },
+      { ...base, env: { ...MARK, 'A\0B': 'x' } },
+      { ...base, env: { ...MARK, 'A=B': 'x' } },
+      { ...base, env: { ...MARK, '': 'x' } },
+      { ...base, cwd: '/tmp\0/x' },
     ]) {
       expect(await codeOf(() => spawnTerminal(opts))).toBe('INVALID_ARGUMENT')
     }
     expect(registry.count()).toBe(0)
+    expect(await store.messages(sessionId)).toEqual([])
   })
 })
 

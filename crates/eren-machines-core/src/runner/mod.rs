@@ -145,6 +145,12 @@ pub fn start(
       "command must not be empty for session '{session_id}'"
     ))));
   }
+  if let Some(why) = program.unpassable() {
+    return Pending::ready(Err(Error::InvalidArgument(format!(
+      "cannot run '{}' for session '{session_id}': {why}",
+      program.command.escape_debug()
+    ))));
+  }
   let reactor = match reactor::handle() {
     Ok(reactor) => reactor,
     Err(e) => {

@@ -48,4 +48,42 @@ impl Program {
   pub fn takes_input(&self) -> bool {
     self.stdin || self.pty.is_some()
   }
+
+  /// What no platform can pass to a program as given, if anything: a NUL
+  /// byte anywhere (it would cut the string short), or an environment
+  /// variable name that is empty or holds `=` (the child would read another
+  /// name and value).
+  pub fn unpassable(&self) -> Option<String> {
+    let nul = |s: &str| s.contains('\0');
+    if nul(&self.command) {
+      return Some("the command holds a NUL byte".into());
+    }
+    if let Some(arg) = self.args.iter().position(|a| nul(a)) {
+      return Some(format!("argument {arg} holds a NUL byte"));
+    }
+    if let Some((name, _)) = self.env.iter().find(|(k, v)| nul(k) || nul(v)) {
+      return Some(format!(
+        "the environment variable '{}' holds a NUL byte",
+        name.escape_debug()
+      ));
+    }
+    if let Some((name, _)) = self
+      .env
+      .iter()
+      .find(|(k, _)| k.is_empty() || k.contains('='))
+    {
+      return Some(format!(
+        "'{}' is not an environment variable name",
+        name.escape_debug()
+      ));
+    }
+    if self
+      .cwd
+      .as_ref()
+      .is_some_and(|cwd| cwd.to_string_lossy().contains('\0'))
+    {
+      return Some("cwd holds a NUL byte".into());
+    }
+    None
+  }
 }
