@@ -199,6 +199,11 @@ impl Supervisor {
       this
         .registry
         .remove_generation(&this.session_id, generation);
+      // An argument the platform refuses to pass as given (on Windows, one
+      // that cmd.exe would misread) is the caller's error.
+      if cause.kind() == std::io::ErrorKind::InvalidInput {
+        return Error::InvalidArgument(reason);
+      }
       Error::SpawnFailed {
         session_id: this.session_id.clone(),
         command: program.command.clone(),
@@ -208,16 +213,7 @@ impl Supervisor {
     };
     let mut spawned = sys::spawn(program, kill_grace).await.map_err(|e| {
       let reason = sys::describe_spawn_error(program, &e);
-      match abandon(self, reason, e) {
-        // An argument the platform cannot pass as given (a NUL byte; on
-        // Windows, one that cmd.exe would misread) is the caller's error.
-        Error::SpawnFailed { reason, cause, .. }
-          if cause.as_ref().map(|c| c.kind()) == Some(std::io::ErrorKind::InvalidInput) =>
-        {
-          Error::InvalidArgument(reason)
-        }
-        error => error,
-      }
+      abandon(self, reason, e)
     })?;
     let handle = spawned.handle.clone();
     let watched =
@@ -280,7 +276,8 @@ impl Supervisor {
 
   /// Stores output until the process has exited and its pipes are drained.
   /// Returns the exit status, and why the runner ended the run if it did.
-  /// One chunk of writes stays in flight while the next is gathered, so reading, encoding and committing overlap.
+  /// One chunk of writes stays in flight while the next is gathered, so
+  /// reading, encoding and committing overlap.
   async fn pump(
     &mut self,
     events: &mut mpsc::Receiver<Event>,

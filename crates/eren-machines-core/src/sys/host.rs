@@ -57,17 +57,11 @@ fn table_readable() -> bool {
 
 /// Whether the process `pid` still runs; a zombie nobody has reaped yet
 /// counts as ended where the table can tell.
-#[cfg(unix)]
 pub fn is_running(pid: u32) -> bool {
+  #[cfg(unix)]
   if !table_readable() {
     return nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
   }
-  table().started(pid).is_some()
-}
-
-/// Whether the process `pid` still runs.
-#[cfg(windows)]
-pub fn is_running(pid: u32) -> bool {
   table().started(pid).is_some()
 }
 

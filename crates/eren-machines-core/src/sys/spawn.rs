@@ -30,8 +30,6 @@ pub struct Spawned {
 pub struct Spawned {
   pub child: Child,
   pub handle: Handle,
-  /// Never set: Windows has no pseudo-terminal yet.
-  pub pty: Option<std::convert::Infallible>,
   pub stdout: Option<tokio::net::windows::named_pipe::NamedPipeServer>,
   pub stderr: Option<tokio::net::windows::named_pipe::NamedPipeServer>,
   pub stdin: Option<tokio::net::windows::named_pipe::NamedPipeServer>,

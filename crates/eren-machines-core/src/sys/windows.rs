@@ -25,7 +25,6 @@ use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
 use std::os::windows::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
@@ -179,7 +178,6 @@ pub async fn spawn(program: &Program) -> io::Result<Spawned> {
       job: Arc::new(job),
     },
     child,
-    pty: None,
     stdout: Some(stdout.host),
     stderr: Some(stderr.host),
     stdin,
@@ -281,11 +279,10 @@ struct Pipe {
 
 impl Pipe {
   fn new(direction: PipeDirection) -> io::Result<Pipe> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // Unguessable, so no other process can claim the name first.
     let name = format!(
-      r"\\.\pipe\eren-machines-{}-{}-{}",
+      r"\\.\pipe\eren-machines-{}-{}",
       std::process::id(),
-      NEXT.fetch_add(1, Ordering::Relaxed),
       uuid::Uuid::new_v4().simple()
     );
     let from_child = matches!(direction, PipeDirection::FromChild);
@@ -316,11 +313,11 @@ pub fn resolve_program(program: &Program) -> io::Result<PathBuf> {
   let extensions = path_extensions(program);
   let candidates = |base: &Path| -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let known = base.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-      extensions
-        .iter()
-        .any(|x| x.eq_ignore_ascii_case(&format!(".{e}")))
-    });
+    // Each of `extensions` is a dot and at least one character.
+    let known = base
+      .extension()
+      .and_then(|e| e.to_str())
+      .is_some_and(|e| extensions.iter().any(|x| x[1..].eq_ignore_ascii_case(e)));
     if known {
       found.push(base.to_path_buf());
     }
@@ -398,7 +395,7 @@ pub fn describe_spawn_error(program: &Program, error: &io::Error) -> String {
   match error.kind() {
     io::ErrorKind::NotFound => error.to_string(),
     io::ErrorKind::InvalidInput => format!(
-      "an argument of '{}' cannot be passed safely through cmd.exe: {error}",
+      "an argument of '{}' cannot be passed as given (a batch file's goes through cmd.exe): {error}",
       program.command
     ),
     _ => format!("cannot start '{}': {error}", program.command),
@@ -412,11 +409,6 @@ pub fn resize_terminal(_terminal: &impl ?Sized, _size: PtySize) -> io::Result<()
 
 /// Windows has no signals: always `None`.
 pub fn signal_of(_status: ExitStatus) -> Option<String> {
-  None
-}
-
-/// Windows has no signals: always `None`.
-pub fn signal_name(_signal: i32) -> Option<&'static str> {
   None
 }
 
@@ -517,7 +509,7 @@ mod tests {
   #[test]
   fn this_process_has_a_start_time_and_an_ended_one_has_none() {
     assert!(started(std::process::id()).is_some());
-    let mut child = Command::new("cmd").args(["/c", "exit 0"]).spawn().unwrap();
+    let mut child = crate::test_support::short_lived_command().spawn().unwrap();
     let pid = child.id();
     child.wait().unwrap();
     drop(child);
