@@ -7,7 +7,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { execFileSync } = require('node:child_process')
 const { packMain, packPlatform, platformDir } = require('../npm/pack')
-const { runNode } = require('./helpers')
+const { SETSID, runNode } = require('./helpers')
 
 let project
 let tarballs
@@ -39,7 +39,7 @@ test('the main package lists every platform package as an optional dependency an
   expect(shipped.filter((f) => f.endsWith('.node'))).toEqual([])
 })
 
-test('the Linux platform package ships the guardian executable next to the addon', () => {
+test('the platform package ships the guardian executable next to the addon', () => {
   const dir = path.join(app(), 'node_modules', `eren-machines-${platformDir()}`)
   const guardian = path.join(dir, 'eren-machines-guardian')
   expect(fs.statSync(guardian).mode & 0o111).not.toBe(0)
@@ -70,10 +70,13 @@ const { ProcessRegistry, SessionStore, spawnTerminal, terminalBridge } = require
   const contents = (await store.messages(id)).map((m) => JSON.parse(m.content).content ?? null)
   // The guardian shipped next to the addon ends what a run left behind.
   const other = await store.createSession()
-  const left = await spawnTerminal({ store, registry, sessionId: other, command: 'sh', args: ['-c', 'setsid sleep 60 & echo $!'], env: { EREN_TEST_CHILD: '1' } })
+  const left = await spawnTerminal({ store, registry, sessionId: other, command: 'sh', args: ['-c', ${JSON.stringify(`${SETSID} sleep 60 & echo $!`)}], env: { EREN_TEST_CHILD: '1' } })
   await left.exited
   const escapee = JSON.parse((await store.messages(other))[0].content).content
-  const escapeeGone = !require('node:fs').existsSync('/proc/' + escapee) || require('node:fs').readFileSync('/proc/' + escapee + '/stat', 'utf8').split(') ')[1].startsWith('Z')
+  // Reaped at once on Linux (the guardian is its subreaper), soon after by launchd on macOS.
+  const running = (pid) => { try { return process.kill(pid, 0) } catch { return false } }
+  for (let i = 0; i < 200 && running(Number(escapee)); i++) await new Promise((r) => setTimeout(r, 10))
+  const escapeeGone = !running(Number(escapee))
   console.log(JSON.stringify({ stopped: handle.stopped, exitCode: result.exitCode, contents, escapeeGone, from: require.resolve('eren-machines-${platformDir()}') }))
 })()
 `,

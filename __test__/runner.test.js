@@ -9,6 +9,7 @@ const {
   deferred,
   isGone,
   runNode,
+  SETSID,
   screenWatcher,
   settleGone,
   tempDirs,
@@ -244,7 +245,7 @@ describe('spawnTerminal', () => {
       command: 'sh',
       // The grandchildren ignore SIGTERM, so only the SIGKILL after the grace
       // ends them: one left the group (setsid), one its parent (double fork).
-      args: ['-c', "setsid sh -c \"trap '' TERM; sleep 60\" & echo $!; (trap '' TERM; sleep 60 & echo $!); wait"],
+      args: ['-c', `${SETSID} sh -c "trap '' TERM; sleep 60" & echo $!; (trap '' TERM; sleep 60 & echo $!); wait`],
       killGraceMs: 300,
       onMessage: (m) => {
         pids.push(Number(JSON.parse(m.content).content))
@@ -263,7 +264,7 @@ describe('spawnTerminal', () => {
     const { store, sessionId } = ctx
     const run = await terminal(ctx, {
       command: 'sh',
-      args: ['-c', 'sleep 60 & echo $!; setsid sleep 61 & echo $!; (sleep 62 & echo $!)'],
+      args: ['-c', `sleep 60 & echo $!; ${SETSID} sleep 61 & echo $!; (sleep 62 & echo $!)`],
     })
     const result = await run.exited
     expect(result.exitCode).toBe(0)
@@ -271,8 +272,9 @@ describe('spawnTerminal', () => {
       .filter((m) => m.type === 'terminal_output')
       .map((m) => Number(m.content))
     expect(pids).toHaveLength(3)
-    // The run ends once they are gone: the guardian kills and reaps them first.
-    for (const pid of pids) expect(isGone(pid)).toBe(true)
+    // The run ends once they are gone: the guardian kills (and on Linux, as
+    // their subreaper, reaps) them first; on macOS launchd reaps them.
+    for (const pid of pids) expect(process.platform === 'linux' ? isGone(pid) : await settleGone(pid)).toBe(true)
   })
 
   // The tree ignores SIGTERM, so it ends only by the SIGKILL after the

@@ -15,7 +15,7 @@ function fakeShell(body) {
 }
 
 /** Calls loginShellPath `calls` times in a fresh process; resolves with the answers. */
-async function resolveWith(shell, { calls = 1, timeoutMs } = {}) {
+async function resolveWith(shell, { calls = 1, timeoutMs, env = {} } = {}) {
   const script = path.join(tmpDir(), 'ask.js')
   fs.writeFileSync(
     script,
@@ -27,7 +27,7 @@ async function resolveWith(shell, { calls = 1, timeoutMs } = {}) {
 })()`,
   )
   const result = await runNode(script, [], {
-    env: { ...process.env, SHELL: shell, PATH: '/usr/bin:/bin', EREN_TEST_CHILD: '1' },
+    env: { ...process.env, SHELL: shell, PATH: '/usr/bin:/bin', EREN_TEST_CHILD: '1', ...env },
   })
   expect(result.stderr).toBe('')
   return JSON.parse(result.stdout)
@@ -63,4 +63,37 @@ test('a shell that fails gives the inherited PATH, and is asked again next time'
 test('bad options are INVALID_ARGUMENT', async () => {
   expect(await codeOf(() => loginShellPath({ timeoutMs: -5 }))).toBe('INVALID_ARGUMENT')
   expect(await codeOf(() => loginShellPath('fast'))).toBe('INVALID_ARGUMENT')
+})
+
+// zsh is the login shell of macOS, where desktop apps get the least PATH.
+// Its startup files live in ZDOTDIR: .zprofile (login) and .zshrc
+// (interactive) are both read, since users set PATH in either.
+const zsh = ['/bin/zsh', '/usr/bin/zsh'].find((file) => fs.existsSync(file))
+const withZsh = zsh ? test : test.skip
+if (!zsh) console.warn('zsh is not installed: the zsh loginShellPath tests are skipped (macOS CI runs them)')
+
+/** A ZDOTDIR with the given startup files. */
+function zdotdir(files) {
+  const dir = tmpDir()
+  for (const [name, body] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), `${body}\n`)
+  return dir
+}
+
+withZsh('zsh as a login and interactive shell: PATH from .zprofile and .zshrc, through their noise', async () => {
+  const dir = zdotdir({
+    '.zprofile': "echo 'Last login: PATH=/decoy'\npath=(/opt/homebrew/bin $path)",
+    '.zshrc': "print -P '%F{green}welcome%f'\nexport PATH=$HOME/.local/bin:$PATH\necho rc done",
+  })
+  const [found] = await resolveWith(zsh, { env: { ZDOTDIR: dir, HOME: dir } })
+  // The system's own files run first (macOS's path_helper reorders PATH),
+  // so only the user's additions are certain to lead.
+  expect(found.split(':').slice(0, 2)).toEqual([`${dir}/.local/bin`, '/opt/homebrew/bin'])
+  expect(found.split(':')).toContain('/usr/bin')
+})
+
+withZsh('a .zshrc that hangs gives the inherited PATH after timeoutMs, and what it started is killed', async () => {
+  const pidFile = path.join(tmpDir(), 'pid')
+  const dir = zdotdir({ '.zshrc': `sleep 300 &\necho $! > ${pidFile}\nwait` })
+  expect(await resolveWith(zsh, { timeoutMs: 500, env: { ZDOTDIR: dir, HOME: dir } })).toEqual(['/usr/bin:/bin'])
+  expect(await settleGone(Number(fs.readFileSync(pidFile, 'utf8')))).toBe(true)
 })

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 'use strict'
 // Builds the guardian executable (crates/eren-machines-guardian: the small
-// process that stands between the host and each run on Linux, so nothing a
-// run starts outlives it) and puts it next to the addon, where the addon
-// looks for it. Elsewhere there is nothing to build.
+// process that stands between the host and each run on Linux and macOS, so
+// nothing a run starts outlives it) and puts it next to the addon, where
+// the addon looks for it. Windows needs none (a job object per run).
 //
 //   node npm/guardian.js [--release] [--target TRIPLE]
 const fs = require('node:fs')
@@ -17,8 +17,8 @@ function main(argv) {
   const release = argv.includes('--release')
   const targetAt = argv.indexOf('--target')
   const target = targetAt >= 0 ? argv[targetAt + 1] : undefined
-  const forLinux = target ? target.includes('-linux-') : process.platform === 'linux'
-  if (!forLinux) return
+  const guarded = target ? /-linux-|-apple-darwin/.test(target) : ['linux', 'darwin'].includes(process.platform)
+  if (!guarded) return
   const cargoArgs = ['build', '-p', NAME, '--bin', NAME]
   if (release) cargoArgs.push('--release')
   if (target) cargoArgs.push('--target', target)

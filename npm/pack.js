@@ -46,7 +46,7 @@ function packPlatform(out) {
   const staged = stage()
   fs.cpSync(source, staged, { recursive: true })
   fs.copyFileSync(binary, path.join(staged, platformPkg.main))
-  // Linux packages carry the guardian executable next to the addon.
+  // Linux and macOS packages carry the guardian executable next to the addon.
   for (const file of platformPkg.files.filter((f) => f !== platformPkg.main)) {
     const built = path.join(ROOT, file)
     if (!fs.existsSync(built)) throw new Error(`${file} is not built; run npm run build`)

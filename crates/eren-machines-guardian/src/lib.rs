@@ -1,25 +1,26 @@
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 //! The guardian: a small single-threaded process between the host and each
-//! run's program, so that nothing a run starts outlives it (Linux).
+//! run's program, so that nothing a run starts outlives it (Linux, macOS).
 //!
-//! The parent-death signal reaches only a direct child, and processes that
-//! call `setsid` or double-fork leave the program's process group. So the host
-//! starts this guardian instead of the program; the guardian is a *child
-//! subreaper* (every orphan among the program's descendants is re-parented to
-//! it) and starts the program in a new process group. It then acts on signals:
+//! A host that dies, even by SIGKILL, cannot stop its runs itself, and
+//! processes that call `setsid` or double-fork leave the program's process
+//! group. So the host starts this guardian instead of the program; the
+//! guardian starts the program in a new process group, watches the host
+//! and the program's whole tree, and acts on signals:
 //!
 //! - `SIGTERM`, `SIGHUP`: sent on to the program's group and to every
 //!   descendant that left it;
 //! - `SIGINT`: sent on to the program alone;
 //! - `SIGUSR1`: the host's grace period is over, SIGKILL for every descendant;
-//! - `SIGUSR2`: the parent-death signal, the host is gone: SIGTERM to every
-//!   descendant, SIGKILL after the grace period;
-//! - `SIGCHLD`: when the program has exited, every descendant left is killed
-//!   and reaped, and the guardian exits as the program did (same code, or
-//!   killed by the same signal), so the host reads the program's status.
+//! - `SIGUSR2`, or the host's death: SIGTERM to every descendant, SIGKILL
+//!   after the grace period;
+//! - the program's exit: every descendant left is killed, and the guardian
+//!   exits as the program did (same code, or killed by the same signal), so
+//!   the host reads the program's status.
 //!
-//! Descendants are found by walking `/proc` from the guardian's pid (the
-//! kernel's `children` files are not built everywhere).
+//! How it watches differs (see `linux.rs` and `macos.rs`): on Linux it is
+//! a child subreaper with a parent-death signal; macOS has neither, so there
+//! a kqueue tells it of the host's exit and of every fork in the tree.
 //!
 //! The host hears on the guardian's stdin, a Unix socket, either `P<pid>`
 //! (the program runs) or `E<errno> <message>` (it could not be started), and
@@ -29,18 +30,24 @@
 //! between fork and exec, and std can use `posix_spawn` (no copy of the
 //! host's page tables).
 
-use std::collections::HashMap;
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux::guard;
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+use macos::guard;
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::process::{Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, killpg, sigprocmask, SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 /// The executable's name, found next to the host's own binary or addon.
@@ -145,66 +152,37 @@ pub fn main() -> ! {
   // SAFETY: stdin is open (it was just looked at), and nothing else in this
   // process uses it.
   let report = unsafe { OwnedFd::from_raw_fd(0) };
-  match guard(orders, report) {
+  if nix::fcntl::fcntl(
+    report.as_fd(),
+    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+  )
+  .is_err()
+  {
+    std::process::exit(GUARDIAN_FAILED);
+  }
+  match guard(orders, std::fs::File::from(report)) {
     Ok(status) => exit_like(status),
     Err(_) => std::process::exit(GUARDIAN_FAILED),
   }
 }
 
-fn watched_signals() -> SigSet {
-  let mut set = SigSet::empty();
-  for signal in [
-    Signal::SIGCHLD,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGINT,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-  ] {
-    set.add(signal);
-  }
-  set
+/// Says on the report that the host died before the guardian could watch
+/// it, and exits: nothing has started.
+fn host_gone_during_spawn(mut report: std::fs::File) -> ! {
+  let _ = report.write_all(b"E0 the host exited during the spawn");
+  std::process::exit(GUARDIAN_FAILED);
 }
 
-/// Writes `said` to the report socket with `passed` attached; the guardian's
-/// copy of `passed` is closed once it is sent.
-fn send_with_descriptor(report: &std::fs::File, said: &[u8], passed: OwnedFd) -> nix::Result<()> {
-  use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
-  use std::os::fd::AsRawFd;
-  let fds = [passed.as_raw_fd()];
-  let mut left = said;
-  let mut attached: &[ControlMessage] = &[ControlMessage::ScmRights(&fds)];
-  while !left.is_empty() {
-    let sent = sendmsg::<UnixAddr>(
-      report.as_raw_fd(),
-      &[std::io::IoSlice::new(left)],
-      attached,
-      MsgFlags::empty(),
-      None,
-    )?;
-    left = &left[sent..];
-    attached = &[];
-  }
-  Ok(())
-}
-
-fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
-  // Blocked before anything can arrive; std's spawn unblocks them for the
-  // program.
-  sigprocmask(SigmaskHow::SIG_BLOCK, Some(&watched_signals()), None)?;
-  let signals = SignalFd::with_flags(&watched_signals(), SfdFlags::SFD_CLOEXEC)?;
-  nix::fcntl::fcntl(
-    report.as_fd(),
-    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-  )?;
-  nix::sys::prctl::set_child_subreaper(true)?;
-  nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2)?;
-  let mut report = std::fs::File::from(report);
-  if nix::unistd::getppid().as_raw() != orders.host {
-    let _ = report.write_all(b"E0 the host exited during the spawn");
-    std::process::exit(GUARDIAN_FAILED);
-  }
+/// Starts the program as `orders` say, tells the host on `report`, and lets
+/// go of the guardian's stdio, which is the program's. `reset` runs in the
+/// program between fork and exec to undo the guardian's own signal setup:
+/// only async-signal-safe calls. Exits the guardian when the program cannot
+/// be started.
+fn start_program(
+  orders: &Orders,
+  mut report: std::fs::File,
+  reset: fn() -> nix::Result<()>,
+) -> nix::Result<Pid> {
   // The host's end of the program's stdin pipe, once made.
   let mut host_stdin: Option<OwnedFd> = None;
   let program = {
@@ -220,7 +198,7 @@ fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
           .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?,
       ),
       (false, true) => {
-        let (program_end, host_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (program_end, host_end) = cloexec_pipe()?;
         host_stdin = Some(host_end);
         // Closed here with the command once the program has its copy.
         std::process::Stdio::from(program_end)
@@ -236,12 +214,12 @@ fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
       }
     };
     // SAFETY: this process has one thread, and the closure only makes
-    // async-signal-safe calls (sigprocmask, setsid, open, close). std's
-    // posix_spawn path would keep the mask blocked in the program, so the
-    // reset is done here, between fork and exec.
+    // async-signal-safe calls (`reset`'s, setsid, open, close). std's
+    // posix_spawn path would keep the guardian's signal setup in the
+    // program, so the reset is done here, between fork and exec.
     unsafe {
       command.pre_exec(move || {
-        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+        reset()?;
         if let Some(terminal) = &terminal {
           lead_session_on(terminal)?;
         }
@@ -278,74 +256,65 @@ fn guard(orders: Orders, report: OwnedFd) -> nix::Result<ExitStatus> {
     let _ = nix::unistd::dup2_stdout(&null);
     let _ = nix::unistd::dup2_stderr(&null);
   }
+  Ok(program)
+}
 
-  let me = Pid::this();
-  let mut host_gone_at: Option<Instant> = None;
-  loop {
-    let timeout = match host_gone_at {
-      Some(at) => {
-        let left = orders.grace.saturating_sub(at.elapsed());
-        PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::ZERO)
-      }
-      None => PollTimeout::NONE,
-    };
-    let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, timeout) {
-      Err(Errno::EINTR) => continue,
-      Err(e) => return Err(e),
-      Ok(0) => {
-        // The grace after the host's death is over.
-        signal_tree(me, Signal::SIGKILL, None);
-        host_gone_at = None;
-        continue;
-      }
-      Ok(_) => {}
+/// A pipe whose ends are closed on exec. macOS has no `pipe2`; the guardian
+/// has one thread, so nothing can fork between the pipe and the flags.
+fn cloexec_pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+  #[cfg(target_os = "linux")]
+  return nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
+  #[cfg(target_os = "macos")]
+  {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let (read, write) = nix::unistd::pipe()?;
+    for end in [&read, &write] {
+      fcntl(end.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     }
-    let Some(info) = signals.read_signal()? else {
-      continue;
-    };
-    let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
-      continue;
-    };
-    match signal {
-      Signal::SIGCHLD => {
-        if let Some(status) = reap_until(program)? {
-          return Ok(status);
-        }
-      }
-      Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT => {
-        let _ = killpg(program, signal);
-        signal_tree(me, signal, Some(program));
-      }
-      Signal::SIGINT => {
-        let _ = kill(program, signal);
-      }
-      Signal::SIGUSR1 => {
-        let _ = killpg(program, Signal::SIGKILL);
-        signal_tree(me, Signal::SIGKILL, None);
-      }
-      Signal::SIGUSR2 if host_gone_at.is_none() => {
-        host_gone_at = Some(Instant::now());
-        let _ = killpg(program, Signal::SIGTERM);
-        signal_tree(me, Signal::SIGTERM, Some(program));
-      }
-      _ => {}
-    }
+    Ok((read, write))
   }
+}
+
+/// Writes `said` to the report socket with `passed` attached; the guardian's
+/// copy of `passed` is closed once it is sent.
+fn send_with_descriptor(report: &std::fs::File, said: &[u8], passed: OwnedFd) -> nix::Result<()> {
+  use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+  use std::os::fd::AsRawFd;
+  let fds = [passed.as_raw_fd()];
+  let mut left = said;
+  let mut attached: &[ControlMessage] = &[ControlMessage::ScmRights(&fds)];
+  while !left.is_empty() {
+    let sent = sendmsg::<UnixAddr>(
+      report.as_raw_fd(),
+      &[std::io::IoSlice::new(left)],
+      attached,
+      MsgFlags::empty(),
+      None,
+    )?;
+    left = &left[sent..];
+    attached = &[];
+  }
+  Ok(())
 }
 
 /// Makes the calling process (a child between fork and exec, whose stdio is
 /// already the terminal) a session leader with `terminal` as its controlling
-/// terminal: a session leader that opens a terminal without `O_NOCTTY` gets
-/// it. Only async-signal-safe calls, and no allocation.
+/// terminal. A session leader that opens a terminal without `O_NOCTTY` gets
+/// it on Linux and macOS alike; `TIOCSCTTY` then asks for it explicitly,
+/// which is a no-op where the open already did. Only async-signal-safe
+/// calls, and no allocation.
 pub fn lead_session_on(terminal: &std::ffi::CStr) -> nix::Result<()> {
+  use std::os::fd::AsRawFd;
   nix::unistd::setsid()?;
   let opened = nix::fcntl::open(
     terminal,
     nix::fcntl::OFlag::O_RDWR,
     nix::sys::stat::Mode::empty(),
   )?;
-  drop(opened);
+  // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal it from
+  // another session) and only reads it.
+  let made = unsafe { nix::libc::ioctl(opened.as_raw_fd(), nix::libc::TIOCSCTTY as _, 0) };
+  Errno::result(made)?;
   Ok(())
 }
 
@@ -356,35 +325,25 @@ fn terminal_path() -> nix::Result<std::ffi::CString> {
   std::ffi::CString::new(path.into_os_string().into_vec()).map_err(|_| Errno::EINVAL)
 }
 
-/// Reaps the orphans that have ended. Once the program itself has ended,
-/// kills what is left of its group and of the tree, reaps all of it, and
-/// returns the program's status.
-fn reap_until(program: Pid) -> nix::Result<Option<ExitStatus>> {
+/// The signals the guardian acts on, besides the program's exit.
+const ORDERS: [Signal; 6] = [
+  Signal::SIGTERM,
+  Signal::SIGHUP,
+  Signal::SIGINT,
+  Signal::SIGQUIT,
+  Signal::SIGUSR1,
+  Signal::SIGUSR2,
+];
+
+/// Reaps the program, which has ended, and returns its status. Its group
+/// is SIGKILLed first: until the reap its id cannot have been reused.
+fn reap_program(program: Pid) -> nix::Result<ExitStatus> {
+  let _ = nix::sys::signal::killpg(program, Signal::SIGKILL);
   loop {
-    let ended = match waitid(
-      Id::All,
-      WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
-    ) {
-      Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(None),
+    match nix::sys::wait::waitpid(program, None) {
       Err(Errno::EINTR) => continue,
-      Err(e) => return Err(e),
-      Ok(status) => status.pid(),
-    };
-    let Some(pid) = ended else { return Ok(None) };
-    if pid != program {
-      let _ = waitpid(pid, None);
-      continue;
+      other => return Ok(status_of(other?)),
     }
-    // Not reaped yet, so the group id cannot have been reused.
-    let _ = killpg(program, Signal::SIGKILL);
-    let status = loop {
-      match waitpid(program, None) {
-        Err(Errno::EINTR) => continue,
-        other => break other?,
-      }
-    };
-    kill_everything();
-    return Ok(Some(status_of(status)));
   }
 }
 
@@ -395,106 +354,6 @@ fn status_of(status: WaitStatus) -> ExitStatus {
     WaitStatus::Signaled(_, signal, _) => ExitStatus::from_raw(signal as i32),
     _ => ExitStatus::from_raw(GUARDIAN_FAILED << 8),
   }
-}
-
-/// SIGKILLs every descendant and reaps them, until none is left.
-fn kill_everything() {
-  let me = Pid::this();
-  let started = Instant::now();
-  // The common end, a program that left nothing behind, costs no walk of
-  // `/proc`: a walk per run is what hundreds of runs ending at once pay for.
-  while has_children() {
-    let left = signal_tree(me, Signal::SIGKILL, None);
-    loop {
-      match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-        Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-        _ => continue,
-      }
-    }
-    if left == 0 || started.elapsed() > KILL_PATIENCE {
-      return;
-    }
-    std::thread::sleep(Duration::from_millis(2));
-  }
-}
-
-/// Whether the guardian has a child, living or not yet reaped. Without one
-/// it has no descendant at all: an orphan is adopted by the guardian (its
-/// subreaper), so every living descendant has an ancestor, or is one, that
-/// is the guardian's child.
-fn has_children() -> bool {
-  !matches!(
-    waitid(
-      Id::All,
-      WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
-    ),
-    Err(Errno::ECHILD)
-  )
-}
-
-/// Sends `signal` to every descendant of `root` (orphans included, since the
-/// guardian adopts them), except the members of `skip_group`, which the
-/// caller signals as a group. Returns how many descendants were found.
-fn signal_tree(root: Pid, signal: Signal, skip_group: Option<Pid>) -> usize {
-  let tree = descendants(root);
-  for process in &tree {
-    if Some(process.group) != skip_group {
-      let _ = kill(process.pid, signal);
-    }
-  }
-  tree.len()
-}
-
-struct Process {
-  pid: Pid,
-  group: Pid,
-}
-
-/// Every process under `root`, read from `/proc`.
-fn descendants(root: Pid) -> Vec<Process> {
-  let mut children: HashMap<i32, Vec<Process>> = HashMap::new();
-  let Ok(entries) = std::fs::read_dir("/proc") else {
-    return Vec::new();
-  };
-  for entry in entries.flatten() {
-    let Some(pid) = entry
-      .file_name()
-      .to_str()
-      .and_then(|s| s.parse::<i32>().ok())
-    else {
-      continue;
-    };
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-      continue;
-    };
-    if let Some((parent, group)) = parse_stat(&stat) {
-      children.entry(parent).or_default().push(Process {
-        pid: Pid::from_raw(pid),
-        group: Pid::from_raw(group),
-      });
-    }
-  }
-  let mut found = Vec::new();
-  let mut next = vec![root.as_raw()];
-  while let Some(parent) = next.pop() {
-    for child in children.remove(&parent).unwrap_or_default() {
-      next.push(child.pid.as_raw());
-      found.push(child);
-    }
-  }
-  found
-}
-
-/// The parent pid and process group of a `/proc/<pid>/stat` line. The
-/// command name may hold spaces and parentheses, so fields are counted after
-/// its last `)`.
-fn parse_stat(stat: &str) -> Option<(i32, i32)> {
-  let rest = &stat[stat.rfind(')')? + 1..];
-  let mut fields = rest.split_whitespace();
-  let _state = fields.next()?;
-  let parent = fields.next()?.parse().ok()?;
-  let group = fields.next()?.parse().ok()?;
-  Some((parent, group))
 }
 
 /// Ends the guardian the way the program ended.
@@ -551,12 +410,5 @@ mod tests {
     ] {
       assert_eq!(Orders::parse(args.into_iter().map(OsString::from)), None);
     }
-  }
-
-  #[test]
-  fn stat_lines_are_read_after_the_command_name() {
-    assert_eq!(parse_stat("12 (a) b) c) S 7 12 12 0"), Some((7, 12)));
-    assert_eq!(parse_stat("12 (sh) S 1 5 5"), Some((1, 5)));
-    assert_eq!(parse_stat("garbage"), None);
   }
 }

@@ -9,8 +9,9 @@
 //! - [`host`] tells whether a recorded host process still runs.
 //!
 //! Backends: `posix.rs` is what every Unix offers (a process group, signals,
-//! a thread waiting for the exit), and `linux.rs` adds the guardian,
-//! parent-death signals and pidfds on top of it. `EREN_MACHINES_BACKEND=posix`
+//! a thread waiting for the exit). `linux.rs` adds the guardian
+//! (`guarded.rs`), parent-death signals and pidfds on top of it, and
+//! `macos.rs` the guardian and a kqueue per run. `EREN_MACHINES_BACKEND=posix`
 //! selects the portable one on Linux, the base of the macOS backend.
 //! `windows.rs` puts each run in a job object instead. Only this folder
 //! mentions a target OS.
@@ -19,8 +20,12 @@ pub mod host;
 pub mod program;
 
 mod exit;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+mod guarded;
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "macos")]
+mod macos;
 #[cfg(unix)]
 pub mod nonblocking;
 #[cfg(windows)]
@@ -60,7 +65,8 @@ pub const INTERRUPTS_BY_SIGNAL: bool = cfg!(unix);
 /// Which backend starts and watches runs in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-  /// The platform's own: on Linux the guardian and pidfds.
+  /// The platform's own: the guardian with pidfds on Linux, with a
+  /// kqueue per run on macOS; job objects on Windows.
   Native,
   /// The portable POSIX backend (see `posix.rs`).
   Posix,
@@ -98,10 +104,10 @@ pub fn guardian_path() -> Option<PathBuf> {
   guardian.get_or_insert_with(find_guardian).clone()
 }
 
-#[cfg(target_os = "linux")]
-use linux::find_guardian;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+use guarded::find_guardian;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 fn find_guardian() -> Option<PathBuf> {
   None
 }

@@ -82,8 +82,10 @@ impl Nonblocking {
 
   /// Reads a Unix socket until the other side is gone: what was said, and
   /// the descriptors passed with it (`SCM_RIGHTS`), close-on-exec. The
-  /// guardian's report (Linux; `MSG_CMSG_CLOEXEC` is Linux's).
-  #[cfg(target_os = "linux")]
+  /// guardian's report. macOS has no `MSG_CMSG_CLOEXEC`: there the flag is
+  /// set just after, and a fork by another thread in between could copy a
+  /// descriptor into that child.
+  #[cfg(any(target_os = "linux", target_os = "macos"))]
   pub async fn receive_to_end(&self) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
     use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -93,20 +95,20 @@ impl Nonblocking {
       let mut buffer = [0u8; 256];
       let mut space = nix::cmsg_space!([RawFd; 4]);
       let mut parts = [io::IoSliceMut::new(&mut buffer)];
-      let message = recvmsg::<UnixAddr>(
-        fd.as_raw_fd(),
-        &mut parts,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-      )?;
+      #[cfg(target_os = "linux")]
+      let flags = MsgFlags::MSG_CMSG_CLOEXEC;
+      #[cfg(target_os = "macos")]
+      let flags = MsgFlags::empty();
+      let message = recvmsg::<UnixAddr>(fd.as_raw_fd(), &mut parts, Some(&mut space), flags)?;
       for control in message.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = control {
-          // SAFETY: each descriptor received is new and ours alone.
-          passed.extend(
-            fds
-              .into_iter()
-              .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-          );
+          for fd in fds {
+            // SAFETY: each descriptor received is new and ours alone.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            #[cfg(target_os = "macos")]
+            set_cloexec(&fd)?;
+            passed.push(fd);
+          }
         }
       }
       let read = message.bytes;
@@ -123,6 +125,14 @@ impl Nonblocking {
       }
     }
   }
+}
+
+/// Marks `fd` close-on-exec, where it could not be made so at birth.
+#[cfg(target_os = "macos")]
+pub fn set_cloexec(fd: &impl AsFd) -> io::Result<()> {
+  use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+  fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+  Ok(())
 }
 
 impl AsFd for Nonblocking {

@@ -56,7 +56,9 @@ pub async fn spawn(program: &Program, grace: Duration) -> io::Result<Spawned> {
     super::Backend::Posix => super::posix::spawn(program).await,
     #[cfg(target_os = "linux")]
     super::Backend::Native => super::linux::spawn(program, grace).await,
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(target_os = "macos")]
+    super::Backend::Native => super::macos::spawn(program, grace).await,
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
     super::Backend::Native => {
       let _ = grace;
       super::posix::spawn(program).await
