@@ -33,7 +33,8 @@ async function main() {
   const run = await spawnTerminal({ store, registry, sessionId: id, command: 'sh', args: ['-c', script] })
   const result = await run.exited
   const printed = (await store.messages(id)).map((m) => JSON.parse(m.content).content).filter(Boolean)
-  if (result.exitCode !== 0 || printed[0] !== 'smoke') throw new Error(`the run was not stored: ${JSON.stringify({ result, printed })}`)
+  if (result.exitCode !== 0 || printed[0] !== 'smoke')
+    throw new Error(`the run was not stored: ${JSON.stringify({ result, printed })}`)
   const escapee = Number(printed[1])
   // Reaped by the guardian on Linux, by launchd soon after on macOS.
   for (let i = 0; i < 200 && running(escapee); i++) await new Promise((resolve) => setTimeout(resolve, 10))
