@@ -80,6 +80,16 @@ export interface Run {
   pid: number
   /** Settles once the process has ended, its output is stored and its registration released. */
   exited: Promise<RunResult>
+  /** Sends a named signal (default `'SIGTERM'`) to the program's process group: not a stop, so `stopped` stays false unless the program's end comes from one. On Windows any signal stops the run. `INVALID_ARGUMENT` for an unknown name; nothing once the run has ended. */
+  kill(signal?: string): void
+  /** Stops reading the program's output: its pipe (or terminal) fills and the program waits on its writes. Once the program has ended, what it left is read anyway, so the stored transcript is complete. */
+  pause(): void
+  /** Reads the program's output again after `pause()`. */
+  resume(): void
+  /** Calls `cb` with each read of the program's output as it is read, before the store commits it: raw bytes, split wherever the reads split them. The first callback also gets what was read before it came (up to 1 MiB). When callbacks fall 64 reads behind, the run stops reading, and so slows the program. Returns the function that unsubscribes it. */
+  onData(cb: (chunk: Buffer, stream: 'stdout' | 'stderr' | 'pty' | 'merged') => void): () => void
+  /** The name of the pseudo-terminal's foreground process (the shell, or what it runs now); `null` without a pseudo-terminal or once it has closed. */
+  readonly process: string | null
 }
 
 /** A tool permission request of a Claude run, as `canUseTool` receives it. */
@@ -118,6 +128,10 @@ export interface TerminalRun extends Run {
   end(): void
   /** Sets the pseudo-terminal's size, which sends SIGWINCH. `INVALID_ARGUMENT` without `pty` or for sizes that are not positive integers up to 65535, `NOT_RUNNING` once the run ended. */
   resize(cols: number, rows: number): void
+  /** The pseudo-terminal's columns, as last set (`pty` runs only). */
+  readonly cols?: number
+  /** The pseudo-terminal's rows, as last set (`pty` runs only). */
+  readonly rows?: number
 }
 
 /**
@@ -280,6 +294,10 @@ export interface ClaudeOptions {
   clearEnv?: boolean
   /** Between the SIGINT of a stop and the SIGKILL of the process group (default 3000). */
   killGraceMs?: number
+  /** Stops the run after this many milliseconds, as a stop does; the result says `timedOut`. */
+  timeout?: number
+  /** Its abort stops the run, as a stop does (at once if it has already aborted). */
+  signal?: AbortSignal
   /** Answers each tool permission request; given, the CLI runs with `--permission-prompt-tool stdio`. */
   canUseTool?: (request: ToolRequest) => ToolDecision | Promise<ToolDecision>
   onMessage?: (m: Message) => void
@@ -367,8 +385,12 @@ export interface RunResult {
   exitCode: number | null
   /** The signal that ended the process, e.g. `'SIGKILL'`. */
   signal: string | null
-  /** Whether it ended because its registration was stopped. */
+  /** Whether it ended because its registration was stopped (by `stop()`, an aborted `signal`, or `timeout`). */
   stopped: boolean
+  /** Whether `timeout` ended it. */
+  timedOut: boolean
+  /** From the spawn to the program's end, in milliseconds. */
+  durationMs: number
 }
 
 /** A session and its agent's state. */
@@ -453,6 +475,12 @@ export interface TerminalOptions {
   pty?: PtySize
   /** Between the first signal of a stop and SIGKILL of the process group (default 3000). */
   killGraceMs?: number
+  /** Stops the run after this many milliseconds, as a stop does; the result and the stored end say `timedOut`. */
+  timeout?: number
+  /** Its abort stops the run, as a stop does (at once if it has already aborted). */
+  signal?: AbortSignal
+  /** `'separate'` (default: stdout and stderr through two pipes) or `'merged'` (one pipe for both: their order is exactly the order of the program's writes, and lines are stored with stream `'merged'`). */
+  stdio?: 'separate' | 'merged'
   /** Each stored message, in order, once committed. */
   onMessage?: (m: Message) => void
 }

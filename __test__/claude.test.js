@@ -146,7 +146,7 @@ describe('the command line and stdin', () => {
 describe('conversation', () => {
   test('one-shot: stdin closes after the first result and the CLI exits', async () => {
     const { store, run } = await claude({ prompt: 'hello there' })
-    expect(await run.exited).toEqual({ exitCode: 0, signal: null, stopped: false })
+    expect(await run.exited).toMatchObject({ exitCode: 0, signal: null, stopped: false, timedOut: false })
     expect((await store.getSession('c')).agentStatus).toBe('idle')
     expect(await codeOf(() => run.send('more'))).toBe('NOT_RUNNING')
   })
@@ -202,6 +202,18 @@ describe('conversation', () => {
     expect(await codeOf(() => run.interrupt())).toBe('INVALID_ARGUMENT')
     registry.stop('c')
     await run.exited
+  })
+
+  test('timeout, an AbortSignal and kill() reach a Claude run as they do a terminal run', async () => {
+    const timed = await claude({ prompt: 'hang', conversation: true, timeout: 200 })
+    expect(await timed.run.exited).toMatchObject({ stopped: true, timedOut: true })
+    const controller = new AbortController()
+    const aborted = await claude({ prompt: 'hang', conversation: true, signal: controller.signal })
+    controller.abort()
+    expect(await aborted.run.exited).toMatchObject({ stopped: true, timedOut: false })
+    const killed = await claude({ prompt: 'hang', conversation: true })
+    killed.run.kill('SIGKILL')
+    expect(await killed.run.exited).toMatchObject({ signal: 'SIGKILL', stopped: false })
   })
 
   test('interrupt() writes the interrupt request; the CLI ends the turn and stays', async () => {
@@ -475,7 +487,7 @@ describe('status and endings', () => {
     await working.found
     registry.stop('c')
     const result = await run.exited
-    expect(result).toEqual({ exitCode: 0, signal: null, stopped: true })
+    expect(result).toMatchObject({ exitCode: 0, signal: null, stopped: true, timedOut: false })
     const stored = await contents(store)
     expect(stored.at(-1)).toMatchObject({ type: 'result', errors: ['[Request interrupted by user]'] })
     expect((await store.getSession('c')).agentStatus).toBe('not_available')
@@ -487,7 +499,7 @@ test('a CLI that ignores the SIGINT of a stop is SIGKILLed with its group after 
   const { store, registry, run } = await claude({ prompt: 'stubborn', killGraceMs: 200, onMessage: deaf.onMessage })
   await deaf.found
   registry.stop('c')
-  expect(await run.exited).toEqual({ exitCode: null, signal: 'SIGKILL', stopped: true })
+  expect(await run.exited).toMatchObject({ exitCode: null, signal: 'SIGKILL', stopped: true, timedOut: false })
   expect((await store.getSession('c')).agentStatus).toBe('not_available')
 })
 

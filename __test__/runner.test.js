@@ -84,7 +84,7 @@ describe('spawnTerminal', () => {
     expect(run.sessionId).toBe(sessionId)
     expect(run.pid).toBeGreaterThan(0)
     const result = await run.exited
-    expect(result).toEqual({ exitCode: 7, signal: null, stopped: false })
+    expect(result).toMatchObject({ exitCode: 7, signal: null, stopped: false, timedOut: false })
     expect(registry.status(sessionId)).toBe('not_running')
 
     const stored = await parsed(store, sessionId)
@@ -210,7 +210,7 @@ describe('spawnTerminal', () => {
     expect(registry.stop(sessionId)).toBe(true)
     expect(await stopHeard).toBe(sessionId)
     const result = await run.exited
-    expect(result).toEqual({ exitCode: null, signal: 'SIGTERM', stopped: true })
+    expect(result).toMatchObject({ exitCode: null, signal: 'SIGTERM', stopped: true, timedOut: false })
     expect((await parsed(store, sessionId)).at(-1)).toEqual({
       type: 'terminal_finished',
       exit_code: null,
@@ -233,7 +233,7 @@ describe('spawnTerminal', () => {
     await ready.found
     registry.stop(sessionId)
     const result = await run.exited
-    expect(result).toEqual({ exitCode: null, signal: 'SIGKILL', stopped: true })
+    expect(result).toMatchObject({ exitCode: null, signal: 'SIGKILL', stopped: true, timedOut: false })
   })
 
   test('grandchildren are dead after stop, those that called setsid or double-forked too', async () => {
@@ -692,7 +692,7 @@ describe('spawnTerminal with a pseudo-terminal', () => {
     const script =
       'test -t 0 && test -t 1 && test -t 2 && echo tty; echo "$TERM"; stty size; ps -o sid= -p $$ | tr -d \' \'; echo $$'
     const run = await terminal(ctx, { command: 'sh', args: ['-c', script], pty: { cols: 100, rows: 30 } })
-    expect(await run.exited).toEqual({ exitCode: 0, signal: null, stopped: false })
+    expect(await run.exited).toMatchObject({ exitCode: 0, signal: null, stopped: false, timedOut: false })
     const lines = (await chunksOf(ctx.store, ctx.sessionId)).join('').split('\r\n')
     expect(lines.slice(0, 3)).toEqual(['tty', 'xterm-256color', '30 100'])
     expect(lines[3]).toBe(lines[4])
@@ -781,7 +781,7 @@ describe('spawnTerminal with a pseudo-terminal', () => {
     await run.write('typed line\n')
     await run.shows('typed line\r\ntyped line')
     run.end()
-    expect(await run.exited).toEqual({ exitCode: 0, signal: null, stopped: false })
+    expect(await run.exited).toMatchObject({ exitCode: 0, signal: null, stopped: false, timedOut: false })
     expect(() => run.resize(80, 24)).toThrow(expect.objectContaining({ code: 'NOT_RUNNING' }))
   })
 
@@ -806,7 +806,7 @@ describe('spawnTerminal with a pseudo-terminal', () => {
     await run.write('import os, sys; print(os.isatty(0), os.isatty(1), sys.stdin.isatty())\n')
     await run.shows('True True True')
     run.end()
-    expect(await run.exited).toEqual({ exitCode: 0, signal: null, stopped: false })
+    expect(await run.exited).toMatchObject({ exitCode: 0, signal: null, stopped: false, timedOut: false })
   })
 
   test('what is written is never stored, and a stop hangs up before SIGTERM', async () => {
@@ -818,7 +818,7 @@ describe('spawnTerminal with a pseudo-terminal', () => {
     await run.write('hunter2\n')
     await run.shows('got')
     expect(ctx.registry.stop(ctx.sessionId)).toBe(true)
-    expect(await run.exited).toEqual({ exitCode: 7, signal: null, stopped: true })
+    expect(await run.exited).toMatchObject({ exitCode: 7, signal: null, stopped: true, timedOut: false })
     const stored = (await ctx.store.messages(ctx.sessionId)).map((m) => m.content).join('')
     expect(stored).not.toContain('hunter2')
     const screen = (await chunksOf(ctx.store, ctx.sessionId)).join('')

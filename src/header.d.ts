@@ -80,6 +80,16 @@ export interface Run {
   pid: number
   /** Settles once the process has ended, its output is stored and its registration released. */
   exited: Promise<RunResult>
+  /** Sends a named signal (default `'SIGTERM'`) to the program's process group: not a stop, so `stopped` stays false unless the program's end comes from one. On Windows any signal stops the run. `INVALID_ARGUMENT` for an unknown name; nothing once the run has ended. */
+  kill(signal?: string): void
+  /** Stops reading the program's output: its pipe (or terminal) fills and the program waits on its writes. Once the program has ended, what it left is read anyway, so the stored transcript is complete. */
+  pause(): void
+  /** Reads the program's output again after `pause()`. */
+  resume(): void
+  /** Calls `cb` with each read of the program's output as it is read, before the store commits it: raw bytes, split wherever the reads split them. The first callback also gets what was read before it came (up to 1 MiB). When callbacks fall 64 reads behind, the run stops reading, and so slows the program. Returns the function that unsubscribes it. */
+  onData(cb: (chunk: Buffer, stream: 'stdout' | 'stderr' | 'pty' | 'merged') => void): () => void
+  /** The name of the pseudo-terminal's foreground process (the shell, or what it runs now); `null` without a pseudo-terminal or once it has closed. */
+  readonly process: string | null
 }
 
 /** A tool permission request of a Claude run, as `canUseTool` receives it. */
@@ -118,4 +128,8 @@ export interface TerminalRun extends Run {
   end(): void
   /** Sets the pseudo-terminal's size, which sends SIGWINCH. `INVALID_ARGUMENT` without `pty` or for sizes that are not positive integers up to 65535, `NOT_RUNNING` once the run ended. */
   resize(cols: number, rows: number): void
+  /** The pseudo-terminal's columns, as last set (`pty` runs only). */
+  readonly cols?: number
+  /** The pseudo-terminal's rows, as last set (`pty` runs only). */
+  readonly rows?: number
 }

@@ -21,6 +21,8 @@ mod promise;
 #[cfg(not(test))]
 mod registry;
 #[cfg(not(test))]
+mod run_control;
+#[cfg(not(test))]
 mod runner;
 #[cfg(not(test))]
 mod shell_path;

@@ -301,18 +301,24 @@ pub fn message_sink(
 /// output; the wait is a task's on the runner's reactor, so it holds up
 /// that run alone.
 pub fn run_sink(env: &Env, cb: &Callback<JsMessage>) -> napi::Result<RunSink> {
-  let backlog = Arc::new(Semaphore::new(BACKLOG));
-  let channel = Channel::of(env)?;
-  {
-    let mut backlogs = channel.backlogs.borrow_mut();
-    backlogs.retain(|backlog| backlog.strong_count() > 0);
-    backlogs.push(Arc::downgrade(&backlog));
-  }
+  let backlog = backlog(env, BACKLOG)?;
   let (deliver, _) = sink(env, cb, Some(backlog.clone()))?;
   Ok(RunSink {
     deliver,
     backlog: Some(backlog),
   })
+}
+
+/// Room for `permits` deliveries a run's callback may fall behind by (see
+/// [`run_sink`]); closed with `env`'s context, so that no run waits for a
+/// callback that will never be called again.
+pub fn backlog(env: &Env, permits: usize) -> napi::Result<Arc<Semaphore>> {
+  let backlog = Arc::new(Semaphore::new(permits));
+  let channel = Channel::of(env)?;
+  let mut backlogs = channel.backlogs.borrow_mut();
+  backlogs.retain(|backlog| backlog.strong_count() > 0);
+  backlogs.push(Arc::downgrade(&backlog));
+  Ok(backlog)
 }
 
 fn sink(

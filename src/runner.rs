@@ -10,9 +10,12 @@ use crate::error::{coded, Failure, Result};
 use crate::message::JsMessage;
 use crate::promise::{own_run, promise, run_sink, OwnedRun};
 use crate::registry::RegistryArg;
+use crate::run_control::{control_methods, AbortLink};
 use crate::store::StoreArg;
 use crate::tool_permission::tool_sink;
-use eren_machines_core::runner::{self, claude, HostInput, Program, RunInput, RunResult};
+use eren_machines_core::runner::{
+  self, claude, HostInput, Program, RunControl, RunInput, RunResult,
+};
 use eren_machines_core::Error;
 
 /// How a run ended.
@@ -21,8 +24,12 @@ pub struct JsRunResult {
   pub exit_code: Option<i32>,
   /// The signal that ended the process, e.g. `'SIGKILL'`.
   pub signal: Option<String>,
-  /// Whether it ended because its registration was stopped.
+  /// Whether it ended because its registration was stopped (by `stop()`, an aborted `signal`, or `timeout`).
   pub stopped: bool,
+  /// Whether `timeout` ended it.
+  pub timed_out: bool,
+  /// From the spawn to the program's end, in milliseconds.
+  pub duration_ms: f64,
 }
 
 impl From<RunResult> for JsRunResult {
@@ -31,6 +38,8 @@ impl From<RunResult> for JsRunResult {
       exit_code: r.exit_code,
       signal: r.signal,
       stopped: r.stopped,
+      timed_out: r.timed_out,
+      duration_ms: r.duration_ms as f64,
     }
   }
 }
@@ -44,6 +53,8 @@ struct Common {
   env: Vec<(String, String)>,
   clear_env: bool,
   kill_grace: Duration,
+  timeout: Option<Duration>,
+  abort: Option<AbortLink>,
   on_message: Option<runner::RunSink>,
 }
 
@@ -66,6 +77,8 @@ macro_rules! common_of {
         .map_or(runner::DEFAULT_KILL_GRACE, |ms| {
           Duration::from_millis(ms as u64)
         }),
+      timeout: $opts.timeout.map(|ms| Duration::from_millis(ms as u64)),
+      abort: $opts.signal,
       on_message: $opts.on_message.map(|sink| sink.0),
     }
   };
@@ -107,6 +120,15 @@ pub struct TerminalOptions {
   /// Between the first signal of a stop and SIGKILL of the process group (default 3000).
   #[napi(ts_type = "number")]
   pub kill_grace_ms: Option<i64>,
+  /// Stops the run after this many milliseconds, as a stop does; the result and the stored end say `timedOut`.
+  #[napi(ts_type = "number")]
+  pub timeout: Option<i64>,
+  /// Its abort stops the run, as a stop does (at once if it has already aborted).
+  #[napi(ts_type = "AbortSignal")]
+  pub signal: Option<AbortLink>,
+  /// `'separate'` (default: stdout and stderr through two pipes) or `'merged'` (one pipe for both: their order is exactly the order of the program's writes, and lines are stored with stream `'merged'`).
+  #[napi(ts_type = "'separate' | 'merged'")]
+  pub stdio: Option<bool>,
   /// Each stored message, in order, once committed.
   #[napi(ts_type = "(m: Message) => void")]
   pub on_message: Option<RunSink>,
@@ -124,6 +146,9 @@ read_options!(TerminalOptions, |env, opts| {
     env: opts.get("env", "an object of strings")?,
     clear_env: opts.get("clearEnv", "a boolean")?,
     kill_grace_ms: opts.count("killGraceMs")?,
+    timeout: timeout(&opts)?,
+    signal: AbortLink::from_options(&env, &opts)?,
+    stdio: Some(stdio_merged(&opts)?),
     on_message: on_message(&env, &opts)?,
     command: opts.require("command", "a string")?,
     args: opts.get("args", "an array of strings")?,
@@ -145,6 +170,31 @@ fn stdin_pipe(opts: &Options) -> Result<bool> {
     Some("pipe") => Ok(true),
     Some(other) => Err(Failure::from(Error::InvalidArgument(format!(
       "stdin must be 'ignore' or 'pipe', got '{other}'"
+    )))),
+  }
+}
+
+/// `timeout`: whole milliseconds; 0, as with execa, is none.
+fn timeout(opts: &Options) -> Result<Option<i64>> {
+  match opts.count("timeout") {
+    Ok(Some(0)) => Ok(None),
+    Ok(ms) => Ok(ms),
+    Err(_) => Err(Failure::from(Error::InvalidArgument(
+      "timeout must be a whole number of milliseconds (0: none)".into(),
+    ))),
+  }
+}
+
+/// `stdio: 'merged'`: whether stdout and stderr share one pipe.
+fn stdio_merged(opts: &Options) -> Result<bool> {
+  match opts
+    .get::<String>("stdio", "'separate' or 'merged'")?
+    .as_deref()
+  {
+    None | Some("separate") => Ok(false),
+    Some("merged") => Ok(true),
+    Some(other) => Err(Failure::from(Error::InvalidArgument(format!(
+      "stdio must be 'separate' or 'merged', got '{other}'"
     )))),
   }
 }
@@ -183,18 +233,26 @@ fn start<'env>(
   surface: Surface,
 ) -> Result<PromiseRaw<'env, Object<'env>>> {
   let registry = common.registry.clone();
+  let abort = common.abort;
+  let supervision = runner::Supervision {
+    kill_grace: common.kill_grace,
+    timeout: common.timeout,
+    on_message: common.on_message,
+  };
   let started = runner::start(
     &common.store,
     &common.registry,
     &common.session_id,
     program,
-    common.kill_grace,
+    supervision,
     handler,
-    common.on_message,
   );
   env
     .spawn_future_with_callback(async move { Ok(started.await) }, move |env, started| {
       let run = started.map_err(|e| coded(env.raw(), e))?;
+      if let Some(abort) = &abort {
+        abort.started(&registry, &run.session_id, run.generation);
+      }
       own_run(
         env,
         OwnedRun {
@@ -210,8 +268,11 @@ fn start<'env>(
       object.set("exited", exited)?;
       match surface {
         Surface::Claude => claude_methods(env, &mut object, run.input)?,
-        Surface::Terminal { pty } => terminal_methods(env, &mut object, run.input, pty)?,
+        Surface::Terminal { pty } => {
+          terminal_methods(env, &mut object, run.input, pty, run.control.clone())?
+        }
       }
+      control_methods(env, &mut object, run.control)?;
       Ok(object)
     })
     .map_err(Failure::from)
@@ -243,6 +304,7 @@ fn terminal_methods(
   object: &mut Object,
   input: RunInput,
   pty: bool,
+  sizes: RunControl,
 ) -> napi::Result<()> {
   let writer = input.clone();
   object.set(
@@ -272,7 +334,10 @@ fn terminal_methods(
           ))
         })?;
         let size = pty_size(cols, rows).map_err(refused)?;
-        resizer.send(HostInput::Resize(size)).map_err(refused)
+        resizer.send(HostInput::Resize(size)).map_err(refused)?;
+        // `cols` and `rows` say the size set at once, as node-pty's do.
+        sizes.resized(size);
+        Ok(())
       },
     )?,
   )?;
@@ -339,6 +404,7 @@ pub fn spawn_terminal<'env>(
     clear_env: common.clear_env,
     stdin: opts.stdin.unwrap_or(false),
     pty: opts.pty,
+    merged: opts.stdio.unwrap_or(false),
     ..Program::default()
   };
   let handler = runner::TerminalOutput::for_program(&mut program);
@@ -435,6 +501,12 @@ pub struct ClaudeOptions {
   /// Between the SIGINT of a stop and the SIGKILL of the process group (default 3000).
   #[napi(ts_type = "number")]
   pub kill_grace_ms: Option<i64>,
+  /// Stops the run after this many milliseconds, as a stop does; the result says `timedOut`.
+  #[napi(ts_type = "number")]
+  pub timeout: Option<i64>,
+  /// Its abort stops the run, as a stop does (at once if it has already aborted).
+  #[napi(ts_type = "AbortSignal")]
+  pub signal: Option<AbortLink>,
   /// Answers each tool permission request; given, the CLI runs with `--permission-prompt-tool stdio`.
   #[napi(ts_type = "(request: ToolRequest) => ToolDecision | Promise<ToolDecision>")]
   pub can_use_tool: Option<ToolSink>,
@@ -456,6 +528,8 @@ read_options!(ClaudeOptions, |env, opts| {
   let vars = opts.get("env", "an object of strings")?;
   let clear_env = opts.get("clearEnv", "a boolean")?;
   let kill_grace_ms = opts.count("killGraceMs")?;
+  let timeout = timeout(&opts)?;
+  let signal = AbortLink::from_options(&env, &opts)?;
   let on_message = on_message(&env, &opts)?;
   let permission_mode: Option<String> = opts.get("permissionMode", "a string")?;
   if let Some(mode) = &permission_mode {
@@ -494,6 +568,8 @@ read_options!(ClaudeOptions, |env, opts| {
     env: vars,
     clear_env,
     kill_grace_ms,
+    timeout,
+    signal,
     on_message,
     permission_mode,
     max_turns,

@@ -101,6 +101,28 @@ async function host(): Promise<void> {
   run.end()
   const result: RunResult = await run.exited
   const how: [number | null, string | null, boolean, number] = [result.exitCode, result.signal, result.stopped, run.pid]
+  const timing: [boolean, number] = [result.timedOut, result.durationMs]
+  const controller = new AbortController()
+  const pane: TerminalRun = await spawnTerminal({
+    store,
+    registry,
+    sessionId,
+    command: 'sh',
+    timeout: 5000,
+    signal: controller.signal,
+    stdio: 'merged',
+    pty: { cols: 80, rows: 24 },
+  })
+  const untap: () => void = pane.onData((chunk: Buffer, stream: 'stdout' | 'stderr' | 'pty' | 'merged') =>
+    console.log(chunk.length, stream),
+  )
+  pane.pause()
+  pane.resume()
+  pane.kill('SIGTERM')
+  pane.kill()
+  const screen: [string | null, number | undefined, number | undefined] = [pane.process, pane.cols, pane.rows]
+  untap()
+  console.log(timing, screen)
   const decide = async (request: ToolRequest): Promise<ToolDecision> => {
     const facts: [string, string, Record<string, unknown>, string | null, unknown[], boolean] = [
       request.requestId,

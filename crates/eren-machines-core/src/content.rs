@@ -82,6 +82,9 @@ pub fn terminal_finished(exit_code: Option<i32>, run: Option<&RunResult>) -> Str
     if let Some(reason) = &run.reason {
       content["reason"] = json!(reason);
     }
+    if run.timed_out {
+      content["timed_out"] = json!(true);
+    }
   }
   content.to_string()
 }

@@ -7,6 +7,9 @@ pub enum Stream {
   Stdout,
   Stderr,
   Pty,
+  /// stdout and stderr through one pipe (`stdio: 'merged'`), in the exact
+  /// order the program wrote them.
+  Merged,
 }
 
 impl Stream {
@@ -15,6 +18,7 @@ impl Stream {
       Stream::Stdout => "stdout",
       Stream::Stderr => "stderr",
       Stream::Pty => "pty",
+      Stream::Merged => "merged",
     }
   }
 }
@@ -30,4 +34,8 @@ pub struct RunResult {
   /// Why the runner ended it, when no stop did: its guardian was gone
   /// while the program still ran.
   pub reason: Option<String>,
+  /// The run's `timeout` ended it (a stop, so `stopped` is true too).
+  pub timed_out: bool,
+  /// From the spawn to the program's end, in milliseconds.
+  pub duration_ms: u64,
 }

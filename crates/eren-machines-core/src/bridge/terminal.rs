@@ -110,7 +110,7 @@ mod tests {
       exit_code: None,
       signal: Some("SIGKILL".into()),
       stopped: true,
-      reason: None,
+      ..RunResult::default()
     };
     let content: Value = serde_json::from_str(&exit_content(&exit)).unwrap();
     assert_eq!(

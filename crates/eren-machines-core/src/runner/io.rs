@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::chunks;
+use super::control::RunControl;
 use super::lines::{self, Line, Overlong};
 use crate::error::Error;
 use crate::output::Stream;
@@ -73,28 +74,46 @@ impl ToSupervisor {
   }
 }
 
+/// Waits while the host has paused the run's reading.
+async fn unpaused(flow: &mut tokio::sync::watch::Receiver<bool>) {
+  // An error means the controls are gone: nothing can pause any more.
+  let _ = flow.wait_for(|paused| !paused).await;
+}
+
 /// Reads stdout and stderr in one task, whichever has data first, until
-/// both are closed.
+/// both are closed; or the one pipe of merged output.
 pub async fn read_pipes(
   stdout: Option<Nonblocking>,
   stderr: Option<Nonblocking>,
+  merged: bool,
   overlong: Overlong,
+  control: RunControl,
   events: mpsc::Sender<Event>,
 ) {
-  const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+  let streams = match merged {
+    true => [Stream::Merged, Stream::Stderr],
+    false => [Stream::Stdout, Stream::Stderr],
+  };
   let mut pipes = [stdout, stderr];
-  let mut splitters = STREAMS.map(|_| Some(lines::LineSplitter::new(overlong)));
+  let mut splitters = streams.map(|_| Some(lines::LineSplitter::new(overlong)));
   let mut events = ToSupervisor(Some(events));
+  let mut flow = control.flow();
   // Which pipe is tried first when both are ready: they take turns, so a
   // busy stdout cannot hold stderr back.
   let mut first = 0;
   while pipes.iter().any(Option::is_some) {
+    unpaused(&mut flow).await;
     let mut lines = Vec::new();
+    // The bytes as read, for the host's taps, when it has any.
+    let mut raw = control.tapped().then(Vec::new);
     let (index, read) = std::future::poll_fn(|cx| {
       for index in [first, 1 - first] {
         let Some(pipe) = &pipes[index] else { continue };
         let splitter = &mut splitters[index];
         let mut take = |bytes: &[u8]| {
+          if let Some(raw) = raw.as_mut() {
+            raw.extend_from_slice(bytes);
+          }
           if let Some(splitter) = splitter.as_mut() {
             splitter.push(bytes, &mut |line| lines.push(line));
           }
@@ -117,8 +136,11 @@ pub async fn read_pipes(
         splitter.finish(&mut |line| lines.push(line));
       }
     }
+    if let Some(raw) = raw.filter(|raw| !raw.is_empty()) {
+      control.deliver(streams[index], &raw).await;
+    }
     if !lines.is_empty() {
-      events.send(Event::Lines(STREAMS[index], lines)).await;
+      events.send(Event::Lines(streams[index], lines)).await;
     }
   }
   events.done().await;
@@ -129,13 +151,25 @@ const TERMINAL_PAUSE: Duration = Duration::from_millis(10);
 
 /// Reads a pseudo-terminal until the program's side is closed (`EIO`),
 /// handing out chunks when the output pauses or reaches the chunk limit.
-pub async fn read_terminal(master: Arc<Nonblocking>, events: mpsc::Sender<Event>) {
+pub async fn read_terminal(
+  master: Arc<Nonblocking>,
+  control: RunControl,
+  events: mpsc::Sender<Event>,
+) {
   let mut chunker = chunks::Chunker::new();
   let mut events = ToSupervisor(Some(events));
+  let mut flow = control.flow();
   loop {
     let mut out = Vec::new();
     let idle = chunker.is_empty();
+    if idle {
+      unpaused(&mut flow).await;
+    }
+    let mut raw = control.tapped().then(Vec::new);
     let mut take = |bytes: &[u8]| {
+      if let Some(raw) = raw.as_mut() {
+        raw.extend_from_slice(bytes);
+      }
       chunker.push(bytes, &mut |chunk| out.push(chunk));
       bytes.len()
     };
@@ -157,6 +191,9 @@ pub async fn read_terminal(master: Arc<Nonblocking>, events: mpsc::Sender<Event>
     };
     if !open {
       chunker.finish(&mut |chunk| out.push(chunk));
+    }
+    if let Some(raw) = raw.filter(|raw| !raw.is_empty()) {
+      control.deliver(Stream::Pty, &raw).await;
     }
     if !out.is_empty() {
       let chunks = out.into_iter().map(Line::Text).collect();

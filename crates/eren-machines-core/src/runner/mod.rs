@@ -23,6 +23,7 @@
 
 pub mod chunks;
 pub mod claude;
+mod control;
 mod handler;
 mod io;
 pub mod lines;
@@ -40,6 +41,7 @@ use crate::session_id::validate_session_id;
 use crate::store::{reply_channel, MessageSink, Pending, SessionStore};
 pub use crate::sys::{guardian_path, set_guardian_path, Program, PtySize, StopStyle};
 pub use claude::protocol::ToolDecision;
+pub use control::{DataSink, DataTap, RunControl};
 pub use handler::{refuse_input, HostInput, Op, OutputHandler, RunInput, TerminalOutput};
 pub use io::Event;
 use supervisor::Supervisor;
@@ -76,6 +78,27 @@ impl From<MessageSink> for RunSink {
   }
 }
 
+/// How a run is supervised, beside what it runs and how its output is
+/// stored.
+pub struct Supervision {
+  /// Between the first signal of a stop and SIGKILL.
+  pub kill_grace: Duration,
+  /// The run is stopped once it has run this long, and its result says it
+  /// timed out.
+  pub timeout: Option<Duration>,
+  pub on_message: Option<RunSink>,
+}
+
+impl Default for Supervision {
+  fn default() -> Self {
+    Supervision {
+      kill_grace: DEFAULT_KILL_GRACE,
+      timeout: None,
+      on_message: None,
+    }
+  }
+}
+
 /// A started run.
 pub struct Run {
   pub session_id: String,
@@ -83,6 +106,8 @@ pub struct Run {
   pub exited: Pending<RunResult>,
   /// Where the host's input for this run goes.
   pub input: RunInput,
+  /// Signals, pause and resume, the output as it is read, the terminal.
+  pub control: RunControl,
   /// The registration the run holds: `ProcessRegistry::stop_generation`
   /// with it stops this run and no later one of the same session id.
   pub generation: u64,
@@ -121,9 +146,12 @@ pub fn spawn_terminal(
   on_message: Option<RunSink>,
 ) -> Pending<Run> {
   let handler = TerminalOutput::for_program(&mut program);
-  start(
-    store, registry, session_id, program, kill_grace, handler, on_message,
-  )
+  let supervision = Supervision {
+    kill_grace,
+    timeout: None,
+    on_message,
+  };
+  start(store, registry, session_id, program, supervision, handler)
 }
 
 /// Starts a run with any output handler. The answer comes once the process
@@ -133,9 +161,8 @@ pub fn start(
   registry: &Arc<ProcessRegistry>,
   session_id: &str,
   program: Program,
-  kill_grace: Duration,
+  supervision: Supervision,
   handler: Box<dyn OutputHandler>,
-  on_message: Option<RunSink>,
 ) -> Pending<Run> {
   if let Err(e) = validate_session_id(session_id) {
     return Pending::ready(Err(e));
@@ -163,6 +190,11 @@ pub fn start(
     }
   };
   let (reply, started) = reply_channel();
+  let Supervision {
+    kill_grace,
+    timeout,
+    on_message,
+  } = supervision;
   let supervisor = Supervisor::new(
     store,
     registry,
@@ -171,7 +203,7 @@ pub fn start(
     on_message,
     program.takes_input(),
   );
-  reactor.spawn(supervisor.run(program, kill_grace, reply));
+  reactor.spawn(supervisor.run(program, kill_grace, timeout, reply));
   started
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::control::RunControl;
 use super::handler::{HostInput, Op, OutputHandler, RunInput};
 use super::io::{read_pipes, read_terminal, write_stdin, Event, StdinSender};
 use super::watcher::Watcher;
@@ -48,9 +49,12 @@ struct Launched {
   events: mpsc::Receiver<Event>,
   inputs: mpsc::UnboundedReceiver<HostInput>,
   input: RunInput,
+  control: RunControl,
   pid: u32,
   subscription: Subscription,
   end_watch: EndWatchId,
+  /// When the program was spawned.
+  spawned_at: Instant,
 }
 
 /// A run's task on the reactor: it launches the program, then stores what
@@ -69,6 +73,8 @@ pub(super) struct Supervisor {
   stdin_piped: bool,
   /// The pseudo-terminal's controlling side, for resizing.
   pty: Option<Arc<Nonblocking>>,
+  /// The run's controls, once launched: they know the terminal's size.
+  control: Option<RunControl>,
   /// The incarnation of the session the run writes into, once launched.
   session: Option<PinnedSession>,
   generation: u64,
@@ -94,13 +100,20 @@ impl Supervisor {
       stdin: None,
       stdin_piped: takes_input,
       pty: None,
+      control: None,
       session: None,
       generation: 0,
       ended: false,
     }
   }
 
-  pub(super) async fn run(mut self, program: Program, kill_grace: Duration, reply: Reply<Run>) {
+  pub(super) async fn run(
+    mut self,
+    program: Program,
+    kill_grace: Duration,
+    timeout: Option<Duration>,
+    reply: Reply<Run>,
+  ) {
     let mut unfinished = Unfinished {
       registry: self.registry.clone(),
       store: self.store.clone(),
@@ -117,6 +130,7 @@ impl Supervisor {
       }
     };
     unfinished.registration = Some((self.generation, launched.end_watch.clone()));
+    let timer = timeout.map(|timeout| self.stop_after(timeout));
     self.handler.attach(launched.input.clone());
     // Stored (and written) before the caller hears of the run, so that a
     // status read right after the spawn already sees it.
@@ -129,9 +143,17 @@ impl Supervisor {
       pid: launched.pid,
       exited: result,
       input: launched.input.clone(),
+      control: launched.control.clone(),
       generation: self.generation,
     }));
-    let (status, reason) = self.pump(&mut launched.events, &mut launched.inputs).await;
+    let (status, reason, exited_at) = self.pump(&mut launched.events, &mut launched.inputs).await;
+    let timed_out = match timer {
+      Some((task, timed_out)) => {
+        task.abort();
+        timed_out.load(std::sync::atomic::Ordering::Acquire)
+      }
+      None => false,
+    };
     self.store.unwatch_end(&launched.end_watch);
     // From here on the run takes no input: later sends fail at once, and
     // those already queued are answered.
@@ -157,6 +179,11 @@ impl Supervisor {
         &launched.subscription,
       ) || reason.is_some(),
       reason,
+      timed_out,
+      duration_ms: exited_at
+        .unwrap_or_else(Instant::now)
+        .duration_since(launched.spawned_at)
+        .as_millis() as u64,
     };
     let finished = self.handler.finished(&result);
     self.store_ops(finished).await;
@@ -164,6 +191,32 @@ impl Supervisor {
       .registry
       .remove_generation(&self.session_id, launched.subscription.generation);
     unfinished.finish(result);
+  }
+
+  /// Stops the run once `timeout` has passed, as a stop of its registration
+  /// does; the flag says whether that stop was the one that ended it.
+  fn stop_after(
+    &self,
+    timeout: Duration,
+  ) -> (
+    tokio::task::JoinHandle<()>,
+    Arc<std::sync::atomic::AtomicBool>,
+  ) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let flag = timed_out.clone();
+    let registry = self.registry.clone();
+    let (session_id, generation) = (self.session_id.clone(), self.generation);
+    let task = tokio::spawn(async move {
+      tokio::time::sleep(timeout).await;
+      // Set first, so the run's end cannot be read without it; taken back
+      // if the run was stopped (or sealed) already.
+      flag.store(true, Ordering::Release);
+      if !registry.stop_generation(&session_id, generation) {
+        flag.store(false, Ordering::Release);
+      }
+    });
+    (task, timed_out)
   }
 
   /// Checks the session, registers it, spawns the program and starts the
@@ -215,7 +268,9 @@ impl Supervisor {
       let reason = sys::describe_spawn_error(program, &e);
       abandon(self, reason, e)
     })?;
+    let spawned_at = Instant::now();
     let handle = spawned.handle.clone();
+    let control = RunControl::new(&session_id, &self.registry, generation, handle.clone());
     let watched =
       sys::Exit::watch(handle.waited_pid()).and_then(|exit| Ok((exit, spawned.connect()?)));
     let (exit, (output, stdin)) = match watched {
@@ -232,6 +287,9 @@ impl Supervisor {
     };
     if let Output::Terminal(master) = &output {
       self.pty = Some(master.clone());
+      if let Some(size) = program.pty {
+        control.set_terminal(master, size);
+      }
     }
     let child = spawned.child;
     let (events, receiver) = mpsc::channel(READ_BUFFER);
@@ -245,9 +303,19 @@ impl Supervisor {
     match output {
       Output::Pipes(stdout, stderr) => {
         let overlong = self.handler.overlong();
-        tokio::spawn(read_pipes(stdout, stderr, overlong, events.clone()))
+        let reader = read_pipes(
+          stdout,
+          stderr,
+          program.merged,
+          overlong,
+          control.clone(),
+          events.clone(),
+        );
+        tokio::spawn(reader)
       }
-      Output::Terminal(master) => tokio::spawn(read_terminal(master, events.clone())),
+      Output::Terminal(master) => {
+        tokio::spawn(read_terminal(master, control.clone(), events.clone()))
+      }
     };
     // Only a run that takes input has one: a stdin pipe, or the terminal.
     if let Some(stdin) = stdin {
@@ -255,11 +323,13 @@ impl Supervisor {
       tokio::spawn(write_stdin(stdin, receiver));
       self.stdin = Some(pieces);
     }
+    self.control = Some(control.clone());
     let watcher = Watcher {
       watched: registration.subscription.resubscribe(),
       stop_style: program.stop,
       stop_input: input.clone(),
       kill_grace,
+      control: control.clone(),
       events,
     };
     let pid = handle.pid;
@@ -268,24 +338,28 @@ impl Supervisor {
       events: receiver,
       inputs,
       input,
+      control,
       pid,
       subscription: registration.subscription,
       end_watch,
+      spawned_at,
     })
   }
 
   /// Stores output until the process has exited and its pipes are drained.
-  /// Returns the exit status, and why the runner ended the run if it did.
+  /// Returns the exit status, why the runner ended the run if it did, and
+  /// when the exit was heard of.
   /// One chunk of writes stays in flight while the next is gathered, so
   /// reading, encoding and committing overlap.
   async fn pump(
     &mut self,
     events: &mut mpsc::Receiver<Event>,
     inputs: &mut mpsc::UnboundedReceiver<HostInput>,
-  ) -> (Option<ExitStatus>, Option<String>) {
+  ) -> (Option<ExitStatus>, Option<String>, Option<Instant>) {
     let mut readers_done = 0;
     let mut status = None;
     let mut reason = None;
+    let mut exited_at = None;
     let mut deadline: Option<Instant> = None;
     let mut in_flight: Option<Vec<Submitted>> = None;
     while readers_done < 2 || status.is_none() {
@@ -344,6 +418,7 @@ impl Supervisor {
           Event::Exited(exit, why) => {
             status = Some(exit);
             reason = why;
+            exited_at = Some(Instant::now());
             deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
           }
         }
@@ -362,7 +437,7 @@ impl Supervisor {
     if let Some(last) = in_flight {
       self.complete(last).await;
     }
-    (status, reason)
+    (status, reason, exited_at)
   }
 
   async fn store_ops(&mut self, ops: Vec<Op>) {
@@ -464,7 +539,11 @@ impl Supervisor {
         Submitted::Resize(size) => {
           if let Some(master) = &self.pty {
             // A terminal that is already gone has nothing left to resize.
-            let _ = sys::resize_terminal(&**master, size);
+            if sys::resize_terminal(&**master, size).is_ok() {
+              if let Some(control) = &self.control {
+                control.resized(size);
+              }
+            }
           }
         }
         Submitted::After(action) => action(),

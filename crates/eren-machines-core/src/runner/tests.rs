@@ -54,13 +54,19 @@ fn output_lines_then_the_exit_are_stored_and_the_registration_released() {
   .unwrap();
   assert!(run.pid > 0);
   let result = run.exited.wait().unwrap();
+  // The duration is the clock's; everything else is known.
   assert_eq!(
-    result,
+    RunResult {
+      duration_ms: 0,
+      ..result
+    },
     RunResult {
       exit_code: Some(3),
       signal: None,
       stopped: false,
       reason: None,
+      timed_out: false,
+      duration_ms: 0,
     }
   );
   let stored = contents(&store, "t");
@@ -305,9 +311,8 @@ fn a_run_whose_handler_panics_is_stopped_released_and_answered_internal() {
     &registry,
     "t",
     program,
-    DEFAULT_KILL_GRACE,
+    Supervision::default(),
     handler,
-    None,
   )
   .wait()
   .unwrap();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::control::RunControl;
 use super::handler::{HostInput, RunInput};
 use super::io::Event;
 use crate::registry::{StopOutcome, Subscription};
@@ -24,6 +25,7 @@ pub(super) struct Watcher {
   pub(super) stop_style: StopStyle,
   pub(super) stop_input: RunInput,
   pub(super) kill_grace: Duration,
+  pub(super) control: RunControl,
   pub(super) events: mpsc::Sender<Event>,
 }
 
@@ -81,6 +83,8 @@ impl Watcher {
       "the run's guardian ended while the program ran; the runner ended the program".to_owned()
     });
     handle.after_end(&stopping);
+    // Before the reap, which frees the pid for reuse.
+    self.control.program_ended();
     // Ended already: this only reaps it.
     if let Ok(status) = child.wait() {
       let _ = self.events.send(Event::Exited(status, reason)).await;

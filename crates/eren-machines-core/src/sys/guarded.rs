@@ -94,6 +94,8 @@ pub async fn spawn(
   };
   let mut command = posix::base_command(guardian.as_os_str(), program, terminal.as_ref(), false)?;
   command.args(orders.to_args());
+  // The guardian's stdout and stderr are the program's.
+  let merged = posix::merge_output(&mut command, program)?;
   #[cfg(target_os = "linux")]
   let (report, report_writer) = socketpair(
     AddressFamily::Unix,
@@ -154,6 +156,7 @@ pub async fn spawn(
           handle,
           pty: terminal.map(|t| t.master),
           stdin: passed.pop(),
+          merged,
         });
       }
       // Started, but without the stdin it was asked for: it is ended.

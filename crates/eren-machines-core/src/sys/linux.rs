@@ -21,6 +21,7 @@ pub async fn spawn(program: &Program, grace: Duration) -> io::Result<Spawned> {
     return super::guarded::spawn(program, grace, &guardian, terminal).await;
   }
   let mut command = posix::direct_command(program, terminal.as_ref())?;
+  let merged = posix::merge_output(&mut command, program)?;
   let host = nix::unistd::getpid();
   {
     use std::os::unix::process::CommandExt;
@@ -37,7 +38,7 @@ pub async fn spawn(program: &Program, grace: Duration) -> io::Result<Spawned> {
       });
     }
   }
-  posix::start(command, terminal).await
+  posix::start(command, terminal, merged).await
 }
 
 #[cfg(test)]

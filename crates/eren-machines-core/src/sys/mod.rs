@@ -47,14 +47,14 @@ pub use program::{Program, PtySize, StopStyle};
 pub use exit::{exited, Exit};
 #[cfg(unix)]
 pub use posix::{
-  describe_spawn_error, in_own_group, kill_group, login_shell, resize_terminal, signal_of, Handle,
-  Stopping,
+  describe_spawn_error, foreground_process, in_own_group, kill_group, login_shell, resize_terminal,
+  signal_named, signal_of, Handle, Stopping,
 };
 pub use spawn::{spawn, Output, Spawned};
 #[cfg(windows)]
 pub use windows::{
-  describe_spawn_error, in_own_group, kill_group, login_shell, resize_terminal, signal_of, Handle,
-  Stopping,
+  describe_spawn_error, foreground_process, in_own_group, kill_group, login_shell, resize_terminal,
+  signal_named, signal_of, Handle, Stopping,
 };
 
 /// Whether a stop in [`StopStyle::Interrupt`] style reaches the program as

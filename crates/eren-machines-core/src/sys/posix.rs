@@ -50,6 +50,15 @@ impl Handle {
     }
   }
 
+  /// Sends `signal` (see [`signal_named`]) to the program's group, the
+  /// host's own, not a stop. True: this platform has signals.
+  pub fn signal_group(&self, signal: i32) -> bool {
+    if let Ok(signal) = Signal::try_from(signal) {
+      signal_group(self.pid, signal);
+    }
+    true
+  }
+
   /// The first signal of a stop. A guardian forwards it to the whole tree
   /// itself; without one, the group and the descendants found below the
   /// program get it.
@@ -149,8 +158,9 @@ impl Handle {
 /// leading a session on its pseudo-terminal.
 pub async fn spawn(program: &Program) -> io::Result<Spawned> {
   let terminal = program.pty.map(open_terminal).transpose()?;
-  let command = direct_command(program, terminal.as_ref())?;
-  start(command, terminal).await
+  let mut command = direct_command(program, terminal.as_ref())?;
+  let merged = merge_output(&mut command, program)?;
+  start(command, terminal, merged).await
 }
 
 /// The command that runs `program` itself, without a guardian.
@@ -174,8 +184,13 @@ pub fn direct_command(program: &Program, terminal: Option<&Terminal>) -> io::Res
   Ok(command)
 }
 
-/// Starts a command made by [`direct_command`] on the spawner thread.
-pub async fn start(command: Command, terminal: Option<Terminal>) -> io::Result<Spawned> {
+/// Starts a command made by [`direct_command`] on the spawner thread;
+/// `merged` is the host's end of its merged output, if it has one.
+pub async fn start(
+  command: Command,
+  terminal: Option<Terminal>,
+  merged: Option<OwnedFd>,
+) -> io::Result<Spawned> {
   let child = super::spawner::spawn(command).await?;
   let pid = child.id();
   Ok(Spawned {
@@ -183,6 +198,7 @@ pub async fn start(command: Command, terminal: Option<Terminal>) -> io::Result<S
     handle: Handle::direct(pid),
     pty: terminal.map(|t| t.master),
     stdin: None,
+    merged,
   })
 }
 
@@ -254,14 +270,14 @@ pub fn base_command(
         .stderr(Stdio::from(terminal.slave.try_clone()?));
     }
     None => {
-      command
-        .stdin(if program.stdin {
-          Stdio::piped()
-        } else {
-          Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+      command.stdin(if program.stdin {
+        Stdio::piped()
+      } else {
+        Stdio::null()
+      });
+      if !program.merged {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+      }
     }
   }
   if let Some(cwd) = &program.cwd {
@@ -271,6 +287,38 @@ pub fn base_command(
     command.process_group(0);
   }
   Ok(command)
+}
+
+/// For a program with merged output: one pipe that is both its stdout and
+/// its stderr, set on `command`; returns the host's end. None otherwise.
+pub fn merge_output(command: &mut Command, program: &Program) -> io::Result<Option<OwnedFd>> {
+  if !program.merged || program.pty.is_some() {
+    return Ok(None);
+  }
+  let (host_end, program_end) = cloexec_pipe()?;
+  command
+    .stdout(Stdio::from(program_end.try_clone()?))
+    .stderr(Stdio::from(program_end));
+  Ok(Some(host_end))
+}
+
+/// A pipe whose ends are closed on exec. macOS has no `pipe2`: there the
+/// flag is set just after, and a fork by another thread in between could
+/// copy an end into that child.
+fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+  #[cfg(target_os = "linux")]
+  return Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?);
+  #[cfg(not(target_os = "linux"))]
+  {
+    let (read, write) = nix::unistd::pipe()?;
+    for end in [&read, &write] {
+      nix::fcntl::fcntl(
+        end.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+      )?;
+    }
+    Ok((read, write))
+  }
 }
 
 /// Sends `signal` to each of `processes` that is still the process the
@@ -331,6 +379,38 @@ pub fn signal_name(signal: i32) -> String {
   Signal::try_from(signal)
     .map(|s| s.as_str().to_owned())
     .unwrap_or_else(|_| format!("SIG{signal}"))
+}
+
+/// The number of the signal named `name` (`"SIGTERM"`), if it is one.
+pub fn signal_named(name: &str) -> Option<i32> {
+  name.parse::<Signal>().ok().map(|signal| signal as i32)
+}
+
+/// The name of the foreground process of the terminal whose controlling
+/// side is `master`: its foreground process group's leader.
+pub fn foreground_process(master: &impl AsFd) -> Option<String> {
+  let group = nix::unistd::tcgetpgrp(master.as_fd()).ok()?;
+  process_name(group.as_raw() as u32)
+}
+
+#[cfg(target_os = "linux")]
+fn process_name(pid: u32) -> Option<String> {
+  let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+  Some(name.trim_end_matches('\n').to_owned())
+}
+
+#[cfg(target_os = "macos")]
+fn process_name(pid: u32) -> Option<String> {
+  use nix::libc;
+  let mut name = [0u8; 2 * libc::MAXCOMLEN + 1];
+  // SAFETY: the buffer is valid for writes of its length, which is given.
+  let written = unsafe { libc::proc_name(pid as i32, name.as_mut_ptr().cast(), name.len() as u32) };
+  (written > 0).then(|| String::from_utf8_lossy(&name[..written as usize]).into_owned())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn process_name(_pid: u32) -> Option<String> {
+  None
 }
 
 /// The signal that ended a process, by name.

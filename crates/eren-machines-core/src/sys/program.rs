@@ -40,6 +40,10 @@ pub struct Program {
   /// `TERM` is `xterm-256color` unless `env` sets it, and its output is
   /// stored as chunks (see `runner::chunks`).
   pub pty: Option<PtySize>,
+  /// stdout and stderr through one pipe (ignored in a pseudo-terminal,
+  /// which merges them anyway), so their order is exactly the order of the
+  /// program's writes.
+  pub merged: bool,
   pub stop: StopStyle,
 }
 

@@ -22,6 +22,9 @@ pub struct Spawned {
   /// The write end of the program's stdin pipe, when the guardian made it
   /// (otherwise it is the child's).
   pub stdin: Option<OwnedFd>,
+  /// The read end of the one pipe that is both stdout and stderr, for a
+  /// program with merged output.
+  pub merged: Option<OwnedFd>,
 }
 
 /// A spawned program, on Windows: the program, its job, and the host's
@@ -78,7 +81,8 @@ impl Spawned {
       return Ok((Output::Terminal(master.clone()), Some(master)));
     }
     let register = |fd: Option<OwnedFd>| fd.map(Nonblocking::new).transpose();
-    let stdout = register(self.child.stdout.take().map(OwnedFd::from))?;
+    let stdout = self.merged.take();
+    let stdout = register(stdout.or(self.child.stdout.take().map(OwnedFd::from)))?;
     let stderr = register(self.child.stderr.take().map(OwnedFd::from))?;
     let stdin = self.child.stdin.take().map(OwnedFd::from);
     let stdin = register(stdin.or(self.stdin.take()))?;

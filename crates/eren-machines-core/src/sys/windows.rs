@@ -66,6 +66,11 @@ pub struct Handle {
 pub struct Stopping(());
 
 impl Handle {
+  /// Windows has no signals: false, and the caller stops the run instead.
+  pub fn signal_group(&self, _signal: i32) -> bool {
+    false
+  }
+
   /// The first signal of a stop: `CTRL_BREAK_EVENT` to the program's
   /// group. It reaches the group only when the host has a console to share;
   /// otherwise the grace period passes and the job is ended.
@@ -141,13 +146,23 @@ pub async fn spawn(program: &Program) -> io::Result<Spawned> {
   }
   command.creation_flags(flags);
   let stdout = Pipe::new(PipeDirection::FromChild)?;
-  let stderr = Pipe::new(PipeDirection::FromChild)?;
+  // Merged output: the one pipe's handle is stdout and stderr both.
+  let stderr = match program.merged {
+    true => {
+      command.stderr(stdout.child.try_clone()?);
+      None
+    }
+    false => {
+      let stderr = Pipe::new(PipeDirection::FromChild)?;
+      command.stderr(stderr.child);
+      Some(stderr.host)
+    }
+  };
   let stdin = program
     .stdin
     .then(|| Pipe::new(PipeDirection::ToChild))
     .transpose()?;
   command.stdout(stdout.child);
-  command.stderr(stderr.child);
   let stdin = match stdin {
     Some(pipe) => {
       command.stdin(pipe.child);
@@ -166,7 +181,7 @@ pub async fn spawn(program: &Program) -> io::Result<Spawned> {
     let _ = child.wait();
     return Err(e);
   }
-  for pipe in [Some(&stdout.host), Some(&stderr.host), stdin.as_ref()]
+  for pipe in [Some(&stdout.host), stderr.as_ref(), stdin.as_ref()]
     .into_iter()
     .flatten()
   {
@@ -179,7 +194,7 @@ pub async fn spawn(program: &Program) -> io::Result<Spawned> {
     },
     child,
     stdout: Some(stdout.host),
-    stderr: Some(stderr.host),
+    stderr,
     stdin,
   })
 }
@@ -274,7 +289,7 @@ enum PipeDirection {
 /// and the program's synchronous end.
 struct Pipe {
   host: NamedPipeServer,
-  child: Stdio,
+  child: std::fs::File,
 }
 
 impl Pipe {
@@ -297,10 +312,7 @@ impl Pipe {
       .read(!from_child)
       .write(from_child)
       .open(&name)?;
-    Ok(Pipe {
-      host,
-      child: child.into(),
-    })
+    Ok(Pipe { host, child })
   }
 }
 
@@ -409,6 +421,31 @@ pub fn resize_terminal(_terminal: &impl ?Sized, _size: PtySize) -> io::Result<()
 
 /// Windows has no signals: always `None`.
 pub fn signal_of(_status: ExitStatus) -> Option<String> {
+  None
+}
+
+/// The POSIX names a host may pass to `kill()`, for the same validation as
+/// elsewhere; any of them stops the run here.
+pub fn signal_named(name: &str) -> Option<i32> {
+  const NAMES: [(&str, i32); 9] = [
+    ("SIGHUP", 1),
+    ("SIGINT", 2),
+    ("SIGQUIT", 3),
+    ("SIGABRT", 6),
+    ("SIGKILL", 9),
+    ("SIGUSR1", 10),
+    ("SIGUSR2", 12),
+    ("SIGTERM", 15),
+    ("SIGBREAK", 21),
+  ];
+  NAMES
+    .iter()
+    .find(|(known, _)| *known == name)
+    .map(|(_, n)| *n)
+}
+
+/// No pseudo-terminal on Windows yet, so no foreground process.
+pub fn foreground_process<T>(_master: &T) -> Option<String> {
   None
 }
 

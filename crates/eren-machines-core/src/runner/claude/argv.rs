@@ -80,6 +80,7 @@ pub fn program(request: ClaudeRequest) -> Program {
     clear_env: request.clear_env,
     stdin: true,
     pty: None,
+    merged: false,
     stop: StopStyle::Interrupt,
   }
 }

@@ -288,8 +288,11 @@ impl OutputHandler for ClaudeOutput {
         self.keep_stderr(&text);
         ops.push(Op::Append(content::claude_stderr(&text)));
       }
-      // The CLI never runs in a pseudo-terminal; stdout is its protocol.
-      (Stream::Stdout | Stream::Pty, Line::Text(text)) => self.event(text, &mut ops),
+      // The CLI never runs in a pseudo-terminal or with merged output;
+      // stdout is its protocol.
+      (Stream::Stdout | Stream::Pty | Stream::Merged, Line::Text(text)) => {
+        self.event(text, &mut ops)
+      }
     }
     ops
   }
