@@ -4,8 +4,9 @@
 // order other than the one written, for this package (what it stored)
 // against child_process (the order its 'data' events arrived in), in the
 // same run. Once with the writer sleeping between lines, and once with it
-// busy-waiting, which takes a whole core away from the readers. Figures to
-// report, never assertions. `npm run bench:order`.
+// busy-waiting, which takes a whole core away from the readers; and with
+// stdio 'merged' (one pipe), which keeps the written order by construction.
+// Figures to report, never assertions. `npm run bench:order`.
 const { spawn } = require('node:child_process')
 const { runBench } = require('./common')
 const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
@@ -27,14 +28,21 @@ for i in range(${PAIRS}):
     sys.stderr.write(f"err{i}\\n"); sys.stderr.flush(); pause(0.0005)
 `
 
-async function ours(busy) {
+async function ours(busy, stdio = 'separate') {
   const store = SessionStore.inMemory()
   const registry = new ProcessRegistry()
   let wrong = 0
   for (let run = 0; run < RUNS; run++) {
     const sessionId = `order-${run}`
     await store.createSession(sessionId)
-    const started = await spawnTerminal({ store, registry, sessionId, command: 'python3', args: ['-c', program(busy)] })
+    const started = await spawnTerminal({
+      store,
+      registry,
+      sessionId,
+      command: 'python3',
+      args: ['-c', program(busy)],
+      stdio,
+    })
     await started.exited
     const lines = (await store.messages(sessionId))
       .map((m) => JSON.parse(m.content))
@@ -65,8 +73,9 @@ async function main() {
   for (const busy of [false, true]) {
     const base = await childProcess(busy)
     const mine = await ours(busy)
+    const merged = await ours(busy, 'merged')
     console.log(
-      `  writer ${busy ? 'busy-waiting' : 'sleeping'}: eren-machines ${mine}/${RUNS}, child_process ${base}/${RUNS}`,
+      `  writer ${busy ? 'busy-waiting' : 'sleeping'}: eren-machines ${mine}/${RUNS}, with stdio 'merged' ${merged}/${RUNS}, child_process ${base}/${RUNS}`,
     )
   }
 }

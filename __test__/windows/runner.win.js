@@ -83,8 +83,9 @@ test('spawnTerminal stores stdout, stderr and the exit code of cmd /c', async ()
     args: ['/c', 'echo out& echo err 1>&2& exit 3'],
   })
   assert.ok(run.pid > 0)
-  const result = await run.exited
-  assert.deepEqual(result, { exitCode: 3, signal: null, stopped: false })
+  const { durationMs, ...result } = await run.exited
+  assert.deepEqual(result, { exitCode: 3, signal: null, stopped: false, timedOut: false })
+  assert.ok(durationMs >= 0)
   const stored = await contents(store, sessionId)
   assert.deepEqual(
     stored.filter((c) => c.type === 'terminal_output').map((c) => [c.stream, c.content.trim()]),
@@ -278,10 +279,59 @@ test('a stop of a Claude run sends the CLI its interrupt request, and the CLI en
   })
   await working.message
   assert.equal(registry.stop(sessionId), true)
-  const result = await run.exited
-  assert.deepEqual(result, { exitCode: 0, signal: null, stopped: true })
+  const { durationMs, ...result } = await run.exited
+  assert.deepEqual(result, { exitCode: 0, signal: null, stopped: true, timedOut: false })
   const stored = await contents(store, sessionId)
   assert.ok(stored.some((c) => c.type === 'user' && JSON.stringify(c).includes('[Request interrupted by user]')))
+})
+
+test("stdio: 'merged' stores stdout and stderr through one pipe, in the order written", async () => {
+  const { store, registry, sessionId } = await openStore()
+  const run = await m.spawnTerminal({
+    store,
+    registry,
+    sessionId,
+    command: 'cmd',
+    args: ['/c', 'echo one& echo two 1>&2& echo three& echo four 1>&2'],
+    stdio: 'merged',
+  })
+  assert.equal((await run.exited).exitCode, 0)
+  const lines = (await contents(store, sessionId)).filter((c) => c.type === 'terminal_output')
+  assert.deepEqual(
+    lines.map((c) => [c.stream, c.content.trim()]),
+    ['one', 'two', 'three', 'four'].map((word) => ['merged', word]),
+  )
+})
+
+test('timeout and kill() end a run through its job: timedOut for the one, a stop for the other', async () => {
+  const { store, registry, sessionId } = await openStore()
+  const timed = await m.spawnTerminal({
+    store,
+    registry,
+    sessionId,
+    command: process.execPath,
+    args: ['-e', 'setTimeout(() => {}, 600000)'],
+    timeout: 300,
+    killGraceMs: 200,
+  })
+  const result = await timed.exited
+  assert.equal(result.timedOut, true)
+  assert.equal(result.stopped, true)
+  assert.equal((await contents(store, sessionId)).at(-1).timed_out, true)
+  const killed = await m.spawnTerminal({
+    store,
+    registry,
+    sessionId,
+    command: process.execPath,
+    args: ['-e', 'setTimeout(() => {}, 600000)'],
+    killGraceMs: 200,
+  })
+  assert.throws(() => killed.kill('SIGNOPE'), { code: 'INVALID_ARGUMENT' })
+  killed.kill('SIGKILL')
+  const ended = await killed.exited
+  assert.equal(ended.stopped, true)
+  assert.equal(ended.timedOut, false)
+  assert.equal(isRunning(killed.pid), false)
 })
 
 test('loginShellPath() is the process PATH on Windows', async () => {

@@ -21,6 +21,8 @@ use crate::sys::nonblocking::Nonblocking;
 pub enum Event {
   /// The lines completed by one read from a pipe.
   Lines(Stream, Vec<Line>),
+  /// The reader (of both pipes, or of the terminal) has seen every
+  /// descriptor close.
   ReaderDone,
   /// The process the host waited for has ended, with its status, and why
   /// the runner ended the run, if it did.
@@ -67,9 +69,8 @@ impl ToSupervisor {
     }
   }
 
-  /// The supervisor counts one end per stream.
+  /// The run's one reader has read everything.
   async fn done(mut self) {
-    self.send(Event::ReaderDone).await;
     self.send(Event::ReaderDone).await;
   }
 }

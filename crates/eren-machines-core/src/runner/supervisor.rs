@@ -356,13 +356,13 @@ impl Supervisor {
     events: &mut mpsc::Receiver<Event>,
     inputs: &mut mpsc::UnboundedReceiver<HostInput>,
   ) -> (Option<ExitStatus>, Option<String>, Option<Instant>) {
-    let mut readers_done = 0;
+    let mut reader_done = false;
     let mut status = None;
     let mut reason = None;
     let mut exited_at = None;
     let mut deadline: Option<Instant> = None;
     let mut in_flight: Option<Vec<Submitted>> = None;
-    while readers_done < 2 || status.is_none() {
+    while !reader_done || status.is_none() {
       let mut ops = Vec::new();
       // Host input first: it was sent before whatever is read next.
       while let Ok(input) = inputs.try_recv() {
@@ -414,7 +414,7 @@ impl Supervisor {
               ops.extend(self.handler.line(stream, line));
             }
           }
-          Event::ReaderDone => readers_done += 1,
+          Event::ReaderDone => reader_done = true,
           Event::Exited(exit, why) => {
             status = Some(exit);
             reason = why;

@@ -167,6 +167,7 @@ impl ClaudeOutput {
     };
     let session_id = event.session_id();
     let kind = event.kind().unwrap_or_default();
+    let appended = ops.len();
     ops.push(Op::Append(text.to_owned()));
     if session_id.is_some() && session_id != self.claude_session_id {
       self.claude_session_id = session_id.clone();
@@ -190,11 +191,15 @@ impl ClaudeOutput {
         for request_id in std::mem::take(&mut self.pending).into_keys() {
           self.tell_host(ToolEvent::Cancel { request_id }, ops);
         }
+        let mut status = Vec::new();
         if event.is_error() {
-          self.set(AgentStatus::Error, Some(event.error_text()), ops);
+          self.set(AgentStatus::Error, Some(event.error_text()), &mut status);
         } else {
-          self.set(AgentStatus::Idle, None, ops);
+          self.set(AgentStatus::Idle, None, &mut status);
         }
+        // Committed no later than the result itself: whoever sees the
+        // result (a subscriber, another process) reads the status it set.
+        ops.splice(appended..appended, status);
         if !self.conversation.keep_open {
           self.close_input(ops);
         }

@@ -436,3 +436,17 @@ fn the_stderr_tail_is_bounded() {
   assert!(output.stderr_tail.len() <= STDERR_TAIL);
   assert!(output.stderr_tail.ends_with("line 1999 é\n"));
 }
+
+#[test]
+fn a_result_sets_its_status_before_it_is_stored_so_no_reader_sees_it_first() {
+  for (line, status) in [(OK, AgentStatus::Idle), (FAIL, AgentStatus::Error)] {
+    let mut output = one_shot("hello");
+    let _ = output.started();
+    output.line(Stream::Stdout, out(INIT));
+    let ops = output.line(Stream::Stdout, out(line));
+    let position = |found: &dyn Fn(&Op) -> bool| ops.iter().position(found).unwrap();
+    let set = position(&|op| matches!(op, Op::Status(s, _) if *s == status));
+    let stored = position(&|op| matches!(op, Op::Append(text) if text.as_str() == line));
+    assert!(set < stored, "{line}");
+  }
+}
