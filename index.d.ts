@@ -41,6 +41,13 @@ export type ClaudeContentBlock =
   | { type: 'tool_result'; tool_use_id: string; content?: unknown; is_error?: boolean }
   | { type: 'image'; source: unknown }
 
+/** A content block a host sends in a user message (`send()`, `prompt`): the Messages API's shapes, written as given. */
+export type ContentBlock =
+  | { type: 'text'; text: string }
+  | { type: 'image'; source: { type: 'base64'; media_type: string; data: string } | { type: 'url'; url: string } }
+  | { type: 'document'; source: { type: 'base64'; media_type: string; data: string } | { type: 'text'; media_type: string; data: string }; title?: string }
+  | { type: string; [field: string]: unknown }
+
 /** An event of the Claude CLI's stream-json protocol, stored as it was printed. */
 export interface ClaudeEvent {
   type:
@@ -112,8 +119,22 @@ export type ToolDecision =
 
 /** A Claude CLI run that converses. */
 export interface ClaudeRun extends Run {
-  /** A further user message: stored, then written to stdin. Rejects with `NOT_RUNNING` once the run ended, `INVALID_ARGUMENT` after `end()`. */
-  send(text: string): Promise<Message>
+  /** A further user message, text or content blocks: stored, then written to stdin. Rejects with `NOT_RUNNING` once the run ended, `INVALID_ARGUMENT` after `end()` or for content that is neither a string nor a non-empty array of blocks with a string `type`. */
+  send(content: string | ContentBlock[]): Promise<Message>
+  /** Sends the CLI a control request of this subtype with the payload's fields; resolves with the CLI's response object. The request and the response are stored in order. Rejects with `INVALID_ARGUMENT` carrying the CLI's error text when it refuses, `NOT_RUNNING` once the run ended or when it ends first. */
+  control(subtype: string, payload?: Record<string, unknown>): Promise<Record<string, unknown>>
+  /** Switches the permission mode mid-session (`default`, `acceptEdits`, `bypassPermissions`, `plan`, `dontAsk`, `auto`, as the CLI accepts). */
+  setPermissionMode(mode: string): Promise<void>
+  /** Switches the model mid-session; without one, the CLI's default. */
+  setModel(model?: string): Promise<void>
+  /** Sets the thinking budget; `null` clears it. */
+  setMaxThinkingTokens(tokens: number | null): Promise<void>
+  /** The CLI's MCP servers and their state. */
+  mcpServerStatus(): Promise<Record<string, unknown>[]>
+  /** The CLI's answer to `initialize` (its commands, models, account and so on), asked once per run on first use. */
+  readonly initialization: Promise<Record<string, unknown>>
+  /** Calls `cb` with each agent status the run stores from now on, once it is committed. Returns the function that unsubscribes it. */
+  onStatus(cb: (status: AgentStatus) => void): () => void
   /** Ends the current turn with the CLI's interrupt request (stored, then written); the CLI stays. */
   interrupt(): Promise<void>
   /** No more input: the CLI exits after its turn. */
@@ -272,8 +293,8 @@ export interface ClaudeOptions {
   store: SessionStore
   registry: ProcessRegistry
   sessionId: string
-  /** The first user message, written to stdin (never argv). */
-  prompt?: string
+  /** The first user message, written to stdin (never argv): text, or the Messages API's content blocks. */
+  prompt?: string | ContentBlock[]
   /** Keep the CLI for more turns through `send()` until `end()` or a stop (default false: stdin closes after the first result). */
   conversation?: boolean
   cwd?: string
@@ -281,7 +302,7 @@ export interface ClaudeOptions {
   /** Default: `claude` on `PATH` (see `loginShellPath()` for desktop apps). */
   claudePath?: string
   model?: string
-  permissionMode?: 'default' | 'acceptEdits' | 'bypassPermissions' | 'plan'
+  permissionMode?: 'default' | 'acceptEdits' | 'bypassPermissions' | 'plan' | 'dontAsk' | 'auto'
   allowedTools?: Array<string>
   disallowedTools?: Array<string>
   maxTurns?: number

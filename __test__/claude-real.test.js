@@ -128,6 +128,34 @@ test(`the CLI under test is ${VERSION}`, () => {
   expect(fs.existsSync(cli)).toBe(true)
 })
 
+test('the control plane: initialization, permission modes (dontAsk and auto too), model, thinking, MCP status, a refusal', async () => {
+  const { store, sessionId, run, until } = await claude({ prompt: 'SAY ready', conversation: true })
+  await until((c) => c.type === 'result')
+  const init = await run.initialization
+  expect(Array.isArray(init.commands)).toBe(true)
+  for (const mode of ['dontAsk', 'auto', 'plan', 'acceptEdits', 'default']) {
+    await expect(run.setPermissionMode(mode)).resolves.toBeUndefined()
+  }
+  const refused = await run.setPermissionMode('reckless').catch((e) => e)
+  expect(refused.code).toBe('INVALID_ARGUMENT')
+  expect(refused.message).toContain('dontAsk')
+  await expect(run.setModel('claude-sonnet-4-5')).resolves.toBeUndefined()
+  await expect(run.setMaxThinkingTokens(1024)).resolves.toBeUndefined()
+  expect(await run.mcpServerStatus()).toEqual([])
+  const unknown = await run.control('no_such_thing').catch((e) => e)
+  expect(unknown.message).toContain('no_such_thing')
+  // The conversation goes on with the new settings.
+  await run.send('SAY after')
+  await until((c) => c.type === 'result' && c.result === 'said after')
+  run.end()
+  expect(await run.exited).toMatchObject({ exitCode: 0 })
+  const stored = await contents(store, sessionId)
+  const asked = stored.filter((c) => c.type === 'control_request' && c.request_id?.startsWith('eren-control-'))
+  const answered = new Set(stored.filter((c) => c.type === 'control_response').map((c) => c.response.request_id))
+  expect(asked.length).toBe(11)
+  for (const request of asked) expect(answered.has(request.request_id)).toBe(true)
+})
+
 test('a two-turn conversation: each turn a result, claudeSessionId set, idle between turns', async () => {
   const { store, sessionId, run, until } = await claude({ prompt: 'SAY one', conversation: true })
   await until((c) => c.type === 'result')

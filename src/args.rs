@@ -4,6 +4,7 @@
 use napi::bindgen_prelude::*;
 
 use crate::error::coded;
+use eren_machines_core::runner::claude::protocol::UserContent;
 use eren_machines_core::session_id::validate_session_id;
 use eren_machines_core::Error;
 
@@ -85,6 +86,36 @@ impl FromNapiValue for Text {
     // SAFETY: `env` and `value` come valid from our caller on the JS thread
     // (this trait method's contract), and `value` was checked to be a string.
     Ok(Text(unsafe { String::from_napi_value(env, value)? }))
+  }
+}
+
+/// What a user message says: a string, or an array of the Messages API's
+/// content blocks (objects with a string `type`), written as given.
+pub struct Content(pub UserContent);
+
+impl FromNapiValue for Content {
+  unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+    let expected = "a string or an array of content blocks";
+    match type_of!(env, value)? {
+      // SAFETY: `env` and `value` come valid from our caller on the JS
+      // thread, and `value` was checked to be a string.
+      ValueType::String => Ok(Content(UserContent::Text(unsafe {
+        String::from_napi_value(env, value)?
+      }))),
+      ValueType::Object => {
+        // SAFETY: as above, and `value` was checked to be an object; serde
+        // reads it (a cyclic or exotic value fails, it does not crash).
+        let blocks = unsafe { serde_json::Value::from_napi_value(env, value) }
+          .map_err(|_| invalid_argument(env, format!("content must be {expected}")))?;
+        let serde_json::Value::Array(blocks) = blocks else {
+          return Err(invalid_argument(env, format!("content must be {expected}")));
+        };
+        UserContent::blocks(blocks)
+          .map(Content)
+          .map_err(|why| invalid_argument(env, why))
+      }
+      _ => Err(invalid_argument(env, format!("content must be {expected}"))),
+    }
   }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::args::{read_options, Bytes, Callback, Options, SessionId, StringMap, Text};
+use crate::args::{read_options, Bytes, Callback, Content, Options, SessionId, StringMap};
 use crate::error::{coded, Failure, Result};
 use crate::message::JsMessage;
 use crate::promise::{own_run, promise, run_sink, OwnedRun};
@@ -267,7 +267,7 @@ fn start<'env>(
       let exited = promise(env, run.exited, JsRunResult::from).map_err(|e| coded(env.raw(), e))?;
       object.set("exited", exited)?;
       match surface {
-        Surface::Claude => claude_methods(env, &mut object, run.input)?,
+        Surface::Claude => claude_methods(env, &mut object, run.input, &run.control)?,
         Surface::Terminal { pty } => {
           terminal_methods(env, &mut object, run.input, pty, run.control.clone())?
         }
@@ -280,7 +280,7 @@ fn start<'env>(
 
 /// A Promise made inside a function created from a closure, as a value
 /// that outlives the call's scope (napi keeps it alive as the return value).
-fn detach<T>(env: &Env, made: Result<PromiseRaw<'_, T>>) -> napi::Result<Unknown<'static>> {
+pub fn detach<T>(env: &Env, made: Result<PromiseRaw<'_, T>>) -> napi::Result<Unknown<'static>> {
   let made = made.map_err(|e| coded(env.raw(), e))?;
   // SAFETY: the value is returned to JS right away, from the same call.
   Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), made.raw()) })
@@ -344,17 +344,20 @@ fn terminal_methods(
   Ok(())
 }
 
-/// `send`, `interrupt` and `end` of a Claude run.
-fn claude_methods(env: &Env, object: &mut Object, input: RunInput) -> napi::Result<()> {
+/// `send`, `interrupt`, `end` and the control plane of a Claude run.
+fn claude_methods(
+  env: &Env,
+  object: &mut Object,
+  input: RunInput,
+  control: &RunControl,
+) -> napi::Result<()> {
+  crate::claude_control::control_methods(env, object, &input, control)?;
   let sender = input.clone();
   object.set(
     "send",
     env.create_function_from_closure::<Unknown, _, _>("send", move |ctx| {
-      let text: Text = ctx.get(0)?;
-      let pending = sender.request(|reply| HostInput::Send {
-        text: text.0,
-        reply,
-      });
+      let Content(content) = ctx.get(0)?;
+      let pending = sender.request(|reply| HostInput::Send { content, reply });
       detach(ctx.env, promise(ctx.env, pending, JsMessage::from))
     })?,
   )?;
@@ -453,7 +456,7 @@ pub fn spawn_claude<'env>(
     clear_env: common.clear_env,
   };
   let conversation = claude::Conversation {
-    prompt: opts.prompt,
+    prompt: opts.prompt.map(|Content(content)| content),
     keep_open: opts.conversation.unwrap_or(false),
     tools,
   };
@@ -475,8 +478,9 @@ pub struct ClaudeOptions {
   #[napi(ts_type = "ProcessRegistry")]
   pub registry: RegistryArg,
   pub session_id: String,
-  /// The first user message, written to stdin (never argv).
-  pub prompt: Option<String>,
+  /// The first user message, written to stdin (never argv): text, or the Messages API's content blocks.
+  #[napi(ts_type = "string | ContentBlock[]")]
+  pub prompt: Option<Content>,
   /// Keep the CLI for more turns through `send()` until `end()` or a stop (default false: stdin closes after the first result).
   pub conversation: Option<bool>,
   pub cwd: Option<String>,
@@ -484,7 +488,9 @@ pub struct ClaudeOptions {
   /// Default: `claude` on `PATH` (see `loginShellPath()` for desktop apps).
   pub claude_path: Option<String>,
   pub model: Option<String>,
-  #[napi(ts_type = "'default' | 'acceptEdits' | 'bypassPermissions' | 'plan'")]
+  #[napi(
+    ts_type = "'default' | 'acceptEdits' | 'bypassPermissions' | 'plan' | 'dontAsk' | 'auto'"
+  )]
   pub permission_mode: Option<String>,
   pub allowed_tools: Option<Vec<String>>,
   pub disallowed_tools: Option<Vec<String>>,
@@ -582,7 +588,7 @@ read_options!(ClaudeOptions, |env, opts| {
     append_system_prompt: opts.get("appendSystemPrompt", "a string")?,
     include_partial_messages: opts.get("includePartialMessages", "a boolean")?,
     args: strings("args")?,
-    prompt: opts.get("prompt", "a string")?,
+    prompt: opts.get("prompt", "a string or an array of content blocks")?,
     conversation: opts.get("conversation", "a boolean")?,
   })
 });

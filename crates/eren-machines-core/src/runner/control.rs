@@ -11,11 +11,15 @@ use tokio::sync::{watch, Semaphore};
 use crate::error::{Error, Result};
 use crate::output::Stream;
 use crate::registry::ProcessRegistry;
+use crate::store::AgentStatus;
 use crate::sys::nonblocking::Nonblocking;
 use crate::sys::{self, PtySize};
 
 /// Called with each read of a run's output, on the runner's reactor.
 pub type DataSink = Box<dyn Fn(Stream, &[u8]) + Send + Sync>;
+
+/// Called with each agent status a Claude run stores, once it is stored.
+pub type StatusSink = Arc<dyn Fn(AgentStatus) + Send + Sync>;
 
 /// A consumer of a run's raw output.
 pub struct DataTap {
@@ -47,6 +51,7 @@ struct Shared {
   /// The terminal's controlling side and its size, for a run in one.
   terminal: Mutex<Option<(Weak<Nonblocking>, PtySize)>>,
   taps: Mutex<Taps>,
+  statuses: Mutex<Vec<(u64, StatusSink)>>,
 }
 
 #[derive(Default)]
@@ -76,6 +81,7 @@ impl RunControl {
         replay: Some(Vec::new()),
         ..Taps::default()
       }),
+      statuses: Mutex::new(Vec::new()),
     }))
   }
 
@@ -179,6 +185,33 @@ impl RunControl {
     let id = taps.next_id;
     taps.live.push((id, tap));
     id
+  }
+
+  /// Adds a listener for the agent status changes of a Claude run, each
+  /// told once it is committed. Returns its id, for [`RunControl::unlisten`].
+  pub fn on_status(&self, sink: StatusSink) -> u64 {
+    let mut taps = self.0.taps.lock().unwrap_or_else(|p| p.into_inner());
+    taps.next_id += 1;
+    let id = taps.next_id;
+    let mut statuses = self.0.statuses.lock().unwrap_or_else(|p| p.into_inner());
+    statuses.push((id, sink));
+    id
+  }
+
+  pub fn unlisten(&self, id: u64) {
+    let mut statuses = self.0.statuses.lock().unwrap_or_else(|p| p.into_inner());
+    statuses.retain(|(listener, _)| *listener != id);
+  }
+
+  /// A status the run has stored.
+  pub(super) fn status_stored(&self, status: AgentStatus) {
+    let listeners: Vec<StatusSink> = {
+      let statuses = self.0.statuses.lock().unwrap_or_else(|p| p.into_inner());
+      statuses.iter().map(|(_, sink)| sink.clone()).collect()
+    };
+    for listener in listeners {
+      listener(status);
+    }
   }
 
   pub fn untap(&self, id: u64) {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use super::claude::protocol::ToolDecision;
+use super::claude::protocol::{ToolDecision, UserContent};
 use super::lines::{Line, Overlong};
 use crate::bridge::terminal;
 use crate::error::{Error, Result};
@@ -17,7 +17,16 @@ use crate::sys::{Program, PtySize, StopStyle};
 /// What a host may send to a run while it lives.
 pub enum HostInput {
   /// A user message; answered with the stored message once it is written.
-  Send { text: String, reply: Reply<Message> },
+  Send {
+    content: UserContent,
+    reply: Reply<Message>,
+  },
+  /// A control request (its `subtype` and fields) for the Claude CLI;
+  /// answered with the CLI's response, or its error as `INVALID_ARGUMENT`.
+  Control {
+    request: serde_json::Map<String, serde_json::Value>,
+    reply: Reply<serde_json::Value>,
+  },
   /// End the current turn; answered once the request is written.
   Interrupt { reply: Reply<()> },
   /// The host's answer to a tool permission request.
@@ -124,6 +133,7 @@ impl HostInput {
   pub(super) fn refuse(self, error: impl Fn() -> Error) {
     match self {
       HostInput::Send { reply, .. } => drop(reply.send(Err(error()))),
+      HostInput::Control { reply, .. } => drop(reply.send(Err(error()))),
       HostInput::Interrupt { reply } => drop(reply.send(Err(error()))),
       HostInput::Write { reply, .. } => drop(reply.send(Err(error()))),
       HostInput::Decision { .. } | HostInput::End | HostInput::Resize(_) => {}

@@ -41,7 +41,7 @@ use crate::session_id::validate_session_id;
 use crate::store::{reply_channel, MessageSink, Pending, SessionStore};
 pub use crate::sys::{guardian_path, set_guardian_path, Program, PtySize, StopStyle};
 pub use claude::protocol::ToolDecision;
-pub use control::{DataSink, DataTap, RunControl};
+pub use control::{DataSink, DataTap, RunControl, StatusSink};
 pub use handler::{refuse_input, HostInput, Op, OutputHandler, RunInput, TerminalOutput};
 pub use io::Event;
 use supervisor::Supervisor;

@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::output::RunResult;
 use crate::registry::{ProcessRegistry, Subscription};
 use crate::store::{
-  reply_channel, EndWatchId, Message, Pending, PinnedSession, Reply, SessionReader, SessionStore,
+  reply_channel, AgentStatus, EndWatchId, Message, Pending, PinnedSession, Reply, SessionReader,
+  SessionStore,
 };
 use crate::sys::nonblocking::Nonblocking;
 use crate::sys::{self, Output, Program, PtySize};
@@ -29,7 +30,8 @@ use crate::sys::{self, Output, Program, PtySize};
 enum Submitted {
   Messages(Pending<Vec<Message>>),
   Flag(Pending<bool>),
-  Done(Pending<()>),
+  /// A status stored; its listeners are told once it is committed.
+  Status(Pending<()>, AgentStatus),
   Input {
     stored: Pending<Message>,
     line: String,
@@ -468,7 +470,9 @@ impl Supervisor {
       submitted.push(match op {
         Op::Append(_) => unreachable!("appends are gathered above"),
         Op::ClaudeSessionId(id) => Submitted::Flag(session.update_claude_session_id(&id)),
-        Op::Status(status, error) => Submitted::Done(session.update_agent_status(status, error)),
+        Op::Status(status, error) => {
+          Submitted::Status(session.update_agent_status(status, error), status)
+        }
         Op::Input { line, reply } => Submitted::Input {
           stored: session.append(line.clone()),
           line,
@@ -502,7 +506,13 @@ impl Supervisor {
           Err(e) => self.write_failed(&e),
         },
         Submitted::Flag(pending) => drop(pending.await),
-        Submitted::Done(pending) => drop(pending.await),
+        Submitted::Status(pending, status) => {
+          if pending.await.is_ok() {
+            if let Some(control) = &self.control {
+              control.status_stored(status);
+            }
+          }
+        }
         Submitted::Input {
           stored: pending,
           line,

@@ -7,7 +7,14 @@ use std::path::PathBuf;
 use super::super::{Program, StopStyle};
 
 /// The CLI's permission modes.
-pub const PERMISSION_MODES: [&str; 4] = ["default", "acceptEdits", "bypassPermissions", "plan"];
+pub const PERMISSION_MODES: [&str; 6] = [
+  "default",
+  "acceptEdits",
+  "bypassPermissions",
+  "plan",
+  "dontAsk",
+  "auto",
+];
 
 /// How to start the Claude CLI.
 #[derive(Debug, Clone, Default)]

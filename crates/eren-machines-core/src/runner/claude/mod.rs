@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::output::Stream;
 use crate::store::{AgentStatus, Message, Reply};
 pub use argv::{program, ClaudeRequest, PERMISSION_MODES};
-use protocol::{parse_event, ControlRequest, ToolDecision, ToolRequest};
+use protocol::{parse_event, ControlRequest, ToolDecision, ToolRequest, UserContent};
 
 /// Bytes of stderr kept for the error message of a failed run.
 const STDERR_TAIL: usize = 4096;
@@ -64,7 +64,7 @@ pub type ToolSink = Arc<dyn Fn(ToolEvent) + Send + Sync>;
 #[derive(Default)]
 pub struct Conversation {
   /// The first user message, written as soon as the CLI starts.
-  pub prompt: Option<String>,
+  pub prompt: Option<UserContent>,
   /// Keep stdin open after the first result, for more turns.
   pub keep_open: bool,
   /// Where tool permission requests go; without it, the CLI decides alone.
@@ -85,7 +85,14 @@ pub struct ClaudeOutput {
   pending: HashMap<String, String>,
   saw_result: bool,
   input_closed: bool,
-  interrupts: u64,
+  /// Control requests (interrupts included) written so far, for their ids.
+  requests: u64,
+  /// The host's control requests the CLI has not answered, by request id;
+  /// several callers may wait for one `initialize`.
+  controls: HashMap<String, Vec<Reply<serde_json::Value>>>,
+  /// The CLI's answer to `initialize`, asked once per run.
+  initialized: Option<serde_json::Value>,
+  initializing: Option<String>,
   stderr_tail: String,
 }
 
@@ -101,7 +108,10 @@ impl ClaudeOutput {
       pending: HashMap::new(),
       saw_result: false,
       input_closed: false,
-      interrupts: 0,
+      requests: 0,
+      controls: HashMap::new(),
+      initialized: None,
+      initializing: None,
       stderr_tail: String::new(),
     }
   }
@@ -130,14 +140,66 @@ impl ClaudeOutput {
     }
   }
 
-  fn send_user_message(&mut self, text: &str, reply: Option<Reply<Message>>, ops: &mut Vec<Op>) {
+  fn send_user_message(
+    &mut self,
+    content: &UserContent,
+    reply: Option<Reply<Message>>,
+    ops: &mut Vec<Op>,
+  ) {
     ops.push(Op::Input {
-      line: protocol::user_message(text),
+      line: protocol::user_message(content),
       reply,
     });
     self.turn_active = true;
     self.asking_user = false;
     self.refresh(ops);
+  }
+
+  /// Writes (and stores) a control request of the host's; the CLI's
+  /// answer goes to `reply`. `initialize` is asked once: later callers get
+  /// the same answer.
+  fn control(
+    &mut self,
+    request: serde_json::Map<String, serde_json::Value>,
+    reply: Reply<serde_json::Value>,
+    ops: &mut Vec<Op>,
+  ) {
+    let initialize = request.get("subtype").and_then(|s| s.as_str()) == Some("initialize");
+    if initialize {
+      if let Some(answer) = &self.initialized {
+        let _ = reply.send(Ok(answer.clone()));
+        return;
+      }
+      if let Some(waiting) = self
+        .initializing
+        .as_ref()
+        .and_then(|id| self.controls.get_mut(id))
+      {
+        waiting.push(reply);
+        return;
+      }
+    }
+    self.requests += 1;
+    let request_id = format!("eren-control-{}", self.requests);
+    self.write(protocol::control_request(&request_id, &request), ops);
+    if initialize {
+      self.initializing = Some(request_id.clone());
+    }
+    self.controls.insert(request_id, vec![reply]);
+  }
+
+  /// The CLI answered a control request of the host's.
+  fn control_answered(&mut self, answer: protocol::ControlAnswer) {
+    let Some(waiting) = self.controls.remove(&answer.request_id) else {
+      return;
+    };
+    if self.initializing.as_deref() == Some(answer.request_id.as_str()) {
+      self.initializing = None;
+      self.initialized = answer.outcome.clone().ok();
+    }
+    for reply in waiting {
+      let _ = reply.send(answer.outcome.clone().map_err(Error::InvalidArgument));
+    }
   }
 
   fn close_input(&mut self, ops: &mut Vec<Op>) {
@@ -182,8 +244,14 @@ impl ClaudeOutput {
           }
         }
       }
-      // The CLI's answer to an interrupt we sent changes nothing by itself.
-      "control_response" => return,
+      // The CLI's answer to a request of the host's; one to an interrupt
+      // changes nothing by itself.
+      "control_response" => {
+        if let Some(answer) = event.control_answer() {
+          self.control_answered(answer);
+        }
+        return;
+      }
       "result" => {
         self.saw_result = true;
         self.turn_active = false;
@@ -307,11 +375,13 @@ impl OutputHandler for ClaudeOutput {
     let ended = || Error::InvalidArgument("the run's input has ended (end() was called)".into());
     match input {
       HostInput::Send { reply, .. } if self.input_closed => drop(reply.send(Err(ended()))),
-      HostInput::Send { text, reply } => self.send_user_message(&text, Some(reply), &mut ops),
+      HostInput::Send { content, reply } => self.send_user_message(&content, Some(reply), &mut ops),
+      HostInput::Control { reply, .. } if self.input_closed => drop(reply.send(Err(ended()))),
+      HostInput::Control { request, reply } => self.control(request, reply, &mut ops),
       HostInput::Interrupt { reply } if self.input_closed => drop(reply.send(Err(ended()))),
       HostInput::Interrupt { reply } => {
-        self.interrupts += 1;
-        let request_id = format!("eren-interrupt-{}", self.interrupts);
+        self.requests += 1;
+        let request_id = format!("eren-interrupt-{}", self.requests);
         self.write(protocol::interrupt_request(&request_id), &mut ops);
         ops.push(Op::After(Box::new(move || drop(reply.send(Ok(()))))));
       }
@@ -337,6 +407,15 @@ impl OutputHandler for ClaudeOutput {
 
   fn finished(&mut self, result: &RunResult) -> Vec<Op> {
     let mut ops = Vec::new();
+    let session_id = self
+      .run_input
+      .as_ref()
+      .map(|input| input.session_id.clone());
+    for reply in std::mem::take(&mut self.controls).into_values().flatten() {
+      let _ = reply.send(Err(Error::NotRunning(
+        session_id.clone().unwrap_or_default(),
+      )));
+    }
     for request_id in std::mem::take(&mut self.pending).into_keys() {
       self.tell_host(ToolEvent::Cancel { request_id }, &mut ops);
     }

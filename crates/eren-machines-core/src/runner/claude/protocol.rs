@@ -30,6 +30,46 @@ pub struct CliEvent {
   message: Raw,
   request_id: Raw,
   request: Raw,
+  response: Raw,
+}
+
+/// What a user message says: text, or the Messages API's content blocks
+/// (text, a base64 image, a document), written as given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserContent {
+  Text(String),
+  Blocks(Vec<Value>),
+}
+
+impl UserContent {
+  /// Content blocks as a host gave them: a non-empty array of objects,
+  /// each with a string `type`.
+  pub fn blocks(blocks: Vec<Value>) -> Result<UserContent, String> {
+    if blocks.is_empty() {
+      return Err("content blocks must not be empty".into());
+    }
+    for (index, block) in blocks.iter().enumerate() {
+      if !block.get("type").is_some_and(Value::is_string) {
+        return Err(format!(
+          "content block {index} must be an object with a string 'type'"
+        ));
+      }
+    }
+    Ok(UserContent::Blocks(blocks))
+  }
+}
+
+impl From<&str> for UserContent {
+  fn from(text: &str) -> Self {
+    UserContent::Text(text.to_owned())
+  }
+}
+
+/// The CLI's answer to one of the host's control requests.
+pub struct ControlAnswer {
+  pub request_id: String,
+  /// The response object (`{}` when the CLI sent none), or the CLI's error.
+  pub outcome: Result<Value, String>,
 }
 
 /// A raw value read as `T`, or `None` when it is absent or of another type.
@@ -70,6 +110,30 @@ impl CliEvent {
 
   pub fn request_id(&self) -> Option<String> {
     raw_text(&self.request_id)
+  }
+
+  /// A `control_response` to one of the host's requests.
+  pub fn control_answer(&self) -> Option<ControlAnswer> {
+    #[derive(Deserialize)]
+    struct Body {
+      subtype: Option<String>,
+      request_id: Option<String>,
+      response: Option<Value>,
+      error: Option<Value>,
+    }
+    let body: Body = read(&self.response)?;
+    let outcome = match body.subtype.as_deref() {
+      Some("success") => Ok(body.response.unwrap_or_else(|| json!({}))),
+      _ => Err(match body.error {
+        Some(Value::String(text)) => text,
+        Some(other) => other.to_string(),
+        None => "the CLI refused the request without saying why".to_owned(),
+      }),
+    };
+    Some(ControlAnswer {
+      request_id: body.request_id?,
+      outcome,
+    })
   }
 
   pub fn is_error(&self) -> bool {
@@ -240,11 +304,26 @@ impl ToolDecision {
 }
 
 /// A user message for stdin.
-pub fn user_message(text: &str) -> String {
+pub fn user_message(content: &UserContent) -> String {
+  let content = match content {
+    UserContent::Text(text) => json!([{ "type": "text", "text": text }]),
+    UserContent::Blocks(blocks) => Value::Array(blocks.clone()),
+  };
   json!({
     "type": "user",
-    "message": { "role": "user", "content": [{ "type": "text", "text": text }] },
+    "message": { "role": "user", "content": content },
     "parent_tool_use_id": null,
+  })
+  .to_string()
+}
+
+/// A control request of the host's: `request` holds its `subtype` and the
+/// subtype's fields.
+pub fn control_request(request_id: &str, request: &serde_json::Map<String, Value>) -> String {
+  json!({
+    "type": "control_request",
+    "request_id": request_id,
+    "request": request,
   })
   .to_string()
 }

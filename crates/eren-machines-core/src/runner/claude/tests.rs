@@ -105,7 +105,7 @@ fn without_a_prompt_the_session_is_idle_until_a_send() {
   assert_eq!(statuses(&ops), vec![(AgentStatus::Idle, None)]);
   let (reply, _answer) = reply_channel();
   let ops = output.input(HostInput::Send {
-    text: "hello".into(),
+    content: "hello".into(),
     reply,
   });
   assert_eq!(written(&ops)[0]["message"]["content"][0]["text"], "hello");
@@ -231,7 +231,7 @@ fn a_second_turn_that_crashes_is_an_error_too() {
   output.line(Stream::Stdout, out(OK));
   let (reply, _answer) = reply_channel();
   output.input(HostInput::Send {
-    text: "two".into(),
+    content: "two".into(),
     reply,
   });
   let killed = RunResult {
