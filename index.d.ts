@@ -110,11 +110,24 @@ export interface ToolRequest {
   suggestions: unknown[]
   /** Aborts if the CLI withdraws the request or the run ends first. */
   signal: AbortSignal
+  /** The path that made the CLI ask, where one did. */
+  blockedPath?: string
+  /** Why the CLI asks. */
+  decisionReason?: string
+  title?: string
+  /** The subagent that wants the tool, when it is not the main agent. */
+  agentId?: string
 }
+
+/** A change of the CLI's permission rules, as the CLI's suggestions give them: "always allow this for the session" is `{ type: 'addRules', rules: [{ toolName }], behavior: 'allow', destination: 'session' }`. */
+export type PermissionUpdate =
+  | { type: 'addRules' | 'replaceRules' | 'removeRules'; rules: { toolName: string; ruleContent?: string }[]; behavior: 'allow' | 'deny' | 'ask'; destination: 'userSettings' | 'projectSettings' | 'localSettings' | 'session' | 'cliArg' }
+  | { type: 'setMode'; mode: string; destination: 'userSettings' | 'projectSettings' | 'localSettings' | 'session' | 'cliArg' }
+  | { type: 'addDirectories' | 'removeDirectories'; directories: string[]; destination: 'userSettings' | 'projectSettings' | 'localSettings' | 'session' | 'cliArg' }
 
 /** What `canUseTool` answers. A callback that throws or rejects is a deny carrying its message. */
 export type ToolDecision =
-  | { behavior: 'allow'; updatedInput?: Record<string, unknown> }
+  | { behavior: 'allow'; updatedInput?: Record<string, unknown>; updatedPermissions?: PermissionUpdate[] }
   | { behavior: 'deny'; message: string; interrupt?: boolean }
 
 /** A Claude CLI run that converses. */

@@ -191,6 +191,37 @@ test('a tool approved through canUseTool runs, and its effect happens', async ()
   expect((await store.getSession(sessionId)).agentStatus).toBe('idle')
 })
 
+test('"always allow for the session": allowed once with a session rule for the tool, it asks nothing the second time', async () => {
+  const dir = tmpDir()
+  const first = path.join(dir, 'first')
+  const second = path.join(dir, 'second')
+  const requests = []
+  const { run, until } = await claude({
+    prompt: `RUN-TOOL ${first}`,
+    conversation: true,
+    canUseTool: (request) => {
+      requests.push(request)
+      const always = {
+        type: 'addRules',
+        rules: [{ toolName: request.toolName }],
+        behavior: 'allow',
+        destination: 'session',
+      }
+      return { behavior: 'allow', updatedPermissions: [always] }
+    },
+  })
+  await until((c) => c.type === 'result')
+  expect(fs.existsSync(first)).toBe(true)
+  expect(requests).toHaveLength(1)
+  expect(requests[0].blockedPath).toBe(first)
+  await run.send(`RUN-TOOL ${second}`)
+  await until((c) => c.type === 'result' && fs.existsSync(second))
+  run.end()
+  await run.exited
+  expect(fs.existsSync(second)).toBe(true)
+  expect(requests).toHaveLength(1)
+})
+
 test('a tool denied through canUseTool does not run, and the model hears why', async () => {
   const marker = path.join(tmpDir(), 'denied')
   const { store, sessionId, run } = await claude({

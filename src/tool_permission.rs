@@ -51,7 +51,7 @@ pub fn tool_sink(
           .borrow_mut()
           .responders
           .insert(request_id, responder);
-        ask(env, &callback, &pending, request)
+        ask(env, &callback, &pending, *request)
       }
       ToolEvent::Cancel { request_id } => {
         let abort = {
@@ -93,6 +93,17 @@ fn ask(
     "suggestions",
     parse.apply(json, request.suggestions.clone())?,
   )?;
+  // What the CLI sends beside the input, where it does.
+  for (name, value) in [
+    ("blockedPath", &request.blocked_path),
+    ("decisionReason", &request.decision_reason),
+    ("title", &request.title),
+    ("agentId", &request.agent_id),
+  ] {
+    if let Some(value) = value {
+      object.set(name, value)?;
+    }
+  }
   let controller_class: Function<(), Unknown> = global.get_named_property("AbortController")?;
   let controller = Object::from_unknown(controller_class.new_instance(())?)?;
   object.set(

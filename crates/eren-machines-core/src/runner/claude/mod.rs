@@ -34,7 +34,7 @@ const BYTE_ORDER_MARK: char = '\u{feff}';
 /// What the host hears of tool permission requests, after each is stored.
 pub enum ToolEvent {
   /// A request, and where its answer goes.
-  Request(ToolRequest, ToolResponder),
+  Request(Box<ToolRequest>, ToolResponder),
   /// The CLI withdrew the request, or the run ended before an answer.
   Cancel { request_id: String },
 }
@@ -299,7 +299,7 @@ impl ClaudeOutput {
           request_id: request.request_id.clone(),
           input: self.run_input.clone(),
         };
-        self.tell_host(ToolEvent::Request(request, responder), ops);
+        self.tell_host(ToolEvent::Request(Box::new(request), responder), ops);
       }
       Some(ControlRequest::Other {
         request_id,

@@ -83,6 +83,16 @@ fn raw_text(raw: &Raw) -> Option<String> {
   read::<String>(raw)
 }
 
+/// A string field as its text; any other value (but null) as its JSON.
+fn text_or_json(raw: &Raw) -> Option<String> {
+  let raw = raw.as_deref()?;
+  match read::<Value>(&Some(raw.to_owned())) {
+    Some(Value::String(text)) => Some(text),
+    Some(Value::Null) | None => None,
+    Some(_) => Some(raw.get().to_owned()),
+  }
+}
+
 /// A line of stdout read as an event: `None` unless it is exactly one JSON
 /// object.
 pub fn parse_event(line: &str) -> Option<CliEvent> {
@@ -195,6 +205,10 @@ impl CliEvent {
       input: Raw,
       tool_use_id: Raw,
       permission_suggestions: Raw,
+      blocked_path: Raw,
+      decision_reason: Raw,
+      title: Raw,
+      agent_id: Raw,
     }
     let request_id = self.request_id()?;
     // Answered all the same, or the CLI's turn would wait for good.
@@ -224,6 +238,10 @@ impl CliEvent {
       input,
       tool_use_id: raw_text(&body.tool_use_id),
       suggestions,
+      blocked_path: text_or_json(&body.blocked_path),
+      decision_reason: text_or_json(&body.decision_reason),
+      title: text_or_json(&body.title),
+      agent_id: text_or_json(&body.agent_id),
     }))
   }
 }
@@ -252,13 +270,25 @@ pub struct ToolRequest {
   pub tool_use_id: Option<String>,
   /// The CLI's permission suggestions, a JSON array as printed.
   pub suggestions: String,
+  /// The path that made the CLI ask, where one did.
+  pub blocked_path: Option<String>,
+  /// Why the CLI asks.
+  pub decision_reason: Option<String>,
+  pub title: Option<String>,
+  /// The subagent that wants the tool, when it is not the main agent.
+  pub agent_id: Option<String>,
 }
 
 /// The host's answer to a [`ToolRequest`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToolDecision {
-  /// Run the tool, with `updated_input` (a JSON object) or the original.
-  Allow { updated_input: Option<Value> },
+  /// Run the tool, with `updated_input` (a JSON object) or the original;
+  /// `updated_permissions` (the CLI's PermissionUpdate objects) change the
+  /// rules too, "always allow this for the session" say.
+  Allow {
+    updated_input: Option<Value>,
+    updated_permissions: Option<Vec<Value>>,
+  },
   /// Do not run it; `interrupt` also ends the turn.
   Deny { message: String, interrupt: bool },
 }
@@ -282,15 +312,31 @@ impl ToolDecision {
     };
     let field = |name: &str| object.get(name).filter(|v| !v.is_null());
     match field("behavior").and_then(Value::as_str) {
-      Some("allow") => match field("updatedInput") {
-        None => ToolDecision::Allow {
-          updated_input: None,
-        },
-        Some(input @ Value::Object(_)) => ToolDecision::Allow {
-          updated_input: Some(input.clone()),
-        },
-        Some(_) => ToolDecision::invalid("updatedInput must be a plain object"),
-      },
+      Some("allow") => {
+        let updated_input = match field("updatedInput") {
+          None => None,
+          Some(input @ Value::Object(_)) => Some(input.clone()),
+          Some(_) => return ToolDecision::invalid("updatedInput must be a plain object"),
+        };
+        let updated_permissions =
+          match field("updatedPermissions") {
+            None => None,
+            Some(Value::Array(updates))
+              if updates
+                .iter()
+                .all(|update| update.get("type").is_some_and(Value::is_string)) =>
+            {
+              Some(updates.clone())
+            }
+            Some(_) => return ToolDecision::invalid(
+              "updatedPermissions must be an array of permission updates, each with a string type",
+            ),
+          };
+        ToolDecision::Allow {
+          updated_input,
+          updated_permissions,
+        }
+      }
       Some("deny") => ToolDecision::Deny {
         message: field("message")
           .and_then(Value::as_str)
@@ -336,12 +382,19 @@ pub fn decision_response(
   decision: &ToolDecision,
 ) -> String {
   let response = match decision {
-    ToolDecision::Allow { updated_input } => {
+    ToolDecision::Allow {
+      updated_input,
+      updated_permissions,
+    } => {
       let input = updated_input
         .clone()
         .or_else(|| serde_json::from_str(original_input).ok())
         .unwrap_or_else(|| json!({}));
-      json!({ "behavior": "allow", "updatedInput": input })
+      let mut allow = json!({ "behavior": "allow", "updatedInput": input });
+      if let Some(updates) = updated_permissions {
+        allow["updatedPermissions"] = Value::Array(updates.clone());
+      }
+      allow
     }
     ToolDecision::Deny { message, interrupt } => {
       json!({ "behavior": "deny", "message": message, "interrupt": interrupt })
@@ -383,7 +436,8 @@ mod tests {
     assert_eq!(
       allow,
       ToolDecision::Allow {
-        updated_input: None
+        updated_input: None,
+        updated_permissions: None,
       }
     );
     let input = json!({ "command": "ls" });
@@ -391,7 +445,8 @@ mod tests {
     assert_eq!(
       allow,
       ToolDecision::Allow {
-        updated_input: Some(input)
+        updated_input: Some(input),
+        updated_permissions: None,
       }
     );
     let deny =
@@ -535,12 +590,34 @@ mod tests {
   }
 
   #[test]
+  fn an_allow_may_carry_permission_updates_which_are_written_with_it() {
+    let always = json!({ "type": "addRules", "rules": [{ "toolName": "Bash" }], "behavior": "allow", "destination": "session" });
+    let decision = ToolDecision::from_host(
+      &json!({ "behavior": "allow", "updatedPermissions": [always.clone()] }),
+    );
+    let written: Value = serde_json::from_str(&decision_response("r1", "{}", &decision)).unwrap();
+    assert_eq!(
+      written["response"]["response"],
+      json!({ "behavior": "allow", "updatedInput": {}, "updatedPermissions": [always] })
+    );
+    for bad in [json!("session"), json!([{ "rules": [] }]), json!([1])] {
+      let decision =
+        ToolDecision::from_host(&json!({ "behavior": "allow", "updatedPermissions": bad }));
+      assert!(
+        matches!(decision, ToolDecision::Deny { .. }),
+        "{decision:?}"
+      );
+    }
+  }
+
+  #[test]
   fn decisions_become_control_responses() {
     let allow = decision_response(
       "r1",
       r#"{"command":"ls"}"#,
       &ToolDecision::Allow {
         updated_input: None,
+        updated_permissions: None,
       },
     );
     let allow: Value = serde_json::from_str(&allow).unwrap();

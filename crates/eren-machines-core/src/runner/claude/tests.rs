@@ -314,6 +314,7 @@ fn a_tool_request_waits_for_the_host_and_its_answer_is_written() {
     request_id: "r1".into(),
     decision: ToolDecision::Allow {
       updated_input: None,
+      updated_permissions: None,
     },
   });
   assert_eq!(
@@ -326,6 +327,7 @@ fn a_tool_request_waits_for_the_host_and_its_answer_is_written() {
     request_id: "r1".into(),
     decision: ToolDecision::Allow {
       updated_input: None,
+      updated_permissions: None,
     },
   });
   assert!(written(&again).is_empty());
