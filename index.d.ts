@@ -321,6 +321,25 @@ export interface ClaudeOptions {
   maxTurns?: number
   appendSystemPrompt?: string
   includePartialMessages?: boolean
+  /** Replaces the CLI's system prompt (a string), or keeps its own and appends to it (the preset). */
+  systemPrompt?: string | { type: 'preset'; preset: 'claude_code'; append?: string }
+  /** MCP servers by name (stdio `{ command, args?, env? }`, `{ type: 'sse' | 'http', url, headers? }`), written to a private `--mcp-config` file removed with the run. */
+  mcpServers?: Record<string, Record<string, unknown>>
+  /** Custom subagents by name, as `--agents` takes them (`{ description, prompt, tools?, model? }`). */
+  agents?: Record<string, Record<string, unknown>>
+  /** Which settings the CLI loads; `[]` loads none. */
+  settingSources?: ('user' | 'project' | 'local')[]
+  /** More directories the CLI may reach (`--add-dir`). */
+  additionalDirectories?: Array<string>
+  fallbackModel?: string
+  /** Stops spending at this many dollars (`--max-budget-usd`). */
+  maxBudgetUsd?: number
+  maxThinkingTokens?: number
+  effort?: 'low' | 'medium' | 'high' | 'xhigh' | 'max'
+  /** With `resumeSessionId` or `continue`: the conversation goes on under a new session id. */
+  forkSession?: boolean
+  /** Continues the most recent conversation in `cwd` (`--continue`). */
+  continue?: boolean
   /** Any other CLI options, after the typed ones. */
   args?: Array<string>
   /** Added to the host's environment (or the whole environment with `clearEnv`). */

@@ -190,3 +190,101 @@ describe('onStatus', () => {
     expect(thrownCode(() => run.onStatus('nope'))).toBe('INVALID_ARGUMENT')
   })
 })
+
+describe('options the Agent SDK passes at start', () => {
+  const fs = require('node:fs')
+  const os = require('node:os')
+
+  test('each becomes its CLI flag, and mcpServers a private file that is removed with the run', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eren-claude-options-'))
+    const argvFile = path.join(dir, 'argv')
+    const mcpServers = { files: { command: 'mcp-files', env: { TOKEN: 'secret' } } }
+    const agents = { reviewer: { description: 'Reviews code', prompt: 'You review code.' } }
+    const store = SessionStore.inMemory()
+    const sessionId = await store.createSession()
+    const run = await spawnClaude({
+      store,
+      registry: new ProcessRegistry(),
+      sessionId,
+      claudePath: FAKE_CLAUDE,
+      env: { ...MARK, FAKE_CLAUDE_ARGV: argvFile },
+      prompt: 'success',
+      systemPrompt: 'You are terse.',
+      mcpServers,
+      agents,
+      settingSources: ['project', 'local'],
+      additionalDirectories: ['/srv/a', '-odd'],
+      fallbackModel: 'sonnet',
+      maxBudgetUsd: 1.5,
+      maxThinkingTokens: 4096,
+      effort: 'high',
+      continue: true,
+      forkSession: true,
+    })
+    await run.exited
+    const argv = JSON.parse(fs.readFileSync(argvFile, 'utf8'))
+    const mcp = argv.find((a) => a.startsWith('--mcp-config='))
+    expect(argv.slice(6)).toEqual([
+      '--system-prompt=You are terse.',
+      `--agents=${JSON.stringify(agents)}`,
+      '--setting-sources=project,local',
+      '--add-dir=/srv/a',
+      '--add-dir=-odd',
+      '--fallback-model=sonnet',
+      '--max-budget-usd=1.5',
+      '--max-thinking-tokens=4096',
+      '--effort=high',
+      mcp,
+      '--continue',
+      '--fork-session',
+    ])
+    // The secret is in the file, never in argv, and the file went with the run.
+    expect(argv.join(' ')).not.toContain('secret')
+    expect(fs.existsSync(mcp.slice('--mcp-config='.length))).toBe(false)
+  })
+
+  test('the preset system prompt appends, and an empty settingSources loads none', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eren-claude-options-'))
+    const argvFile = path.join(dir, 'argv')
+    const store = SessionStore.inMemory()
+    const sessionId = await store.createSession()
+    const run = await spawnClaude({
+      store,
+      registry: new ProcessRegistry(),
+      sessionId,
+      claudePath: FAKE_CLAUDE,
+      env: { ...MARK, FAKE_CLAUDE_ARGV: argvFile },
+      prompt: 'success',
+      systemPrompt: { type: 'preset', preset: 'claude_code', append: 'Answer in French.' },
+      settingSources: [],
+    })
+    await run.exited
+    expect(JSON.parse(fs.readFileSync(argvFile, 'utf8')).slice(6)).toEqual([
+      '--append-system-prompt=Answer in French.',
+      '--setting-sources=',
+    ])
+  })
+
+  test.each([
+    { systemPrompt: 5 },
+    { systemPrompt: { type: 'preset', preset: 'other' } },
+    { systemPrompt: { type: 'preset', preset: 'claude_code', append: 'x' }, appendSystemPrompt: 'y' },
+    { mcpServers: ['a'] },
+    { agents: 'reviewer' },
+    { settingSources: ['everything'] },
+    { maxBudgetUsd: -1 },
+    { maxThinkingTokens: 1.5 },
+    { effort: 'extreme' },
+    { continue: 'yes' },
+  ])('%p is INVALID_ARGUMENT and nothing starts', async (bad) => {
+    const store = SessionStore.inMemory()
+    const sessionId = await store.createSession()
+    const registry = new ProcessRegistry()
+    const code = await codeOf(() =>
+      spawnClaude({ store, registry, sessionId, claudePath: FAKE_CLAUDE, env: MARK, prompt: 'success', ...bad }),
+    )
+    expect(code).toBe('INVALID_ARGUMENT')
+    expect(await store.messages(sessionId)).toEqual([])
+    expect(registry.sessionIds()).toEqual([])
+  })
+})

@@ -13,8 +13,12 @@ jest.setTimeout(120000)
 const tmpDir = tempDirs('eren-claude-real-')
 const BIG = 1_600_000
 
+/** Every request body the stand-in model has received. */
+const bodies = []
+
 /** What the stand-in model says, by the marker in the latest user text. */
 function reply(body) {
+  bodies.push(body)
   const result = lastToolResult(body)
   const text = lastUserText(body)
   if (result) {
@@ -154,6 +158,30 @@ test('the control plane: initialization, permission modes (dontAsk and auto too)
   const answered = new Set(stored.filter((c) => c.type === 'control_response').map((c) => c.response.request_id))
   expect(asked.length).toBe(11)
   for (const request of asked) expect(answered.has(request.request_id)).toBe(true)
+})
+
+test('the options the Agent SDK passes at start reach the CLI: system prompt, MCP servers, agents and the rest', async () => {
+  const extra = tmpDir()
+  const { run, until } = await claude({
+    prompt: 'SAY configured',
+    conversation: true,
+    systemPrompt: 'EREN-SYSTEM-MARK: answer briefly.',
+    mcpServers: { 'eren-broken': { command: path.join(extra, 'no-such-server') } },
+    agents: { reviewer: { description: 'Reviews code', prompt: 'You review code.' } },
+    settingSources: [],
+    additionalDirectories: [extra],
+    fallbackModel: 'claude-sonnet-4-5',
+    maxBudgetUsd: 5,
+    maxThinkingTokens: 1024,
+    effort: 'low',
+  })
+  await until((c) => c.type === 'result')
+  const system = JSON.stringify(bodies.at(-1).system)
+  expect(system).toContain('EREN-SYSTEM-MARK')
+  const servers = await run.mcpServerStatus()
+  expect(servers.map((server) => server.name)).toContain('eren-broken')
+  run.end()
+  expect(await run.exited).toMatchObject({ exitCode: 0 })
 })
 
 test('a two-turn conversation: each turn a result, claudeSessionId set, idle between turns', async () => {

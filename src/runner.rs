@@ -174,6 +174,37 @@ fn stdin_pipe(opts: &Options) -> Result<bool> {
   }
 }
 
+/// A JSON value from a JS object, read through serde.
+pub struct Json(serde_json::Value);
+
+/// `systemPrompt`: a string replaces the CLI's prompt; the preset
+/// `{ type: 'preset', preset: 'claude_code', append? }` keeps it and
+/// appends. Returns the replacement and the text to append.
+fn system_prompt(opts: &Options) -> Result<(Option<String>, Option<String>)> {
+  let bad = || {
+    Failure::from(Error::InvalidArgument(
+      "systemPrompt must be a string or { type: 'preset', preset: 'claude_code', append?: string }"
+        .into(),
+    ))
+  };
+  match opts.get::<serde_json::Value>("systemPrompt", "a string or a preset object")? {
+    None => Ok((None, None)),
+    Some(serde_json::Value::String(text)) => Ok((Some(text), None)),
+    Some(serde_json::Value::Object(preset)) => {
+      let is = |field: &str, value: &str| preset.get(field).and_then(|v| v.as_str()) == Some(value);
+      if !is("type", "preset") || !is("preset", "claude_code") {
+        return Err(bad());
+      }
+      match preset.get("append") {
+        None | Some(serde_json::Value::Null) => Ok((None, None)),
+        Some(serde_json::Value::String(append)) => Ok((None, Some(append.clone()))),
+        Some(_) => Err(bad()),
+      }
+    }
+    Some(_) => Err(bad()),
+  }
+}
+
 /// `timeout`: whole milliseconds; 0, as with execa, is none.
 fn timeout(opts: &Options) -> Result<Option<i64>> {
   match opts.count("timeout") {
@@ -448,6 +479,17 @@ pub fn spawn_claude<'env>(
     disallowed_tools: opts.disallowed_tools.unwrap_or_default(),
     max_turns: opts.max_turns,
     append_system_prompt: opts.append_system_prompt,
+    system_prompt: opts.system_prompt,
+    agents: opts.agents.map(|Json(agents)| agents.to_string()),
+    setting_sources: opts.setting_sources,
+    additional_directories: opts.additional_directories.unwrap_or_default(),
+    fallback_model: opts.fallback_model,
+    max_budget_usd: opts.max_budget_usd,
+    max_thinking_tokens: opts.max_thinking_tokens,
+    effort: opts.effort,
+    fork_session: opts.fork_session.unwrap_or(false),
+    continue_conversation: opts.continue_conversation.unwrap_or(false),
+    mcp_config: None,
     include_partial_messages: opts.include_partial_messages.unwrap_or(false),
     answers_permissions: tools.is_some(),
     args: opts.args.unwrap_or_default(),
@@ -455,10 +497,27 @@ pub fn spawn_claude<'env>(
     env: common.env.clone(),
     clear_env: common.clear_env,
   };
+  // Private, and removed with the run (see `McpConfig`).
+  let mcp_config = match opts.mcp_servers.map(|Json(servers)| servers) {
+    Some(serde_json::Value::Object(servers)) => {
+      Some(claude::McpConfig::write(&servers).map_err(|e| {
+        Failure::from(Error::SpawnFailed {
+          session_id: common.session_id.clone(),
+          command: "claude".into(),
+          reason: format!("cannot write the MCP configuration file: {e}"),
+          cause: Some(e),
+        })
+      })?)
+    }
+    _ => None,
+  };
+  let mut request = request;
+  request.mcp_config = mcp_config.as_ref().map(|config| config.path().to_owned());
   let conversation = claude::Conversation {
     prompt: opts.prompt.map(|Content(content)| content),
     keep_open: opts.conversation.unwrap_or(false),
     tools,
+    mcp_config,
   };
   let handler = Box::new(claude::ClaudeOutput::new(conversation));
   start(
@@ -498,6 +557,32 @@ pub struct ClaudeOptions {
   pub max_turns: Option<u32>,
   pub append_system_prompt: Option<String>,
   pub include_partial_messages: Option<bool>,
+  /// Replaces the CLI's system prompt (a string), or keeps its own and appends to it (the preset).
+  #[napi(ts_type = "string | { type: 'preset'; preset: 'claude_code'; append?: string }")]
+  pub system_prompt: Option<String>,
+  /// MCP servers by name (stdio `{ command, args?, env? }`, `{ type: 'sse' | 'http', url, headers? }`), written to a private `--mcp-config` file removed with the run.
+  #[napi(ts_type = "Record<string, Record<string, unknown>>")]
+  pub mcp_servers: Option<Json>,
+  /// Custom subagents by name, as `--agents` takes them (`{ description, prompt, tools?, model? }`).
+  #[napi(ts_type = "Record<string, Record<string, unknown>>")]
+  pub agents: Option<Json>,
+  /// Which settings the CLI loads; `[]` loads none.
+  #[napi(ts_type = "('user' | 'project' | 'local')[]")]
+  pub setting_sources: Option<Vec<String>>,
+  /// More directories the CLI may reach (`--add-dir`).
+  pub additional_directories: Option<Vec<String>>,
+  pub fallback_model: Option<String>,
+  /// Stops spending at this many dollars (`--max-budget-usd`).
+  pub max_budget_usd: Option<f64>,
+  #[napi(ts_type = "number")]
+  pub max_thinking_tokens: Option<u32>,
+  #[napi(ts_type = "'low' | 'medium' | 'high' | 'xhigh' | 'max'")]
+  pub effort: Option<String>,
+  /// With `resumeSessionId` or `continue`: the conversation goes on under a new session id.
+  pub fork_session: Option<bool>,
+  /// Continues the most recent conversation in `cwd` (`--continue`).
+  #[napi(js_name = "continue")]
+  pub continue_conversation: Option<bool>,
   /// Any other CLI options, after the typed ones.
   pub args: Option<Vec<String>>,
   /// Added to the host's environment (or the whole environment with `clearEnv`).
@@ -561,6 +646,58 @@ read_options!(ClaudeOptions, |env, opts| {
     None => None,
   };
   let claude_path: Option<String> = opts.get("claudePath", "a string")?;
+  let (system_prompt, preset_append) = system_prompt(&opts)?;
+  let append_system_prompt: Option<String> = opts.get("appendSystemPrompt", "a string")?;
+  if preset_append.is_some() && append_system_prompt.is_some() {
+    return Err(Failure::from(Error::InvalidArgument(
+      "give the text to append once: systemPrompt.append or appendSystemPrompt".into(),
+    )));
+  }
+  let setting_sources = strings("settingSources")?;
+  if let Some(bad) = setting_sources
+    .iter()
+    .flatten()
+    .find(|source| !["user", "project", "local"].contains(&source.as_str()))
+  {
+    return Err(Failure::from(Error::InvalidArgument(format!(
+      "settingSources holds 'user', 'project' or 'local', got '{bad}'"
+    ))));
+  }
+  let max_budget_usd: Option<f64> = opts.get("maxBudgetUsd", "a positive number")?;
+  if max_budget_usd.is_some_and(|usd| !(usd.is_finite() && usd > 0.0)) {
+    return Err(Failure::from(Error::InvalidArgument(
+      "maxBudgetUsd must be a positive number".into(),
+    )));
+  }
+  let max_thinking_tokens = match opts.count("maxThinkingTokens")? {
+    Some(n) if n <= i64::from(u32::MAX) => Some(n as u32),
+    Some(_) => {
+      return Err(Failure::from(Error::InvalidArgument(
+        "maxThinkingTokens is too large".into(),
+      )))
+    }
+    None => None,
+  };
+  let effort: Option<String> = opts.get("effort", "a string")?;
+  if let Some(bad) = effort
+    .as_deref()
+    .filter(|e| !["low", "medium", "high", "xhigh", "max"].contains(e))
+  {
+    return Err(Failure::from(Error::InvalidArgument(format!(
+      "effort must be 'low', 'medium', 'high', 'xhigh' or 'max', got '{bad}'"
+    ))));
+  }
+  let object_of = |name: &str| -> Result<Option<Json>> {
+    match opts.get::<serde_json::Value>(name, "an object")? {
+      Some(value @ serde_json::Value::Object(_)) => Ok(Some(Json(value))),
+      Some(_) => Err(Failure::from(Error::InvalidArgument(format!(
+        "{name} must be an object of configurations by name"
+      )))),
+      None => Ok(None),
+    }
+  };
+  let mcp_servers = object_of("mcpServers")?;
+  let agents = object_of("agents")?;
   if claude_path.as_deref() == Some("") {
     return Err(Failure::from(Error::InvalidArgument(
       "claudePath must not be empty".into(),
@@ -585,7 +722,18 @@ read_options!(ClaudeOptions, |env, opts| {
     model: opts.get("model", "a string")?,
     allowed_tools: strings("allowedTools")?,
     disallowed_tools: strings("disallowedTools")?,
-    append_system_prompt: opts.get("appendSystemPrompt", "a string")?,
+    append_system_prompt: append_system_prompt.or(preset_append),
+    system_prompt,
+    mcp_servers,
+    agents,
+    setting_sources,
+    additional_directories: strings("additionalDirectories")?,
+    fallback_model: opts.get("fallbackModel", "a string")?,
+    max_budget_usd,
+    max_thinking_tokens,
+    effort,
+    fork_session: opts.get("forkSession", "a boolean")?,
+    continue_conversation: opts.get("continue", "a boolean")?,
     include_partial_messages: opts.get("includePartialMessages", "a boolean")?,
     args: strings("args")?,
     prompt: opts.get("prompt", "a string or an array of content blocks")?,

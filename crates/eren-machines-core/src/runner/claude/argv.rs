@@ -29,6 +29,25 @@ pub struct ClaudeRequest {
   pub disallowed_tools: Vec<String>,
   pub max_turns: Option<u32>,
   pub append_system_prompt: Option<String>,
+  /// Replaces the CLI's system prompt.
+  pub system_prompt: Option<String>,
+  /// Custom subagents, a JSON object as the CLI's `--agents` takes it.
+  pub agents: Option<String>,
+  /// Which settings files the CLI loads (`user`, `project`, `local`);
+  /// `Some(vec![])` loads none.
+  pub setting_sources: Option<Vec<String>>,
+  pub additional_directories: Vec<String>,
+  pub fallback_model: Option<String>,
+  pub max_budget_usd: Option<f64>,
+  pub max_thinking_tokens: Option<u32>,
+  /// `low`, `medium`, `high`, `xhigh` or `max`.
+  pub effort: Option<String>,
+  /// With `resume_session_id` or `continue_conversation`: a new session id.
+  pub fork_session: bool,
+  /// Continue the most recent conversation in the working directory.
+  pub continue_conversation: bool,
+  /// A private file of MCP server configurations (see `McpConfig`).
+  pub mcp_config: Option<PathBuf>,
   pub include_partial_messages: bool,
   /// The host answers tool permission requests (`--permission-prompt-tool
   /// stdio`).
@@ -70,13 +89,44 @@ pub fn program(request: ClaudeRequest) -> Program {
     (!request.disallowed_tools.is_empty()).then(|| request.disallowed_tools.join(",")),
   );
   valued("max-turns", request.max_turns.map(|n| n.to_string()));
+  valued("system-prompt", request.system_prompt);
   valued("append-system-prompt", request.append_system_prompt);
+  valued("agents", request.agents);
+  valued(
+    "setting-sources",
+    request.setting_sources.map(|sources| sources.join(",")),
+  );
+  for directory in request.additional_directories {
+    valued("add-dir", Some(directory));
+  }
+  valued("fallback-model", request.fallback_model);
+  valued(
+    "max-budget-usd",
+    request.max_budget_usd.map(|usd| usd.to_string()),
+  );
+  valued(
+    "max-thinking-tokens",
+    request.max_thinking_tokens.map(|n| n.to_string()),
+  );
+  valued("effort", request.effort);
+  valued(
+    "mcp-config",
+    request
+      .mcp_config
+      .map(|path| path.to_string_lossy().into_owned()),
+  );
   valued("resume", request.resume_session_id);
   if request.answers_permissions {
     valued("permission-prompt-tool", Some("stdio".to_owned()));
   }
   if request.include_partial_messages {
     args.push("--include-partial-messages".to_owned());
+  }
+  if request.continue_conversation {
+    args.push("--continue".to_owned());
+  }
+  if request.fork_session {
+    args.push("--fork-session".to_owned());
   }
   args.extend(request.args);
   Program {

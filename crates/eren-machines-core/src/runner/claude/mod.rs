@@ -11,6 +11,7 @@
 //! after a failed exit without a result; `not_available` after a stop.
 
 pub mod argv;
+mod mcp_config;
 pub mod protocol;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use crate::error::Error;
 use crate::output::Stream;
 use crate::store::{AgentStatus, Message, Reply};
 pub use argv::{program, ClaudeRequest, PERMISSION_MODES};
+pub use mcp_config::McpConfig;
 use protocol::{parse_event, ControlRequest, ToolDecision, ToolRequest, UserContent};
 
 /// Bytes of stderr kept for the error message of a failed run.
@@ -69,6 +71,8 @@ pub struct Conversation {
   pub keep_open: bool,
   /// Where tool permission requests go; without it, the CLI decides alone.
   pub tools: Option<ToolSink>,
+  /// The run's MCP configuration file, removed with the run's handler.
+  pub mcp_config: Option<McpConfig>,
 }
 
 pub struct ClaudeOutput {

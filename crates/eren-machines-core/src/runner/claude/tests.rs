@@ -75,6 +75,7 @@ fn with_tools(keep_open: bool) -> (ClaudeOutput, Arc<Mutex<Vec<ToolEvent>>>) {
     prompt: Some("go".into()),
     keep_open,
     tools: Some(Arc::new(move |event| sink_seen.lock().unwrap().push(event))),
+    mcp_config: None,
   });
   (output, seen)
 }
