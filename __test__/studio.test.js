@@ -150,6 +150,10 @@ let store
 let studio
 let url
 let port
+/** The studio's secret path, under which everything is served. */
+let base
+/** The studio's token cookie, named after its port. */
+let cookieName
 let browser
 let page
 const report = []
@@ -164,7 +168,7 @@ function startStudio(db) {
   let out = ''
   child.stdout.on('data', (d) => {
     out += d
-    const found = out.match(/http:\/\/127\.0\.0\.1:\d+\/\?token=\S+/)
+    const found = out.match(/http:\/\/127\.0\.0\.1:\d+\/s\/[\w-]+\/\?token=\S+/)
     if (found) printed.resolve(found[0])
   })
   child.stderr.on('data', (d) => printed.reject(new Error(String(d))))
@@ -172,8 +176,9 @@ function startStudio(db) {
   return { child, url: printed.promise }
 }
 
-/** Requests `pathname` without a browser, with the given headers. */
-function request(pathname, { method = 'GET', headers = {} } = {}) {
+/** Requests `route` under the studio's path (or `pathname` as given with `raw`) without a browser. */
+function request(route, { method = 'GET', headers = {}, raw = false } = {}) {
+  const pathname = raw ? route : base + route.replace(/^\//, '')
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, path: pathname, method, headers }, (res) => {
       let body = ''
@@ -245,6 +250,8 @@ beforeAll(async () => {
   studio = startStudio(db)
   url = await studio.url
   port = Number(new URL(url).port)
+  base = new URL(url).pathname
+  cookieName = `eren_studio_${port}`
   browser = await launchChromium()
   page = await browser.newPage({ viewport: { width: 1400, height: 900 } })
   await page.goto(url)
@@ -266,7 +273,11 @@ describe('eren-machines studio in Chromium', () => {
   test('the token moves into a cookie and out of the address bar', async () => {
     expect(new URL(page.url()).searchParams.has('token')).toBe(false)
     const cookies = await page.context().cookies()
-    expect(cookies.find((c) => c.name === 'eren_studio')).toMatchObject({ httpOnly: true, sameSite: 'Strict' })
+    // Scoped to the studio's secret path and named after its port: cookies
+    // ignore ports, so another local server (or a second studio) never
+    // gets or replaces it.
+    expect(cookies.find((c) => c.name === cookieName)).toMatchObject({ httpOnly: true, sameSite: 'Strict', path: base })
+    expect(base).toMatch(/^\/s\/[\w-]{20,}\/$/)
   })
 
   test('the list shows a new session within a second, with its status and count', async () => {
@@ -370,14 +381,26 @@ describe('studio security', () => {
       expect((await request(pathname, { headers: { Host: `127.0.0.1:${port}` } })).status).toBe(403)
     }
     const wrong = await request('/api/sessions', {
-      headers: { Host: `127.0.0.1:${port}`, Cookie: 'eren_studio=guess' },
+      headers: { Host: `127.0.0.1:${port}`, Cookie: `${cookieName}=guess` },
     })
     expect(wrong.status).toBe(403)
   })
 
+  test('nothing is served outside the secret path, even with the token', async () => {
+    const token = new URL(url).searchParams.get('token')
+    for (const pathname of ['/', `/?token=${token}`, '/api/sessions', '/page.js', '/s/guess/api/sessions']) {
+      const answer = await request(pathname, {
+        raw: true,
+        headers: { Host: `127.0.0.1:${port}`, Cookie: `${cookieName}=${token}` },
+      })
+      expect(answer.status).toBe(404)
+      expect(answer.body).not.toContain('claude-demo')
+    }
+  })
+
   test('a Host other than the loopback address and port is refused, even with the token', async () => {
     const token = new URL(url).searchParams.get('token')
-    const cookie = `eren_studio=${token}`
+    const cookie = `${cookieName}=${token}`
     for (const host of [`evil.example:${port}`, '127.0.0.1', `127.0.0.1:${port + 1}`, `attacker.test`]) {
       const refused = await request('/api/sessions', { headers: { Host: host, Cookie: cookie } })
       expect(refused.status).toBe(403)
@@ -394,7 +417,7 @@ describe('studio security', () => {
     for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
       const answer = await request('/api/sessions', {
         method,
-        headers: { Host: `127.0.0.1:${port}`, Cookie: `eren_studio=${token}` },
+        headers: { Host: `127.0.0.1:${port}`, Cookie: `${cookieName}=${token}` },
       })
       expect(answer.status).toBe(405)
     }
@@ -408,8 +431,8 @@ describe('studio security', () => {
         {
           host: '127.0.0.1',
           port,
-          path: `/api/session/stream?id=big&after=0`,
-          headers: { Host: `127.0.0.1:${port}`, Cookie: `eren_studio=${token}` },
+          path: `${base}api/session/stream?id=big&after=0`,
+          headers: { Host: `127.0.0.1:${port}`, Cookie: `${cookieName}=${token}` },
         },
         resolve,
       )

@@ -46,7 +46,7 @@
       }),
     )
   }
-  new EventSource('/api/sessions/stream').addEventListener('sessions', (e) => renderList(JSON.parse(e.data)))
+  new EventSource('api/sessions/stream').addEventListener('sessions', (e) => renderList(JSON.parse(e.data)))
 
   // ---- one session ----
   let view = null
@@ -66,7 +66,7 @@
 
   async function fetchPage(id, params) {
     const query = new URLSearchParams({ id, ...params })
-    const response = await fetch(`/api/session?${query}`)
+    const response = await fetch(`api/session?${query}`)
     if (!response.ok) throw new Error((await response.json()).message)
     return response.json()
   }
@@ -268,7 +268,7 @@
     }
 
     function follow(fromSequence) {
-      stream = new EventSource(`/api/session/stream?${new URLSearchParams({ id, after: String(fromSequence) })}`)
+      stream = new EventSource(`api/session/stream?${new URLSearchParams({ id, after: String(fromSequence) })}`)
       stream.addEventListener('message', (e) => {
         const m = JSON.parse(e.data)
         if (m.sequenceNumber <= last) return

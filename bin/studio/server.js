@@ -2,16 +2,24 @@
 // The studio's web server: read-only views of a store's sessions, live, for
 // a browser on this machine. node:http alone; the page is plain JS.
 //
-// Security: it listens on 127.0.0.1 only; every request needs the random
-// token of the printed URL (a cookie after the first load); a Host header
-// other than this address and port is refused (DNS rebinding); only GET and
-// HEAD exist. Transcripts hold code and sometimes secrets.
+// Security: it listens on 127.0.0.1 only; everything is served under a
+// random path of its own, and every request needs the random token of the
+// printed URL (a cookie after the first load); a Host header other than
+// this address and port is refused (DNS rebinding); only GET and HEAD
+// exist. Transcripts hold code and sometimes secrets.
+//
+// Cookies ignore ports: a cookie set for 127.0.0.1 would reach every local
+// server, a dev server the agent just started among them. So the cookie is
+// scoped to the studio's secret path, which no other server is ever asked
+// for, and named after the studio's port, so a second studio in the same
+// browser does not replace the first one's.
 const crypto = require('node:crypto')
 const fs = require('node:fs')
 const http = require('node:http')
 const path = require('node:path')
 
-const COOKIE = 'eren_studio'
+/** The token cookie's name, per studio: `eren_studio_<port>`. */
+const cookieName = (port) => `eren_studio_${port}`
 /** How often the session list is read while a page follows it. */
 const LIST_EVERY_MS = 250
 /**
@@ -49,10 +57,10 @@ function sameSecret(given, token) {
   return a.length === b.length && crypto.timingSafeEqual(a, b)
 }
 
-function cookieOf(req) {
+function cookieOf(req, cookie) {
   for (const part of (req.headers.cookie || '').split(';')) {
     const [name, ...value] = part.trim().split('=')
-    if (name === COOKIE) return value.join('=')
+    if (name === cookie) return value.join('=')
   }
   return undefined
 }
@@ -74,6 +82,8 @@ const summary = (s) => ({
  */
 async function startStudio(store, { port = 0 } = {}) {
   const token = crypto.randomBytes(24).toString('base64url')
+  // Where everything is served, and the only path the cookie goes to.
+  const base = `/s/${crypto.randomBytes(16).toString('base64url')}/`
   const streams = new Set()
   const listFollowers = new Set()
   let listTimer = null
@@ -173,22 +183,25 @@ async function startStudio(store, { port = 0 } = {}) {
       return send(res, 405, 'the studio is read-only\n')
     }
     const url = new URL(req.url, `http://${req.headers.host}`)
+    if (!url.pathname.startsWith(base)) return send(res, 404, 'not found\n')
+    const route = `/${url.pathname.slice(base.length)}`
     const fromQuery = url.searchParams.get('token')
-    if (!sameSecret(cookieOf(req), token)) {
+    const cookie = cookieName(bound)
+    if (!sameSecret(cookieOf(req, cookie), token)) {
       if (!sameSecret(fromQuery, token)) return send(res, 403, 'open the URL the studio printed\n')
       // First load: keep the token in a cookie and out of the address bar.
       url.searchParams.delete('token')
       res.writeHead(302, {
         ...HEADERS,
-        'Set-Cookie': `${COOKIE}=${token}; HttpOnly; SameSite=Strict; Path=/`,
+        'Set-Cookie': `${cookie}=${token}; HttpOnly; SameSite=Strict; Path=${base}`,
         Location: url.pathname + url.search,
       })
       return res.end()
     }
-    const asset = ASSETS[url.pathname]
+    const asset = ASSETS[route]
     if (asset) return send(res, 200, fs.readFileSync(asset[0]), asset[1])
     const query = url.searchParams
-    switch (url.pathname) {
+    switch (route) {
       case '/api/sessions':
         return json(res, (await store.listSessions()).map(summary))
       case '/api/sessions/stream':
@@ -217,7 +230,7 @@ async function startStudio(store, { port = 0 } = {}) {
   })
   bound = server.address().port
   return {
-    url: `http://127.0.0.1:${bound}/?token=${token}`,
+    url: `http://127.0.0.1:${bound}${base}?token=${token}`,
     port: bound,
     close: () =>
       new Promise((resolve) => {
