@@ -7,13 +7,14 @@ const path = require('node:path')
 const { monitorEventLoopDelay, performance } = require('node:perf_hooks')
 const Database = require('better-sqlite3')
 
-// The addon's schema version 1 (src/store/schema.rs).
+// The addon's schema (src/store/schema.rs, versions 1 to 3).
 const SCHEMA = `
 CREATE TABLE sessions (key INTEGER PRIMARY KEY, session_id TEXT NOT NULL UNIQUE, claude_session_id TEXT,
   agent_status TEXT NOT NULL, error_message TEXT, closed INTEGER NOT NULL DEFAULT 0,
-  created_at INTEGER NOT NULL, last_sequence INTEGER NOT NULL DEFAULT 0);
+  created_at INTEGER NOT NULL, last_sequence INTEGER NOT NULL DEFAULT 0, host TEXT);
 CREATE TABLE messages (session INTEGER NOT NULL, sequence INTEGER NOT NULL, id INTEGER NOT NULL,
-  content TEXT NOT NULL, created_at INTEGER NOT NULL, PRIMARY KEY (session, sequence)) WITHOUT ROWID;
+  content TEXT NOT NULL, created_at INTEGER NOT NULL, parts INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (session, sequence)) WITHOUT ROWID;
 `
 
 /** A better-sqlite3 database with the addon's pragmas, schema and one session (key 1). */

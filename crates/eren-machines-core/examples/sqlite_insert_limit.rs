@@ -23,7 +23,7 @@ fn main() -> rusqlite::Result<()> {
   let mut conn = Connection::open(&path)?;
   conn.pragma_update(None, "journal_mode", "WAL")?;
   conn.pragma_update(None, "synchronous", "FULL")?;
-  conn.execute_batch(eren_machines_core::store::schema::SCHEMA_V1)?;
+  conn.execute_batch(&eren_machines_core::store::schema::current_schema())?;
   conn.execute(
     "INSERT INTO sessions (session_id, agent_status, closed, created_at, last_sequence)
      VALUES ('bench', 'idle', 0, 0, 0)",

@@ -219,10 +219,12 @@ impl RunControl {
     taps.live.retain(|(tap, _)| *tap != id);
   }
 
-  /// Whether a read must be handed over at all.
+  /// Whether a read must be handed over at all: to a tap, or to the
+  /// replay while it has room. Most runs never get a tap, and past the
+  /// replay's limit their reads are not copied.
   pub(super) fn tapped(&self) -> bool {
     let taps = self.0.taps.lock().unwrap_or_else(|p| p.into_inner());
-    !taps.live.is_empty() || taps.replay.is_some()
+    !taps.live.is_empty() || (taps.replay.is_some() && taps.replay_bytes < REPLAY_LIMIT)
   }
 
   /// Hands one read to every tap, waiting while one is too far behind; or

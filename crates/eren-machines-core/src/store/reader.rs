@@ -139,22 +139,35 @@ impl Reads for SqliteReads<'_> {
     limit: i64,
   ) -> Result<Vec<Message>> {
     let mut stmt = self.0.prepare_cached(
-      "SELECT id, sequence, content, created_at FROM messages
+      "SELECT id, sequence, content, created_at, parts FROM messages
          WHERE session = ?1 AND sequence > ?2 AND sequence <= ?3
          ORDER BY sequence LIMIT ?4",
     )?;
     let rows = stmt.query_map(params![key, after, upto, limit], |row| {
-      Ok(Message {
+      let message = Message {
         id: row.get(0)?,
         session_id: session_id.to_owned(),
         sequence_number: row.get(1)?,
         content: row.get(2)?,
         created_at: row.get(3)?,
-      })
+      };
+      Ok((message, row.get::<_, i64>(4)?))
     })?;
+    let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut parts = self.0.prepare_cached(
+      "SELECT content FROM message_parts WHERE id = ?1 ORDER BY part",
+    )?;
     rows
-      .collect::<rusqlite::Result<Vec<_>>>()
-      .map_err(Error::from)
+      .into_iter()
+      .map(|(mut message, count)| {
+        // A long content, stored in pieces (schema version 3).
+        if count > 0 {
+          let pieces = parts.query_map(params![message.id], |row| row.get::<_, String>(0))?;
+          message.content = pieces.collect::<rusqlite::Result<String>>()?;
+        }
+        Ok(message)
+      })
+      .collect()
   }
 }
 

@@ -526,19 +526,109 @@ fn a_version_1_database_is_migrated_in_place() {
     .unwrap();
   conn
     .execute(
-      "INSERT INTO sessions (session_id, agent_status, created_at) VALUES ('old', 'running', 0)",
+      "INSERT INTO sessions (session_id, agent_status, created_at, last_sequence)
+       VALUES ('old', 'running', 0, 1)",
       [],
     )
+    .unwrap();
+  // A long message as version 1 kept it: whole, in its row.
+  let long = "l".repeat(5000);
+  conn
+    .execute(
+      "INSERT INTO messages (session, sequence, id, content, created_at) VALUES (1, 1, 1, ?1, 0)",
+      [&long],
+    )
+    .unwrap();
+  conn
+    .execute("UPDATE meta SET value = 2 WHERE name = 'next_message_id'", [])
     .unwrap();
   drop(conn);
   let store = SessionStore::open(&path).unwrap();
   // No host recorded: an older build's run is left as it was.
   let old = store.get_session("old").wait().unwrap().unwrap();
   assert_eq!(old.agent_status, AgentStatus::Running);
-  store
-    .append("old", "after the upgrade".into())
+  let longer = "m".repeat(5000);
+  store.append("old", longer.clone()).wait().unwrap();
+  let read: Vec<String> = store
+    .messages("old", 0, None)
     .wait()
+    .unwrap()
+    .into_iter()
+    .map(|m| m.content)
+    .collect();
+  assert_eq!(read, vec![long, longer]);
+}
+
+#[test]
+fn long_messages_are_stored_in_pieces_and_read_back_whole_and_deleted_with_their_session() {
+  let dir = TempDir::new("parts");
+  let path = dir.path().join("sessions.db");
+  let store = SessionStore::open(&path).unwrap();
+  store.create_session(Some("s")).wait().unwrap();
+  // Around the inline limit and the piece size, and multi-byte characters
+  // across a cut.
+  let contents: Vec<String> = vec![
+    "short".into(),
+    "a".repeat(schema::INLINE_CONTENT),
+    "b".repeat(schema::INLINE_CONTENT + 1),
+    "é".repeat(schema::PART),
+    format!("x{}", "€".repeat(2000)),
+    "c".repeat(100_000),
+  ];
+  for content in &contents {
+    store.append("s", content.clone()).wait().unwrap();
+  }
+  let read: Vec<String> = store
+    .messages("s", 0, None)
+    .wait()
+    .unwrap()
+    .into_iter()
+    .map(|m| m.content)
+    .collect();
+  assert_eq!(read, contents);
+  let conn = rusqlite::Connection::open(&path).unwrap();
+  let pieces = |conn: &rusqlite::Connection| -> i64 {
+    conn
+      .query_row("SELECT count(*) FROM message_parts", [], |r| r.get(0))
+      .unwrap()
+  };
+  assert!(pieces(&conn) > 0);
+  assert!(store.delete_session("s").wait().unwrap());
+  assert_eq!(pieces(&conn), 0);
+}
+
+#[test]
+fn parts_are_cut_at_character_boundaries_and_join_to_the_whole() {
+  for content in ["", "a", &"é".repeat(1000), &"😀".repeat(777)] {
+    let parts = schema::parts_of(content);
+    assert!(parts.iter().all(|p| p.len() <= schema::PART && !p.is_empty()));
+    assert_eq!(parts.concat(), content);
+  }
+}
+
+#[test]
+fn messages_of_a_few_kib_take_little_more_than_their_size_on_disk() {
+  let dir = TempDir::new("space");
+  let path = dir.path().join("sessions.db");
+  let store = SessionStore::open_with(&path, Durability::Normal).unwrap();
+  store.create_session(Some("s")).wait().unwrap();
+  // 1 KiB was the worst case of schema version 2: 4.35x.
+  let message = "x".repeat(1024);
+  let count = 4000;
+  let pending: Vec<_> = (0..count)
+    .map(|_| store.append("s", message.clone()))
+    .collect();
+  for appended in pending {
+    appended.wait().unwrap();
+  }
+  store.close().wait().unwrap();
+  let conn = rusqlite::Connection::open(&path).unwrap();
+  conn
+    .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
     .unwrap();
+  let bytes = std::fs::metadata(&path).unwrap().len() as f64;
+  let ratio = bytes / (count as f64 * message.len() as f64);
+  assert!(ratio < 1.3, "{ratio:.2}x");
 }
 
 #[test]

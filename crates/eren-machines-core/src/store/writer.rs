@@ -17,6 +17,7 @@ use super::live::{Event, Live};
 use super::model::{now_ms, AgentStatus, Message};
 use super::reader::SqliteReads;
 use super::reads;
+use super::schema;
 use crate::error::{Error, Result};
 
 /// The writer's authoritative view of every session: only this thread
@@ -198,17 +199,35 @@ impl Statements for SqliteStatements<'_> {
 
   fn insert_messages(&mut self, key: i64, messages: &[Message]) -> Result<()> {
     let mut insert = self.tx.prepare_cached(
-      "INSERT INTO messages (session, sequence, id, content, created_at)
-       VALUES (?1, ?2, ?3, ?4, ?5)",
+      "INSERT INTO messages (session, sequence, id, content, created_at, parts)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for message in messages {
+      // A long content goes in pieces (see schema version 3).
+      let parts = match message.content.len() > schema::INLINE_CONTENT {
+        true => schema::parts_of(&message.content),
+        false => Vec::new(),
+      };
+      let inline = match parts.is_empty() {
+        true => message.content.as_str(),
+        false => "",
+      };
       insert.execute(params![
         key,
         message.sequence_number,
         message.id,
-        message.content,
-        message.created_at
+        inline,
+        message.created_at,
+        parts.len() as i64
       ])?;
+      if !parts.is_empty() {
+        let mut insert_part = self.tx.prepare_cached(
+          "INSERT INTO message_parts (id, part, content) VALUES (?1, ?2, ?3)",
+        )?;
+        for (index, part) in parts.iter().enumerate() {
+          insert_part.execute(params![message.id, index as i64, part])?;
+        }
+      }
     }
     Ok(())
   }
@@ -246,6 +265,13 @@ impl Statements for SqliteStatements<'_> {
   }
 
   fn delete_session(&mut self, key: i64) -> Result<()> {
+    self
+      .tx
+      .prepare_cached(
+        "DELETE FROM message_parts WHERE id IN
+           (SELECT id FROM messages WHERE session = ?1 AND parts > 0)",
+      )?
+      .execute(params![key])?;
     self
       .tx
       .prepare_cached("DELETE FROM messages WHERE session = ?1")?
