@@ -38,9 +38,10 @@ fuzz_target!(|data: &[u8]| {
   let with_tools = data.first().is_some_and(|b| b & 1 == 1);
   let sink: eren_machines_core::runner::claude::ToolSink = Arc::new(|_event: ToolEvent| {});
   let mut handler = ClaudeOutput::new(Conversation {
-    prompt: lines.next().map(str::to_owned),
+    prompt: lines.next().map(Into::into),
     keep_open: data.len() % 3 == 0,
     tools: with_tools.then_some(sink),
+    mcp_config: None,
   });
   check_statuses(&handler.started(), false);
   for line in lines {
@@ -54,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
       } else {
         ToolDecision::Allow {
           updated_input: None,
+          updated_permissions: None,
         }
       };
       let ops = handler.input(HostInput::Decision {
@@ -87,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
     exit_code: if stopped { None } else { Some(1) },
     signal: None,
     stopped,
-    reason: None,
+    ..RunResult::default()
   };
   let ops = handler.finished(&result);
   check_statuses(&ops, true);
