@@ -154,9 +154,9 @@ impl Reads for SqliteReads<'_> {
       Ok((message, row.get::<_, i64>(4)?))
     })?;
     let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut parts = self.0.prepare_cached(
-      "SELECT content FROM message_parts WHERE id = ?1 ORDER BY part",
-    )?;
+    let mut parts = self
+      .0
+      .prepare_cached("SELECT content FROM message_parts WHERE id = ?1 ORDER BY part")?;
     rows
       .into_iter()
       .map(|(mut message, count)| {

@@ -540,7 +540,10 @@ fn a_version_1_database_is_migrated_in_place() {
     )
     .unwrap();
   conn
-    .execute("UPDATE meta SET value = 2 WHERE name = 'next_message_id'", [])
+    .execute(
+      "UPDATE meta SET value = 2 WHERE name = 'next_message_id'",
+      [],
+    )
     .unwrap();
   drop(conn);
   let store = SessionStore::open(&path).unwrap();
@@ -601,7 +604,9 @@ fn long_messages_are_stored_in_pieces_and_read_back_whole_and_deleted_with_their
 fn parts_are_cut_at_character_boundaries_and_join_to_the_whole() {
   for content in ["", "a", &"é".repeat(1000), &"😀".repeat(777)] {
     let parts = schema::parts_of(content);
-    assert!(parts.iter().all(|p| p.len() <= schema::PART && !p.is_empty()));
+    assert!(parts
+      .iter()
+      .all(|p| p.len() <= schema::PART && !p.is_empty()));
     assert_eq!(parts.concat(), content);
   }
 }

@@ -221,9 +221,9 @@ impl Statements for SqliteStatements<'_> {
         parts.len() as i64
       ])?;
       if !parts.is_empty() {
-        let mut insert_part = self.tx.prepare_cached(
-          "INSERT INTO message_parts (id, part, content) VALUES (?1, ?2, ?3)",
-        )?;
+        let mut insert_part = self
+          .tx
+          .prepare_cached("INSERT INTO message_parts (id, part, content) VALUES (?1, ?2, ?3)")?;
         for (index, part) in parts.iter().enumerate() {
           insert_part.execute(params![message.id, index as i64, part])?;
         }
