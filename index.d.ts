@@ -351,6 +351,8 @@ export interface ClaudeOptions {
   timeout?: number
   /** Its abort stops the run, as a stop does (at once if it has already aborted). */
   signal?: AbortSignal
+  /** Hook callbacks by event (`PreToolUse`, `PostToolUse`, `UserPromptSubmit`, `Stop`, `Notification`...), registered with the CLI before the first message: each is called as `callback(input, toolUseId, { signal })`, and what it returns is the hook's output; a throw or rejection is answered as an error. */
+  hooks?: Record<string, { matcher?: string; hooks: ((input: Record<string, unknown>, toolUseId: string | undefined, options: { signal: AbortSignal }) => unknown)[]; timeout?: number }[]>
   /** Answers each tool permission request; given, the CLI runs with `--permission-prompt-tool stdio`. */
   canUseTool?: (request: ToolRequest) => ToolDecision | Promise<ToolDecision>
   onMessage?: (m: Message) => void

@@ -276,6 +276,11 @@ describe('options the Agent SDK passes at start', () => {
     { maxThinkingTokens: 1.5 },
     { effort: 'extreme' },
     { continue: 'yes' },
+    { hooks: 'PreToolUse' },
+    { hooks: { PreToolUse: () => ({}) } },
+    { hooks: { PreToolUse: [{ hooks: ['not a function'] }] } },
+    { hooks: { PreToolUse: [{ matcher: 3, hooks: [] }] } },
+    { hooks: { PreToolUse: [{ hooks: [], timeout: 'long' }] } },
   ])('%p is INVALID_ARGUMENT and nothing starts', async (bad) => {
     const store = SessionStore.inMemory()
     const sessionId = await store.createSession()

@@ -184,6 +184,65 @@ test('the options the Agent SDK passes at start reach the CLI: system prompt, MC
   expect(await run.exited).toMatchObject({ exitCode: 0 })
 })
 
+test('hooks: the CLI calls them by event and matcher; a PreToolUse deny stops the tool; a throwing hook is an error, not a crash', async () => {
+  const marker = path.join(tmpDir(), 'hooked')
+  const calls = []
+  const { store, sessionId, run, until } = await claude({
+    prompt: `RUN-TOOL ${marker}`,
+    conversation: true,
+    hooks: {
+      UserPromptSubmit: [{ hooks: [async (input) => calls.push(['UserPromptSubmit', input.prompt])] }],
+      PreToolUse: [
+        {
+          matcher: 'Bash',
+          hooks: [
+            (input, toolUseId) => {
+              calls.push(['PreToolUse', input.tool_name, typeof toolUseId])
+              return {
+                hookSpecificOutput: {
+                  hookEventName: 'PreToolUse',
+                  permissionDecision: 'deny',
+                  permissionDecisionReason: 'blocked by the host hook',
+                },
+              }
+            },
+          ],
+        },
+        { matcher: 'Write', hooks: [() => calls.push(['never'])] },
+      ],
+      Stop: [
+        {
+          hooks: [
+            () => {
+              calls.push(['Stop'])
+              throw new Error('a hook that fails')
+            },
+          ],
+        },
+      ],
+    },
+  })
+  await until((c) => c.type === 'result')
+  expect(fs.existsSync(marker)).toBe(false)
+  expect(calls).toContainEqual(['UserPromptSubmit', `RUN-TOOL ${marker}`])
+  expect(calls).toContainEqual(['PreToolUse', 'Bash', 'string'])
+  expect(calls).toContainEqual(['Stop'])
+  expect(calls).not.toContainEqual(['never'])
+  // The conversation goes on after the failed hook.
+  await run.send('SAY again')
+  await until((c) => c.type === 'result' && c.result === 'said again')
+  run.end()
+  expect(await run.exited).toMatchObject({ exitCode: 0 })
+  const stored = await contents(store, sessionId)
+  expect(
+    stored.find((c) => c.type === 'control_request' && c.request?.subtype === 'initialize').request.hooks,
+  ).toMatchObject({
+    PreToolUse: [{ matcher: 'Bash', hookCallbackIds: [expect.any(String)] }, { matcher: 'Write' }],
+  })
+  const failed = stored.find((c) => c.type === 'control_response' && c.response?.error === 'a hook that fails')
+  expect(failed).toBeDefined()
+})
+
 test('a two-turn conversation: each turn a result, claudeSessionId set, idle between turns', async () => {
   const { store, sessionId, run, until } = await claude({ prompt: 'SAY one', conversation: true })
   await until((c) => c.type === 'result')

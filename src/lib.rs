@@ -17,6 +17,8 @@ mod claude_control;
 #[cfg(not(test))]
 mod error;
 #[cfg(not(test))]
+mod hooks;
+#[cfg(not(test))]
 mod message;
 #[cfg(not(test))]
 mod promise;

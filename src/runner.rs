@@ -518,6 +518,7 @@ pub fn spawn_claude<'env>(
     keep_open: opts.conversation.unwrap_or(false),
     tools,
     mcp_config,
+    hooks: opts.hooks.map(|HooksArg(hooks)| hooks),
   };
   let handler = Box::new(claude::ClaudeOutput::new(conversation));
   start(
@@ -598,12 +599,20 @@ pub struct ClaudeOptions {
   /// Its abort stops the run, as a stop does (at once if it has already aborted).
   #[napi(ts_type = "AbortSignal")]
   pub signal: Option<AbortLink>,
+  /// Hook callbacks by event (`PreToolUse`, `PostToolUse`, `UserPromptSubmit`, `Stop`, `Notification`...), registered with the CLI before the first message: each is called as `callback(input, toolUseId, { signal })`, and what it returns is the hook's output; a throw or rejection is answered as an error.
+  #[napi(
+    ts_type = "Record<string, { matcher?: string; hooks: ((input: Record<string, unknown>, toolUseId: string | undefined, options: { signal: AbortSignal }) => unknown)[]; timeout?: number }[]>"
+  )]
+  pub hooks: Option<HooksArg>,
   /// Answers each tool permission request; given, the CLI runs with `--permission-prompt-tool stdio`.
   #[napi(ts_type = "(request: ToolRequest) => ToolDecision | Promise<ToolDecision>")]
   pub can_use_tool: Option<ToolSink>,
   #[napi(ts_type = "(m: Message) => void")]
   pub on_message: Option<RunSink>,
 }
+
+/// A run's `hooks`, made ready for the runner (see `hooks.rs`).
+pub struct HooksArg(claude::Hooks);
 
 /// A run's `canUseTool`, made ready for the runner (see `tool_permission.rs`).
 pub struct ToolSink(claude::ToolSink);
@@ -697,6 +706,7 @@ read_options!(ClaudeOptions, |env, opts| {
     }
   };
   let mcp_servers = object_of("mcpServers")?;
+  let hooks = crate::hooks::hooks_of(&env, &opts)?.map(HooksArg);
   let agents = object_of("agents")?;
   if claude_path.as_deref() == Some("") {
     return Err(Failure::from(Error::InvalidArgument(
@@ -725,6 +735,7 @@ read_options!(ClaudeOptions, |env, opts| {
     append_system_prompt: append_system_prompt.or(preset_append),
     system_prompt,
     mcp_servers,
+    hooks,
     agents,
     setting_sources,
     additional_directories: strings("additionalDirectories")?,

@@ -181,7 +181,7 @@ fn decision_of(env: &Env, value: Unknown) -> ToolDecision {
 /// Whatever it is (a Symbol, an object without a prototype, an error whose
 /// `message` getter throws): what reading it throws is dropped, and
 /// "canUseTool failed" stands for what cannot be read.
-fn message_of(env: &Env, reason: Unknown) -> String {
+pub fn message_of(env: &Env, reason: Unknown) -> String {
   let read = || -> Option<String> {
     if matches!(reason.get_type(), Ok(ValueType::Object)) {
       let object = Object::from_unknown(reason).ok()?;

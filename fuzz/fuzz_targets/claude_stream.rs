@@ -42,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
     keep_open: data.len() % 3 == 0,
     tools: with_tools.then_some(sink),
     mcp_config: None,
+    hooks: None,
   });
   check_statuses(&handler.started(), false);
   for line in lines {

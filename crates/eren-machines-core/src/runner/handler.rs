@@ -29,6 +29,12 @@ pub enum HostInput {
   },
   /// End the current turn; answered once the request is written.
   Interrupt { reply: Reply<()> },
+  /// A hook callback's output (or why it failed) for the CLI's
+  /// `hook_callback` request.
+  HookAnswer {
+    request_id: String,
+    outcome: std::result::Result<serde_json::Value, String>,
+  },
   /// The host's answer to a tool permission request.
   Decision {
     request_id: String,
@@ -136,7 +142,10 @@ impl HostInput {
       HostInput::Control { reply, .. } => drop(reply.send(Err(error()))),
       HostInput::Interrupt { reply } => drop(reply.send(Err(error()))),
       HostInput::Write { reply, .. } => drop(reply.send(Err(error()))),
-      HostInput::Decision { .. } | HostInput::End | HostInput::Resize(_) => {}
+      HostInput::Decision { .. }
+      | HostInput::HookAnswer { .. }
+      | HostInput::End
+      | HostInput::Resize(_) => {}
     }
   }
 }

@@ -25,7 +25,7 @@ use crate::output::Stream;
 use crate::store::{AgentStatus, Message, Reply};
 pub use argv::{program, ClaudeRequest, PERMISSION_MODES};
 pub use mcp_config::McpConfig;
-use protocol::{parse_event, ControlRequest, ToolDecision, ToolRequest, UserContent};
+use protocol::{parse_event, ControlRequest, HookCall, ToolDecision, ToolRequest, UserContent};
 
 /// Bytes of stderr kept for the error message of a failed run.
 const STDERR_TAIL: usize = 4096;
@@ -62,6 +62,40 @@ impl ToolResponder {
 
 pub type ToolSink = Arc<dyn Fn(ToolEvent) + Send + Sync>;
 
+/// Answers one `hook_callback` request of a run.
+pub struct HookResponder {
+  request_id: String,
+  input: Option<RunInput>,
+}
+
+impl HookResponder {
+  /// Hands the callback's output (or why it failed) to the run; fails with
+  /// `NOT_RUNNING` once it ended.
+  pub fn respond(
+    self,
+    outcome: std::result::Result<serde_json::Value, String>,
+  ) -> crate::error::Result<()> {
+    let input = self
+      .input
+      .ok_or_else(|| Error::NotRunning(self.request_id.clone()))?;
+    input.send(HostInput::HookAnswer {
+      request_id: self.request_id,
+      outcome,
+    })
+  }
+}
+
+/// Where the CLI's hook events go, each with where its answer goes.
+pub type HookSink = Arc<dyn Fn(HookCall, HookResponder) + Send + Sync>;
+
+/// The host's hook callbacks: registered with the CLI at `initialize`, before
+/// the first message, and called through `hook_callback` requests.
+pub struct Hooks {
+  /// `initialize`'s `hooks`: by event, `[{ matcher?, hookCallbackIds, timeout? }]`.
+  pub config: serde_json::Value,
+  pub sink: HookSink,
+}
+
 /// How the conversation goes.
 #[derive(Default)]
 pub struct Conversation {
@@ -73,6 +107,7 @@ pub struct Conversation {
   pub tools: Option<ToolSink>,
   /// The run's MCP configuration file, removed with the run's handler.
   pub mcp_config: Option<McpConfig>,
+  pub hooks: Option<Hooks>,
 }
 
 pub struct ClaudeOutput {
@@ -97,6 +132,8 @@ pub struct ClaudeOutput {
   /// The CLI's answer to `initialize`, asked once per run.
   initialized: Option<serde_json::Value>,
   initializing: Option<String>,
+  /// `hook_callback` requests waiting for the host's callbacks.
+  hook_calls: std::collections::HashSet<String>,
   stderr_tail: String,
 }
 
@@ -116,6 +153,7 @@ impl ClaudeOutput {
       controls: HashMap::new(),
       initialized: None,
       initializing: None,
+      hook_calls: std::collections::HashSet::new(),
       stderr_tail: String::new(),
     }
   }
@@ -305,6 +343,21 @@ impl ClaudeOutput {
         };
         self.tell_host(ToolEvent::Request(Box::new(request), responder), ops);
       }
+      Some(ControlRequest::HookCallback(call)) => match &self.conversation.hooks {
+        Some(hooks) => {
+          self.hook_calls.insert(call.request_id.clone());
+          let sink = hooks.sink.clone();
+          let responder = HookResponder {
+            request_id: call.request_id.clone(),
+            input: self.run_input.clone(),
+          };
+          ops.push(Op::After(Box::new(move || sink(call, responder))));
+        }
+        None => {
+          let error = "this run registered no hooks";
+          self.write(protocol::error_response(&call.request_id, error), ops);
+        }
+      },
       Some(ControlRequest::Other {
         request_id,
         subtype,
@@ -348,6 +401,15 @@ impl OutputHandler for ClaudeOutput {
 
   fn started(&mut self) -> Vec<Op> {
     let mut ops = Vec::new();
+    // Hooks are registered before anything else is said; the answer is
+    // what `initialization` gives.
+    if let Some(config) = self.conversation.hooks.as_ref().map(|h| h.config.clone()) {
+      let mut request = serde_json::Map::new();
+      request.insert("subtype".into(), "initialize".into());
+      request.insert("hooks".into(), config);
+      let (reply, _) = crate::store::reply_channel();
+      self.control(request, reply, &mut ops);
+    }
     match self.conversation.prompt.take() {
       Some(prompt) => self.send_user_message(&prompt, None, &mut ops),
       None => self.set(AgentStatus::Idle, None, &mut ops),
@@ -397,6 +459,19 @@ impl OutputHandler for ClaudeOutput {
         if let Some(input) = self.pending.remove(&request_id) {
           self.answer(&request_id, &input, &decision, &mut ops);
           self.refresh(&mut ops);
+        }
+      }
+      HostInput::HookAnswer {
+        request_id,
+        outcome,
+      } => {
+        // A run whose CLI has gone takes no answer.
+        if self.hook_calls.remove(&request_id) {
+          let line = match outcome {
+            Ok(output) => protocol::success_response(&request_id, &output),
+            Err(error) => protocol::error_response(&request_id, &error),
+          };
+          self.write(line, &mut ops);
         }
       }
       HostInput::End => self.close_input(&mut ops),

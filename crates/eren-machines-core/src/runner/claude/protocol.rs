@@ -209,6 +209,7 @@ impl CliEvent {
       decision_reason: Raw,
       title: Raw,
       agent_id: Raw,
+      callback_id: Raw,
     }
     let request_id = self.request_id()?;
     // Answered all the same, or the CLI's turn would wait for good.
@@ -216,6 +217,21 @@ impl CliEvent {
       return Some(ControlRequest::Malformed { request_id });
     };
     let subtype = raw_text(&body.subtype).unwrap_or_default();
+    if subtype == "hook_callback" {
+      return Some(match raw_text(&body.callback_id) {
+        Some(callback_id) => ControlRequest::HookCallback(HookCall {
+          request_id,
+          callback_id,
+          input: body
+            .input
+            .filter(|raw| raw.get().trim_start().starts_with('{'))
+            .map(|raw| raw.get().to_owned())
+            .unwrap_or_else(|| "{}".to_owned()),
+          tool_use_id: raw_text(&body.tool_use_id),
+        }),
+        None => ControlRequest::Malformed { request_id },
+      });
+    }
     if subtype != "can_use_tool" {
       return Some(ControlRequest::Other {
         request_id,
@@ -246,9 +262,21 @@ impl CliEvent {
   }
 }
 
+/// A hook event the CLI hands to one of the host's hook callbacks.
+#[derive(Debug, Clone)]
+pub struct HookCall {
+  pub request_id: String,
+  /// Which callback, by the id the host gave it at `initialize`.
+  pub callback_id: String,
+  /// The hook's input, a JSON object as the CLI printed it.
+  pub input: String,
+  pub tool_use_id: Option<String>,
+}
+
 /// What the CLI asks of the host.
 pub enum ControlRequest {
   CanUseTool(ToolRequest),
+  HookCallback(HookCall),
   /// A request the runner does not handle; answered with an error.
   Other {
     request_id: String,
@@ -400,6 +428,15 @@ pub fn decision_response(
       json!({ "behavior": "deny", "message": message, "interrupt": interrupt })
     }
   };
+  json!({
+    "type": "control_response",
+    "response": { "subtype": "success", "request_id": request_id, "response": response },
+  })
+  .to_string()
+}
+
+/// A success answer to a control request of the CLI's, carrying `response`.
+pub fn success_response(request_id: &str, response: &Value) -> String {
   json!({
     "type": "control_response",
     "response": { "subtype": "success", "request_id": request_id, "response": response },

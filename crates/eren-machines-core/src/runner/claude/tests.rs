@@ -76,6 +76,7 @@ fn with_tools(keep_open: bool) -> (ClaudeOutput, Arc<Mutex<Vec<ToolEvent>>>) {
     keep_open,
     tools: Some(Arc::new(move |event| sink_seen.lock().unwrap().push(event))),
     mcp_config: None,
+    hooks: None,
   });
   (output, seen)
 }
