@@ -572,3 +572,34 @@ fn input_is_never_stored_and_a_stop_hangs_up() {
   assert!(!stored.contains("hunter2"));
   assert!(stored_screen(&store, "t").contains("hangup"));
 }
+
+#[test]
+fn a_quiet_run_stops_when_another_host_deletes_or_closes_its_session_on_postgresql() {
+  let url = crate::test_support::postgres_schema_url();
+  for end in ["delete", "close"] {
+    let here = SessionStore::connect_blocking(&url).unwrap();
+    // Another host: its own store, with its own connections.
+    let there = SessionStore::connect_blocking(&url).unwrap();
+    let session_id = format!("quiet-{end}");
+    here.create_session(Some(&session_id)).wait().unwrap();
+    let registry = Arc::new(ProcessRegistry::new());
+    let run = spawn_terminal(
+      &here,
+      &registry,
+      &session_id,
+      sh("exec sleep 300"),
+      DEFAULT_KILL_GRACE,
+      None,
+    )
+    .wait()
+    .unwrap();
+    match end {
+      "delete" => assert!(there.delete_session(&session_id).wait().unwrap()),
+      _ => there.close_session(&session_id).wait().unwrap(),
+    }
+    // Nothing it writes would fail: the owning host has to look.
+    let result = run.exited.wait().unwrap();
+    assert!(result.stopped, "{end}: {result:?}");
+    assert!(registry.is_empty());
+  }
+}

@@ -189,17 +189,5 @@ fn watch_other_processes(conn: &Connection, live: &Live, last: &mut Option<i64>)
   let _ = reads::catch_up(&mut reads, live);
   // A run's session that another process closed or deleted ends the run,
   // as this store's own close or delete does.
-  let gone: Vec<String> = live
-    .watched_ends()
-    .into_iter()
-    .filter(|id| {
-      matches!(
-        reads.get_session(id),
-        Ok(None) | Ok(Some(Session { closed: true, .. }))
-      )
-    })
-    .collect();
-  if !gone.is_empty() {
-    live.ended_elsewhere(&gone);
-  }
+  reads::end_runs_ended_elsewhere(&mut reads, live);
 }

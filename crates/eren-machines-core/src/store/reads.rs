@@ -140,6 +140,25 @@ pub fn catch_up(reads: &mut impl Reads, live: &Live) -> Result<()> {
   outcome
 }
 
+/// Ends the runs (through their end watchers) whose session another
+/// process or host has closed or deleted, as this store's own close or
+/// delete does. A failed read is tried again at the next look.
+pub fn end_runs_ended_elsewhere(reads: &mut impl Reads, live: &Live) {
+  let gone: Vec<String> = live
+    .watched_ends()
+    .into_iter()
+    .filter(|id| {
+      matches!(
+        reads.get_session(id),
+        Ok(None) | Ok(Some(Session { closed: true, .. }))
+      )
+    })
+    .collect();
+  if !gone.is_empty() {
+    live.ended_elsewhere(&gone);
+  }
+}
+
 /// Offers the messages of one session in `(seen, upto]`.
 pub fn catch_up_session(
   reads: &mut impl Reads,

@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 
 /// How often the listener looks at whether its store has closed.
 const WAKE_EVERY: Duration = Duration::from_millis(200);
+/// How often it looks whether another host closed or deleted the session
+/// of a run here (a quiet run writes nothing that would fail).
+const ENDS_EVERY: Duration = Duration::from_secs(1);
 /// How long it waits before connecting again after losing the server.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 
@@ -45,6 +48,7 @@ pub fn spawn(link: Link, names: Names, live: Arc<Live>, closed: Arc<AtomicBool>)
 
 fn run(mut link: Link, names: &Names, live: &Live, closed: &AtomicBool) {
   let mut listening = false;
+  let mut ends_looked_at = std::time::Instant::now();
   while !closed.load(Ordering::Acquire) {
     if !link.is_connected() {
       listening = false;
@@ -64,6 +68,12 @@ fn run(mut link: Link, names: &Names, live: &Live, closed: &AtomicBool) {
       // Whatever was committed while nobody listened.
       // A failed read is tried again at the next notification.
       let _ = reads::catch_up(&mut PgReads(client), live);
+    }
+    if ends_looked_at.elapsed() >= ENDS_EVERY {
+      ends_looked_at = std::time::Instant::now();
+      if live.has_end_watchers() {
+        reads::end_runs_ended_elsewhere(&mut PgReads(client), live);
+      }
     }
     let mut heard = Vec::new();
     {
