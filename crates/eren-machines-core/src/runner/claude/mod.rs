@@ -354,7 +354,7 @@ impl ClaudeOutput {
           ops.push(Op::After(Box::new(move || sink(call, responder))));
         }
         None => {
-          let error = "this run registered no hooks";
+          let error = "this run registered no hooks to answer 'hook_callback' control requests";
           self.write(protocol::error_response(&call.request_id, error), ops);
         }
       },
