@@ -619,10 +619,30 @@ mod tests {
   #[test]
   fn other_control_requests_are_named() {
     let line =
-      r#"{"type":"control_request","request_id":"r2","request":{"subtype":"hook_callback"}}"#;
+      r#"{"type":"control_request","request_id":"r2","request":{"subtype":"mcp_message"}}"#;
     assert!(matches!(
       parse_event(line).unwrap().control_request(),
-      Some(ControlRequest::Other { subtype, .. }) if subtype == "hook_callback"
+      Some(ControlRequest::Other { subtype, .. }) if subtype == "mcp_message"
+    ));
+  }
+
+  #[test]
+  fn a_hook_callback_names_its_callback_and_one_without_is_malformed() {
+    let line = r#"{"type":"control_request","request_id":"r3","request":{"subtype":"hook_callback","callback_id":"eren-hook-0","input":{"tool_name":"Bash"},"tool_use_id":"t1"}}"#;
+    match parse_event(line).unwrap().control_request() {
+      Some(ControlRequest::HookCallback(call)) => {
+        assert_eq!(call.request_id, "r3");
+        assert_eq!(call.callback_id, "eren-hook-0");
+        assert_eq!(call.input, r#"{"tool_name":"Bash"}"#);
+        assert_eq!(call.tool_use_id.as_deref(), Some("t1"));
+      }
+      _ => panic!("not a hook call"),
+    }
+    let without =
+      r#"{"type":"control_request","request_id":"r4","request":{"subtype":"hook_callback"}}"#;
+    assert!(matches!(
+      parse_event(without).unwrap().control_request(),
+      Some(ControlRequest::Malformed { request_id }) if request_id == "r4"
     ));
   }
 
