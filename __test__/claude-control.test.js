@@ -195,11 +195,9 @@ describe('options the Agent SDK passes at start', () => {
   const fs = require('node:fs')
   const os = require('node:os')
 
-  test('each becomes its CLI flag, and mcpServers a private file that is removed with the run', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eren-claude-options-'))
-    const argvFile = path.join(dir, 'argv')
-    const mcpServers = { files: { command: 'mcp-files', env: { TOKEN: 'secret' } } }
-    const agents = { reviewer: { description: 'Reviews code', prompt: 'You review code.' } }
+  /** Runs the fake CLI to its end with `options`; resolves with the argv after its six fixed flags. */
+  async function flagsFor(options) {
+    const argvFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'eren-claude-options-')), 'argv')
     const store = SessionStore.inMemory()
     const sessionId = await store.createSession()
     const run = await spawnClaude({
@@ -209,6 +207,16 @@ describe('options the Agent SDK passes at start', () => {
       claudePath: FAKE_CLAUDE,
       env: { ...MARK, FAKE_CLAUDE_ARGV: argvFile },
       prompt: 'success',
+      ...options,
+    })
+    await run.exited
+    return JSON.parse(fs.readFileSync(argvFile, 'utf8')).slice(6)
+  }
+
+  test('each becomes its CLI flag, and mcpServers a private file that is removed with the run', async () => {
+    const mcpServers = { files: { command: 'mcp-files', env: { TOKEN: 'secret' } } }
+    const agents = { reviewer: { description: 'Reviews code', prompt: 'You review code.' } }
+    const flags = await flagsFor({
       systemPrompt: 'You are terse.',
       mcpServers,
       agents,
@@ -221,10 +229,8 @@ describe('options the Agent SDK passes at start', () => {
       continue: true,
       forkSession: true,
     })
-    await run.exited
-    const argv = JSON.parse(fs.readFileSync(argvFile, 'utf8'))
-    const mcp = argv.find((a) => a.startsWith('--mcp-config='))
-    expect(argv.slice(6)).toEqual([
+    const mcp = flags.find((a) => a.startsWith('--mcp-config='))
+    expect(flags).toEqual([
       '--system-prompt=You are terse.',
       `--agents=${JSON.stringify(agents)}`,
       '--setting-sources=project,local',
@@ -239,30 +245,16 @@ describe('options the Agent SDK passes at start', () => {
       '--fork-session',
     ])
     // The secret is in the file, never in argv, and the file went with the run.
-    expect(argv.join(' ')).not.toContain('secret')
+    expect(flags.join(' ')).not.toContain('secret')
     expect(fs.existsSync(mcp.slice('--mcp-config='.length))).toBe(false)
   })
 
   test('the preset system prompt appends, and an empty settingSources loads none', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eren-claude-options-'))
-    const argvFile = path.join(dir, 'argv')
-    const store = SessionStore.inMemory()
-    const sessionId = await store.createSession()
-    const run = await spawnClaude({
-      store,
-      registry: new ProcessRegistry(),
-      sessionId,
-      claudePath: FAKE_CLAUDE,
-      env: { ...MARK, FAKE_CLAUDE_ARGV: argvFile },
-      prompt: 'success',
+    const flags = await flagsFor({
       systemPrompt: { type: 'preset', preset: 'claude_code', append: 'Answer in French.' },
       settingSources: [],
     })
-    await run.exited
-    expect(JSON.parse(fs.readFileSync(argvFile, 'utf8')).slice(6)).toEqual([
-      '--append-system-prompt=Answer in French.',
-      '--setting-sources=',
-    ])
+    expect(flags).toEqual(['--append-system-prompt=Answer in French.', '--setting-sources='])
   })
 
   test.each([
