@@ -486,6 +486,9 @@ impl OutputHandler for ClaudeOutput {
 
   fn finished(&mut self, result: &RunResult) -> Vec<Op> {
     let mut ops = Vec::new();
+    // Gone before the run's end is told: not when the handler is dropped,
+    // which comes after `exited` settles.
+    drop(self.conversation.mcp_config.take());
     let session_id = self
       .run_input
       .as_ref()
