@@ -41,10 +41,13 @@ describe('control()', () => {
     expect(await run.control('set_model', { model: 'claude-sonnet-4-5' })).toEqual({ model: 'claude-sonnet-4-5' })
     const events = await stored()
     const request = events.findIndex((e) => e.type === 'control_request' && e.request.subtype === 'set_model')
-    const response = events.findIndex((e) => e.type === 'control_response' && e.response.subtype === 'success')
     expect(request).toBeGreaterThanOrEqual(0)
     expect(events[request].request).toEqual({ subtype: 'set_model', model: 'claude-sonnet-4-5' })
-    expect(events[response].response.request_id).toBe(events[request].request_id)
+    // Stored by the time control() resolves, after its request.
+    const response = events.findIndex(
+      (e) => e.type === 'control_response' && e.response.request_id === events[request].request_id,
+    )
+    expect(events[response].response.subtype).toBe('success')
     expect(response).toBeGreaterThan(request)
     run.end()
     await run.exited

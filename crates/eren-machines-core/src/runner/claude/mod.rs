@@ -230,8 +230,9 @@ impl ClaudeOutput {
     self.controls.insert(request_id, vec![reply]);
   }
 
-  /// The CLI answered a control request of the host's.
-  fn control_answered(&mut self, answer: protocol::ControlAnswer) {
+  /// The CLI answered a control request of the host's. The caller hears
+  /// back only once the answer is stored, so what it reads next holds it.
+  fn control_answered(&mut self, answer: protocol::ControlAnswer, ops: &mut Vec<Op>) {
     let Some(waiting) = self.controls.remove(&answer.request_id) else {
       return;
     };
@@ -239,9 +240,12 @@ impl ClaudeOutput {
       self.initializing = None;
       self.initialized = answer.outcome.clone().ok();
     }
-    for reply in waiting {
-      let _ = reply.send(answer.outcome.clone().map_err(Error::InvalidArgument));
-    }
+    let outcome = answer.outcome;
+    ops.push(Op::After(Box::new(move || {
+      for reply in waiting {
+        let _ = reply.send(outcome.clone().map_err(Error::InvalidArgument));
+      }
+    })));
   }
 
   fn close_input(&mut self, ops: &mut Vec<Op>) {
@@ -290,7 +294,7 @@ impl ClaudeOutput {
       // changes nothing by itself.
       "control_response" => {
         if let Some(answer) = event.control_answer() {
-          self.control_answered(answer);
+          self.control_answered(answer, ops);
         }
         return;
       }

@@ -432,6 +432,28 @@ fn interrupt_writes_the_control_request_and_answers_after_it() {
 }
 
 #[test]
+fn a_control_answer_reaches_the_caller_only_after_it_is_stored() {
+  let mut output = ClaudeOutput::new(Conversation {
+    keep_open: true,
+    ..Conversation::default()
+  });
+  output.started();
+  let (reply, answer) = reply_channel();
+  let mut request = serde_json::Map::new();
+  request.insert("subtype".into(), "set_model".into());
+  let ops = output.input(HostInput::Control { request, reply });
+  let request_id = written(&ops)[0]["request_id"].as_str().unwrap().to_owned();
+  let response = serde_json::json!({"type": "control_response", "response":
+    {"subtype": "success", "request_id": request_id, "response": {"model": "m"}}});
+  let ops = output.line(Stream::Stdout, out(&response.to_string()));
+  let stored = ops.iter().position(|op| matches!(op, Op::Append(_)));
+  let answered = ops.iter().position(|op| matches!(op, Op::After(_)));
+  assert!(stored.unwrap() < answered.unwrap());
+  run_after(ops);
+  assert_eq!(answer.wait().unwrap(), serde_json::json!({"model": "m"}));
+}
+
+#[test]
 fn the_stderr_tail_is_bounded() {
   let mut output = one_shot("hi");
   for i in 0..2000 {
