@@ -111,6 +111,11 @@ pub trait OutputHandler: Send + 'static {
   fn overlong(&self) -> Overlong {
     Overlong::Split
   }
+  /// Whether the command line titles a session that has none yet (a
+  /// Claude run is titled by its first prompt instead).
+  fn names_session(&self) -> bool {
+    true
+  }
   /// Called once the program runs, with the handle for its input.
   fn attach(&mut self, _input: RunInput) {}
   fn started(&mut self) -> Vec<Op> {

@@ -247,7 +247,8 @@ impl Supervisor {
         return Err(e);
       }
     };
-    self.session = Some(self.store.pin(&session_id, incarnation));
+    let session = self.store.pin(&session_id, incarnation);
+    self.session = Some(session.clone());
     self.generation = generation;
     let abandon = |this: &Self, reason: String, cause: std::io::Error| {
       this.store.unwatch_end(&end_watch);
@@ -271,6 +272,18 @@ impl Supervisor {
       abandon(self, reason, e)
     })?;
     let spawned_at = Instant::now();
+    // Stored before anything the run prints, in the writer's order; a
+    // failure here shows in the writes after it.
+    drop(
+      session.set_run_info(
+        program
+          .cwd
+          .as_ref()
+          .map(|cwd| cwd.to_string_lossy().into_owned()),
+        program.command_line(),
+        self.handler.names_session(),
+      ),
+    );
     let handle = spawned.handle.clone();
     let control = RunControl::new(&session_id, &self.registry, generation, handle.clone());
     let watched =

@@ -7,10 +7,12 @@
 
 use std::collections::HashMap;
 
-use super::command::{Target, Transaction};
+use super::command::{MetaChange, Target, Transaction};
 use super::host;
-use super::live::Event;
+use super::live::{Change, Event};
 use super::model::{AgentStatus, Message};
+use super::title;
+use super::usage::Usage;
 use crate::content;
 use crate::error::{Error, Result};
 
@@ -22,6 +24,8 @@ pub struct Cached {
   pub key: i64,
   pub last_sequence: i64,
   pub closed: bool,
+  /// Whether it has a title, set or taken, so later prompts are not looked at.
+  pub titled: bool,
 }
 
 /// One backend's statements inside its open transaction. Each says what to
@@ -51,6 +55,21 @@ pub trait Statements {
   fn delete_session(&mut self, key: i64) -> Result<()>;
   /// The sessions `running` or `waiting`, each with the host that runs it.
   fn runs_in_progress(&mut self) -> Result<Vec<(String, String)>>;
+  /// Sets the title taken from a prompt or command line, used until one
+  /// is set.
+  fn set_auto_title(&mut self, key: i64, title: &str) -> Result<()>;
+  /// Adds a `result` event's usage to the session's totals.
+  fn add_usage(&mut self, key: i64, usage: &Usage) -> Result<()>;
+  /// Records the working directory and command line of a run.
+  fn set_run_info(&mut self, key: i64, cwd: Option<&str>, command: &str) -> Result<()>;
+  fn tags(&mut self, key: i64) -> Result<Vec<String>>;
+  fn set_title(&mut self, key: i64, title: Option<&str>) -> Result<()>;
+  fn set_tags(&mut self, key: i64, tags: &[String]) -> Result<()>;
+  fn set_archived(&mut self, key: i64, archived: bool) -> Result<()>;
+  /// Makes the new session `fork` a copy of `source` up to sequence
+  /// `upto`: its messages (with new ids), Claude session id, working
+  /// directory, command, title and tags, and the link back.
+  fn copy_for_fork(&mut self, source: i64, fork: i64, upto: i64, parent: &str) -> Result<()>;
 }
 
 /// One batch inside its transaction.
@@ -60,6 +79,8 @@ pub struct Batch<'a, S: Statements> {
   /// Sessions whose last sequence moved, by key: their id and last
   /// sequence, for the backend to write once at the end.
   touched: HashMap<i64, (String, i64)>,
+  /// Sessions changed otherwise, whose `updated_at` moves.
+  changed: Vec<i64>,
   events: &'a mut Vec<Event>,
   created_at: i64,
 }
@@ -75,15 +96,29 @@ impl<'a, S: Statements> Batch<'a, S> {
       statements,
       sessions,
       touched: HashMap::new(),
+      changed: Vec::new(),
       events,
       created_at,
     }
   }
 
-  /// What the backend writes at the end: its statements, and each moved
-  /// session's key, id and last sequence.
-  pub fn finish(self) -> (S, HashMap<i64, (String, i64)>) {
-    (self.statements, self.touched)
+  /// What the backend writes at the end: its statements, each moved
+  /// session's key, id and last sequence, and the keys of the sessions
+  /// otherwise changed (both get a new `updated_at`).
+  pub fn finish(self) -> (S, HashMap<i64, (String, i64)>, Vec<i64>) {
+    let mut changed = self.changed;
+    changed.retain(|key| !self.touched.contains_key(key));
+    changed.sort_unstable();
+    changed.dedup();
+    (self.statements, self.touched, changed)
+  }
+
+  /// Notes a change of a session other than an append.
+  fn changed(&mut self, key: i64, session_id: &str, change: Change) {
+    self.changed.push(key);
+    self
+      .events
+      .push(Event::Changed(session_id.to_owned(), change));
   }
 
   /// The session `target` names, if it still is that incarnation.
@@ -92,6 +127,32 @@ impl<'a, S: Statements> Batch<'a, S> {
       Some(session) if target.matches(session.key) => Ok(session),
       _ => Err(Error::SessionNotFound(target.session_id.clone())),
     }
+  }
+}
+
+impl<S: Statements> Batch<'_, S> {
+  /// A title from the first user prompt of an untitled session, and the
+  /// usage of every `result` event, stored with the messages themselves.
+  fn take_title_and_usage(&mut self, target: &Target, messages: &[Message]) -> Result<()> {
+    let session = self.session(target)?;
+    let (key, mut titled) = (session.key, session.titled);
+    for message in messages {
+      if !titled {
+        if let Some(title) = title::of_prompt(&message.content) {
+          self.statements.set_auto_title(key, &title)?;
+          self.session(target)?.titled = true;
+          titled = true;
+          self.changed(key, &target.session_id, Change::Title);
+        }
+      }
+      if let Some(usage) = Usage::of_message(&message.content) {
+        self.statements.add_usage(key, &usage)?;
+        self
+          .events
+          .push(Event::Changed(target.session_id.clone(), Change::Usage));
+      }
+    }
+    Ok(())
   }
 }
 
@@ -113,9 +174,10 @@ impl<S: Statements> Transaction for Batch<'_, S> {
         key,
         last_sequence: 0,
         closed: false,
+        titled: false,
       },
     );
-    self.events.push(Event::Created(session_id.to_owned()));
+    self.events.push(Event::Created(session_id.to_owned(), 0));
     Ok(())
   }
 
@@ -148,6 +210,7 @@ impl<S: Statements> Transaction for Batch<'_, S> {
       });
     }
     self.statements.insert_messages(key, &messages)?;
+    self.take_title_and_usage(&target, &messages)?;
     if let Some(last) = messages.last() {
       let last = last.sequence_number;
       self.session(&target)?.last_sequence = last;
@@ -185,7 +248,9 @@ impl<S: Statements> Transaction for Batch<'_, S> {
     let host = matches!(status, AgentStatus::Running | AgentStatus::Waiting).then(host::this_host);
     self
       .statements
-      .set_status(key, status, error_message.as_deref(), host)
+      .set_status(key, status, error_message.as_deref(), host)?;
+    self.changed(key, &target.session_id, Change::Status);
+    Ok(())
   }
 
   fn close_session(&mut self, session_id: String) -> Result<()> {
@@ -193,6 +258,7 @@ impl<S: Statements> Transaction for Batch<'_, S> {
     session.closed = true;
     let key = session.key;
     self.statements.close_session(key)?;
+    self.changed.push(key);
     self.events.push(Event::Closed(session_id));
     Ok(())
   }
@@ -202,9 +268,111 @@ impl<S: Statements> Transaction for Batch<'_, S> {
       return Ok(false);
     };
     self.touched.remove(&session.key);
+    self.changed.retain(|key| *key != session.key);
     self.statements.delete_session(session.key)?;
     self.events.push(Event::Deleted(session_id));
     Ok(true)
+  }
+
+  fn set_run_info(
+    &mut self,
+    target: &Target,
+    cwd: Option<&str>,
+    command: &str,
+    names: bool,
+  ) -> Result<()> {
+    if let Some(cwd) = cwd {
+      self.statements.check_text("the working directory", cwd)?;
+    }
+    self.statements.check_text("the command", command)?;
+    let session = self.session(target)?;
+    let key = session.key;
+    let title = (names && !session.titled).then(|| title::of_command(command));
+    self.statements.set_run_info(key, cwd, command)?;
+    if let Some(title) = title.filter(|t| !t.is_empty()) {
+      self.statements.set_auto_title(key, &title)?;
+      self.session(target)?.titled = true;
+      self.changed(key, &target.session_id, Change::Title);
+    } else {
+      self.changed.push(key);
+    }
+    Ok(())
+  }
+
+  fn change_meta(&mut self, session_id: &str, change: MetaChange) -> Result<()> {
+    let target = Target::any(session_id.to_owned());
+    let key = self.session(&target)?.key;
+    let kind = match change {
+      MetaChange::Title(title) => {
+        if let Some(title) = &title {
+          self.statements.check_text("the title", title)?;
+        }
+        self.statements.set_title(key, title.as_deref())?;
+        self.session(&target)?.titled = true;
+        Change::Title
+      }
+      MetaChange::AddTag(tag) | MetaChange::RemoveTag(tag) if tag.is_empty() => {
+        return Err(Error::InvalidArgument("a tag must not be empty".into()))
+      }
+      MetaChange::AddTag(tag) => {
+        self.statements.check_text("the tag", &tag)?;
+        let mut tags = self.statements.tags(key)?;
+        if tags.contains(&tag) {
+          return Ok(());
+        }
+        tags.push(tag);
+        self.statements.set_tags(key, &tags)?;
+        Change::Tags
+      }
+      MetaChange::RemoveTag(tag) => {
+        let mut tags = self.statements.tags(key)?;
+        let before = tags.len();
+        tags.retain(|t| *t != tag);
+        if tags.len() == before {
+          return Ok(());
+        }
+        self.statements.set_tags(key, &tags)?;
+        Change::Tags
+      }
+      MetaChange::Archived(archived) => {
+        self.statements.set_archived(key, archived)?;
+        Change::Archived
+      }
+    };
+    self.changed(key, session_id, kind);
+    Ok(())
+  }
+
+  fn fork(&mut self, source: &str, at_sequence: i64, fork_id: &str) -> Result<()> {
+    let origin = self.session(&Target::any(source.to_owned()))?;
+    let (source_key, last) = (origin.key, origin.last_sequence);
+    if !(0..=last).contains(&at_sequence) {
+      return Err(Error::InvalidArgument(format!(
+        "atSequence must be between 0 and {last}, the last sequence of session '{source}', got {at_sequence}"
+      )));
+    }
+    self.create(fork_id)?;
+    let fork = self.session(&Target::any(fork_id.to_owned()))?;
+    fork.last_sequence = at_sequence;
+    fork.titled = true;
+    let fork_key = fork.key;
+    self
+      .statements
+      .copy_for_fork(source_key, fork_key, at_sequence, source)?;
+    for event in self.events.iter_mut().rev() {
+      if let Event::Created(id, last) = event {
+        if id == fork_id {
+          *last = at_sequence;
+          break;
+        }
+      }
+    }
+    if at_sequence > 0 {
+      self
+        .touched
+        .insert(fork_key, (fork_id.to_owned(), at_sequence));
+    }
+    Ok(())
   }
 
   /// Every session still `running` or `waiting` under a host that has

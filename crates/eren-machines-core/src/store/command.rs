@@ -52,6 +52,31 @@ pub enum Command {
     session_id: String,
     reply: Reply<bool>,
   },
+  /// The working directory and command line of a run starting; `names`
+  /// lets the command line title an untitled session.
+  SetRunInfo {
+    target: Target,
+    cwd: Option<String>,
+    command: String,
+    names: bool,
+    reply: Reply<()>,
+  },
+  ChangeMeta {
+    session_id: String,
+    change: MetaChange,
+    reply: Reply<()>,
+  },
+  Fork {
+    source: String,
+    at_sequence: i64,
+    fork_id: String,
+    reply: Reply<String>,
+  },
+  /// Brings the search index up to date with every committed message,
+  /// then calls `then`.
+  Index {
+    then: Box<dyn FnOnce(Result<()>) + Send>,
+  },
   /// Marks runs whose host has ended (see [`super::host`]).
   Reconcile {
     reply: Reply<Vec<Message>>,
@@ -75,12 +100,16 @@ impl Command {
     match self {
       Command::Create { session_id, .. }
       | Command::CloseSession { session_id, .. }
+      | Command::ChangeMeta { session_id, .. }
       | Command::Delete { session_id, .. } => Some(session_id),
+      // The fork is new, and the source only read.
+      Command::Fork { fork_id, .. } => Some(fork_id),
       Command::Append { target, .. }
       | Command::AppendMany { target, .. }
       | Command::SetClaudeSessionId { target, .. }
-      | Command::SetStatus { target, .. } => Some(&target.session_id),
-      Command::Reconcile { .. } | Command::Shutdown { .. } => None,
+      | Command::SetStatus { target, .. }
+      | Command::SetRunInfo { target, .. } => Some(&target.session_id),
+      Command::Reconcile { .. } | Command::Shutdown { .. } | Command::Index { .. } => None,
     }
   }
 
@@ -94,10 +123,22 @@ impl Command {
       Command::SetStatus { reply, .. } => drop(reply.send(Err(error()))),
       Command::CloseSession { reply, .. } => drop(reply.send(Err(error()))),
       Command::Delete { reply, .. } => drop(reply.send(Err(error()))),
+      Command::SetRunInfo { reply, .. } => drop(reply.send(Err(error()))),
+      Command::ChangeMeta { reply, .. } => drop(reply.send(Err(error()))),
+      Command::Fork { reply, .. } => drop(reply.send(Err(error()))),
+      Command::Index { then } => then(Err(error())),
       Command::Reconcile { reply } => drop(reply.send(Err(error()))),
       Command::Shutdown { reply } => drop(reply.send(Ok(()))),
     }
   }
+}
+
+/// A change of a session's own fields.
+pub enum MetaChange {
+  Title(Option<String>),
+  AddTag(String),
+  RemoveTag(String),
+  Archived(bool),
 }
 
 /// The session a write is for: by id, and, for a run, only the incarnation
@@ -140,6 +181,15 @@ pub trait Transaction {
   fn close_session(&mut self, session_id: String) -> Result<()>;
   fn delete(&mut self, session_id: String) -> Result<bool>;
   fn reconcile(&mut self, index: usize) -> Result<Vec<Message>>;
+  fn set_run_info(
+    &mut self,
+    target: &Target,
+    cwd: Option<&str>,
+    command: &str,
+    names: bool,
+  ) -> Result<()>;
+  fn change_meta(&mut self, session_id: &str, change: MetaChange) -> Result<()>;
+  fn fork(&mut self, source: &str, at_sequence: i64, fork_id: &str) -> Result<()>;
 }
 
 /// A command's answer, held back until the transaction has committed.
@@ -232,6 +282,35 @@ fn apply(tx: &mut dyn Transaction, command: Command, index: usize) -> Answer {
     }
     Command::Delete { session_id, reply } => Answer::Flag(reply, tx.delete(session_id)),
     Command::Reconcile { reply } => Answer::Messages(reply, tx.reconcile(index)),
+    Command::SetRunInfo {
+      target,
+      cwd,
+      command,
+      names,
+      reply,
+    } => Answer::Done(
+      reply,
+      tx.set_run_info(&target, cwd.as_deref(), &command, names),
+    ),
+    Command::ChangeMeta {
+      session_id,
+      change,
+      reply,
+    } => Answer::Done(reply, tx.change_meta(&session_id, change)),
+    Command::Fork {
+      source,
+      at_sequence,
+      fork_id,
+      reply,
+    } => {
+      let result = tx.fork(&source, at_sequence, &fork_id);
+      Answer::Session(reply, result.map(|()| fork_id))
+    }
+    // Taken out of every batch before it runs (see `commit`).
+    Command::Index { then } => {
+      then(Ok(()));
+      Answer::Done(super::pending::reply_channel().0, Ok(()))
+    }
     Command::Shutdown { reply } => Answer::Done(reply, Ok(())),
   }
 }
@@ -268,7 +347,17 @@ pub trait Backend {
   /// by several hosts can lock them up front in one order.
   fn transact(&mut self, sessions: &[&str], events: &mut Vec<Event>, body: &mut Body)
     -> Result<()>;
+  /// Adds up to `budget` committed messages not yet in the search index to
+  /// it, in a transaction of its own; whether more are left.
+  fn index(&mut self, budget: usize) -> Result<bool>;
 }
+
+/// How long the writer must have been idle before it indexes for search on
+/// its own, so a stream of appends never waits for the index.
+const QUIET_BEFORE_INDEXING: std::time::Duration = std::time::Duration::from_millis(200);
+/// Messages indexed per transaction: a command that arrives meanwhile waits
+/// for one such step at most.
+const INDEX_STEP: usize = 2000;
 
 /// Starts the writer thread `name` over `backend`: the channel it takes
 /// commands from.
@@ -289,8 +378,26 @@ pub fn start_writer(
 /// each only after its batch committed or failed.
 fn serve(mut backend: impl Backend, live: &Live, receiver: mpsc::Receiver<Command>) {
   let mut shutdown = None;
+  // Whether messages may be waiting for the search index; checked once
+  // the writer has been quiet, and the store may have old ones.
+  let mut unindexed = true;
   while shutdown.is_none() {
-    let Ok(first) = receiver.recv() else { break };
+    let first = if unindexed {
+      match receiver.recv_timeout(QUIET_BEFORE_INDEXING) {
+        Ok(command) => command,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+          // A failure is tried again at the next quiet moment.
+          unindexed = backend.index(INDEX_STEP).unwrap_or(false);
+          continue;
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+      }
+    } else {
+      match receiver.recv() {
+        Ok(command) => command,
+        Err(_) => break,
+      }
+    };
     let mut batch = Vec::new();
     let mut bytes = first.weight();
     batch.push(first);
@@ -316,8 +423,22 @@ fn serve(mut backend: impl Backend, live: &Live, receiver: mpsc::Receiver<Comman
         shutdown = Some(reply);
       }
     }
+    let index_requests = extract_index_requests(&mut batch);
     if !batch.is_empty() {
+      unindexed |= batch.iter().any(|c| {
+        matches!(
+          c,
+          Command::Append { .. } | Command::AppendMany { .. } | Command::Fork { .. }
+        )
+      });
       commit(&mut backend, live, batch);
+    }
+    if !index_requests.is_empty() {
+      let indexed = index_everything(&mut backend);
+      unindexed = indexed.is_err();
+      for then in index_requests {
+        then(indexed.as_ref().map(|_| ()).map_err(|e| e.storage_again()));
+      }
     }
   }
   // Requests that raced the shutdown are refused, never dropped silently.
@@ -330,12 +451,41 @@ fn serve(mut backend: impl Backend, live: &Live, receiver: mpsc::Receiver<Comman
   }
 }
 
+/// Takes the index requests out of a batch: they are answered after it.
+type AfterIndex = Box<dyn FnOnce(Result<()>) + Send>;
+
+fn extract_index_requests(batch: &mut Vec<Command>) -> Vec<AfterIndex> {
+  let (requests, rest): (Vec<_>, Vec<_>) = std::mem::take(batch)
+    .into_iter()
+    .partition(|command| matches!(command, Command::Index { .. }));
+  *batch = rest;
+  requests
+    .into_iter()
+    .filter_map(|command| match command {
+      Command::Index { then } => Some(then),
+      _ => None,
+    })
+    .collect()
+}
+
+fn index_everything(backend: &mut impl Backend) -> Result<()> {
+  while backend.index(INDEX_STEP)? {}
+  Ok(())
+}
+
 fn commit(backend: &mut impl Backend, live: &Live, batch: Vec<Command>) {
   let mut answers = Vec::with_capacity(batch.len());
   let mut events = Vec::new();
   let mut sessions: Vec<String> = batch
     .iter()
-    .filter_map(Command::session_id)
+    .flat_map(|command| {
+      // A fork reads its source too.
+      let source = match command {
+        Command::Fork { source, .. } => Some(source.as_str()),
+        _ => None,
+      };
+      command.session_id().into_iter().chain(source)
+    })
     .map(str::to_owned)
     .collect();
   sessions.sort_unstable();

@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
+pub use super::changes::Change;
+use super::changes::Listeners;
 use super::model::Message;
 use crate::error::{Error, Result};
 
@@ -93,11 +95,27 @@ impl Backlog {
 
 /// One committed change, in commit order.
 pub enum Event {
-  Created(String),
+  /// A session, with its last sequence (a fork starts with messages).
+  Created(String, i64),
   /// Messages appended by the command whose answer has this index.
   Appended(usize),
   Closed(String),
   Deleted(String),
+  /// Another change of a session, for the listeners of the session list.
+  Changed(String, Change),
+}
+
+impl Event {
+  /// The change to the session list this event is, if any.
+  pub fn change(&self) -> Option<(String, Change)> {
+    match self {
+      Event::Created(id, _) => Some((id.clone(), Change::Created)),
+      Event::Closed(id) => Some((id.clone(), Change::Closed)),
+      Event::Deleted(id) => Some((id.clone(), Change::Deleted)),
+      Event::Changed(id, change) => Some((id.clone(), *change)),
+      Event::Appended(_) => None,
+    }
+  }
 }
 
 /// Identifies one end watch; pass it to `unwatch_end`.
@@ -109,6 +127,11 @@ pub struct EndWatchId {
 
 pub struct Live {
   state: Mutex<State>,
+  /// Who hears of changes to the list of sessions.
+  pub changes: Listeners,
+  /// Names this store among those sharing its database, so its own
+  /// changes are not told twice when read back from there.
+  pub origin: String,
 }
 
 impl Live {
@@ -130,6 +153,8 @@ impl Live {
         sessions,
         next_id: 0,
       }),
+      changes: Listeners::default(),
+      origin: uuid::Uuid::new_v4().to_string(),
     }
   }
 
@@ -145,8 +170,12 @@ impl Live {
     let mut state = self.lock();
     for event in events {
       match event {
-        Event::Created(id) => {
-          state.sessions.insert(id.clone(), LiveSession::default());
+        Event::Created(id, last_sequence) => {
+          let session = LiveSession {
+            last_sequence: *last_sequence,
+            ..LiveSession::default()
+          };
+          state.sessions.insert(id.clone(), session);
         }
         Event::Appended(index) => {
           // One session's run of messages at a time (a reconcile on open
@@ -173,12 +202,15 @@ impl Live {
             ended.extend(session.end_watchers.into_iter().map(|(_, watcher)| watcher));
           }
         }
+        Event::Changed(..) => {}
       }
     }
     drop(state);
     for watcher in ended {
       watcher();
     }
+    let changes: Vec<(String, Change)> = events.iter().filter_map(Event::change).collect();
+    self.changes.tell(&changes);
   }
 
   /// Calls `watcher` once when the session is closed or deleted, or every

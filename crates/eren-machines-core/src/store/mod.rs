@@ -7,8 +7,10 @@
 //! each commit (see [`live`]), and by what other processes or hosts commit.
 
 mod batch;
+mod changes;
 mod command;
 mod host;
+pub mod listing;
 mod live;
 mod model;
 mod pending;
@@ -16,6 +18,9 @@ pub mod postgres;
 mod reader;
 mod reads;
 pub mod schema;
+pub mod search;
+mod title;
+mod usage;
 mod writer;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,14 +30,19 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::session_id::validate_session_id;
+pub use changes::{Change, ChangeListenerId, ChangeSink};
+use command::MetaChange;
 use command::{Command, Target};
+pub use listing::{ListOptions, OrderBy};
 use live::Live;
 pub use live::{EndWatchId, EndWatcher, MessageSink, SubscriptionId};
-pub use model::{AgentStatus, Message, Session};
+pub use model::{AgentStatus, Message, Session, Usage};
 pub use pending::Pending;
 pub(crate) use pending::{reply_channel, Reply};
+pub use reads::Page;
 use reads::ReadJob;
 pub use schema::{Durability, Location};
+pub use search::{SearchHit, SearchQuery};
 
 /// The writes the bridges need. Every call is handed to the writer thread at
 /// once; the [`Pending`] answer resolves after the commit, so many writes can
@@ -289,6 +299,120 @@ impl SessionStore {
     }
   }
 
+  /// The sessions `options` picks, in its order, at most its `limit`.
+  pub fn list(&self, options: ListOptions) -> Pending<Vec<Session>> {
+    self.read(|reply| ReadJob::ListSessions { options, reply })
+  }
+
+  /// One page of the sessions `options` picks (`limit`, or 100), and the
+  /// cursor of the next page, `None` after the last.
+  pub fn page_sessions(&self, options: ListOptions) -> Pending<Page> {
+    self.read(|reply| ReadJob::PageSessions { options, reply })
+  }
+
+  /// The summed usage of the sessions created in `[from, to)` (ms).
+  pub fn usage_summary(&self, from: Option<i64>, to: Option<i64>) -> Pending<Usage> {
+    self.read(|reply| ReadJob::UsageSummary { from, to, reply })
+  }
+
+  /// Messages whose text holds every word of the query, best first. Every
+  /// message committed before the call is searched: the index is brought
+  /// up to date first.
+  pub fn search(&self, query: SearchQuery) -> Pending<Vec<SearchHit>> {
+    if let Err(e) = query.words().and_then(|_| query.limit()) {
+      return Pending::ready(Err(e));
+    }
+    if self.is_closed() {
+      return Pending::ready(Err(Error::StoreClosed));
+    }
+    let (reply, pending) = reply_channel();
+    let reader = self.inner.reader.clone();
+    let then = Box::new(move |indexed: Result<()>| match indexed {
+      Ok(()) => {
+        if let Err(mpsc::SendError(ReadJob::Search { reply, .. })) =
+          reader.send(ReadJob::Search { query, reply })
+        {
+          let _ = reply.send(Err(Error::StoreClosed));
+        }
+      }
+      Err(e) => {
+        let _ = reply.send(Err(e));
+      }
+    });
+    match self.inner.writer.send(Command::Index { then }) {
+      Ok(()) => pending,
+      Err(_) => Pending::ready(Err(Error::StoreClosed)),
+    }
+  }
+
+  /// Sets the title; `None` goes back to the one taken from the first
+  /// prompt or command line.
+  pub fn set_title(&self, session_id: &str, title: Option<String>) -> Pending<()> {
+    self.change_meta(session_id, MetaChange::Title(title))
+  }
+
+  pub fn add_tag(&self, session_id: &str, tag: String) -> Pending<()> {
+    self.change_meta(session_id, MetaChange::AddTag(tag))
+  }
+
+  pub fn remove_tag(&self, session_id: &str, tag: String) -> Pending<()> {
+    self.change_meta(session_id, MetaChange::RemoveTag(tag))
+  }
+
+  pub fn set_archived(&self, session_id: &str, archived: bool) -> Pending<()> {
+    self.change_meta(session_id, MetaChange::Archived(archived))
+  }
+
+  fn change_meta(&self, session_id: &str, change: MetaChange) -> Pending<()> {
+    let session_id = session_id.to_owned();
+    self.write(|reply| Command::ChangeMeta {
+      session_id,
+      change,
+      reply,
+    })
+  }
+
+  /// Copies a session's transcript up to `at_sequence` into a new session
+  /// (`fork_id`, or a new UUID) that links back; resolves with its id.
+  pub fn fork_session(
+    &self,
+    source: &str,
+    at_sequence: i64,
+    fork_id: Option<&str>,
+  ) -> Pending<String> {
+    let fork_id = match fork_id {
+      Some(id) => id.to_owned(),
+      None => uuid::Uuid::new_v4().to_string(),
+    };
+    if let Err(e) = validate_session_id(&fork_id) {
+      return Pending::ready(Err(e));
+    }
+    let source = source.to_owned();
+    self.write(|reply| Command::Fork {
+      source,
+      at_sequence,
+      fork_id,
+      reply,
+    })
+  }
+
+  /// Calls `sink` with every change to the list of sessions: this store's
+  /// after their commit, other processes' (SQLite) and hosts'
+  /// (PostgreSQL) when they are seen.
+  pub fn listen_changes(&self, sink: ChangeSink) -> Result<ChangeListenerId> {
+    if self.is_closed() {
+      return Err(Error::StoreClosed);
+    }
+    let id = self.inner.live.changes.listen(sink);
+    // The reader starts watching other processes from now.
+    let _ = self.inner.reader.send(ReadJob::Watch);
+    Ok(id)
+  }
+
+  pub fn unlisten_changes(&self, id: ChangeListenerId) {
+    self.inner.live.changes.unlisten(id);
+  }
+
   /// Deletes a session and its messages. Resolves `false` if it was unknown.
   pub fn delete_session(&self, session_id: &str) -> Pending<bool> {
     let session_id = session_id.to_owned();
@@ -471,6 +595,19 @@ impl PinnedSession {
       .store
       .set_status_of(self.target(), status, error_message)
   }
+
+  /// Records a run's working directory and command line; `names` lets the
+  /// command line title a session that has no title yet.
+  pub fn set_run_info(&self, cwd: Option<String>, command: String, names: bool) -> Pending<()> {
+    let target = self.target();
+    self.store.write(|reply| Command::SetRunInfo {
+      target,
+      cwd,
+      command,
+      names,
+      reply,
+    })
+  }
 }
 
 impl SessionReader for SessionStore {
@@ -480,7 +617,7 @@ impl SessionReader for SessionStore {
   }
 
   fn list_sessions(&self) -> Pending<Vec<Session>> {
-    self.read(|reply| ReadJob::ListSessions { reply })
+    self.list(ListOptions::default())
   }
 
   fn messages(
@@ -504,5 +641,7 @@ impl SessionReader for SessionStore {
   }
 }
 
+#[cfg(test)]
+mod catalog_tests;
 #[cfg(test)]
 mod tests;

@@ -36,7 +36,7 @@ impl AgentStatus {
   }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Session {
   pub id: String,
   /// Names this incarnation of the id: a session deleted and made again
@@ -49,7 +49,23 @@ pub struct Session {
   /// Milliseconds since the Unix epoch.
   pub created_at: i64,
   pub last_sequence: i64,
+  /// Set with `set_title`, else taken from the first user prompt or the
+  /// command line of the first run.
+  pub title: Option<String>,
+  /// The working directory and command line of the latest run.
+  pub cwd: Option<String>,
+  pub command: Option<String>,
+  pub tags: Vec<String>,
+  pub archived: bool,
+  /// Milliseconds since the Unix epoch of the last change.
+  pub updated_at: i64,
+  /// The session this one was forked from, and up to which sequence.
+  pub parent_session_id: Option<String>,
+  pub forked_at_sequence: Option<i64>,
+  pub usage: Usage,
 }
+
+pub use super::usage::Usage;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {

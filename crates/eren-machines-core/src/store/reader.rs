@@ -5,9 +5,13 @@ use std::sync::{mpsc, Arc};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::changes::Change;
+use super::listing::{ListOptions, Param, SQLITE};
 use super::live::Live;
-use super::model::{AgentStatus, Message, Session};
+use super::model::{AgentStatus, Message, Session, Usage};
 use super::reads::{self, Flow, ReadJob, Reads};
+use super::search::{SearchHit, SearchQuery, MARK_END, MARK_START};
+use super::writer::tags_of;
 use crate::error::{Error, Result};
 
 /// How often, while anyone subscribes, the reader looks for commits of
@@ -28,11 +32,12 @@ pub fn spawn(conn: Connection, live: Arc<Live>) -> Result<mpsc::Sender<ReadJob>>
 
 fn run(conn: Connection, live: Arc<Live>, receiver: mpsc::Receiver<ReadJob>) {
   let mut data_version = None;
+  let mut watch = Watch::default();
   loop {
     // Other processes' commits are looked for while anything here would
     // hear of them: a subscriber often, a run (whose session they may close
     // or delete) less so, as each look costs its writer's ingest a little.
-    let every = if live.has_subscribers() {
+    let every = if live.has_subscribers() || !live.changes.is_empty() {
       Some(WATCH_EVERY)
     } else if live.has_end_watchers() {
       Some(WATCH_ENDS_EVERY)
@@ -43,7 +48,7 @@ fn run(conn: Connection, live: Arc<Live>, receiver: mpsc::Receiver<ReadJob>) {
       match receiver.recv_timeout(every) {
         Ok(job) => job,
         Err(mpsc::RecvTimeoutError::Timeout) => {
-          watch_other_processes(&conn, &live, &mut data_version);
+          watch_other_processes(&conn, &live, &mut data_version, &mut watch);
           continue;
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -56,7 +61,7 @@ fn run(conn: Connection, live: Arc<Live>, receiver: mpsc::Receiver<ReadJob>) {
     };
     let mut reads = SqliteReads(&conn);
     match job {
-      ReadJob::Watch => watch_other_processes(&conn, &live, &mut data_version),
+      ReadJob::Watch => watch_other_processes(&conn, &live, &mut data_version, &mut watch),
       job => {
         let replayed = matches!(job, ReadJob::Backlog(_));
         if let Flow::Stop(reply) = reads::serve(&mut reads, &live, job) {
@@ -65,15 +70,33 @@ fn run(conn: Connection, live: Arc<Live>, receiver: mpsc::Receiver<ReadJob>) {
           return;
         }
         if replayed {
-          watch_other_processes(&conn, &live, &mut data_version);
+          watch_other_processes(&conn, &live, &mut data_version, &mut watch);
         }
       }
     }
   }
 }
 
-const SESSION_COLUMNS: &str =
-  "session_id, claude_session_id, agent_status, error_message, closed, created_at, last_sequence, key";
+const SESSION_COLUMNS: &str = "session_id, claude_session_id, agent_status, error_message, \
+  closed, created_at, last_sequence, key, coalesce(title, auto_title), cwd, command, tags, \
+  archived, updated_at, parent_session_id, forked_at_sequence, input_tokens, output_tokens, \
+  cache_read_tokens, cache_creation_tokens, cost_usd, turns, duration_ms";
+
+const USAGE_SUMS: &str = "coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), \
+  coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_creation_tokens), 0), \
+  coalesce(sum(cost_usd), 0.0), coalesce(sum(turns), 0), coalesce(sum(duration_ms), 0)";
+
+fn usage_from_row(row: &Row, first: usize) -> rusqlite::Result<Usage> {
+  Ok(Usage {
+    input_tokens: row.get(first)?,
+    output_tokens: row.get(first + 1)?,
+    cache_read_tokens: row.get(first + 2)?,
+    cache_creation_tokens: row.get(first + 3)?,
+    cost_usd: row.get(first + 4)?,
+    turns: row.get(first + 5)?,
+    duration_ms: row.get(first + 6)?,
+  })
+}
 
 fn session_from_row(row: &Row) -> rusqlite::Result<Session> {
   let status: String = row.get(2)?;
@@ -88,6 +111,15 @@ fn session_from_row(row: &Row) -> rusqlite::Result<Session> {
     created_at: row.get(5)?,
     last_sequence: row.get(6)?,
     incarnation: row.get(7)?,
+    title: row.get(8)?,
+    cwd: row.get(9)?,
+    command: row.get(10)?,
+    tags: tags_of(&row.get::<_, String>(11)?),
+    archived: row.get(12)?,
+    updated_at: row.get(13)?,
+    parent_session_id: row.get(14)?,
+    forked_at_sequence: row.get(15)?,
+    usage: usage_from_row(row, 16)?,
   })
 }
 
@@ -109,11 +141,62 @@ impl Reads for SqliteReads<'_> {
       .map_err(Error::from)
   }
 
-  fn list_sessions(&mut self) -> Result<Vec<Session>> {
+  fn list_sessions(&mut self, options: &ListOptions, paged: bool) -> Result<Vec<Session>> {
+    let sql = options.sql(&SQLITE, paged)?;
     let mut stmt = self.0.prepare_cached(&format!(
-      "SELECT {SESSION_COLUMNS} FROM sessions ORDER BY created_at, key"
+      "SELECT {SESSION_COLUMNS} FROM sessions{}",
+      sql.tail
     ))?;
-    let rows = stmt.query_map([], session_from_row)?;
+    let params: Vec<rusqlite::types::Value> = sql
+      .params
+      .into_iter()
+      .map(|param| match param {
+        Param::Text(text) => rusqlite::types::Value::Text(text),
+        Param::Int(n) => rusqlite::types::Value::Integer(n),
+        Param::Bool(b) => rusqlite::types::Value::Integer(b.into()),
+      })
+      .collect();
+    let rows = stmt.query_map(rusqlite::params_from_iter(params), session_from_row)?;
+    rows
+      .collect::<rusqlite::Result<Vec<_>>>()
+      .map_err(Error::from)
+  }
+
+  fn usage_summary(&mut self, from: i64, to: i64) -> Result<Usage> {
+    Ok(
+      self
+        .0
+        .prepare_cached(&format!(
+          "SELECT {USAGE_SUMS} FROM sessions WHERE created_at >= ?1 AND created_at < ?2"
+        ))?
+        .query_row(params![from, to], |row| usage_from_row(row, 0))?,
+    )
+  }
+
+  fn search(&mut self, query: &SearchQuery) -> Result<Vec<SearchHit>> {
+    let (fts, limit) = (query.fts5()?, query.limit()?);
+    let key = match &query.session_id {
+      Some(id) => match self.session_key(id)? {
+        Some(key) => Some(key),
+        None => return Err(Error::SessionNotFound(id.clone())),
+      },
+      None => None,
+    };
+    let mut stmt = self.0.prepare_cached(
+      "SELECT s.session_id, f.sequence, snippet(message_search, 0, ?1, ?2, '…', 16),
+              -bm25(message_search)
+         FROM message_search AS f JOIN sessions AS s ON s.key = f.session
+         WHERE message_search MATCH ?3 AND (?4 IS NULL OR f.session = ?4)
+         ORDER BY bm25(message_search) LIMIT ?5",
+    )?;
+    let rows = stmt.query_map(params![MARK_START, MARK_END, fts, key, limit], |row| {
+      Ok(SearchHit {
+        session_id: row.get(0)?,
+        sequence_number: row.get(1)?,
+        snippet: row.get(2)?,
+        rank: row.get(3)?,
+      })
+    })?;
     rows
       .collect::<rusqlite::Result<Vec<_>>>()
       .map_err(Error::from)
@@ -175,7 +258,31 @@ impl Reads for SqliteReads<'_> {
 /// the same file since the last look. `PRAGMA data_version` changes when
 /// another connection commits (this store's own writer included: its
 /// messages are then found already seen and skipped).
-fn watch_other_processes(conn: &Connection, live: &Live, last: &mut Option<i64>) {
+/// Where the reader is in other processes' `session_changes`.
+#[derive(Default)]
+struct Watch {
+  /// The last change seen; `None` until someone listens.
+  change: Option<i64>,
+}
+
+fn watch_other_processes(
+  conn: &Connection,
+  live: &Live,
+  last: &mut Option<i64>,
+  watch: &mut Watch,
+) {
+  if live.changes.is_empty() {
+    watch.change = None;
+  } else if watch.change.is_none() {
+    // From now on: what happened before anyone listened is not news.
+    watch.change = conn
+      .query_row(
+        "SELECT coalesce(max(seq), 0) FROM session_changes",
+        [],
+        |row| row.get(0),
+      )
+      .ok();
+  }
   let Ok(version) = conn.pragma_query_value(None, "data_version", |row| row.get::<_, i64>(0))
   else {
     return;
@@ -190,4 +297,40 @@ fn watch_other_processes(conn: &Connection, live: &Live, last: &mut Option<i64>)
   // A run's session that another process closed or deleted ends the run,
   // as this store's own close or delete does.
   reads::end_runs_ended_elsewhere(&mut reads, live);
+  if let Some(seen) = watch.change {
+    if let Ok((changes, upto)) = changes_elsewhere(conn, &live.origin, seen) {
+      watch.change = Some(upto);
+      live.changes.tell(&changes);
+    }
+  }
+}
+
+/// Other processes' changes to the list of sessions after `seen`, and the
+/// last change read.
+fn changes_elsewhere(
+  conn: &Connection,
+  origin: &str,
+  seen: i64,
+) -> Result<(Vec<(String, Change)>, i64)> {
+  let mut stmt = conn.prepare_cached(
+    "SELECT seq, origin, session_id, change FROM session_changes WHERE seq > ?1 ORDER BY seq",
+  )?;
+  let mut upto = seen;
+  let mut changes = Vec::new();
+  let rows = stmt.query_map(params![seen], |row| {
+    Ok((
+      row.get::<_, i64>(0)?,
+      row.get::<_, String>(1)?,
+      row.get::<_, String>(2)?,
+      row.get::<_, String>(3)?,
+    ))
+  })?;
+  for row in rows {
+    let (seq, from, session_id, change) = row?;
+    upto = seq;
+    if from != origin {
+      changes.extend(Change::parse(&change).map(|change| (session_id, change)));
+    }
+  }
+  Ok((changes, upto))
 }

@@ -1,8 +1,10 @@
 //! What a store's reader thread is asked to do, for either backend.
 
+use super::listing::{Cursor, ListOptions, OrderBy};
 use super::live::{Backlog, Live};
-use super::model::{Message, Session};
+use super::model::{Message, Session, Usage};
 use super::pending::Reply;
+use super::search::{SearchHit, SearchQuery};
 use crate::error::{Error, Result};
 
 /// Rows read per step of a subscription's replay or catch-up.
@@ -13,8 +15,25 @@ pub enum ReadJob {
     session_id: String,
     reply: Reply<Option<Session>>,
   },
+  /// The sessions `options` picks, at most its `limit`.
   ListSessions {
+    options: ListOptions,
     reply: Reply<Vec<Session>>,
+  },
+  /// One page of them, of `limit` or a default size, and the next cursor.
+  PageSessions {
+    options: ListOptions,
+    reply: Reply<Page>,
+  },
+  UsageSummary {
+    from: Option<i64>,
+    to: Option<i64>,
+    reply: Reply<Usage>,
+  },
+  /// Runs once the writer has brought the index up to date.
+  Search {
+    query: SearchQuery,
+    reply: Reply<Vec<SearchHit>>,
   },
   Messages {
     session_id: String,
@@ -36,7 +55,10 @@ impl ReadJob {
   pub fn refuse(self, error: Error) -> Flow {
     match self {
       ReadJob::GetSession { reply, .. } => drop(reply.send(Err(error))),
-      ReadJob::ListSessions { reply } => drop(reply.send(Err(error))),
+      ReadJob::ListSessions { reply, .. } => drop(reply.send(Err(error))),
+      ReadJob::PageSessions { reply, .. } => drop(reply.send(Err(error))),
+      ReadJob::UsageSummary { reply, .. } => drop(reply.send(Err(error))),
+      ReadJob::Search { reply, .. } => drop(reply.send(Err(error))),
       ReadJob::Messages { reply, .. } => drop(reply.send(Err(error))),
       ReadJob::Backlog(_) | ReadJob::Watch => {}
       ReadJob::Shutdown { reply } => return Flow::Stop(reply),
@@ -48,7 +70,11 @@ impl ReadJob {
 /// The reads a backend answers from its reader connection.
 pub trait Reads {
   fn get_session(&mut self, session_id: &str) -> Result<Option<Session>>;
-  fn list_sessions(&mut self) -> Result<Vec<Session>>;
+  /// The sessions `options` picks, in its order, at most `limit`.
+  fn list_sessions(&mut self, options: &ListOptions, paged: bool) -> Result<Vec<Session>>;
+  /// The usage of the sessions created in `[from, to)`.
+  fn usage_summary(&mut self, from: i64, to: i64) -> Result<Usage>;
+  fn search(&mut self, query: &SearchQuery) -> Result<Vec<SearchHit>>;
   /// The internal key of the session's current incarnation.
   fn session_key(&mut self, session_id: &str) -> Result<Option<i64>>;
   /// Messages of one session with `after < sequence <= upto`, at most
@@ -76,8 +102,18 @@ pub fn serve(reads: &mut impl Reads, live: &Live, job: ReadJob) -> Flow {
     ReadJob::GetSession { session_id, reply } => {
       let _ = reply.send(reads.get_session(&session_id));
     }
-    ReadJob::ListSessions { reply } => {
-      let _ = reply.send(reads.list_sessions());
+    ReadJob::ListSessions { options, reply } => {
+      let _ = reply.send(reads.list_sessions(&options, false));
+    }
+    ReadJob::PageSessions { options, reply } => {
+      let _ = reply.send(page(reads, &options));
+    }
+    ReadJob::UsageSummary { from, to, reply } => {
+      let (from, to) = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
+      let _ = reply.send(reads.usage_summary(from, to));
+    }
+    ReadJob::Search { query, reply } => {
+      let _ = reply.send(reads.search(&query));
     }
     ReadJob::Messages {
       session_id,
@@ -92,6 +128,31 @@ pub fn serve(reads: &mut impl Reads, live: &Live, job: ReadJob) -> Flow {
     ReadJob::Shutdown { reply } => return Flow::Stop(reply),
   }
   Flow::Continue
+}
+
+/// One page of a listing, and where the next begins.
+#[derive(Debug, Clone)]
+pub struct Page {
+  pub sessions: Vec<Session>,
+  /// `None` when this page is the last.
+  pub next_cursor: Option<String>,
+}
+
+fn page(reads: &mut impl Reads, options: &ListOptions) -> Result<Page> {
+  let sessions = reads.list_sessions(options, true)?;
+  let limit = options.limit.unwrap_or(super::listing::DEFAULT_PAGE);
+  let full = sessions.len() as i64 == limit;
+  let next_cursor = sessions.last().filter(|_| full).map(|last| {
+    let value = match options.order_by {
+      OrderBy::CreatedAt => last.created_at,
+      OrderBy::UpdatedAt => last.updated_at,
+    };
+    Cursor::after(options.order_by, value, last.incarnation)
+  });
+  Ok(Page {
+    sessions,
+    next_cursor,
+  })
 }
 
 fn messages(

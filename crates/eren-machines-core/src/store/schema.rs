@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::error::{Error, Result};
 
 /// Bumped by every migration; stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1. Messages live in one `WITHOUT ROWID` B-tree keyed by
 /// (session, sequence), so an append touches exactly one B-tree. The store-wide
@@ -66,6 +66,49 @@ CREATE TABLE message_parts (
 ) WITHOUT ROWID;
 ";
 
+/// Version 4: what a desktop app lists, names, searches and accounts for.
+/// A title set (`title`) or taken from the first prompt or command line
+/// (`auto_title`); the latest run's `cwd` and `command`; `tags` as a JSON
+/// array; `archived`; `updated_at`; the fork's origin; usage totals summed
+/// from `result` events in the transaction that stores each. Messages up to
+/// `indexed_sequence` are in the FTS5 table `message_search` (rowid = the
+/// message id), indexed after their commit. `session_changes` tells other
+/// processes on the file what changed in the list of sessions; it keeps the
+/// latest [`KEPT_CHANGES`] rows.
+pub const SCHEMA_V4: &str = "
+ALTER TABLE sessions ADD COLUMN title TEXT;
+ALTER TABLE sessions ADD COLUMN auto_title TEXT;
+ALTER TABLE sessions ADD COLUMN cwd TEXT;
+ALTER TABLE sessions ADD COLUMN command TEXT;
+ALTER TABLE sessions ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE sessions ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN parent_session_id TEXT;
+ALTER TABLE sessions ADD COLUMN forked_at_sequence INTEGER;
+ALTER TABLE sessions ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN cache_read_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN cache_creation_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN turns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN duration_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN indexed_sequence INTEGER NOT NULL DEFAULT 0;
+UPDATE sessions SET updated_at = created_at;
+CREATE INDEX sessions_by_created ON sessions (created_at, key);
+CREATE INDEX sessions_by_updated ON sessions (updated_at, key);
+CREATE INDEX sessions_unindexed ON sessions (key) WHERE last_sequence > indexed_sequence;
+CREATE VIRTUAL TABLE message_search USING fts5 (body, session UNINDEXED, sequence UNINDEXED);
+CREATE TABLE session_changes (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  origin TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  change TEXT NOT NULL
+);
+";
+
+/// Rows of `session_changes` kept for other processes to read.
+pub const KEPT_CHANGES: i64 = 10_000;
+
 /// The longest content kept in its message row.
 pub const INLINE_CONTENT: usize = 960;
 /// The longest piece of a longer content.
@@ -90,7 +133,7 @@ pub fn parts_of(content: &str) -> Vec<&str> {
 
 /// Every migration in order, for a new database.
 pub fn current_schema() -> String {
-  format!("{SCHEMA_V1}{SCHEMA_V2}{SCHEMA_V3}")
+  format!("{SCHEMA_V1}{SCHEMA_V2}{SCHEMA_V3}{SCHEMA_V4}")
 }
 
 /// What a resolved write survives.
@@ -315,6 +358,9 @@ fn migrate_schema(conn: &Connection) -> Result<()> {
     }
     if version < 3 {
       conn.execute_batch(&format!("{SCHEMA_V3} PRAGMA user_version = 3;"))?;
+    }
+    if version < 4 {
+      conn.execute_batch(&format!("{SCHEMA_V4} PRAGMA user_version = 4;"))?;
     }
     Ok(())
   })();

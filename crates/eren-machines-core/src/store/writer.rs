@@ -14,10 +14,11 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use super::batch::{Batch, Cached, Statements};
 use super::command::{self, Backend, Body, Command};
 use super::live::{Event, Live};
-use super::model::{now_ms, AgentStatus, Message};
+use super::model::{now_ms, AgentStatus, Message, Usage};
 use super::reader::SqliteReads;
-use super::reads;
+use super::reads::{self, Reads};
 use super::schema;
+use super::search;
 use crate::error::{Error, Result};
 
 /// The writer's authoritative view of every session: only this thread
@@ -31,7 +32,10 @@ pub struct WriterState {
 
 impl WriterState {
   pub fn load(conn: &Connection) -> Result<Self> {
-    let mut stmt = conn.prepare("SELECT session_id, key, last_sequence, closed FROM sessions")?;
+    let mut stmt = conn.prepare(
+      "SELECT session_id, key, last_sequence, closed,
+              title IS NOT NULL OR auto_title IS NOT NULL FROM sessions",
+    )?;
     let sessions = stmt
       .query_map([], |row| {
         Ok((
@@ -40,6 +44,7 @@ impl WriterState {
             key: row.get(1)?,
             last_sequence: row.get(2)?,
             closed: row.get(3)?,
+            titled: row.get(4)?,
           },
         ))
       })?
@@ -112,6 +117,44 @@ impl Backend for Writer {
     }
     outcome
   }
+
+  fn index(&mut self, budget: usize) -> Result<bool> {
+    let tx = self
+      .conn
+      .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let pending: Vec<(i64, i64, i64)> = tx
+      .prepare_cached(
+        "SELECT key, indexed_sequence, last_sequence FROM sessions
+           WHERE last_sequence > indexed_sequence LIMIT 64",
+      )?
+      .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+      .collect::<rusqlite::Result<_>>()?;
+    let mut left = budget as i64;
+    let mut more = false;
+    for (key, indexed, last) in pending {
+      if left <= 0 {
+        more = true;
+        break;
+      }
+      let upto = last.min(indexed + left);
+      let messages = SqliteReads(&tx).read_range(key, "", indexed, upto, -1)?;
+      let mut insert = tx.prepare_cached(
+        "INSERT INTO message_search (rowid, body, session, sequence) VALUES (?1, ?2, ?3, ?4)",
+      )?;
+      for message in &messages {
+        if let Some(text) = search::text_of(&message.content) {
+          insert.execute(params![message.id, text, key, message.sequence_number])?;
+        }
+      }
+      tx.prepare_cached("UPDATE sessions SET indexed_sequence = ?1 WHERE key = ?2")?
+        .execute(params![upto, key])?;
+      left -= upto - indexed;
+      more |= upto < last;
+    }
+    tx.commit()?;
+    // Another 64 sessions may wait behind these.
+    Ok(more || left <= 0)
+  }
 }
 
 impl Writer {
@@ -143,16 +186,22 @@ impl Writer {
       next_message_id,
       next_session_key,
     };
-    let mut batch = Batch::new(statements, sessions, events, now_ms());
+    let now = now_ms();
+    let mut batch = Batch::new(statements, sessions, events, now);
     body(&mut batch)?;
-    let (_, touched) = batch.finish();
+    let (_, touched, changed) = batch.finish();
     {
-      let mut update =
-        tx.prepare_cached("UPDATE sessions SET last_sequence = ?1 WHERE key = ?2")?;
+      let mut update = tx
+        .prepare_cached("UPDATE sessions SET last_sequence = ?1, updated_at = ?3 WHERE key = ?2")?;
       for (key, (_, last_sequence)) in &touched {
-        update.execute(params![last_sequence, key])?;
+        update.execute(params![last_sequence, key, now])?;
+      }
+      let mut update = tx.prepare_cached("UPDATE sessions SET updated_at = ?2 WHERE key = ?1")?;
+      for key in &changed {
+        update.execute(params![key, now])?;
       }
     }
+    tell_other_processes(&tx, &self.live.origin, events)?;
     if self.state.next_message_id != first_message_id {
       tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'next_message_id'")?
         .execute(params![self.state.next_message_id])?;
@@ -163,6 +212,29 @@ impl Writer {
     }
     Ok(tx.commit()?)
   }
+}
+
+/// Notes the batch's changes to the list of sessions in `session_changes`,
+/// for the stores of other processes on the file, keeping the latest
+/// [`schema::KEPT_CHANGES`].
+fn tell_other_processes(tx: &Connection, origin: &str, events: &[Event]) -> Result<()> {
+  let mut told = false;
+  {
+    let mut insert = tx.prepare_cached(
+      "INSERT INTO session_changes (origin, session_id, change) VALUES (?1, ?2, ?3)",
+    )?;
+    for (session_id, change) in events.iter().filter_map(Event::change) {
+      insert.execute(params![origin, session_id, change.as_str()])?;
+      told = true;
+    }
+  }
+  if told {
+    tx.prepare_cached(
+      "DELETE FROM session_changes WHERE seq <= (SELECT max(seq) FROM session_changes) - ?1",
+    )?
+    .execute(params![schema::KEPT_CHANGES])?;
+  }
+  Ok(())
 }
 
 /// SQLite's statements for a batch, with the counters they move.
@@ -178,8 +250,8 @@ impl Statements for SqliteStatements<'_> {
     self
       .tx
       .prepare_cached(
-        "INSERT INTO sessions (key, session_id, agent_status, closed, created_at, last_sequence)
-         VALUES (?1, ?2, ?3, 0, ?4, 0)",
+        "INSERT INTO sessions (key, session_id, agent_status, closed, created_at, updated_at,
+           last_sequence) VALUES (?1, ?2, ?3, 0, ?4, ?4, 0)",
       )?
       .execute(params![
         key,
@@ -268,6 +340,12 @@ impl Statements for SqliteStatements<'_> {
     self
       .tx
       .prepare_cached(
+        "DELETE FROM message_search WHERE rowid IN (SELECT id FROM messages WHERE session = ?1)",
+      )?
+      .execute(params![key])?;
+    self
+      .tx
+      .prepare_cached(
         "DELETE FROM message_parts WHERE id IN
            (SELECT id FROM messages WHERE session = ?1 AND parts > 0)",
       )?
@@ -291,4 +369,108 @@ impl Statements for SqliteStatements<'_> {
     let rows = select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
   }
+
+  fn set_auto_title(&mut self, key: i64, title: &str) -> Result<()> {
+    self.run(
+      "UPDATE sessions SET auto_title = ?1 WHERE key = ?2",
+      params![title, key],
+    )
+  }
+
+  fn add_usage(&mut self, key: i64, usage: &Usage) -> Result<()> {
+    self.run(
+      "UPDATE sessions SET input_tokens = input_tokens + ?1, output_tokens = output_tokens + ?2,
+         cache_read_tokens = cache_read_tokens + ?3, cache_creation_tokens = cache_creation_tokens + ?4,
+         cost_usd = cost_usd + ?5, turns = turns + ?6, duration_ms = duration_ms + ?7 WHERE key = ?8",
+      params![
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+        usage.cache_creation_tokens,
+        usage.cost_usd,
+        usage.turns,
+        usage.duration_ms,
+        key
+      ],
+    )
+  }
+
+  fn set_run_info(&mut self, key: i64, cwd: Option<&str>, command: &str) -> Result<()> {
+    self.run(
+      "UPDATE sessions SET cwd = ?1, command = ?2 WHERE key = ?3",
+      params![cwd, command, key],
+    )
+  }
+
+  fn tags(&mut self, key: i64) -> Result<Vec<String>> {
+    let tags: String = self
+      .tx
+      .prepare_cached("SELECT tags FROM sessions WHERE key = ?1")?
+      .query_row(params![key], |row| row.get(0))?;
+    Ok(tags_of(&tags))
+  }
+
+  fn set_title(&mut self, key: i64, title: Option<&str>) -> Result<()> {
+    self.run(
+      "UPDATE sessions SET title = ?1 WHERE key = ?2",
+      params![title, key],
+    )
+  }
+
+  fn set_tags(&mut self, key: i64, tags: &[String]) -> Result<()> {
+    let tags = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
+    self.run(
+      "UPDATE sessions SET tags = ?1 WHERE key = ?2",
+      params![tags, key],
+    )
+  }
+
+  fn set_archived(&mut self, key: i64, archived: bool) -> Result<()> {
+    self.run(
+      "UPDATE sessions SET archived = ?1 WHERE key = ?2",
+      params![archived, key],
+    )
+  }
+
+  fn copy_for_fork(&mut self, source: i64, fork: i64, upto: i64, parent: &str) -> Result<()> {
+    // Ids are consecutive from the first taken: sequence n gets first + n - 1.
+    let first = self
+      .take_message_ids(upto as usize)?
+      .first()
+      .copied()
+      .unwrap_or(0);
+    self.run(
+      "INSERT INTO messages (session, sequence, id, content, created_at, parts)
+         SELECT ?1, sequence, ?2 + sequence - 1, content, created_at, parts FROM messages
+           WHERE session = ?3 AND sequence <= ?4",
+      params![fork, first, source, upto],
+    )?;
+    self.run(
+      "INSERT INTO message_parts (id, part, content)
+         SELECT ?1 + m.sequence - 1, p.part, p.content FROM messages AS m
+           JOIN message_parts AS p ON p.id = m.id
+           WHERE m.session = ?2 AND m.sequence <= ?3 AND m.parts > 0",
+      params![first, source, upto],
+    )?;
+    self.run(
+      "UPDATE sessions SET (claude_session_id, cwd, command, auto_title, tags) =
+         (SELECT claude_session_id, cwd, command, coalesce(title, auto_title), tags
+            FROM sessions WHERE key = ?1),
+         parent_session_id = ?2, forked_at_sequence = ?3, last_sequence = ?3
+       WHERE key = ?4",
+      params![source, parent, upto, fork],
+    )
+  }
+}
+
+impl SqliteStatements<'_> {
+  fn run(&self, sql: &str, params: impl rusqlite::Params) -> Result<()> {
+    self.tx.prepare_cached(sql)?.execute(params)?;
+    Ok(())
+  }
+}
+
+/// A session's tags, from their JSON array; anything else reads as none.
+pub(super) fn tags_of(json: &str) -> Vec<String> {
+  serde_json::from_str(json).unwrap_or_default()
 }

@@ -48,6 +48,26 @@ pub struct Program {
 }
 
 impl Program {
+  /// The command and its arguments as one line, each quoted as a POSIX
+  /// shell would need: for people to read, not to run.
+  pub fn command_line(&self) -> String {
+    let quote = |word: &str| {
+      let plain = !word.is_empty()
+        && word
+          .chars()
+          .all(|c| c.is_alphanumeric() || "-_./=:,+@%".contains(c));
+      match plain {
+        true => word.to_owned(),
+        false => format!("'{}'", word.replace('\'', "'\\''")),
+      }
+    };
+    std::iter::once(self.command.as_str())
+      .chain(self.args.iter().map(String::as_str))
+      .map(quote)
+      .collect::<Vec<_>>()
+      .join(" ")
+  }
+
   /// Whether the run takes input: a stdin pipe, or the terminal.
   pub fn takes_input(&self) -> bool {
     self.stdin || self.pty.is_some()

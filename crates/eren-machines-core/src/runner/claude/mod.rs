@@ -393,6 +393,10 @@ impl ClaudeOutput {
 }
 
 impl OutputHandler for ClaudeOutput {
+  fn names_session(&self) -> bool {
+    false
+  }
+
   fn overlong(&self) -> Overlong {
     Overlong::Truncate {
       limit: MAX_EVENT_LINE,

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
 
+use super::super::changes::Change;
 use super::super::live::Live;
 use super::super::reads;
 use super::link::Link;
@@ -31,6 +32,17 @@ const RETRY_EVERY: Duration = Duration::from_millis(250);
 /// What a commit notifies: the session and its last sequence.
 pub fn payload(session_id: &str, last_sequence: i64) -> String {
   format!("{last_sequence} {session_id}")
+}
+
+/// What a change to the list of sessions notifies, from the store `origin`.
+pub fn change_payload(origin: &str, session_id: &str, change: Change) -> String {
+  format!("~{} {origin} {session_id}", change.as_str())
+}
+
+fn parse_change(payload: &str) -> Option<(Change, &str, &str)> {
+  let (change, rest) = payload.strip_prefix('~')?.split_once(' ')?;
+  let (origin, session_id) = rest.split_once(' ')?;
+  Some((Change::parse(change)?, origin, session_id))
 }
 
 fn parse(payload: &str) -> Option<(i64, &str)> {
@@ -99,6 +111,13 @@ fn run(mut link: Link, names: &Names, live: &Live, closed: &AtomicBool) {
       .collect();
     named.sort_unstable();
     named.dedup();
+    let changes: Vec<(String, Change)> = heard
+      .iter()
+      .filter_map(|payload| parse_change(payload))
+      .filter(|(_, origin, _)| *origin != live.origin)
+      .map(|(change, _, session_id)| (session_id.to_owned(), change))
+      .collect();
+    live.changes.tell(&changes);
     for session_id in named {
       if let Some(seen) = live.seen(session_id) {
         let _ = reads::catch_up_session(&mut PgReads(client), live, session_id, seen, i64::MAX);
@@ -116,5 +135,8 @@ mod tests {
     assert_eq!(parse(&payload("a b", 7)), Some((7, "a b")));
     assert_eq!(parse("x"), None);
     assert_eq!(parse("x y"), None);
+    let change = change_payload("o-1", "a b", Change::Title);
+    assert_eq!(parse(&change), None);
+    assert_eq!(parse_change(&change), Some((Change::Title, "o-1", "a b")));
   }
 }

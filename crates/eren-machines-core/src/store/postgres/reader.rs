@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use postgres::GenericClient;
 
+use super::super::listing::{ListOptions, Param, POSTGRES};
 use super::super::live::Live;
-use super::super::model::{AgentStatus, Message, Session};
+use super::super::model::{AgentStatus, Message, Session, Usage};
 use super::super::reads::{self, Flow, ReadJob, Reads};
+use super::super::search::{SearchHit, SearchQuery, MARK_END, MARK_START};
+use super::super::writer::tags_of;
 use super::link::Link;
 use crate::error::{Error, Result};
 
@@ -63,8 +66,26 @@ fn run(mut link: Link, live: &Live, closed: &AtomicBool, receiver: mpsc::Receive
   }
 }
 
-const SESSION_COLUMNS: &str =
-  "session_id, claude_session_id, agent_status, error_message, closed, created_at, last_sequence, key";
+const SESSION_COLUMNS: &str = "session_id, claude_session_id, agent_status, error_message, \
+  closed, created_at, last_sequence, key, coalesce(title, auto_title), cwd, command, tags, \
+  archived, updated_at, parent_session_id, forked_at_sequence, input_tokens, output_tokens, \
+  cache_read_tokens, cache_creation_tokens, cost_usd, turns, duration_ms";
+
+const USAGE_SUMS: &str = "coalesce(sum(input_tokens), 0)::int8, coalesce(sum(output_tokens), 0)::int8, \
+  coalesce(sum(cache_read_tokens), 0)::int8, coalesce(sum(cache_creation_tokens), 0)::int8, \
+  coalesce(sum(cost_usd), 0)::float8, coalesce(sum(turns), 0)::int8, coalesce(sum(duration_ms), 0)::int8";
+
+fn usage_from_row(row: &postgres::Row, first: usize) -> Usage {
+  Usage {
+    input_tokens: row.get(first),
+    output_tokens: row.get(first + 1),
+    cache_read_tokens: row.get(first + 2),
+    cache_creation_tokens: row.get(first + 3),
+    cost_usd: row.get(first + 4),
+    turns: row.get(first + 5),
+    duration_ms: row.get(first + 6),
+  }
+}
 
 fn session_from_row(row: &postgres::Row) -> Session {
   let status: String = row.get(2);
@@ -79,6 +100,15 @@ fn session_from_row(row: &postgres::Row) -> Session {
     created_at: row.get(5),
     last_sequence: row.get(6),
     incarnation: row.get(7),
+    title: row.get(8),
+    cwd: row.get(9),
+    command: row.get(10),
+    tags: tags_of(row.get(11)),
+    archived: row.get(12),
+    updated_at: row.get(13),
+    parent_session_id: row.get(14),
+    forked_at_sequence: row.get(15),
+    usage: usage_from_row(row, 16),
   }
 }
 
@@ -101,14 +131,67 @@ impl<C: GenericClient> Reads for PgReads<'_, C> {
     )
   }
 
-  fn list_sessions(&mut self) -> Result<Vec<Session>> {
-    let query = format!("SELECT {SESSION_COLUMNS} FROM eren_sessions ORDER BY created_at, key");
+  fn list_sessions(&mut self, options: &ListOptions, paged: bool) -> Result<Vec<Session>> {
+    let sql = options.sql(&POSTGRES, paged)?;
+    let query = format!("SELECT {SESSION_COLUMNS} FROM eren_sessions{}", sql.tail);
+    let params: Vec<Box<dyn postgres::types::ToSql + Sync>> = sql
+      .params
+      .into_iter()
+      .map(|param| -> Box<dyn postgres::types::ToSql + Sync> {
+        match param {
+          Param::Text(text) => Box::new(text),
+          Param::Int(n) => Box::new(n),
+          Param::Bool(b) => Box::new(b),
+        }
+      })
+      .collect();
+    let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+      params.iter().map(|p| p.as_ref()).collect();
     Ok(
       self
         .0
-        .query(&query, &[])?
+        .query(&query, &params)?
         .iter()
         .map(session_from_row)
+        .collect(),
+    )
+  }
+
+  fn usage_summary(&mut self, from: i64, to: i64) -> Result<Usage> {
+    let query =
+      format!("SELECT {USAGE_SUMS} FROM eren_sessions WHERE created_at >= $1 AND created_at < $2");
+    Ok(usage_from_row(&self.0.query_one(&query, &[&from, &to])?, 0))
+  }
+
+  fn search(&mut self, query: &SearchQuery) -> Result<Vec<SearchHit>> {
+    let (words, limit) = (query.tsquery()?, query.limit()?);
+    let key = match &query.session_id {
+      Some(id) => match self.session_key(id)? {
+        Some(key) => Some(key),
+        None => return Err(Error::SessionNotFound(id.clone())),
+      },
+      None => None,
+    };
+    let marks = format!("StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=24, MinWords=8");
+    let rows = self.0.query(
+      "SELECT s.session_id, m.sequence, ts_headline('simple', m.body, q, $4),
+              ts_rank_cd(m.tsv, q)::float8 AS rank
+         FROM eren_message_search AS m
+         JOIN eren_sessions AS s ON s.key = m.session,
+         to_tsquery('simple', $1) AS q
+         WHERE m.tsv @@ q AND ($2::int8 IS NULL OR m.session = $2)
+         ORDER BY rank DESC, m.id LIMIT $3",
+      &[&words, &key, &limit, &marks],
+    )?;
+    Ok(
+      rows
+        .iter()
+        .map(|row| SearchHit {
+          session_id: row.get(0),
+          sequence_number: row.get(1),
+          snippet: row.get(2),
+          rank: row.get(3),
+        })
         .collect(),
     )
   }

@@ -6,7 +6,7 @@ use postgres::Client;
 use crate::error::{Error, Result};
 
 /// Bumped by every migration; stored in `eren_meta`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The first key of every advisory lock this store takes (`'eren'`), so its
 /// locks never meet another application's single-key ones.
@@ -43,6 +43,45 @@ CREATE TABLE eren_messages (
 );
 CREATE SEQUENCE eren_message_ids;
 INSERT INTO eren_meta (name, value) VALUES ('schema_version', 1);
+";
+
+/// Version 2, as SQLite's version 4: titles, run info, tags, archiving,
+/// `updated_at`, forks, usage totals, and the search index
+/// (`eren_message_search`, a `tsvector` per message under a GIN index,
+/// filled up to each session's `indexed_sequence` after the commit).
+const SCHEMA_V2: &str = "
+ALTER TABLE eren_sessions
+  ADD COLUMN title text,
+  ADD COLUMN auto_title text,
+  ADD COLUMN cwd text,
+  ADD COLUMN command text,
+  ADD COLUMN tags text NOT NULL DEFAULT '[]',
+  ADD COLUMN archived boolean NOT NULL DEFAULT false,
+  ADD COLUMN updated_at bigint NOT NULL DEFAULT 0,
+  ADD COLUMN parent_session_id text,
+  ADD COLUMN forked_at_sequence bigint,
+  ADD COLUMN input_tokens bigint NOT NULL DEFAULT 0,
+  ADD COLUMN output_tokens bigint NOT NULL DEFAULT 0,
+  ADD COLUMN cache_read_tokens bigint NOT NULL DEFAULT 0,
+  ADD COLUMN cache_creation_tokens bigint NOT NULL DEFAULT 0,
+  ADD COLUMN cost_usd double precision NOT NULL DEFAULT 0,
+  ADD COLUMN turns bigint NOT NULL DEFAULT 0,
+  ADD COLUMN duration_ms bigint NOT NULL DEFAULT 0,
+  ADD COLUMN indexed_sequence bigint NOT NULL DEFAULT 0;
+UPDATE eren_sessions SET updated_at = created_at;
+CREATE INDEX eren_sessions_by_created ON eren_sessions (created_at, key);
+CREATE INDEX eren_sessions_by_updated ON eren_sessions (updated_at, key);
+CREATE INDEX eren_sessions_unindexed ON eren_sessions (key) WHERE last_sequence > indexed_sequence;
+CREATE TABLE eren_message_search (
+  id bigint PRIMARY KEY,
+  session bigint NOT NULL,
+  sequence bigint NOT NULL,
+  body text NOT NULL,
+  tsv tsvector NOT NULL
+);
+CREATE INDEX eren_message_search_words ON eren_message_search USING gin (tsv);
+CREATE INDEX eren_message_search_session ON eren_message_search (session);
+UPDATE eren_meta SET value = 2 WHERE name = 'schema_version';
 ";
 
 /// Names that depend on where the tables live.
@@ -93,12 +132,17 @@ pub fn prepare(client: &mut Client) -> Result<Names> {
            eren-machines (version {SCHEMA_VERSION}); upgrade it"
         )))
       }
-      Some(_) => {}
+      Some(version) => {
+        if version < 2 {
+          tx.batch_execute(SCHEMA_V2)?;
+        }
+      }
     }
   } else if exists(&mut tx, "eren_sessions")? || exists(&mut tx, "eren_messages")? {
     return Err(not_ours(&schema));
   } else {
     tx.batch_execute(SCHEMA_V1)?;
+    tx.batch_execute(SCHEMA_V2)?;
   }
   tx.commit()?;
   Ok(Names {

@@ -13,8 +13,9 @@ use std::sync::{mpsc, Arc};
 use super::super::batch::{Batch, Cached, Statements};
 use super::super::command::{self, Backend, Body, Command};
 use super::super::live::{Event, Live};
-use super::super::model::{now_ms, AgentStatus, Message};
-use super::super::reads;
+use super::super::model::{now_ms, AgentStatus, Message, Usage};
+use super::super::reads::{self, Reads};
+use super::super::search;
 use super::check_text;
 use super::link::Link;
 use super::listener;
@@ -64,11 +65,69 @@ impl Backend for Writer {
         ids,
         rows: Vec::new(),
       };
-      let mut batch = Batch::new(statements, &mut cache, events, now_ms());
+      let now = now_ms();
+      let mut batch = Batch::new(statements, &mut cache, events, now);
       body(&mut batch)?;
-      let (statements, touched) = batch.finish();
-      statements.finish(&touched, &names.channel)?;
+      let (statements, touched, changed) = batch.finish();
+      statements.finish(&touched, &changed, now, &names.channel)?;
+      let changes: Vec<String> = events
+        .iter()
+        .filter_map(Event::change)
+        .map(|(session_id, change)| listener::change_payload(&live.origin, &session_id, change))
+        .collect();
+      if !changes.is_empty() {
+        tx.execute(
+          "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+          &[&names.channel, &changes],
+        )?;
+      }
       Ok(tx.commit()?)
+    })
+  }
+
+  fn index(&mut self, budget: usize) -> Result<bool> {
+    self.link.with(|client| {
+      let mut tx = client.transaction()?;
+      // Another host may index at the same time: each takes other sessions.
+      let pending = tx.query(
+        "SELECT key, indexed_sequence, last_sequence FROM eren_sessions
+           WHERE last_sequence > indexed_sequence LIMIT 64 FOR UPDATE SKIP LOCKED",
+        &[],
+      )?;
+      let mut left = budget as i64;
+      let mut more = false;
+      for row in pending {
+        let (key, indexed, last): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        if left <= 0 {
+          more = true;
+          break;
+        }
+        let upto = last.min(indexed + left);
+        let messages = PgReads(&mut tx).read_range(key, "", indexed, upto, -1)?;
+        let (mut ids, mut sequences, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
+        for message in messages {
+          if let Some(text) = search::text_of(&message.content) {
+            ids.push(message.id);
+            sequences.push(message.sequence_number);
+            bodies.push(text);
+          }
+        }
+        tx.execute(
+          "INSERT INTO eren_message_search (id, session, sequence, body, tsv)
+             SELECT i, $4, q, b, to_tsvector('simple', b)
+               FROM unnest($1::int8[], $2::int8[], $3::text[]) AS t(i, q, b)
+             ON CONFLICT (id) DO NOTHING",
+          &[&ids, &sequences, &bodies, &key],
+        )?;
+        tx.execute(
+          "UPDATE eren_sessions SET indexed_sequence = $1 WHERE key = $2",
+          &[&upto, &key],
+        )?;
+        left -= upto - indexed;
+        more |= upto < last;
+      }
+      tx.commit()?;
+      Ok(more || left <= 0)
     })
   }
 }
@@ -101,7 +160,8 @@ fn lock_and_load(
     &[&LOCK_CLASS, &keys],
   )?;
   let rows = tx.query(
-    "SELECT session_id, key, last_sequence, closed FROM eren_sessions WHERE session_id = ANY($1)",
+    "SELECT session_id, key, last_sequence, closed, title IS NOT NULL OR auto_title IS NOT NULL
+       FROM eren_sessions WHERE session_id = ANY($1)",
     &[&sessions],
   )?;
   let mut cache = HashMap::with_capacity(rows.len());
@@ -111,6 +171,7 @@ fn lock_and_load(
       key: row.get(1),
       last_sequence: row.get(2),
       closed: row.get(3),
+      titled: row.get(4),
     };
     if let Some(seen) = live.seen(&session_id) {
       if seen < cached.last_sequence {
@@ -143,7 +204,19 @@ struct PgStatements<'a, 't> {
 impl PgStatements<'_, '_> {
   /// Inserts the batch's messages, moves the sessions' last sequences and
   /// notifies every host's listener, one statement each.
-  fn finish(self, touched: &HashMap<i64, (String, i64)>, channel: &str) -> Result<()> {
+  fn finish(
+    self,
+    touched: &HashMap<i64, (String, i64)>,
+    changed: &[i64],
+    now: i64,
+    channel: &str,
+  ) -> Result<()> {
+    if !changed.is_empty() {
+      self.tx.execute(
+        "UPDATE eren_sessions SET updated_at = $2 WHERE key = ANY($1)",
+        &[&changed, &now],
+      )?;
+    }
     if let Some(created_at) = self.rows.first().map(|row| row.created_at) {
       // Column by column, for one `unnest` INSERT.
       let count = self.rows.len();
@@ -168,9 +241,9 @@ impl PgStatements<'_, '_> {
     let (keys, lasts): (Vec<i64>, Vec<i64>) =
       touched.iter().map(|(key, (_, last))| (*key, *last)).unzip();
     self.tx.execute(
-      "UPDATE eren_sessions AS s SET last_sequence = t.last
+      "UPDATE eren_sessions AS s SET last_sequence = t.last, updated_at = $3
          FROM unnest($1::int8[], $2::int8[]) AS t(key, last) WHERE s.key = t.key",
-      &[&keys, &lasts],
+      &[&keys, &lasts, &now],
     )?;
     let payloads: Vec<String> = touched
       .values()
@@ -192,8 +265,9 @@ impl Statements for PgStatements<'_, '_> {
   fn insert_session(&mut self, session_id: &str, created_at: i64) -> Result<Option<i64>> {
     // Another host may have created it since the batch's sessions were read.
     let inserted = self.tx.query_opt(
-      "INSERT INTO eren_sessions (session_id, agent_status, closed, created_at, last_sequence)
-         VALUES ($1, $2, false, $3, 0) ON CONFLICT (session_id) DO NOTHING RETURNING key",
+      "INSERT INTO eren_sessions (session_id, agent_status, closed, created_at, updated_at,
+         last_sequence) VALUES ($1, $2, false, $3, $3, 0)
+         ON CONFLICT (session_id) DO NOTHING RETURNING key",
       &[&session_id, &AgentStatus::Idle.as_str(), &created_at],
     )?;
     Ok(inserted.map(|row| row.get(0)))
@@ -254,6 +328,10 @@ impl Statements for PgStatements<'_, '_> {
 
   fn delete_session(&mut self, key: i64) -> Result<()> {
     self.rows.retain(|row| row.session != key);
+    self.tx.execute(
+      "DELETE FROM eren_message_search WHERE session = $1",
+      &[&key],
+    )?;
     self
       .tx
       .execute("DELETE FROM eren_messages WHERE session = $1", &[&key])?;
@@ -267,5 +345,114 @@ impl Statements for PgStatements<'_, '_> {
   /// is alive cannot be told from here: nothing is reconciled.
   fn runs_in_progress(&mut self) -> Result<Vec<(String, String)>> {
     Ok(Vec::new())
+  }
+
+  fn set_auto_title(&mut self, key: i64, title: &str) -> Result<()> {
+    self.run(
+      "UPDATE eren_sessions SET auto_title = $1 WHERE key = $2",
+      &[&title, &key],
+    )
+  }
+
+  fn add_usage(&mut self, key: i64, usage: &Usage) -> Result<()> {
+    self.run(
+      "UPDATE eren_sessions SET input_tokens = input_tokens + $1, output_tokens = output_tokens + $2,
+         cache_read_tokens = cache_read_tokens + $3, cache_creation_tokens = cache_creation_tokens + $4,
+         cost_usd = cost_usd + $5, turns = turns + $6, duration_ms = duration_ms + $7 WHERE key = $8",
+      &[
+        &usage.input_tokens,
+        &usage.output_tokens,
+        &usage.cache_read_tokens,
+        &usage.cache_creation_tokens,
+        &usage.cost_usd,
+        &usage.turns,
+        &usage.duration_ms,
+        &key,
+      ],
+    )
+  }
+
+  fn set_run_info(&mut self, key: i64, cwd: Option<&str>, command: &str) -> Result<()> {
+    self.run(
+      "UPDATE eren_sessions SET cwd = $1, command = $2 WHERE key = $3",
+      &[&cwd, &command, &key],
+    )
+  }
+
+  fn tags(&mut self, key: i64) -> Result<Vec<String>> {
+    let row = self
+      .tx
+      .query_one("SELECT tags FROM eren_sessions WHERE key = $1", &[&key])?;
+    Ok(super::super::writer::tags_of(row.get(0)))
+  }
+
+  fn set_title(&mut self, key: i64, title: Option<&str>) -> Result<()> {
+    self.run(
+      "UPDATE eren_sessions SET title = $1 WHERE key = $2",
+      &[&title, &key],
+    )
+  }
+
+  fn set_tags(&mut self, key: i64, tags: &[String]) -> Result<()> {
+    let tags = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
+    self.run(
+      "UPDATE eren_sessions SET tags = $1 WHERE key = $2",
+      &[&tags, &key],
+    )
+  }
+
+  fn set_archived(&mut self, key: i64, archived: bool) -> Result<()> {
+    self.run(
+      "UPDATE eren_sessions SET archived = $1 WHERE key = $2",
+      &[&archived, &key],
+    )
+  }
+
+  fn copy_for_fork(&mut self, source: i64, fork: i64, upto: i64, parent: &str) -> Result<()> {
+    // The source's messages of this batch are not inserted yet.
+    let pending: Vec<&NewRow> = self
+      .rows
+      .iter()
+      .filter(|row| row.session == source && row.sequence <= upto)
+      .collect();
+    let stored_upto = pending.first().map_or(upto, |row| row.sequence - 1);
+    let copies: Vec<NewRow> = pending
+      .into_iter()
+      .map(|row| NewRow {
+        session: fork,
+        sequence: row.sequence,
+        id: 0,
+        content: row.content.clone(),
+        created_at: row.created_at,
+      })
+      .collect();
+    let ids = self.take_message_ids(copies.len())?;
+    self.rows.extend(
+      copies
+        .into_iter()
+        .zip(ids)
+        .map(|(row, id)| NewRow { id, ..row }),
+    );
+    self.run(
+      "INSERT INTO eren_messages (session, sequence, id, content, created_at)
+         SELECT $1, sequence, nextval('eren_message_ids'), content, created_at FROM eren_messages
+           WHERE session = $2 AND sequence <= $3 ORDER BY sequence",
+      &[&fork, &source, &stored_upto],
+    )?;
+    self.run(
+      "UPDATE eren_sessions SET (claude_session_id, cwd, command, auto_title, tags) =
+         (SELECT claude_session_id, cwd, command, coalesce(title, auto_title), tags
+            FROM eren_sessions WHERE key = $1),
+         parent_session_id = $2, forked_at_sequence = $3, last_sequence = $3
+       WHERE key = $4",
+      &[&source, &parent, &upto, &fork],
+    )
+  }
+}
+
+impl PgStatements<'_, '_> {
+  fn run(&mut self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<()> {
+    self.tx.execute(sql, params)?;
+    Ok(())
   }
 }
