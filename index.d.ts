@@ -223,6 +223,65 @@ export declare class ProcessRegistry {
  */
 export declare class SessionStore {
   /**
+   * Sets the title; `null` goes back to the one taken from the first
+   * prompt or command line. Rejects with `SESSION_NOT_FOUND`.
+   */
+  setTitle(sessionId: string, title: string | null): Promise<void>
+  /** Adds a tag (a non-empty string); adding one it has changes nothing. */
+  addTag(sessionId: string, tag: string): Promise<void>
+  /** Removes a tag; removing one it lacks changes nothing. */
+  removeTag(sessionId: string, tag: string): Promise<void>
+  /**
+   * Marks a session archived: `listSessions({ archived: false })` leaves
+   * it out. Its messages stay.
+   */
+  archive(sessionId: string): Promise<void>
+  unarchive(sessionId: string): Promise<void>
+  /**
+   * Sessions by `opts` (every one, oldest first, without), at most
+   * `limit`.
+   */
+  listSessions(opts?: ListSessionsOptions): Promise<Session[]>
+  /**
+   * One page of `listSessions(opts)` (100 without `limit`), and the
+   * cursor of the next. Pages are keyed on the order and the session, so
+   * sessions created meanwhile never repeat or skip one.
+   */
+  pageSessions(opts?: ListSessionsOptions): Promise<SessionPage>
+  /** The usage of the sessions created in `[from, to)` (ms), summed. */
+  usageSummary(opts?: UsageSummaryOptions): Promise<Usage>
+  /**
+   * Messages whose text holds every word of `text`, best first. Searches
+   * every message committed before the call (SQLite FTS5, PostgreSQL
+   * full-text search with the `simple` configuration). Text without a
+   * word is `INVALID_ARGUMENT`; an unknown `sessionId`,
+   * `SESSION_NOT_FOUND`.
+   */
+  search(text: string, opts?: SearchOptions): Promise<SearchHit[]>
+  /**
+   * Copies a session's messages up to `atSequence` into a new session
+   * that links back (`parentSessionId`, `forkedAtSequence`) and keeps its
+   * Claude session id, cwd, command, title and tags; resolves with the
+   * new id. `SESSION_NOT_FOUND`, `SESSION_EXISTS`, or `INVALID_ARGUMENT`
+   * for a sequence beyond the last.
+   */
+  forkSession(sessionId: string, opts: ForkOptions): Promise<string>
+  /**
+   * Reads the Claude CLI's own transcripts (`<projectsDir>/<project>/<id>.jsonl`)
+   * into sessions of the same ids: the lines in order as messages, the
+   * title from the first prompt, `cwd` from the transcript, and the Claude
+   * session id, so a resume finds it. A second import adds only lines
+   * written since. A directory that cannot be read is `INVALID_ARGUMENT`.
+   */
+  importClaudeSessions(opts?: ImportOptions): Promise<ImportSummary>
+  /**
+   * Calls `cb` with each change to the list of sessions: this store's
+   * after it commits, other processes' on the same file and other hosts'
+   * on the same PostgreSQL as they are seen. Returns an unsubscribe
+   * function. It never keeps the process alive.
+   */
+  onSessionsChanged(cb: (change: SessionChange) => void): () => void
+  /**
    * Opens a database file, creating it (mode 0600) if absent. An existing
    * file keeps its mode. The path is a plain file path, never a URI;
    * `':memory:'` is refused (use `inMemory()`). `durability` is `'full'`
@@ -252,8 +311,6 @@ export declare class SessionStore {
   createSession(sessionId?: string): Promise<string>
   /** Resolves with the session, or `null` if there is none. */
   getSession(sessionId: string): Promise<Session | null>
-  /** Every session, in creation order. */
-  listSessions(): Promise<Session[]>
   /**
    * Messages of a session in sequence order, those above `afterSequence`
    * (default 0), at most `limit`. Rejects with `SESSION_NOT_FOUND`.
@@ -358,6 +415,57 @@ export interface ClaudeOptions {
   onMessage?: (m: Message) => void
 }
 
+/** The options of `forkSession`. */
+export interface ForkOptions {
+  /** The last sequence copied; 0 copies nothing but the session's fields. */
+  atSequence: number
+  /** The new session's id (default: a new UUID v4). */
+  newSessionId?: string
+}
+
+/** The options of `importClaudeSessions`. */
+export interface ImportOptions {
+  /** The Claude CLI's projects directory (default `~/.claude/projects`). */
+  projectsDir?: string
+  /** Only transcripts modified at or after this time (ms since the epoch). */
+  since?: number
+}
+
+/** What `importClaudeSessions` did. */
+export interface ImportSummary {
+  /** Sessions created or given new messages. */
+  sessions: number
+  /** Messages stored. */
+  messages: number
+  /** Lines that were not JSON, kept as `claude_output` messages. */
+  malformed: number
+}
+
+/** Which sessions `listSessions` and `pageSessions` return, in which order. */
+export interface ListSessionsOptions {
+  status?: AgentStatus
+  /** Only sessions with this tag. */
+  tag?: string
+  /**
+   * Only archived (`true`) or unarchived (`false`) sessions; both when
+   * absent.
+   */
+  archived?: boolean
+  /** Only sessions whose latest run ran in this directory. */
+  cwd?: string
+  /** Case-insensitive text in the title, the command or the id. */
+  query?: string
+  /**
+   * `'createdAt'` (default: oldest first) or `'updatedAt'` (most recently
+   * changed first).
+   */
+  orderBy?: 'createdAt' | 'updatedAt'
+  /** At most this many (1 to 10,000); a page holds 100 without it. */
+  limit?: number
+  /** `pageSessions` only: where the previous page's `nextCursor` said. */
+  cursor?: string
+}
+
 /**
  * The `PATH` of the user's login shell (`$SHELL`, else the account's
  * shell), resolved once and cached: a desktop app launched from the Dock,
@@ -448,6 +556,27 @@ export interface RunResult {
   durationMs: number
 }
 
+/** A message that matched a search. */
+export interface SearchHit {
+  sessionId: string
+  sequenceNumber: number
+  /**
+   * Text around the match, each matched word in `<mark>`…`</mark>`; the
+   * rest is the stored text, not HTML-escaped.
+   */
+  snippet: string
+  /** Higher is better. */
+  rank: number
+}
+
+/** The options of `search`. */
+export interface SearchOptions {
+  /** Only this session's messages. */
+  sessionId?: string
+  /** At most this many hits (1 to 1,000; default 20). */
+  limit?: number
+}
+
 /** A session and its agent's state. */
 export interface Session {
   id: string
@@ -458,6 +587,41 @@ export interface Session {
   /** Milliseconds since the Unix epoch. */
   createdAt: number
   lastSequence: number
+  /**
+   * Set with `setTitle`, else the first user prompt or the first run's
+   * command line (one line, at most 120 characters).
+   */
+  title: string | null
+  /** The working directory and command line of the latest run. */
+  cwd: string | null
+  command: string | null
+  tags: Array<string>
+  archived: boolean
+  /**
+   * Milliseconds since the Unix epoch of the last change: a message, a
+   * status, a title, a tag.
+   */
+  updatedAt: number
+  /** The session this one was forked from, and its last sequence copied. */
+  parentSessionId: string | null
+  forkedAtSequence: number | null
+  usage: Usage
+}
+
+/** A change to the list of sessions. */
+export interface SessionChange {
+  sessionId: string
+  /**
+   * `'created'`, `'status'`, `'title'`, `'tags'`, `'archived'`,
+   * `'usage'`, `'closed'` or `'deleted'`.
+   */
+  kind: string
+}
+
+/** One page of sessions, and the cursor of the next (`null` after the last). */
+export interface SessionPage {
+  sessions: Array<JsSession>
+  nextCursor: string | null
 }
 
 /**
@@ -538,6 +702,26 @@ export interface TerminalOptions {
   stdio?: 'separate' | 'merged'
   /** Each stored message, in order, once committed. */
   onMessage?: (m: Message) => void
+}
+
+/**
+ * Token counts, cost and time, summed over a session's Claude `result`
+ * events (or over sessions, for `usageSummary`).
+ */
+export interface Usage {
+  inputTokens: number
+  outputTokens: number
+  cacheReadTokens: number
+  cacheCreationTokens: number
+  costUsd: number
+  turns: number
+  durationMs: number
+}
+
+/** The options of `usageSummary`: sessions created in `[from, to)` (ms). */
+export interface UsageSummaryOptions {
+  from?: number
+  to?: number
 }
 
 export declare namespace claudeBridge {

@@ -53,6 +53,23 @@ describe.each(BACKENDS)('%s store', (_backend, makeStore) => {
         closed: false,
         createdAt: expect.any(Number),
         lastSequence: 0,
+        title: null,
+        cwd: null,
+        command: null,
+        tags: [],
+        archived: false,
+        updatedAt: session.createdAt,
+        parentSessionId: null,
+        forkedAtSequence: null,
+        usage: {
+          inputTokens: 0,
+          outputTokens: 0,
+          cacheReadTokens: 0,
+          cacheCreationTokens: 0,
+          costUsd: 0,
+          turns: 0,
+          durationMs: 0,
+        },
       })
       expect(Math.abs(session.createdAt - Date.now())).toBeLessThan(60000)
       await store.close()

@@ -13,6 +13,8 @@ mod args;
 #[cfg(not(test))]
 mod bridge;
 #[cfg(not(test))]
+mod catalog;
+#[cfg(not(test))]
 mod claude_control;
 #[cfg(not(test))]
 mod error;

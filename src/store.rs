@@ -4,6 +4,7 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use crate::catalog::JsUsage;
 use crate::args::{invalid_argument, read_options, Callback, OptionalSessionId, SessionId, Text};
 use crate::error::{Failure, Result};
 use crate::message::JsMessage;
@@ -22,6 +23,21 @@ pub struct JsSession {
   /// Milliseconds since the Unix epoch.
   pub created_at: i64,
   pub last_sequence: i64,
+  /// Set with `setTitle`, else the first user prompt or the first run's
+  /// command line (one line, at most 120 characters).
+  pub title: Option<String>,
+  /// The working directory and command line of the latest run.
+  pub cwd: Option<String>,
+  pub command: Option<String>,
+  pub tags: Vec<String>,
+  pub archived: bool,
+  /// Milliseconds since the Unix epoch of the last change: a message, a
+  /// status, a title, a tag.
+  pub updated_at: i64,
+  /// The session this one was forked from, and its last sequence copied.
+  pub parent_session_id: Option<String>,
+  pub forked_at_sequence: Option<i64>,
+  pub usage: JsUsage,
 }
 
 impl From<core::Session> for JsSession {
@@ -34,6 +50,15 @@ impl From<core::Session> for JsSession {
       closed: s.closed,
       created_at: s.created_at,
       last_sequence: s.last_sequence,
+      title: s.title,
+      cwd: s.cwd,
+      command: s.command,
+      tags: s.tags,
+      archived: s.archived,
+      updated_at: s.updated_at,
+      parent_session_id: s.parent_session_id,
+      forked_at_sequence: s.forked_at_sequence,
+      usage: s.usage.into(),
     }
   }
 }
@@ -151,14 +176,6 @@ impl SessionStore {
   ) -> Result<PromiseRaw<'env, Option<JsSession>>> {
     promise(env, self.core.get_session(&session_id.0), |s| {
       s.map(JsSession::from)
-    })
-  }
-
-  /// Every session, in creation order.
-  #[napi(catch_unwind, ts_return_type = "Promise<Session[]>")]
-  pub fn list_sessions<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Vec<JsSession>>> {
-    promise(env, self.core.list_sessions(), |all| {
-      all.into_iter().map(JsSession::from).collect()
     })
   }
 

@@ -10,6 +10,7 @@ mod batch;
 mod changes;
 mod command;
 mod host;
+pub mod import;
 pub mod listing;
 mod live;
 mod model;
