@@ -620,7 +620,7 @@ export interface SessionChange {
 
 /** One page of sessions, and the cursor of the next (`null` after the last). */
 export interface SessionPage {
-  sessions: Array<JsSession>
+  sessions: Session[]
   nextCursor: string | null
 }
 

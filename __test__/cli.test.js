@@ -106,6 +106,8 @@ describe('eren-machines CLI', () => {
     [['log', 'a', '--after', '-1']],
     [['log', 'a', '--after', 'x']],
     [['sessions', 'extra']],
+    [['search']],
+    [['sessions', '--order', 'title']],
     [['constructor']],
     [['toString']],
     [['__proto__']],
@@ -331,6 +333,85 @@ describe('eren-machines CLI', () => {
     expect(result.stdout.indexOf('first')).toBeLessThan(result.stdout.indexOf('second'))
   })
 
+  test('sessions filters, orders and limits, and --json carries title, tags and usage', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    await cli(['run', '--session', 'a', '--', 'echo', 'alpha'], { db })
+    await cli(['run', '--session', 'b', '--', 'echo', 'beta'], { db })
+    const { SessionStore } = require('..')
+    const store = SessionStore.open(db)
+    await store.addTag('b', 'keep')
+    await store.archive('a')
+    await store.close()
+    const ids = async (args) => JSON.parse((await cli(['sessions', '--json', ...args], { db })).stdout).map((s) => s.id)
+    expect(await ids(['--tag', 'keep'])).toEqual(['b'])
+    expect(await ids(['--active'])).toEqual(['b'])
+    expect(await ids(['--archived'])).toEqual(['a'])
+    expect(await ids(['--query', 'ALPHA'])).toEqual(['a'])
+    // Archiving 'a' was the latest change.
+    expect(await ids(['--order', 'updated', '--limit', '1'])).toEqual(['a'])
+    const [b] = JSON.parse((await cli(['sessions', '--json', '--tag', 'keep'], { db })).stdout)
+    expect(b).toMatchObject({ title: 'echo beta', tags: ['keep'], usage: expect.objectContaining({ costUsd: 0 }) })
+    for (const bad of [
+      ['--order', 'title'],
+      ['--limit', '0'],
+      ['--archived', '--active'],
+      ['--status', 'busy'],
+    ]) {
+      const result = await cli(['sessions', ...bad], { db })
+      expect(result.code).not.toBe(0)
+    }
+  })
+
+  test('search prints session#sequence and the marked text, and exits 1 with no match', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    await cli(['run', '--session', 'a', '--', 'echo', 'the frobnicator is warm'], { db })
+    const found = await cli(['search', 'frobnicator'], { db })
+    expect(found.code).toBe(0)
+    expect(found.stdout).toBe('a#1  the [frobnicator] is warm\n')
+    const json = JSON.parse((await cli(['search', 'frobnicator', '--json', '--session', 'a'], { db })).stdout)
+    expect(json).toEqual([expect.objectContaining({ sessionId: 'a', sequenceNumber: 1 })])
+    const none = await cli(['search', 'absent'], { db })
+    expect(none.code).toBe(1)
+    expect(none.stderr).toBe('no match\n')
+    expect((await cli(['search'], { db })).code).toBe(2)
+  })
+
+  test('import-claude imports the CLI transcripts once', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    const projects = tmpDir()
+    fs.mkdirSync(path.join(projects, 'p'))
+    const id = '9a7c1d2e-3b4f-4a5b-8c6d-7e8f9a0b1c2d'
+    const line = JSON.stringify({ type: 'user', cwd: '/w', message: { role: 'user', content: 'hello there' } })
+    fs.writeFileSync(path.join(projects, 'p', `${id}.jsonl`), `${line}\n`)
+    const first = await cli(['import-claude', '--projects-dir', projects], { db })
+    expect(first.stdout).toBe('imported 1 messages into 1 sessions (0 malformed lines kept as text)\n')
+    const again = await cli(['import-claude', '--projects-dir', projects], { db })
+    expect(again.stdout).toBe('imported 0 messages into 0 sessions (0 malformed lines kept as text)\n')
+    const [session] = JSON.parse((await cli(['sessions', '--json'], { db })).stdout)
+    expect(session).toMatchObject({ id, title: 'hello there', cwd: '/w' })
+  })
+
+  test('sessions --follow prints changes another process makes, until SIGINT', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    await cli(['run', '--session', 'old', '--', 'true'], { db })
+    const follow = start(['sessions', '--follow'], { db })
+    const seen = (stream, text) =>
+      new Promise((resolve) => {
+        const check = () => follow[stream].includes(text) && resolve()
+        check()
+        follow.child[stream].on('data', check)
+      })
+    await seen('stderr', 'following the sessions of')
+    await cli(['run', '--session', 'fresh', '--', 'echo', 'hi'], { db })
+    await seen('stdout', 'title')
+    follow.child.kill('SIGINT')
+    const result = await follow.done
+    expect(result.code).toBe(0)
+    const lines = result.stdout.trim().split('\n')
+    expect(lines[0]).toMatch(/^\S+ {2}created {3}fresh/)
+    expect(lines[1]).toMatch(/ {2}title {5}fresh {2}idle {2}echo hi$/)
+  })
+
   test('sessions lists id, status, message count, created time and Claude session id', async () => {
     const db = path.join(tmpDir(), 's.db')
     await cli(['run', '--session', 'term', '--', 'echo', 'x'], { db })
@@ -338,10 +419,37 @@ describe('eren-machines CLI', () => {
     const table = await cli(['sessions'], { db })
     expect(table.code).toBe(0)
     const [header, ...rows] = table.stdout.trim().split('\n')
-    expect(header.split(/\s{2,}/)).toEqual(['ID', 'STATUS', 'MESSAGES', 'CREATED', 'CLAUDE SESSION'])
-    expect(rows[0].split(/\s{2,}/)).toEqual(['term', 'idle', '2', expect.stringMatching(/^\d{4}-\d\d-\d\dT/), '-'])
+    expect(header.split(/\s{2,}/)).toEqual([
+      'ID',
+      'STATUS',
+      'MESSAGES',
+      'CREATED',
+      'CLAUDE SESSION',
+      'TITLE',
+      'TAGS',
+      'COST',
+    ])
+    expect(rows[0].split(/\s{2,}/)).toEqual([
+      'term',
+      'idle',
+      '2',
+      expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+      '-',
+      'echo x',
+      '-',
+      '-',
+    ])
     // The prompt, 5 CLI events, a non-JSON line and a stderr line.
-    expect(rows[1].split(/\s{2,}/)).toEqual(['agent', 'idle', '8', expect.any(String), 'fake-claude-session-1'])
+    expect(rows[1].split(/\s{2,}/)).toEqual([
+      'agent',
+      'idle',
+      '8',
+      expect.any(String),
+      'fake-claude-session-1',
+      'success',
+      '-',
+      expect.stringMatching(/^(-|\$[\d.]+)$/),
+    ])
 
     const json = JSON.parse((await cli(['sessions', '--json'], { db })).stdout)
     expect(json.map((s) => [s.id, s.lastSequence, s.claudeSessionId])).toEqual([

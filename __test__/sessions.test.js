@@ -88,7 +88,7 @@ describe.each(BACKENDS)('%s', (_backend, makeStore) => {
     expect((await store.getSession(id)).title).toBe('Fix the flaky')
   })
 
-  test("a terminal run records its cwd and command line, and the command line titles the session", async () => {
+  test('a terminal run records its cwd and command line, and the command line titles the session', async () => {
     const store = await newStore()
     const id = await store.createSession()
     const cwd = tmpDir()
@@ -231,7 +231,12 @@ describe.each(BACKENDS)('%s', (_backend, makeStore) => {
     )
     await claudeBridge.storeEvent(store, b, JSON.stringify({ type: 'system', frobnicator: true }))
     const hits = await store.search('frobnicator')
-    expect(hits.map((h) => [h.sessionId, h.sequenceNumber]).sort()).toEqual([[a, 2], [b, 1]].sort())
+    expect(hits.map((h) => [h.sessionId, h.sequenceNumber]).sort()).toEqual(
+      [
+        [a, 2],
+        [b, 1],
+      ].sort(),
+    )
     for (const hit of hits) {
       expect(hit.snippet).toMatch(/<mark>frobnicator<\/mark>/i)
       expect(typeof hit.rank).toBe('number')
@@ -287,9 +292,7 @@ describe.each(BACKENDS)('%s', (_backend, makeStore) => {
       'SESSION_EXISTS',
     )
     expect(await codeOf(() => store.forkSession('ghost', { atSequence: 0 }))).toBe('SESSION_NOT_FOUND')
-    expect(await codeOf(() => store.forkSession(source, { atSequence: 0, newSessionId: '' }))).toBe(
-      'INVALID_ARGUMENT',
-    )
+    expect(await codeOf(() => store.forkSession(source, { atSequence: 0, newSessionId: '' }))).toBe('INVALID_ARGUMENT')
     expect(await store.listSessions()).toHaveLength(3)
   })
 
@@ -326,9 +329,17 @@ describe.each(BACKENDS)('%s', (_backend, makeStore) => {
     const stored = await store.messages(id)
     expect(stored[1].content).toBe(lines[1])
     expect(JSON.parse(stored[2].content)).toEqual({ type: 'claude_output', content: lines[2] })
-    expect(await store.importClaudeSessions({ projectsDir: projects })).toEqual({ sessions: 0, messages: 0, malformed: 0 })
+    expect(await store.importClaudeSessions({ projectsDir: projects })).toEqual({
+      sessions: 0,
+      messages: 0,
+      malformed: 0,
+    })
     fs.appendFileSync(file, `${JSON.stringify({ type: 'assistant', message: { content: 'Done' } })}\n`)
-    expect(await store.importClaudeSessions({ projectsDir: projects })).toEqual({ sessions: 1, messages: 1, malformed: 0 })
+    expect(await store.importClaudeSessions({ projectsDir: projects })).toEqual({
+      sessions: 1,
+      messages: 1,
+      malformed: 0,
+    })
     expect(await store.importClaudeSessions({ projectsDir: projects, since: Date.now() + 60_000 })).toEqual({
       sessions: 0,
       messages: 0,

@@ -42,8 +42,20 @@ Usage:
       Print a session's messages (--json: one JSON message per line); a
       --pty session's output is printed as it was, escape sequences and all.
       --follow keeps printing new ones until Ctrl-C.
-  eren-machines sessions [--db PATH|URL] [--json]
-      List sessions: id, status, messages, created time, Claude session id.
+  eren-machines sessions [--db PATH|URL] [--json] [--status S] [--tag T] [--cwd DIR]
+                         [--query TEXT] [--archived|--active] [--order created|updated]
+                         [--limit N] [--follow]
+      List sessions: id, status, messages, created time, Claude session id,
+      title, tags and cost, filtered as asked (oldest first, or most recently
+      changed first with --order updated). --follow prints each change to
+      the list as it happens (a session created, retitled, ended...) until
+      Ctrl-C, from any process or host on the database.
+  eren-machines search <words...> [--db PATH|URL] [--session ID] [--limit N] [--json]
+      Print the messages holding every word, best first: session#sequence and
+      the text around the match. Exits 1 when nothing matches.
+  eren-machines import-claude [--db PATH|URL] [--projects-dir DIR]
+      Import the Claude CLI's own transcripts (~/.claude/projects) as
+      sessions; a second import adds only what is new.
   eren-machines studio [--db PATH|URL] [--port N]
       Serve a read-only web page of every session, live, on 127.0.0.1 (a
       free port unless --port), and print its URL; it opens nothing itself.
@@ -436,29 +448,44 @@ async function logCommand(args) {
   }
 }
 
-async function sessionsCommand(args) {
-  const { values } = parse(args, { db: { type: 'string' }, json: { type: 'boolean' } }, { positionals: 'none' })
-  if (values.help) return help()
-  const store = await openStore(values.db, { create: false })
-  let sessions
-  try {
-    sessions = await store.listSessions()
-  } finally {
-    await store.close()
+/** Options of `sessions` that become listSessions options. */
+const SESSION_FILTERS = {
+  db: { type: 'string' },
+  json: { type: 'boolean' },
+  status: { type: 'string' },
+  tag: { type: 'string' },
+  cwd: { type: 'string' },
+  query: { type: 'string' },
+  archived: { type: 'boolean' },
+  active: { type: 'boolean' },
+  order: { type: 'string' },
+  limit: { type: 'string' },
+  follow: { type: 'boolean' },
+}
+
+function listOptions(values) {
+  if (values.archived && values.active) throw new UsageError('--archived and --active exclude each other')
+  const opts = {}
+  for (const name of ['status', 'tag', 'cwd', 'query']) if (values[name] !== undefined) opts[name] = values[name]
+  if (values.archived) opts.archived = true
+  if (values.active) opts.archived = false
+  if (values.order !== undefined) {
+    if (values.order !== 'created' && values.order !== 'updated')
+      throw new UsageError('--order takes created or updated')
+    opts.orderBy = `${values.order}At`
   }
-  if (values.json) {
-    write(process.stdout, JSON.stringify(sessions, null, 2))
-    return 0
+  if (values.limit !== undefined) {
+    const limit = Number(values.limit)
+    if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit takes a whole number of 1 or more')
+    opts.limit = limit
   }
-  const rows = [['ID', 'STATUS', 'MESSAGES', 'CREATED', 'CLAUDE SESSION']].concat(
-    sessions.map((s) => [
-      s.id,
-      s.closed ? `${s.agentStatus} (closed)` : s.agentStatus,
-      String(s.lastSequence),
-      new Date(s.createdAt).toISOString(),
-      s.claudeSessionId || '-',
-    ]),
-  )
+  return opts
+}
+
+const dollars = (usd) => (usd > 0 ? `$${usd.toFixed(usd < 1 ? 4 : 2)}` : '-')
+
+/** Prints rows as aligned columns. */
+function printTable(rows) {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)))
   for (const row of rows)
     write(
@@ -468,6 +495,127 @@ async function sessionsCommand(args) {
         .join('  ')
         .trimEnd(),
     )
+}
+
+async function sessionsCommand(args) {
+  const { values } = parse(args, SESSION_FILTERS, { positionals: 'none' })
+  if (values.help) return help()
+  const opts = listOptions(values)
+  const store = await openStore(values.db, { create: false })
+  if (values.follow) return followSessions(store, values.json, values.db || defaultDatabase().path)
+  let sessions
+  try {
+    sessions = await store.listSessions(opts)
+  } finally {
+    await store.close()
+  }
+  if (values.json) {
+    write(process.stdout, JSON.stringify(sessions, null, 2))
+    return 0
+  }
+  const title = (s) => (s.title && s.title.length > 40 ? `${s.title.slice(0, 39)}…` : s.title || '-')
+  printTable(
+    [['ID', 'STATUS', 'MESSAGES', 'CREATED', 'CLAUDE SESSION', 'TITLE', 'TAGS', 'COST']].concat(
+      sessions.map((s) => [
+        s.id,
+        `${s.agentStatus}${s.closed ? ' (closed)' : ''}${s.archived ? ' (archived)' : ''}`,
+        String(s.lastSequence),
+        new Date(s.createdAt).toISOString(),
+        s.claudeSessionId || '-',
+        title(s),
+        s.tags.length ? s.tags.join(',') : '-',
+        dollars(s.usage.costUsd),
+      ]),
+    ),
+  )
+  return 0
+}
+
+/** Prints each change to the list of sessions as it happens, until Ctrl-C. */
+async function followSessions(store, json, location) {
+  const print = async ({ sessionId, kind }) => {
+    const at = new Date().toISOString()
+    const session = kind === 'deleted' ? null : await store.getSession(sessionId).catch(() => null)
+    if (json) {
+      write(process.stdout, JSON.stringify({ at, sessionId, kind, session }))
+      return
+    }
+    const detail = session ? `  ${session.agentStatus}  ${session.title || ''}`.trimEnd() : ''
+    write(process.stdout, `${at}  ${kind.padEnd(8)}  ${sessionId}${detail}`)
+  }
+  // One at a time, so lines come in the order of the changes.
+  let printed = Promise.resolve()
+  const unsubscribe = store.onSessionsChanged((change) => {
+    printed = printed.then(() => print(change))
+  })
+  process.stderr.write(`following the sessions of ${shown(location)} (Ctrl-C stops)\n`)
+  // The feed never keeps a process alive by itself; following is the job here.
+  const alive = setInterval(() => {}, 1 << 30)
+  await new Promise((resolve) => {
+    process.once('SIGINT', resolve)
+    process.once('SIGTERM', resolve)
+  })
+  clearInterval(alive)
+  unsubscribe()
+  await store.close()
+  return 0
+}
+
+async function searchCommand(args) {
+  const { values, positionals } = parse(args, {
+    db: { type: 'string' },
+    session: { type: 'string' },
+    limit: { type: 'string' },
+    json: { type: 'boolean' },
+  })
+  if (values.help) return help()
+  if (positionals.length === 0) throw new UsageError('search needs the words to look for')
+  const opts = {}
+  if (values.session !== undefined) opts.sessionId = values.session
+  if (values.limit !== undefined) {
+    const limit = Number(values.limit)
+    if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit takes a whole number of 1 or more')
+    opts.limit = limit
+  }
+  const store = await openStore(values.db, { create: false })
+  let hits
+  try {
+    hits = await store.search(positionals.join(' '), opts)
+  } finally {
+    await store.close()
+  }
+  if (values.json) {
+    write(process.stdout, JSON.stringify(hits, null, 2))
+    return 0
+  }
+  // In a terminal the match is bold; in a pipe it keeps its brackets.
+  const mark = process.stdout.isTTY ? ['\x1b[1m', '\x1b[22m'] : ['[', ']']
+  for (const hit of hits) {
+    const snippet = hit.snippet.replaceAll('<mark>', mark[0]).replaceAll('</mark>', mark[1]).replace(/\s+/g, ' ')
+    write(process.stdout, `${hit.sessionId}#${hit.sequenceNumber}  ${snippet}`)
+  }
+  if (hits.length === 0) process.stderr.write('no match\n')
+  return hits.length === 0 ? 1 : 0
+}
+
+async function importCommand(args) {
+  const { values } = parse(
+    args,
+    { db: { type: 'string' }, 'projects-dir': { type: 'string' } },
+    { positionals: 'none' },
+  )
+  if (values.help) return help()
+  const store = await openStore(values.db)
+  try {
+    const opts = values['projects-dir'] === undefined ? {} : { projectsDir: values['projects-dir'] }
+    const summary = await store.importClaudeSessions(opts)
+    write(
+      process.stdout,
+      `imported ${summary.messages} messages into ${summary.sessions} sessions (${summary.malformed} malformed lines kept as text)`,
+    )
+  } finally {
+    await store.close()
+  }
   return 0
 }
 
@@ -507,6 +655,8 @@ const COMMANDS = {
   claude: claudeCommand,
   log: logCommand,
   sessions: sessionsCommand,
+  search: searchCommand,
+  'import-claude': importCommand,
   studio: studioCommand,
 }
 

@@ -111,6 +111,7 @@ impl ListSessionsOptions {
 /// One page of sessions, and the cursor of the next (`null` after the last).
 #[napi(object, use_nullable = true)]
 pub struct SessionPage {
+  #[napi(ts_type = "Session[]")]
   pub sessions: Vec<JsSession>,
   pub next_cursor: Option<String>,
 }
@@ -167,9 +168,9 @@ pub struct ForkOptions {
 }
 
 read_options!(ForkOptions, |env, opts| {
-  let at_sequence = opts
-    .count("atSequence")?
-    .ok_or_else(|| Error::InvalidArgument("atSequence is required and must be an integer of 0 or more".into()))?;
+  let at_sequence = opts.count("atSequence")?.ok_or_else(|| {
+    Error::InvalidArgument("atSequence is required and must be an integer of 0 or more".into())
+  })?;
   Ok(ForkOptions {
     at_sequence,
     new_session_id: opts.get("newSessionId", "a string")?,
@@ -215,7 +216,11 @@ pub struct SessionChange {
 impl SessionStore {
   /// Sets the title; `null` goes back to the one taken from the first
   /// prompt or command line. Rejects with `SESSION_NOT_FOUND`.
-  #[napi(catch_unwind, ts_args_type = "sessionId: string, title: string | null", ts_return_type = "Promise<void>")]
+  #[napi(
+    catch_unwind,
+    ts_args_type = "sessionId: string, title: string | null",
+    ts_return_type = "Promise<void>"
+  )]
   pub fn set_title<'env>(
     &self,
     env: &'env Env,
@@ -227,32 +232,70 @@ impl SessionStore {
   }
 
   /// Adds a tag (a non-empty string); adding one it has changes nothing.
-  #[napi(catch_unwind, ts_args_type = "sessionId: string, tag: string", ts_return_type = "Promise<void>")]
-  pub fn add_tag<'env>(&self, env: &'env Env, session_id: SessionId, tag: Text) -> Result<PromiseRaw<'env, ()>> {
+  #[napi(
+    catch_unwind,
+    ts_args_type = "sessionId: string, tag: string",
+    ts_return_type = "Promise<void>"
+  )]
+  pub fn add_tag<'env>(
+    &self,
+    env: &'env Env,
+    session_id: SessionId,
+    tag: Text,
+  ) -> Result<PromiseRaw<'env, ()>> {
     promise(env, self.core.add_tag(&session_id.0, tag.0), |()| ())
   }
 
   /// Removes a tag; removing one it lacks changes nothing.
-  #[napi(catch_unwind, ts_args_type = "sessionId: string, tag: string", ts_return_type = "Promise<void>")]
-  pub fn remove_tag<'env>(&self, env: &'env Env, session_id: SessionId, tag: Text) -> Result<PromiseRaw<'env, ()>> {
+  #[napi(
+    catch_unwind,
+    ts_args_type = "sessionId: string, tag: string",
+    ts_return_type = "Promise<void>"
+  )]
+  pub fn remove_tag<'env>(
+    &self,
+    env: &'env Env,
+    session_id: SessionId,
+    tag: Text,
+  ) -> Result<PromiseRaw<'env, ()>> {
     promise(env, self.core.remove_tag(&session_id.0, tag.0), |()| ())
   }
 
   /// Marks a session archived: `listSessions({ archived: false })` leaves
   /// it out. Its messages stay.
-  #[napi(catch_unwind, ts_args_type = "sessionId: string", ts_return_type = "Promise<void>")]
-  pub fn archive<'env>(&self, env: &'env Env, session_id: SessionId) -> Result<PromiseRaw<'env, ()>> {
+  #[napi(
+    catch_unwind,
+    ts_args_type = "sessionId: string",
+    ts_return_type = "Promise<void>"
+  )]
+  pub fn archive<'env>(
+    &self,
+    env: &'env Env,
+    session_id: SessionId,
+  ) -> Result<PromiseRaw<'env, ()>> {
     promise(env, self.core.set_archived(&session_id.0, true), |()| ())
   }
 
-  #[napi(catch_unwind, ts_args_type = "sessionId: string", ts_return_type = "Promise<void>")]
-  pub fn unarchive<'env>(&self, env: &'env Env, session_id: SessionId) -> Result<PromiseRaw<'env, ()>> {
+  #[napi(
+    catch_unwind,
+    ts_args_type = "sessionId: string",
+    ts_return_type = "Promise<void>"
+  )]
+  pub fn unarchive<'env>(
+    &self,
+    env: &'env Env,
+    session_id: SessionId,
+  ) -> Result<PromiseRaw<'env, ()>> {
     promise(env, self.core.set_archived(&session_id.0, false), |()| ())
   }
 
   /// Sessions by `opts` (every one, oldest first, without), at most
   /// `limit`.
-  #[napi(catch_unwind, ts_args_type = "opts?: ListSessionsOptions", ts_return_type = "Promise<Session[]>")]
+  #[napi(
+    catch_unwind,
+    ts_args_type = "opts?: ListSessionsOptions",
+    ts_return_type = "Promise<Session[]>"
+  )]
   pub fn list_sessions<'env>(
     &self,
     env: &'env Env,
@@ -267,7 +310,11 @@ impl SessionStore {
   /// One page of `listSessions(opts)` (100 without `limit`), and the
   /// cursor of the next. Pages are keyed on the order and the session, so
   /// sessions created meanwhile never repeat or skip one.
-  #[napi(catch_unwind, ts_args_type = "opts?: ListSessionsOptions", ts_return_type = "Promise<SessionPage>")]
+  #[napi(
+    catch_unwind,
+    ts_args_type = "opts?: ListSessionsOptions",
+    ts_return_type = "Promise<SessionPage>"
+  )]
   pub fn page_sessions<'env>(
     &self,
     env: &'env Env,
@@ -281,13 +328,21 @@ impl SessionStore {
   }
 
   /// The usage of the sessions created in `[from, to)` (ms), summed.
-  #[napi(catch_unwind, ts_args_type = "opts?: UsageSummaryOptions", ts_return_type = "Promise<Usage>")]
+  #[napi(
+    catch_unwind,
+    ts_args_type = "opts?: UsageSummaryOptions",
+    ts_return_type = "Promise<Usage>"
+  )]
   pub fn usage_summary<'env>(
     &self,
     env: &'env Env,
     opts: UsageSummaryOptions,
   ) -> Result<PromiseRaw<'env, JsUsage>> {
-    promise(env, self.core.usage_summary(opts.from, opts.to), JsUsage::from)
+    promise(
+      env,
+      self.core.usage_summary(opts.from, opts.to),
+      JsUsage::from,
+    )
   }
 
   /// Messages whose text holds every word of `text`, best first. Searches
@@ -295,7 +350,11 @@ impl SessionStore {
   /// full-text search with the `simple` configuration). Text without a
   /// word is `INVALID_ARGUMENT`; an unknown `sessionId`,
   /// `SESSION_NOT_FOUND`.
-  #[napi(catch_unwind, ts_args_type = "text: string, opts?: SearchOptions", ts_return_type = "Promise<SearchHit[]>")]
+  #[napi(
+    catch_unwind,
+    ts_args_type = "text: string, opts?: SearchOptions",
+    ts_return_type = "Promise<SearchHit[]>"
+  )]
   pub fn search<'env>(
     &self,
     env: &'env Env,
@@ -325,7 +384,11 @@ impl SessionStore {
   /// Claude session id, cwd, command, title and tags; resolves with the
   /// new id. `SESSION_NOT_FOUND`, `SESSION_EXISTS`, or `INVALID_ARGUMENT`
   /// for a sequence beyond the last.
-  #[napi(catch_unwind, ts_args_type = "sessionId: string, opts: ForkOptions", ts_return_type = "Promise<string>")]
+  #[napi(
+    catch_unwind,
+    ts_args_type = "sessionId: string, opts: ForkOptions",
+    ts_return_type = "Promise<string>"
+  )]
   pub fn fork_session<'env>(
     &self,
     env: &'env Env,
@@ -345,7 +408,11 @@ impl SessionStore {
   /// title from the first prompt, `cwd` from the transcript, and the Claude
   /// session id, so a resume finds it. A second import adds only lines
   /// written since. A directory that cannot be read is `INVALID_ARGUMENT`.
-  #[napi(catch_unwind, ts_args_type = "opts?: ImportOptions", ts_return_type = "Promise<ImportSummary>")]
+  #[napi(
+    catch_unwind,
+    ts_args_type = "opts?: ImportOptions",
+    ts_return_type = "Promise<ImportSummary>"
+  )]
   pub fn import_claude_sessions<'env>(
     &self,
     env: &'env Env,
@@ -371,7 +438,11 @@ impl SessionStore {
   /// after it commits, other processes' on the same file and other hosts'
   /// on the same PostgreSQL as they are seen. Returns an unsubscribe
   /// function. It never keeps the process alive.
-  #[napi(catch_unwind, ts_args_type = "cb: (change: SessionChange) => void", ts_return_type = "() => void")]
+  #[napi(
+    catch_unwind,
+    ts_args_type = "cb: (change: SessionChange) => void",
+    ts_return_type = "() => void"
+  )]
   pub fn on_sessions_changed<'env>(
     &self,
     env: &'env Env,
@@ -396,9 +467,11 @@ impl SessionStore {
       }
     })
     .map_err(Failure::from)?;
-    let id = self.core.listen_changes(Box::new(move |session_id: &str, change| {
-      deliveries.post((session_id.to_owned(), change))
-    }))?;
+    let id = self
+      .core
+      .listen_changes(Box::new(move |session_id: &str, change| {
+        deliveries.post((session_id.to_owned(), change))
+      }))?;
     let store = self.core.clone();
     env
       .create_function_from_closure("unsubscribe", move |_| {

@@ -4,8 +4,8 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::catalog::JsUsage;
 use crate::args::{invalid_argument, read_options, Callback, OptionalSessionId, SessionId, Text};
+use crate::catalog::JsUsage;
 use crate::error::{Failure, Result};
 use crate::message::JsMessage;
 use crate::promise::{forget_sink, hold_replay, message_sink, promise};

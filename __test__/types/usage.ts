@@ -8,6 +8,7 @@ import {
   type ClaudeRun,
   claudeBridge,
   type ErrorCode,
+  type ImportSummary,
   MAX_LINE_BYTES,
   type Message,
   messageKinds,
@@ -16,7 +17,10 @@ import {
   type Run,
   type RunResult,
   redactDatabaseUrl,
+  type SearchHit,
   type Session,
+  type SessionChange,
+  type SessionPage,
   SessionStore,
   type StopHandle,
   spawnClaude,
@@ -26,6 +30,7 @@ import {
   type ToolDecision,
   type ToolRequest,
   terminalBridge,
+  type Usage,
 } from '../../index'
 import { contentBlocks, KINDS, type MessageContent, parseMessage, renderText, sessionKind } from '../../messages'
 
@@ -62,6 +67,27 @@ async function host(): Promise<void> {
     ? [session.claudeSessionId, session.errorMessage, session.closed, session.createdAt, session.lastSequence]
     : [null, null, false, 0, 0]
   const all: Session[] = await store.listSessions()
+  const filtered: Session[] = await store.listSessions({ tag: 'x', archived: false, orderBy: 'updatedAt', limit: 10 })
+  const page: SessionPage = await store.pageSessions({ limit: 10, cursor: undefined })
+  const next: string | null = page.nextCursor
+  const usage: Usage = await store.usageSummary({ from: 0 })
+  const cost: number = (session?.usage.costUsd ?? 0) + usage.costUsd
+  const described: [string | null, string[], boolean, number | null] = session
+    ? [session.title, session.tags, session.archived, session.forkedAtSequence]
+    : [null, [], false, null]
+  await store.setTitle(sessionId, 'named')
+  await store.setTitle(sessionId, null)
+  await store.addTag(sessionId, 't')
+  await store.removeTag(sessionId, 't')
+  await store.archive(sessionId)
+  await store.unarchive(sessionId)
+  const hits: SearchHit[] = await store.search('words', { sessionId, limit: 5 })
+  const snippet: string | undefined = hits[0]?.snippet
+  const forked: string = await store.forkSession(sessionId, { atSequence: 1, newSessionId: 'f' })
+  const imported: ImportSummary = await store.importClaudeSessions({ projectsDir: '/tmp', since: 0 })
+  const stopWatching: () => void = store.onSessionsChanged((change: SessionChange) => change.kind)
+  stopWatching()
+  void [filtered, next, cost, described, snippet, forked, imported.malformed]
   const messages: Message[] = await store.messages(sessionId, { afterSequence: 0, limit: 10 })
   const first: Message | undefined = messages[0]
   const fields: [number, string, number, string, number] | undefined = first && [

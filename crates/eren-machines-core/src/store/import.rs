@@ -124,13 +124,15 @@ fn import_file(store: &SessionStore, path: &Path, summary: &mut ImportSummary) -
   let mut malformed = 0;
   let contents: Vec<String> = lines[held..]
     .iter()
-    .map(|line| match serde_json::from_str::<serde_json::Value>(line) {
-      Ok(serde_json::Value::Object(_)) => (*line).to_owned(),
-      _ => {
-        malformed += 1;
-        content::claude_output(line)
-      }
-    })
+    .map(
+      |line| match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(_)) => (*line).to_owned(),
+        _ => {
+          malformed += 1;
+          content::claude_output(line)
+        }
+      },
+    )
     .collect();
   let stored = contents.len() as i64;
   if held == 0 {
@@ -177,21 +179,47 @@ mod tests {
     std::fs::write(&file, format!("{first}\nnot json\n")).unwrap();
     std::fs::write(project.join("notes.txt"), "ignored").unwrap();
     let store = SessionStore::in_memory().unwrap();
-    let summary = import_claude_sessions(&store, dir.path().into(), None).wait().unwrap();
-    assert_eq!(summary, ImportSummary { sessions: 1, messages: 2, malformed: 1 });
+    let summary = import_claude_sessions(&store, dir.path().into(), None)
+      .wait()
+      .unwrap();
+    assert_eq!(
+      summary,
+      ImportSummary {
+        sessions: 1,
+        messages: 2,
+        malformed: 1
+      }
+    );
     let session = store.get_session(id).wait().unwrap().unwrap();
     assert_eq!(session.title.as_deref(), Some("Add a login page"));
     assert_eq!(session.cwd.as_deref(), Some("/home/me/app"));
     assert_eq!(session.claude_session_id.as_deref(), Some(id));
-    let again = import_claude_sessions(&store, dir.path().into(), None).wait().unwrap();
+    let again = import_claude_sessions(&store, dir.path().into(), None)
+      .wait()
+      .unwrap();
     assert_eq!(again, ImportSummary::default());
-    std::fs::write(&file, format!("{first}\nnot json\n{{\"type\":\"assistant\"}}\n")).unwrap();
-    let more = import_claude_sessions(&store, dir.path().into(), None).wait().unwrap();
-    assert_eq!(more, ImportSummary { sessions: 1, messages: 1, malformed: 0 });
+    std::fs::write(
+      &file,
+      format!("{first}\nnot json\n{{\"type\":\"assistant\"}}\n"),
+    )
+    .unwrap();
+    let more = import_claude_sessions(&store, dir.path().into(), None)
+      .wait()
+      .unwrap();
+    assert_eq!(
+      more,
+      ImportSummary {
+        sessions: 1,
+        messages: 1,
+        malformed: 0
+      }
+    );
     let stored = store.messages(id, 0, None).wait().unwrap();
     assert_eq!(stored[0].content, first);
     assert!(stored[1].content.contains("claude_output"));
-    let later = import_claude_sessions(&store, dir.path().into(), Some(i64::MAX)).wait().unwrap();
+    let later = import_claude_sessions(&store, dir.path().into(), Some(i64::MAX))
+      .wait()
+      .unwrap();
     assert_eq!(later, ImportSummary::default());
     let missing = import_claude_sessions(&store, dir.path().join("nope"), None).wait();
     assert_eq!(missing.unwrap_err().code(), "INVALID_ARGUMENT");
