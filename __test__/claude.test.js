@@ -294,24 +294,19 @@ describe('everything printed is stored', () => {
 
 describe('tool permissions', () => {
   test('allow: the request is stored, status waiting while pending, the control_response is written and stored', async () => {
-    let requestSeen
+    const asked = deferred()
     const gate = deferred()
     const { store, run } = await claude({
       prompt: 'tool',
       canUseTool: async (request) => {
-        requestSeen = request
+        asked.resolve(request)
         await gate.promise
         return { behavior: 'allow' }
       },
     })
-    await new Promise((resolve) => {
-      const check = setInterval(async () => {
-        if ((await store.getSession('c')).agentStatus === 'waiting') {
-          clearInterval(check)
-          resolve()
-        }
-      }, 5)
-    })
+    // The callback hears of the request only once `waiting` is stored.
+    const requestSeen = await asked.promise
+    expect((await store.getSession('c')).agentStatus).toBe('waiting')
     expect(requestSeen).toMatchObject({
       requestId: 'req-1',
       toolName: 'Bash',

@@ -293,6 +293,28 @@ describe('eren-machines studio in Chromium', () => {
     )
   })
 
+  test('a title, a tag, a cost and a deletion reach the list as that one row changes', async () => {
+    await store.createSession('renamed')
+    await page.waitForSelector('.session-row[data-id="renamed"]')
+    await store.setTitle('renamed', 'Fix the login flake')
+    await store.addTag('renamed', 'urgent')
+    await claudeBridge.storeEvent(
+      store,
+      'renamed',
+      JSON.stringify({ type: 'result', subtype: 'success', total_cost_usd: 0.25, usage: { input_tokens: 1 } }),
+    )
+    await page.waitForFunction(() => {
+      const row = document.querySelector('.session-row[data-id="renamed"]')
+      return (
+        row?.querySelector('.name')?.textContent === 'Fix the login flake' &&
+        row.querySelector('.tag')?.textContent === 'urgent' &&
+        row.querySelector('.cost')?.textContent === '$0.2500'
+      )
+    })
+    await store.deleteSession('renamed')
+    await page.waitForFunction(() => !document.querySelector('.session-row[data-id="renamed"]'))
+  })
+
   test('a live append appears in the open session view', async () => {
     await openSession('lines')
     expect(await page.textContent('.msg[data-seq="1"]')).toBe('compiling')

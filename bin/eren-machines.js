@@ -546,6 +546,8 @@ async function followSessions(store, json, location) {
   // One at a time, so lines come in the order of the changes.
   let printed = Promise.resolve()
   const unsubscribe = store.onSessionsChanged((change) => {
+    // New messages are `log --follow`'s business, unless asked for JSON.
+    if (change.kind === 'messages' && !json) return
     printed = printed.then(() => print(change))
   })
   process.stderr.write(`following the sessions of ${shown(location)} (Ctrl-C stops)\n`)

@@ -463,7 +463,7 @@ impl SessionStore {
       });
       if let Err(error) = called {
         // Like an EventTarget listener: reported, not swallowed.
-        env.fatal_exception(error);
+        crate::error::report_uncaught(env, error);
       }
     })
     .map_err(Failure::from)?;

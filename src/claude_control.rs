@@ -184,7 +184,7 @@ fn on_status(
       .and_then(|f| f.call(status.as_str().to_owned()));
     if let Err(error) = called {
       // Like an EventTarget listener: reported, not swallowed.
-      env.fatal_exception(error);
+      crate::error::report_uncaught(env, error);
     }
   })?;
   let id = control.on_status(std::sync::Arc::new(move |status| deliveries.post(status)));

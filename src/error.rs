@@ -67,3 +67,16 @@ pub fn coded(env: napi::sys::napi_env, err: impl Into<Failure>) -> napi::Error {
   // to be non-null.
   napi::Error::from(unsafe { napi::Unknown::from_raw_unchecked(env, value) })
 }
+
+/// Surfaces `error`, thrown by a JS callback the addon called, as an
+/// uncaught exception, like an `EventTarget` listener's. Node refuses only
+/// while the environment is shutting down, when nobody is left to hear it;
+/// napi-rs's `Env::fatal_exception` asserts in debug builds instead.
+pub fn report_uncaught(env: &napi::Env, error: napi::Error) {
+  // SAFETY: plain Node-API calls on the JS thread of `env`, with a value
+  // made in the current scope.
+  unsafe {
+    let value = napi::JsError::from(error).into_value(env.raw());
+    let _ = napi::sys::napi_fatal_exception(env.raw(), value);
+  }
+}

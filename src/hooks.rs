@@ -123,7 +123,7 @@ pub fn hooks_of(env: &Env, opts: &Options) -> Result<Option<Hooks>> {
     env,
     move |env, (call, responder): (HookCall, HookResponder)| {
       if let Err(error) = call_hook(env, &callbacks, call, responder) {
-        env.fatal_exception(error);
+        crate::error::report_uncaught(env, error);
       }
     },
   )?;

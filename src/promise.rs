@@ -403,7 +403,7 @@ impl Sink {
       if let Some(callback) = callback {
         if let Err(error) = callback.call(message) {
           // Like an EventTarget listener: reported, not swallowed.
-          env.fatal_exception(error);
+          crate::error::report_uncaught(env, error);
         }
       }
       if replayed {

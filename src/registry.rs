@@ -215,7 +215,7 @@ impl Subscribers {
 /// `EventTarget` listener's, and does not stop the other callbacks.
 fn report<T>(env: &Env, result: napi::Result<T>) {
   if let Err(err) = result {
-    env.fatal_exception(err);
+    crate::error::report_uncaught(env, err);
   }
 }
 

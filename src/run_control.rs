@@ -192,7 +192,7 @@ fn on_data(
     });
     if let Err(error) = called {
       // Like an EventTarget listener: reported, not swallowed.
-      env.fatal_exception(error);
+      crate::error::report_uncaught(env, error);
     }
   })?;
   let id = control.tap(DataTap {

@@ -66,7 +66,7 @@ pub fn tool_sink(
       }
     };
     if let Err(error) = outcome {
-      env.fatal_exception(error);
+      crate::error::report_uncaught(env, error);
     }
   })?;
   Ok(Arc::new(move |event| events.post(event)))

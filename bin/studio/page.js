@@ -21,32 +21,42 @@
   const when = (ms) => new Date(ms).toISOString().replace('T', ' ').slice(0, 19)
 
   // ---- the session list ----
+  // The server sends the whole list once, then each changed session's row.
   let selected = null
-  function renderList(sessions) {
-    const body = $('#sessions tbody')
-    body.replaceChildren(
-      ...sessions.map((s) => {
-        const row = el('tr', `session-row${s.id === selected ? ' selected' : ''}`)
-        row.dataset.id = s.id
-        const badge = el('span', `badge ${s.agentStatus}`, s.closed ? `${s.agentStatus}, closed` : s.agentStatus)
-        const status = el('td')
-        status.append(badge)
-        row.append(
-          el('td', 'id', s.id),
-          status,
-          el('td', 'count', String(s.messageCount)),
-          el('td', '', when(s.createdAt)),
-          el('td', '', s.claudeSessionId || '-'),
-        )
-        row.title = s.errorMessage || s.id
-        row.addEventListener('click', () => {
-          location.hash = `#/s/${encodeURIComponent(s.id)}`
-        })
-        return row
-      }),
+  const dollars = (usd) => (usd > 0 ? `$${usd.toFixed(usd < 1 ? 4 : 2)}` : '')
+  function row(s) {
+    const tr = el('tr', `session-row${s.id === selected ? ' selected' : ''}${s.archived ? ' archived' : ''}`)
+    tr.dataset.id = s.id
+    const badge = el('span', `badge ${s.agentStatus}`, s.closed ? `${s.agentStatus}, closed` : s.agentStatus)
+    const status = el('td')
+    status.append(badge)
+    const name = el('td', 'title')
+    name.append(el('span', 'name', s.title || s.id))
+    for (const tag of s.tags) name.append(el('span', 'tag', tag))
+    tr.append(
+      name,
+      status,
+      el('td', 'count', String(s.messageCount)),
+      el('td', 'cost', dollars(s.costUsd)),
+      el('td', '', when(s.createdAt)),
+      el('td', '', s.claudeSessionId || '-'),
     )
+    tr.title = s.errorMessage || s.id
+    tr.addEventListener('click', () => {
+      location.hash = `#/s/${encodeURIComponent(s.id)}`
+    })
+    return tr
   }
-  new EventSource('api/sessions/stream').addEventListener('sessions', (e) => renderList(JSON.parse(e.data)))
+  const rowOf = (id) => document.querySelector(`.session-row[data-id="${CSS.escape(id)}"]`)
+  const list = new EventSource('api/sessions/stream')
+  list.addEventListener('sessions', (e) => $('#sessions tbody').replaceChildren(...JSON.parse(e.data).map(row)))
+  list.addEventListener('session', (e) => {
+    const s = JSON.parse(e.data)
+    const old = rowOf(s.id)
+    if (old) old.replaceWith(row(s))
+    else $('#sessions tbody').append(row(s))
+  })
+  list.addEventListener('removed', (e) => rowOf(JSON.parse(e.data))?.remove())
 
   // ---- one session ----
   let view = null

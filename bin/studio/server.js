@@ -20,8 +20,11 @@ const path = require('node:path')
 
 /** The token cookie's name, per studio: `eren_studio_<port>`. */
 const cookieName = (port) => `eren_studio_${port}`
-/** How often the session list is read while a page follows it. */
-const LIST_EVERY_MS = 250
+/**
+ * How long a session's new messages wait before its row is read again: a
+ * busy session costs one read per interval, not one per commit.
+ */
+const MESSAGES_EVERY_MS = 250
 /**
  * How far a stream's client may fall behind, in bytes written and not yet
  * taken. A client past it is dropped, and its page follows again from the
@@ -71,9 +74,15 @@ const summary = (s) => ({
   agentStatus: s.agentStatus,
   messageCount: s.lastSequence,
   createdAt: s.createdAt,
+  updatedAt: s.updatedAt,
   claudeSessionId: s.claudeSessionId,
   errorMessage: s.errorMessage,
   closed: s.closed,
+  title: s.title,
+  tags: s.tags,
+  archived: s.archived,
+  costUsd: s.usage.costUsd,
+  tokens: s.usage.inputTokens + s.usage.outputTokens,
 })
 
 /**
@@ -86,8 +95,10 @@ async function startStudio(store, { port = 0 } = {}) {
   const base = `/s/${crypto.randomBytes(16).toString('base64url')}/`
   const streams = new Set()
   const listFollowers = new Set()
-  let listTimer = null
-  let lastList = ''
+  // While a page follows the list: the store's change feed, and the
+  // sessions whose row is to be read again, by id.
+  let unfollowChanges = null
+  const stale = new Map()
   let bound = 0
 
   const send = (res, status, body, type = 'text/plain; charset=utf-8') => {
@@ -115,31 +126,56 @@ async function startStudio(store, { port = 0 } = {}) {
     if (res.writableLength > STREAM_BEHIND_BYTES) res.destroy()
   }
 
-  /** Reads the list while anyone follows it, and sends it when it changed. */
-  async function pollList() {
+  /** Reads a changed session again and sends its row (or its removal). */
+  async function refresh(id) {
+    stale.delete(id)
+    let data
     try {
-      const list = JSON.stringify((await store.listSessions()).map(summary))
-      if (list !== lastList) {
-        lastList = list
-        for (const res of listFollowers) event(res, 'sessions', list)
-      }
+      const session = await store.getSession(id)
+      data = session ? ['session', JSON.stringify(summary(session))] : ['removed', JSON.stringify(id)]
     } catch {
       // A store that is closing: the followers hear nothing more.
+      return
     }
-    listTimer = listFollowers.size > 0 ? setTimeout(pollList, LIST_EVERY_MS) : null
+    for (const res of listFollowers) event(res, ...data)
   }
 
-  function followList(req, res) {
-    openStream(req, res)
-    listFollowers.add(res)
-    req.on('close', () => listFollowers.delete(res))
-    if (listTimer === null) {
-      // Not polling: start, and everyone hears the first list.
-      lastList = ''
-      listTimer = setTimeout(pollList, 0)
-    } else if (lastList) {
-      event(res, 'sessions', lastList)
+  /**
+   * Each change to the list reaches the pages as that one session's row,
+   * read once per change (new messages once per interval): nothing is read
+   * while nothing changes, however many sessions there are.
+   */
+  function onChange({ sessionId, kind }) {
+    if (stale.has(sessionId)) {
+      if (kind === 'messages') return
+      clearTimeout(stale.get(sessionId))
     }
+    stale.set(sessionId, setTimeout(refresh, kind === 'messages' ? MESSAGES_EVERY_MS : 0, sessionId))
+  }
+
+  async function followList(req, res) {
+    if (unfollowChanges === null) unfollowChanges = store.onSessionsChanged(onChange)
+    listFollowers.add(res)
+    req.on('close', () => {
+      listFollowers.delete(res)
+      if (listFollowers.size === 0 && unfollowChanges) {
+        unfollowChanges()
+        unfollowChanges = null
+        for (const timer of stale.values()) clearTimeout(timer)
+        stale.clear()
+      }
+    })
+    // Listening first: a change made while the list is read reaches the
+    // page after it.
+    let list
+    try {
+      list = JSON.stringify((await store.listSessions()).map(summary))
+    } catch (error) {
+      listFollowers.delete(res)
+      return failure(res, error)
+    }
+    openStream(req, res)
+    event(res, 'sessions', list)
   }
 
   function followSession(req, res, id, after) {
@@ -235,7 +271,8 @@ async function startStudio(store, { port = 0 } = {}) {
     close: () =>
       new Promise((resolve) => {
         for (const res of streams) res.end()
-        clearTimeout(listTimer)
+        if (unfollowChanges) unfollowChanges()
+        for (const timer of stale.values()) clearTimeout(timer)
         server.close(resolve)
       }),
   }

@@ -210,6 +210,12 @@ impl<S: Statements> Transaction for Batch<'_, S> {
       });
     }
     self.statements.insert_messages(key, &messages)?;
+    if !messages.is_empty() {
+      let session_id = target.session_id.clone();
+      self
+        .events
+        .push(Event::Changed(session_id, Change::Messages));
+    }
     self.take_title_and_usage(&target, &messages)?;
     if let Some(last) = messages.last() {
       let last = last.sequence_number;

@@ -344,7 +344,9 @@ fn listeners_hear_each_change_to_the_list_of_sessions() {
       *heard.lock().unwrap(),
       [
         "s created",
+        "s messages",
         "s title",
+        "s messages",
         "s usage",
         "s status",
         "s tags",

@@ -14,18 +14,21 @@ pub enum Change {
   Tags,
   Archived,
   Usage,
+  /// New messages: one per session per commit, however many.
+  Messages,
   Closed,
   Deleted,
 }
 
 impl Change {
-  pub const ALL: [Change; 8] = [
+  pub const ALL: [Change; 9] = [
     Change::Created,
     Change::Status,
     Change::Title,
     Change::Tags,
     Change::Archived,
     Change::Usage,
+    Change::Messages,
     Change::Closed,
     Change::Deleted,
   ];
@@ -38,6 +41,7 @@ impl Change {
       Change::Tags => "tags",
       Change::Archived => "archived",
       Change::Usage => "usage",
+      Change::Messages => "messages",
       Change::Closed => "closed",
       Change::Deleted => "deleted",
     }

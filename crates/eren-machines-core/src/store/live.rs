@@ -105,6 +105,22 @@ pub enum Event {
   Changed(String, Change),
 }
 
+/// The changes to the list of sessions in a commit's events, in order,
+/// with one `Messages` per session.
+pub fn changes_of(events: &[Event]) -> Vec<(String, Change)> {
+  let mut changes: Vec<(String, Change)> = Vec::new();
+  for (session_id, change) in events.iter().filter_map(Event::change) {
+    let repeated = change == Change::Messages
+      && changes
+        .iter()
+        .any(|(id, c)| *c == Change::Messages && *id == session_id);
+    if !repeated {
+      changes.push((session_id, change));
+    }
+  }
+  changes
+}
+
 impl Event {
   /// The change to the session list this event is, if any.
   pub fn change(&self) -> Option<(String, Change)> {
@@ -209,8 +225,7 @@ impl Live {
     for watcher in ended {
       watcher();
     }
-    let changes: Vec<(String, Change)> = events.iter().filter_map(Event::change).collect();
-    self.changes.tell(&changes);
+    self.changes.tell(&changes_of(events));
   }
 
   /// Calls `watcher` once when the session is closed or deleted, or every

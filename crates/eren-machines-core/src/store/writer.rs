@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::batch::{Batch, Cached, Statements};
 use super::command::{self, Backend, Body, Command};
-use super::live::{Event, Live};
+use super::live::{changes_of, Event, Live};
 use super::model::{now_ms, AgentStatus, Message, Usage};
 use super::reader::SqliteReads;
 use super::reads::{self, Reads};
@@ -223,7 +223,7 @@ fn tell_other_processes(tx: &Connection, origin: &str, events: &[Event]) -> Resu
     let mut insert = tx.prepare_cached(
       "INSERT INTO session_changes (origin, session_id, change) VALUES (?1, ?2, ?3)",
     )?;
-    for (session_id, change) in events.iter().filter_map(Event::change) {
+    for (session_id, change) in changes_of(events) {
       insert.execute(params![origin, session_id, change.as_str()])?;
       told = true;
     }

@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc};
 
 use super::super::batch::{Batch, Cached, Statements};
 use super::super::command::{self, Backend, Body, Command};
-use super::super::live::{Event, Live};
+use super::super::live::{changes_of, Event, Live};
 use super::super::model::{now_ms, AgentStatus, Message, Usage};
 use super::super::reads::{self, Reads};
 use super::super::search;
@@ -70,9 +70,8 @@ impl Backend for Writer {
       body(&mut batch)?;
       let (statements, touched, changed) = batch.finish();
       statements.finish(&touched, &changed, now, &names.channel)?;
-      let changes: Vec<String> = events
-        .iter()
-        .filter_map(Event::change)
+      let changes: Vec<String> = changes_of(events)
+        .into_iter()
         .map(|(session_id, change)| listener::change_payload(&live.origin, &session_id, change))
         .collect();
       if !changes.is_empty() {
