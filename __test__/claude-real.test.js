@@ -444,3 +444,36 @@ test('resume keeps the claudeSessionId, and a fork changes it', async () => {
   expect(forkedId).toMatch(/^[0-9a-f-]{36}$/)
   expect(forkedId).not.toBe(original)
 })
+
+test("the CLI's results add up to the session's usage, and its own transcript imports as a session once", async () => {
+  const { store, sessionId, run, home, until } = await claude({ prompt: 'SAY one', conversation: true })
+  await until((c) => c.type === 'result')
+  await run.send('SAY two')
+  await until((c) => c.type === 'result' && c.result === 'said two')
+  run.end()
+  await run.exited
+  const stored = await results(store, sessionId)
+  const session = await store.getSession(sessionId)
+  expect(session.title).toBe('SAY one')
+  expect(session.usage.turns).toBe(stored.reduce((sum, r) => sum + r.num_turns, 0))
+  expect(session.usage.inputTokens).toBe(stored.reduce((sum, r) => sum + r.usage.input_tokens, 0))
+  expect(session.usage.outputTokens).toBeGreaterThan(0)
+  expect(session.usage.costUsd).toBeCloseTo(
+    stored.reduce((sum, r) => sum + r.total_cost_usd, 0),
+    10,
+  )
+  const imported = SessionStore.inMemory()
+  const projectsDir = path.join(home, '.claude', 'projects')
+  const summary = await imported.importClaudeSessions({ projectsDir })
+  expect(summary).toMatchObject({ sessions: 1, malformed: 0 })
+  const copy = await imported.getSession(session.claudeSessionId)
+  expect(copy).toMatchObject({ title: 'SAY one', claudeSessionId: session.claudeSessionId, cwd: home })
+  expect(copy.lastSequence).toBe(summary.messages)
+  const lines = (await imported.messages(copy.id)).map((m) => JSON.parse(m.content))
+  // The CLI's own lines, as it wrote them: the prompts as text blocks.
+  const prompts = lines
+    .filter((l) => l.type === 'user' && Array.isArray(l.message.content))
+    .flatMap((l) => l.message.content.filter((b) => b.type === 'text').map((b) => b.text))
+  expect(prompts).toEqual(['SAY one', 'SAY two'])
+  expect(await imported.importClaudeSessions({ projectsDir })).toEqual({ sessions: 0, messages: 0, malformed: 0 })
+})

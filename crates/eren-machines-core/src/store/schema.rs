@@ -73,8 +73,9 @@ CREATE TABLE message_parts (
 /// from `result` events in the transaction that stores each. Messages up to
 /// `indexed_sequence` are in the FTS5 table `message_search` (rowid = the
 /// message id), indexed after their commit. `session_changes` tells other
-/// processes on the file what changed in the list of sessions; it keeps the
-/// latest [`KEPT_CHANGES`] rows.
+/// processes on the file what changed in the list of sessions; it keeps at
+/// least the latest [`KEPT_CHANGES`] rows (older ones go from time to time,
+/// never the newest, so `seq` only grows).
 pub const SCHEMA_V4: &str = "
 ALTER TABLE sessions ADD COLUMN title TEXT;
 ALTER TABLE sessions ADD COLUMN auto_title TEXT;
@@ -99,7 +100,7 @@ CREATE INDEX sessions_by_updated ON sessions (updated_at, key);
 CREATE INDEX sessions_unindexed ON sessions (key) WHERE last_sequence > indexed_sequence;
 CREATE VIRTUAL TABLE message_search USING fts5 (body, session UNINDEXED, sequence UNINDEXED);
 CREATE TABLE session_changes (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  seq INTEGER PRIMARY KEY,
   origin TEXT NOT NULL,
   session_id TEXT NOT NULL,
   change TEXT NOT NULL

@@ -84,6 +84,7 @@ pub fn spawn(
     // `state` was read in a transaction of its own, and another process may
     // have committed since: the first batch reloads it inside its own.
     data_version: NOT_YET_SEEN,
+    told: 0,
   };
   command::start_writer("eren-store-writer", writer, live)
 }
@@ -98,6 +99,8 @@ struct Writer {
   /// `PRAGMA data_version` as of our last look: it changes when another
   /// connection (another process on the same file) commits.
   data_version: i64,
+  /// Commits that noted changes for other processes.
+  told: u64,
 }
 
 fn data_version(conn: &Connection) -> Result<i64> {
@@ -201,7 +204,16 @@ impl Writer {
         update.execute(params![key, now])?;
       }
     }
-    tell_other_processes(&tx, &self.live.origin, events)?;
+    if tell_other_processes(&tx, &self.live.origin, events)? {
+      self.told += 1;
+      // Pruned now and then, not in every commit.
+      if self.told % PRUNE_EVERY == 0 {
+        tx.prepare_cached(
+          "DELETE FROM session_changes WHERE seq <= (SELECT max(seq) FROM session_changes) - ?1",
+        )?
+        .execute(params![schema::KEPT_CHANGES])?;
+      }
+    }
     if self.state.next_message_id != first_message_id {
       tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'next_message_id'")?
         .execute(params![self.state.next_message_id])?;
@@ -215,27 +227,20 @@ impl Writer {
 }
 
 /// Notes the batch's changes to the list of sessions in `session_changes`,
-/// for the stores of other processes on the file, keeping the latest
-/// [`schema::KEPT_CHANGES`].
-fn tell_other_processes(tx: &Connection, origin: &str, events: &[Event]) -> Result<()> {
-  let mut told = false;
-  {
-    let mut insert = tx.prepare_cached(
-      "INSERT INTO session_changes (origin, session_id, change) VALUES (?1, ?2, ?3)",
-    )?;
-    for (session_id, change) in changes_of(events) {
-      insert.execute(params![origin, session_id, change.as_str()])?;
-      told = true;
-    }
+/// for the stores of other processes on the file; whether there were any.
+fn tell_other_processes(tx: &Connection, origin: &str, events: &[Event]) -> Result<bool> {
+  let changes = changes_of(events);
+  let mut insert = tx.prepare_cached(
+    "INSERT INTO session_changes (origin, session_id, change) VALUES (?1, ?2, ?3)",
+  )?;
+  for (session_id, change) in &changes {
+    insert.execute(params![origin, session_id, change.as_str()])?;
   }
-  if told {
-    tx.prepare_cached(
-      "DELETE FROM session_changes WHERE seq <= (SELECT max(seq) FROM session_changes) - ?1",
-    )?
-    .execute(params![schema::KEPT_CHANGES])?;
-  }
-  Ok(())
+  Ok(!changes.is_empty())
 }
+
+/// Commits with changes between two prunings of `session_changes`.
+const PRUNE_EVERY: u64 = 64;
 
 /// SQLite's statements for a batch, with the counters they move.
 struct SqliteStatements<'a> {
