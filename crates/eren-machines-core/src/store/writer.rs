@@ -207,7 +207,7 @@ impl Writer {
     if tell_other_processes(&tx, &self.live.origin, events)? {
       self.told += 1;
       // Pruned now and then, not in every commit.
-      if self.told % PRUNE_EVERY == 0 {
+      if self.told.is_multiple_of(PRUNE_EVERY) {
         tx.prepare_cached(
           "DELETE FROM session_changes WHERE seq <= (SELECT max(seq) FROM session_changes) - ?1",
         )?
