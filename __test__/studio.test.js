@@ -497,3 +497,60 @@ describe('studio security', () => {
     ).toEqual([`127.0.0.1:${port}`])
   })
 })
+
+describe('studio work scales with changes', () => {
+  test('an idle list costs no reads, and a change costs one read of that session alone', async () => {
+    const { startStudio: serve } = require('../bin/studio/server')
+    const store = SessionStore.inMemory()
+    for (let i = 0; i < 200; i++) await store.createSession(`quiet-${i}`)
+    const reads = { listSessions: 0, getSession: 0 }
+    // The studio sees the store through this counter of its reads.
+    const counted = new Proxy(store, {
+      get(target, name) {
+        const value = Reflect.get(target, name)
+        if (typeof value !== 'function') return value
+        return (...args) => {
+          if (name in reads) reads[name]++
+          return value.apply(target, args)
+        }
+      },
+    })
+    const studio = await serve(counted)
+    const studioUrl = new URL(studio.url)
+    const events = []
+    const heard = []
+    const stream = await new Promise((resolve, reject) => {
+      const req = http.get(
+        {
+          host: '127.0.0.1',
+          port: studio.port,
+          path: `${studioUrl.pathname}api/sessions/stream`,
+          headers: { Cookie: `eren_studio_${studio.port}=${studioUrl.searchParams.get('token')}` },
+        },
+        resolve,
+      )
+      req.on('error', reject)
+    })
+    stream.setEncoding('utf8')
+    stream.on('data', (chunk) => {
+      for (const name of chunk.matchAll(/^event: (\w+)$/gm)) events.push(name[1])
+      for (const waiter of heard.splice(0)) waiter()
+    })
+    const until = (name) =>
+      new Promise((resolve) => {
+        const check = () => (events.includes(name) ? resolve() : heard.push(check))
+        check()
+      })
+    await until('sessions')
+    expect(reads).toEqual({ listSessions: 1, getSession: 0 })
+    // Long enough for a list read every 250 ms to show twice.
+    await new Promise((resolve) => setTimeout(resolve, 600))
+    expect(reads).toEqual({ listSessions: 1, getSession: 0 })
+    await store.setTitle('quiet-7', 'named')
+    await until('session')
+    expect(reads).toEqual({ listSessions: 1, getSession: 1 })
+    stream.destroy()
+    await studio.close()
+    await store.close()
+  })
+})
