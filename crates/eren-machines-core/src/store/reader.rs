@@ -77,6 +77,9 @@ fn run(conn: Connection, live: Arc<Live>, receiver: mpsc::Receiver<ReadJob>) {
   }
 }
 
+/// How many of the newest matches a search ranks.
+const RANKED: i64 = 10_000;
+
 const SESSION_COLUMNS: &str = "session_id, claude_session_id, agent_status, error_message, \
   closed, created_at, last_sequence, key, coalesce(title, auto_title), cwd, command, tags, \
   archived, updated_at, parent_session_id, forked_at_sequence, input_tokens, output_tokens, \
@@ -182,24 +185,43 @@ impl Reads for SqliteReads<'_> {
       },
       None => None,
     };
-    let mut stmt = self.0.prepare_cached(
-      "SELECT s.session_id, f.sequence, snippet(message_search, 0, ?1, ?2, '…', 16),
-              -bm25(message_search)
+    // Ranked among the newest RANKED matches: a word in every message
+    // would otherwise have all of them scored. The snippets are made for
+    // the hits returned alone.
+    let ranked: Vec<(i64, f64)> = self
+      .0
+      .prepare_cached(
+        "SELECT rowid, -bm25(message_search) FROM message_search
+           WHERE message_search MATCH ?1 AND (?2 IS NULL OR session = ?2)
+             AND rowid >= coalesce((SELECT rowid FROM message_search
+               WHERE message_search MATCH ?1 AND (?2 IS NULL OR session = ?2)
+               ORDER BY rowid DESC LIMIT 1 OFFSET ?4), 0)
+           ORDER BY bm25(message_search), rowid DESC LIMIT ?3",
+      )?
+      .query_map(params![fts, key, limit, RANKED - 1], |row| {
+        Ok((row.get(0)?, row.get(1)?))
+      })?
+      .collect::<rusqlite::Result<_>>()?;
+    let mut hit = self.0.prepare_cached(
+      "SELECT s.session_id, f.sequence, snippet(message_search, 0, ?1, ?2, '…', 16)
          FROM message_search AS f JOIN sessions AS s ON s.key = f.session
-         WHERE message_search MATCH ?3 AND (?4 IS NULL OR f.session = ?4)
-         ORDER BY bm25(message_search) LIMIT ?5",
+         WHERE message_search MATCH ?3 AND f.rowid = ?4",
     )?;
-    let rows = stmt.query_map(params![MARK_START, MARK_END, fts, key, limit], |row| {
-      Ok(SearchHit {
-        session_id: row.get(0)?,
-        sequence_number: row.get(1)?,
-        snippet: row.get(2)?,
-        rank: row.get(3)?,
-      })
-    })?;
-    rows
-      .collect::<rusqlite::Result<Vec<_>>>()
-      .map_err(Error::from)
+    let mut hits = Vec::with_capacity(ranked.len());
+    for (rowid, rank) in ranked {
+      let found = hit
+        .query_row(params![MARK_START, MARK_END, fts, rowid], |row| {
+          Ok(SearchHit {
+            session_id: row.get(0)?,
+            sequence_number: row.get(1)?,
+            snippet: row.get(2)?,
+            rank,
+          })
+        })
+        .optional()?;
+      hits.extend(found);
+    }
+    Ok(hits)
   }
 
   fn session_key(&mut self, session_id: &str) -> Result<Option<i64>> {

@@ -98,7 +98,7 @@ UPDATE sessions SET updated_at = created_at;
 CREATE INDEX sessions_by_created ON sessions (created_at, key);
 CREATE INDEX sessions_by_updated ON sessions (updated_at, key);
 CREATE INDEX sessions_unindexed ON sessions (key) WHERE last_sequence > indexed_sequence;
-CREATE VIRTUAL TABLE message_search USING fts5 (body, session UNINDEXED, sequence UNINDEXED);
+CREATE VIRTUAL TABLE message_search USING fts5 (body, session UNINDEXED, sequence UNINDEXED, detail = column);
 CREATE TABLE session_changes (
   seq INTEGER PRIMARY KEY,
   origin TEXT NOT NULL,

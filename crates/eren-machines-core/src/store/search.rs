@@ -6,6 +6,8 @@
 
 use serde_json::Value;
 
+use serde::Deserialize;
+
 use crate::error::{Error, Result};
 
 /// Around each hit in a snippet.
@@ -97,26 +99,59 @@ impl SearchQuery {
 /// wrote or a program printed, not the JSON around it. `None` for events
 /// with nothing to read (system, control and status events).
 pub fn text_of(content: &str) -> Option<String> {
-  let Ok(value) = serde_json::from_str::<Value>(content) else {
-    return Some(content.to_owned()).filter(|t| !t.trim().is_empty());
-  };
-  let Value::Object(event) = &value else {
-    return None;
+  // Read a level deep, without building the whole object: most messages
+  // are terminal lines, whose text is one string field.
+  #[derive(serde::Deserialize)]
+  struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "text_or_none")]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "text_or_none")]
+    result: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    message: Option<&'a serde_json::value::RawValue>,
+  }
+  let Ok(event) = serde_json::from_str::<Event>(content) else {
+    return match serde_json::from_str::<Value>(content) {
+      // JSON, but not an object: nothing a person wrote.
+      Ok(_) => None,
+      Err(_) => Some(content.to_owned()).filter(|t| !t.trim().is_empty()),
+    };
   };
   let mut text = String::new();
-  match event.get("type").and_then(Value::as_str) {
+  match event.kind.as_deref() {
     Some("terminal_output" | "claude_output" | "claude_stderr") => {
-      push_str(&mut text, event.get("content"))
+      text = event.content.map(|c| c.into_owned()).unwrap_or_default()
     }
     Some("user" | "assistant") => {
-      if let Some(message) = event.get("message") {
-        push_blocks(&mut text, message.get("content"));
+      if let Some(message) = event.message {
+        if let Ok(message) = serde_json::from_str::<Value>(message.get()) {
+          push_blocks(&mut text, message.get("content"));
+        }
       }
     }
-    Some("result") => push_str(&mut text, event.get("result")),
+    Some("result") => text = event.result.map(|c| c.into_owned()).unwrap_or_default(),
     _ => {}
   }
   Some(text).filter(|t| !t.trim().is_empty())
+}
+
+/// A string field, or `None` for a field of any other type.
+fn text_or_none<'de, D>(deserializer: D) -> Result<Option<std::borrow::Cow<'de, str>>, D::Error>
+where
+  D: serde::Deserializer<'de>,
+{
+  #[derive(serde::Deserialize)]
+  #[serde(untagged)]
+  enum Field<'a> {
+    Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
+    Other(serde::de::IgnoredAny),
+  }
+  Ok(match Field::deserialize(deserializer)? {
+    Field::Text(text) => Some(text),
+    Field::Other(_) => None,
+  })
 }
 
 fn push_str(text: &mut String, value: Option<&Value>) {
@@ -163,6 +198,11 @@ mod tests {
     assert_eq!(text_of(said).as_deref(), Some("done\n{\"command\":\"ls\"}"));
     assert_eq!(text_of(r#"{"type":"system","subtype":"init"}"#), None);
     assert_eq!(text_of("plain words").as_deref(), Some("plain words"));
+    assert_eq!(text_of("[1, 2]"), None);
+    let odd = r#"{"type":"terminal_output","content":{"not":"text"}}"#;
+    assert_eq!(text_of(odd), None);
+    let escaped = r#"{"type":"claude_stderr","content":"tab\there"}"#;
+    assert_eq!(text_of(escaped).as_deref(), Some("tab\there"));
   }
 
   #[test]

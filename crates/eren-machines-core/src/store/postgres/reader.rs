@@ -66,6 +66,9 @@ fn run(mut link: Link, live: &Live, closed: &AtomicBool, receiver: mpsc::Receive
   }
 }
 
+/// How many of the newest matches a search ranks.
+const RANKED: i64 = 10_000;
+
 const SESSION_COLUMNS: &str = "session_id, claude_session_id, agent_status, error_message, \
   closed, created_at, last_sequence, key, coalesce(title, auto_title), cwd, command, tags, \
   archived, updated_at, parent_session_id, forked_at_sequence, input_tokens, output_tokens, \
@@ -172,6 +175,7 @@ impl<C: GenericClient> Reads for PgReads<'_, C> {
       },
       None => None,
     };
+    // Ranked among the newest RANKED matches, as on SQLite.
     let marks = format!("StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=24, MinWords=8");
     let rows = self.0.query(
       "SELECT s.session_id, m.sequence, ts_headline('simple', m.body, q, $4),
@@ -180,8 +184,11 @@ impl<C: GenericClient> Reads for PgReads<'_, C> {
          JOIN eren_sessions AS s ON s.key = m.session,
          to_tsquery('simple', $1) AS q
          WHERE m.tsv @@ q AND ($2::int8 IS NULL OR m.session = $2)
-         ORDER BY rank DESC, m.id LIMIT $3",
-      &[&words, &key, &limit, &marks],
+           AND m.id >= coalesce((SELECT n.id FROM eren_message_search AS n
+             WHERE n.tsv @@ q AND ($2::int8 IS NULL OR n.session = $2)
+             ORDER BY n.id DESC OFFSET $5 LIMIT 1), 0)
+         ORDER BY rank DESC, m.id DESC LIMIT $3",
+      &[&words, &key, &limit, &marks, &(RANKED - 1)],
     )?;
     Ok(
       rows
