@@ -169,6 +169,28 @@ export interface TerminalRun extends Run {
 }
 
 /**
+ * What `sdkSpawner`'s function returns: the Agent SDK's `SpawnedProcess`,
+ * backed by a supervised, stored run. `stdin` takes the SDK's lines (each
+ * JSON line is stored, then written), `stdout` carries the CLI's output as
+ * it is read. `exit` comes once the run has ended and everything is
+ * stored; `error` when it cannot start (with the run's error `code`).
+ */
+export interface SdkSpawnedProcess {
+  stdin: import('node:stream').Writable
+  stdout: import('node:stream').Readable
+  readonly killed: boolean
+  readonly exitCode: number | null
+  readonly signalCode: string | null
+  /** A named signal to the CLI's process group; false once it has exited. */
+  kill(signal?: string): boolean
+  on(event: 'exit', listener: (code: number | null, signal: string | null) => void): this
+  on(event: 'error', listener: (error: Error) => void): this
+  once(event: 'exit', listener: (code: number | null, signal: string | null) => void): this
+  once(event: 'error', listener: (error: Error) => void): this
+  off(event: 'exit' | 'error', listener: (...args: any[]) => void): this
+}
+
+/**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
  * flavor napi-rs can build is listed, because `NAPI_RS_NATIVE_LIBRARY_PATH`
@@ -554,6 +576,30 @@ export interface RunResult {
   timedOut: boolean
   /** From the spawn to the program's end, in milliseconds. */
   durationMs: number
+}
+
+/**
+ * Makes the Agent SDK's `spawnClaudeCodeProcess` for one session: each
+ * CLI the SDK starts runs under this supervisor, in `sessionId`, and is
+ * registered in `registry` (one at a time, as for any run: a second
+ * concurrent one is `ALREADY_RUNNING`, reported on the process's `error`
+ * event). Every line the SDK writes and the CLI prints is stored in
+ * order, as `spawnClaude` stores them; the session's status follows the
+ * turns. `registry.stop(sessionId)` stops it with SIGINT first; the
+ * SDK's abort signal does the same. Needs `process.getBuiltinModule`
+ * (Node 20.16 or later, Electron 33 or later).
+ */
+export declare function sdkSpawner(opts: SdkSpawnerOptions): (options: { command: string, args: string[], cwd?: string, env: Record<string, string | undefined>, signal?: AbortSignal }) => SdkSpawnedProcess
+
+/** The options of `sdkSpawner`. */
+export interface SdkSpawnerOptions {
+  store: SessionStore
+  registry: ProcessRegistry
+  sessionId: string
+  /** Between the first signal of a stop and SIGKILL of the process group (default 3000). */
+  killGraceMs?: number
+  /** Each stored message of each run, in order, once committed. */
+  onMessage?: (m: Message) => void
 }
 
 /** A message that matched a search. */

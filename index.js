@@ -844,6 +844,7 @@ module.exports.MAX_LINE_BYTES = nativeBinding.MAX_LINE_BYTES
 module.exports.messageKinds = nativeBinding.messageKinds
 module.exports.ProcessStatus = nativeBinding.ProcessStatus
 module.exports.redactDatabaseUrl = nativeBinding.redactDatabaseUrl
+module.exports.sdkSpawner = nativeBinding.sdkSpawner
 module.exports.spawnClaude = nativeBinding.spawnClaude
 module.exports.spawnTerminal = nativeBinding.spawnTerminal
 module.exports.claudeBridge = nativeBinding.claudeBridge

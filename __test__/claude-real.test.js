@@ -477,3 +477,46 @@ test("the CLI's results add up to the session's usage, and its own transcript im
   expect(prompts).toEqual(['SAY one', 'SAY two'])
   expect(await imported.importClaudeSessions({ projectsDir })).toEqual({ sessions: 0, messages: 0, malformed: 0 })
 })
+
+test('the Agent SDK runs the real CLI through sdkSpawner: its query completes, and both directions are stored in the session', async () => {
+  const { agentSdk } = require('./fixtures/agent-sdk')
+  const { spawn } = require('node:child_process')
+  const db = path.join(tmpDir(), 'sdk.db')
+  const home = tmpDir()
+  const setup = SessionStore.open(db)
+  const sessionId = await setup.createSession()
+  await setup.close()
+  const host = spawn(
+    process.execPath,
+    [path.join(__dirname, 'fixtures', 'sdk-host.mjs'), db, sessionId, cli, home, 'SAY sdk'],
+    {
+      env: { ...process.env, EREN_TEST_CHILD: '1', EREN_AGENT_SDK: agentSdk(), ANTHROPIC_BASE_URL: api.url },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
+  let out = ''
+  let err = ''
+  host.stdout.on('data', (d) => (out += d))
+  host.stderr.on('data', (d) => (err += d))
+  const code = await new Promise((resolve) => host.on('close', resolve))
+  expect({ code, err }).toEqual({ code: 0, err: '' })
+  const report = JSON.parse(out)
+  expect(report.result).toBe('said sdk')
+  expect(report.seen).toEqual(expect.arrayContaining(['system', 'assistant', 'result']))
+  // The run ended and let go of its registration.
+  expect(report.running).toEqual([])
+  const store = SessionStore.open(db)
+  const session = await store.getSession(sessionId)
+  expect(session).toMatchObject({ agentStatus: 'idle', title: 'SAY sdk' })
+  expect(session.claudeSessionId).toMatch(/^[0-9a-f-]{36}$/)
+  expect(session.usage.turns).toBeGreaterThan(0)
+  const stored = (await store.messages(sessionId)).map((m) => JSON.parse(m.content))
+  const prompt = stored.findIndex((c) => c.type === 'user' && JSON.stringify(c.message).includes('SAY sdk'))
+  const done = stored.findIndex((c) => c.type === 'result')
+  // The SDK's own lines (its initialize request, the prompt) come first.
+  expect(stored.some((c) => c.type === 'control_request' && c.request?.subtype === 'initialize')).toBe(true)
+  expect(prompt).toBeGreaterThanOrEqual(0)
+  expect(done).toBeGreaterThan(prompt)
+  expect(stored[done].result).toBe('said sdk')
+  await store.close()
+})

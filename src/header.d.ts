@@ -167,3 +167,25 @@ export interface TerminalRun extends Run {
   /** The pseudo-terminal's rows, as last set (`pty` runs only). */
   readonly rows?: number
 }
+
+/**
+ * What `sdkSpawner`'s function returns: the Agent SDK's `SpawnedProcess`,
+ * backed by a supervised, stored run. `stdin` takes the SDK's lines (each
+ * JSON line is stored, then written), `stdout` carries the CLI's output as
+ * it is read. `exit` comes once the run has ended and everything is
+ * stored; `error` when it cannot start (with the run's error `code`).
+ */
+export interface SdkSpawnedProcess {
+  stdin: import('node:stream').Writable
+  stdout: import('node:stream').Readable
+  readonly killed: boolean
+  readonly exitCode: number | null
+  readonly signalCode: string | null
+  /** A named signal to the CLI's process group; false once it has exited. */
+  kill(signal?: string): boolean
+  on(event: 'exit', listener: (code: number | null, signal: string | null) => void): this
+  on(event: 'error', listener: (error: Error) => void): this
+  once(event: 'exit', listener: (code: number | null, signal: string | null) => void): this
+  once(event: 'error', listener: (error: Error) => void): this
+  off(event: 'exit' | 'error', listener: (...args: any[]) => void): this
+}

@@ -31,6 +31,8 @@ mod run_control;
 #[cfg(not(test))]
 mod runner;
 #[cfg(not(test))]
+mod sdk_spawner;
+#[cfg(not(test))]
 mod shell_path;
 #[cfg(not(test))]
 mod store;

@@ -45,17 +45,17 @@ impl From<RunResult> for JsRunResult {
 }
 
 /// The options every run shares, read from either options struct.
-struct Common {
-  store: eren_machines_core::store::SessionStore,
-  registry: std::sync::Arc<eren_machines_core::registry::ProcessRegistry>,
-  session_id: String,
-  cwd: Option<std::path::PathBuf>,
-  env: Vec<(String, String)>,
-  clear_env: bool,
-  kill_grace: Duration,
-  timeout: Option<Duration>,
-  abort: Option<AbortLink>,
-  on_message: Option<runner::RunSink>,
+pub(crate) struct Common {
+  pub(crate) store: eren_machines_core::store::SessionStore,
+  pub(crate) registry: std::sync::Arc<eren_machines_core::registry::ProcessRegistry>,
+  pub(crate) session_id: String,
+  pub(crate) cwd: Option<std::path::PathBuf>,
+  pub(crate) env: Vec<(String, String)>,
+  pub(crate) clear_env: bool,
+  pub(crate) kill_grace: Duration,
+  pub(crate) timeout: Option<Duration>,
+  pub(crate) abort: Option<AbortLink>,
+  pub(crate) on_message: Option<runner::RunSink>,
 }
 
 /// The shared fields of either options struct, moved out of it.
@@ -232,9 +232,13 @@ fn stdio_merged(opts: &Options) -> Result<bool> {
 
 /// What a run's JS object offers besides `sessionId`, `pid` and `exited`.
 #[derive(Clone, Copy)]
-enum Surface {
-  Terminal { pty: bool },
+pub(crate) enum Surface {
+  Terminal {
+    pty: bool,
+  },
   Claude,
+  /// The Claude CLI driven by the Agent SDK (see `sdk_spawner.rs`).
+  Relay,
 }
 
 /// The size of a pseudo-terminal, in character cells.
@@ -256,7 +260,7 @@ fn pty_size(cols: f64, rows: f64) -> std::result::Result<runner::PtySize, Error>
   }
 }
 
-fn start<'env>(
+pub(crate) fn start<'env>(
   env: &'env Env,
   common: Common,
   program: Program,
@@ -299,6 +303,7 @@ fn start<'env>(
       object.set("exited", exited)?;
       match surface {
         Surface::Claude => claude_methods(env, &mut object, run.input, &run.control)?,
+        Surface::Relay => crate::sdk_spawner::relay_methods(env, &mut object, run.input)?,
         Surface::Terminal { pty } => {
           terminal_methods(env, &mut object, run.input, pty, run.control.clone())?
         }

@@ -17,12 +17,14 @@ import {
   type Run,
   type RunResult,
   redactDatabaseUrl,
+  type SdkSpawnedProcess,
   type SearchHit,
   type Session,
   type SessionChange,
   type SessionPage,
   SessionStore,
   type StopHandle,
+  sdkSpawner,
   spawnClaude,
   spawnTerminal,
   type TerminalOptions,
@@ -87,7 +89,12 @@ async function host(): Promise<void> {
   const imported: ImportSummary = await store.importClaudeSessions({ projectsDir: '/tmp', since: 0 })
   const stopWatching: () => void = store.onSessionsChanged((change: SessionChange) => change.kind)
   stopWatching()
-  void [filtered, next, cost, described, snippet, forked, imported.malformed]
+  const spawnProcess = sdkSpawner({ store, registry: new ProcessRegistry(), sessionId, killGraceMs: 1000 })
+  const child: SdkSpawnedProcess = spawnProcess({ command: 'claude', args: [], env: { HOME: undefined } })
+  child.once('exit', (code: number | null, signal: string | null) => [code, signal])
+  child.stdin.write('{}\n')
+  const killed: boolean = child.kill('SIGTERM') && child.killed
+  void [filtered, next, cost, described, snippet, forked, imported.malformed, killed]
   const messages: Message[] = await store.messages(sessionId, { afterSequence: 0, limit: 10 })
   const first: Message | undefined = messages[0]
   const fields: [number, string, number, string, number] | undefined = first && [

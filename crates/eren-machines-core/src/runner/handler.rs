@@ -43,6 +43,9 @@ pub enum HostInput {
   /// Bytes for stdin, never stored (they may be a password); answered once
   /// they are in the pipe.
   Write { data: Vec<u8>, reply: Reply<()> },
+  /// One line another driver of the Claude CLI (the Agent SDK) writes to
+  /// its stdin: stored, then written; answered once it is in the pipe.
+  Relay { line: String, reply: Reply<()> },
   /// No more input: stdin is closed once what was sent before is written
   /// (in a pseudo-terminal, EOF is typed: Ctrl-D).
   End,
@@ -147,6 +150,7 @@ impl HostInput {
       HostInput::Control { reply, .. } => drop(reply.send(Err(error()))),
       HostInput::Interrupt { reply } => drop(reply.send(Err(error()))),
       HostInput::Write { reply, .. } => drop(reply.send(Err(error()))),
+      HostInput::Relay { reply, .. } => drop(reply.send(Err(error()))),
       HostInput::Decision { .. }
       | HostInput::HookAnswer { .. }
       | HostInput::End

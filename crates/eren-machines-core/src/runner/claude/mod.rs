@@ -13,6 +13,7 @@
 pub mod argv;
 mod mcp_config;
 pub mod protocol;
+mod relay;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::store::{AgentStatus, Message, Reply};
 pub use argv::{program, ClaudeRequest, PERMISSION_MODES};
 pub use mcp_config::McpConfig;
 use protocol::{parse_event, ControlRequest, HookCall, ToolDecision, ToolRequest, UserContent};
+pub use relay::ClaudeRelay;
 
 /// Bytes of stderr kept for the error message of a failed run.
 const STDERR_TAIL: usize = 4096;
@@ -485,9 +487,9 @@ impl OutputHandler for ClaudeOutput {
       HostInput::End => self.close_input(&mut ops),
       HostInput::Resize(_) => {}
       // The CLI takes stream-json only: send() is the way to write.
-      HostInput::Write { reply, .. } => drop(reply.send(Err(Error::InvalidArgument(
-        "a Claude run takes send(), not raw writes".into(),
-      )))),
+      HostInput::Write { reply, .. } | HostInput::Relay { reply, .. } => drop(reply.send(Err(
+        Error::InvalidArgument("a Claude run takes send(), not raw writes".into()),
+      ))),
     }
     ops
   }
