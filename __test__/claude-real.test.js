@@ -4,6 +4,7 @@
 // (fixtures/model-api.js) whose replies are chosen by markers in the prompt.
 const fs = require('node:fs')
 const path = require('node:path')
+const readline = require('node:readline')
 const { ProcessRegistry, SessionStore, spawnClaude } = require('..')
 const { deferred, tempDirs } = require('./helpers')
 const { claudeCli, VERSION } = require('./fixtures/claude-cli')
@@ -478,45 +479,70 @@ test("the CLI's results add up to the session's usage, and its own transcript im
   expect(await imported.importClaudeSessions({ projectsDir })).toEqual({ sessions: 0, messages: 0, malformed: 0 })
 })
 
-test('the Agent SDK runs the real CLI through sdkSpawner: its query completes, and both directions are stored in the session', async () => {
+test('the Agent SDK holds a conversation on the real CLI through sdkSpawner: a tool it approves, an interrupt, and all of it stored', async () => {
   const { agentSdk } = require('./fixtures/agent-sdk')
   const { spawn } = require('node:child_process')
   const db = path.join(tmpDir(), 'sdk.db')
   const home = tmpDir()
+  const marker = path.join(home, 'approved-by-the-sdk')
   const setup = SessionStore.open(db)
   const sessionId = await setup.createSession()
   await setup.close()
   const host = spawn(
     process.execPath,
-    [path.join(__dirname, 'fixtures', 'sdk-host.mjs'), db, sessionId, cli, home, 'SAY sdk'],
+    [path.join(__dirname, 'fixtures', 'sdk-host.mjs'), db, sessionId, cli, home, marker],
     {
       env: { ...process.env, EREN_TEST_CHILD: '1', EREN_AGENT_SDK: agentSdk(), ANTHROPIC_BASE_URL: api.url },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['pipe', 'pipe', 'pipe'],
     },
   )
-  let out = ''
   let err = ''
-  host.stdout.on('data', (d) => (out += d))
   host.stderr.on('data', (d) => (err += d))
-  const code = await new Promise((resolve) => host.on('close', resolve))
-  expect({ code, err }).toEqual({ code: 0, err: '' })
-  const report = JSON.parse(out)
-  expect(report.result).toBe('said sdk')
-  expect(report.seen).toEqual(expect.arrayContaining(['system', 'assistant', 'result']))
-  // The run ended and let go of its registration.
+  const reports = []
+  const heard = []
+  readline.createInterface({ input: host.stdout }).on('line', (line) => {
+    reports.push(JSON.parse(line))
+    for (const waiter of heard.splice(0)) waiter()
+  })
+  const until = (test) =>
+    new Promise((resolve) => {
+      const check = () => (reports.some(test) ? resolve() : heard.push(check))
+      check()
+    })
+  const closed = new Promise((resolve) => host.on('close', resolve))
+  // The first turn ran the tool; the second holds the model's request open.
+  await until((r) => r.results === 1)
+  const holdsHang = () =>
+    api.requests.some((r) => {
+      try {
+        return lastUserText(r.body) === 'HANG'
+      } catch {
+        return false
+      }
+    })
+  while (!holdsHang()) await api.untilRequests(api.requests.length)
+  host.stdin.write('interrupt\n')
+  expect({ code: await closed, err }).toEqual({ code: 0, err: '' })
+  const report = reports.at(-1)
+  expect(report.results).toEqual([expect.stringMatching(/^after tool/), expect.any(String), 'said done'])
+  expect(report.asked).toEqual(['Bash'])
   expect(report.running).toEqual([])
+  expect(fs.existsSync(marker)).toBe(true)
   const store = SessionStore.open(db)
   const session = await store.getSession(sessionId)
-  expect(session).toMatchObject({ agentStatus: 'idle', title: 'SAY sdk' })
-  expect(session.claudeSessionId).toMatch(/^[0-9a-f-]{36}$/)
+  expect(session).toMatchObject({ agentStatus: 'idle', title: `RUN-TOOL ${marker}` })
   expect(session.usage.turns).toBeGreaterThan(0)
   const stored = (await store.messages(sessionId)).map((m) => JSON.parse(m.content))
-  const prompt = stored.findIndex((c) => c.type === 'user' && JSON.stringify(c.message).includes('SAY sdk'))
-  const done = stored.findIndex((c) => c.type === 'result')
-  // The SDK's own lines (its initialize request, the prompt) come first.
-  expect(stored.some((c) => c.type === 'control_request' && c.request?.subtype === 'initialize')).toBe(true)
-  expect(prompt).toBeGreaterThanOrEqual(0)
-  expect(done).toBeGreaterThan(prompt)
-  expect(stored[done].result).toBe('said sdk')
+  const index = (test) => stored.findIndex(test)
+  const asking = index((c) => c.type === 'control_request' && c.request?.subtype === 'can_use_tool')
+  const allowed = index((c) => c.type === 'control_response' && c.response?.response?.behavior === 'allow')
+  const interrupt = index((c) => c.type === 'control_request' && c.request?.subtype === 'interrupt')
+  const last = index((c) => c.type === 'result' && c.result === 'said done')
+  // The SDK's lines and the CLI's, in the order they crossed.
+  expect(index((c) => c.type === 'control_request' && c.request?.subtype === 'initialize')).toBe(0)
+  expect(asking).toBeGreaterThan(0)
+  expect(allowed).toBeGreaterThan(asking)
+  expect(interrupt).toBeGreaterThan(allowed)
+  expect(last).toBeGreaterThan(interrupt)
   await store.close()
 })
