@@ -114,6 +114,10 @@ pub struct SessionStore {
 
 static MEMORY_STORES: AtomicU64 = AtomicU64::new(0);
 
+/// The longest `subscribe()` waits, on its caller's thread, for the
+/// database to say whether a session exists.
+const SUBSCRIBE_CHECK: std::time::Duration = std::time::Duration::from_millis(1000);
+
 impl SessionStore {
   /// Opens (creating if absent) a database file.
   pub fn open(path: impl Into<std::path::PathBuf>) -> Result<Self> {
@@ -475,13 +479,25 @@ impl SessionStore {
       }
     }
     // Perhaps another process created it, or (PostgreSQL) another host
-    // appended or deleted it: look in the database.
+    // created, appended or deleted it: look in the database. On the caller's
+    // (the JS) thread, so for a bounded time: a server that does not answer
+    // in time leaves a session this store knows subscribed at once (the
+    // reader replays what it missed), and an unknown one refused.
     let shared = matches!(self.inner.location, Location::Postgres(_));
-    if shared || !self.inner.live.knows(session_id) {
-      match self.get_session(session_id).wait()? {
-        Some(session) => self.inner.live.adopt(session_id, session.last_sequence),
-        None if shared => return Err(Error::SessionNotFound(session_id.to_owned())),
-        None => {}
+    let known = self.inner.live.knows(session_id);
+    if shared || !known {
+      match self.get_session(session_id).wait_for(SUBSCRIBE_CHECK) {
+        Some(Ok(Some(session))) => self.inner.live.adopt(session_id, session.last_sequence),
+        Some(Ok(None)) if shared => return Err(Error::SessionNotFound(session_id.to_owned())),
+        Some(Ok(None)) => {}
+        Some(Err(_)) | None if known => {}
+        Some(Err(e)) => return Err(e),
+        None => {
+          return Err(Error::Armin(format!(
+            "the database did not say within {} ms whether session '{session_id}' exists",
+            SUBSCRIBE_CHECK.as_millis()
+          )))
+        }
       }
     }
     let (id, backlog) = self

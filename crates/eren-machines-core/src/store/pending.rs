@@ -32,6 +32,27 @@ impl<T> Pending<T> {
     Pending(PendingState::Ready(Some(result)))
   }
 
+  /// Like [`wait`](Self::wait), for at most `timeout`: `None` if the
+  /// answer has not come by then. Looks every millisecond.
+  pub fn wait_for(self, timeout: std::time::Duration) -> Option<Result<T>> {
+    let deadline = std::time::Instant::now() + timeout;
+    match self.0 {
+      PendingState::Ready(result) => Some(result.unwrap_or(Err(Error::StoreClosed))),
+      PendingState::Waiting(mut receiver) => loop {
+        match receiver.try_recv() {
+          Ok(answer) => return Some(answer),
+          Err(oneshot::error::TryRecvError::Closed) => return Some(Err(Error::StoreClosed)),
+          Err(oneshot::error::TryRecvError::Empty) if std::time::Instant::now() >= deadline => {
+            return None
+          }
+          Err(oneshot::error::TryRecvError::Empty) => {
+            std::thread::sleep(std::time::Duration::from_millis(1))
+          }
+        }
+      },
+    }
+  }
+
   /// Blocks the current thread until the answer arrives. Not for async code.
   pub fn wait(self) -> Result<T> {
     match self.0 {

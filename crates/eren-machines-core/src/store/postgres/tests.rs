@@ -262,3 +262,25 @@ fn a_spoofed_notify_is_only_a_hint_and_moves_no_session() {
   assert_eq!(seen[0].sequence_number, 2);
   assert_eq!(seen[0].content, "two");
 }
+
+/// Hardening finding 11: a server that holds the sessions behind a lock
+/// does not hold `subscribe()` (the JS thread) with it. The lock is let go
+/// only once both calls have returned, so a subscribe that waited for it
+/// would never return.
+#[test]
+fn subscribe_does_not_wait_for_a_server_that_holds_the_sessions_locked() {
+  let url = postgres_schema_url();
+  let store = SessionStore::connect_blocking(&url).unwrap();
+  store.create_session(Some("known")).wait().unwrap();
+  let mut locker = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+  let mut lock = locker.transaction().unwrap();
+  lock
+    .batch_execute("LOCK TABLE eren_sessions IN ACCESS EXCLUSIVE MODE")
+    .unwrap();
+  let seen = collect(&store, "known", None);
+  let unknown = store.subscribe("made-elsewhere", None, Box::new(|_| {}));
+  assert_eq!(unknown.unwrap_err().code(), "STORAGE_ERROR");
+  lock.rollback().unwrap();
+  store.append("known", "after".into()).wait().unwrap();
+  assert_eq!(seen.wait_for(1).len(), 1);
+}
