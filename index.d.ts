@@ -322,8 +322,14 @@ export declare class SessionStore {
    * The schema is created on first connect. A malformed URL is
    * `INVALID_ARGUMENT`; an unreachable server, or tables that are not
    * ours, `STORAGE_ERROR`. Connecting runs off the JS thread.
+   *
+   * Every statement runs under a `statement_timeout` of
+   * `statementTimeoutMs` (default 30,000; 0 leaves the server's or the
+   * URL's), so a lock held elsewhere fails a call with `STORAGE_ERROR`
+   * rather than holding the host; each connection's `application_name` is
+   * `eren-machines pid <pid>` unless the URL sets one.
    */
-  static connect(url: string): Promise<SessionStore>
+  static connect(url: string, opts?: ConnectOptions): Promise<SessionStore>
   /** A private in-memory store, gone once closed or garbage-collected. */
   static inMemory(): SessionStore
   /**
@@ -435,6 +441,15 @@ export interface ClaudeOptions {
   /** Answers each tool permission request; given, the CLI runs with `--permission-prompt-tool stdio`. */
   canUseTool?: (request: ToolRequest) => ToolDecision | Promise<ToolDecision>
   onMessage?: (m: Message) => void
+}
+
+/** The options of `SessionStore.connect`. */
+export interface ConnectOptions {
+  /**
+   * The longest one statement may run, in ms (default 30,000; 0: the
+   * server's setting).
+   */
+  statementTimeoutMs?: number
 }
 
 /** The options of `forkSession`. */

@@ -256,3 +256,28 @@ describe('the runner and the CLI on PostgreSQL', () => {
     expect(JSON.parse(sessions.stdout).map((s) => s.id)).toEqual(['cli'])
   })
 })
+
+test('statementTimeoutMs fails a call that a lock held elsewhere would hold, storing nothing; bad options throw', async () => {
+  const url = await postgresSchemaUrl()
+  const store = await SessionStore.connect(url, { statementTimeoutMs: 300 })
+  const id = await store.createSession()
+  const schema = decodeURIComponent(url).match(/search_path=(\w+)/)[1]
+  const locker = new Client({ connectionString: process.env.EREN_TEST_POSTGRES })
+  await locker.connect()
+  const { rows } = await locker.query(
+    "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'eren-machines%'",
+  )
+  expect(rows.map((r) => r.application_name)).toContain(`eren-machines pid ${process.pid}`)
+  await locker.query('BEGIN')
+  await locker.query(`LOCK TABLE ${schema}.eren_sessions IN ACCESS EXCLUSIVE MODE`)
+  const refused = await terminalBridge.storeStdout(store, id, 'blocked').catch((e) => e)
+  expect(refused.code).toBe('STORAGE_ERROR')
+  expect(refused.message).toContain('statement timeout')
+  await locker.query('ROLLBACK')
+  await locker.end()
+  expect((await terminalBridge.storeStdout(store, id, 'after')).sequenceNumber).toBe(1)
+  await store.close()
+  expect(() => SessionStore.connect(url, { statementTimeoutMs: -1 })).toThrow(
+    expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+  )
+})

@@ -133,15 +133,31 @@ impl SessionStore {
   /// The schema is created on first connect. A malformed URL is
   /// `INVALID_ARGUMENT`; an unreachable server, or tables that are not
   /// ours, `STORAGE_ERROR`. Connecting runs off the JS thread.
+  ///
+  /// Every statement runs under a `statement_timeout` of
+  /// `statementTimeoutMs` (default 30,000; 0 leaves the server's or the
+  /// URL's), so a lock held elsewhere fails a call with `STORAGE_ERROR`
+  /// rather than holding the host; each connection's `application_name` is
+  /// `eren-machines pid <pid>` unless the URL sets one.
   #[napi(
     catch_unwind,
-    ts_args_type = "url: string",
+    ts_args_type = "url: string, opts?: ConnectOptions",
     ts_return_type = "Promise<SessionStore>"
   )]
-  pub fn connect<'env>(env: &'env Env, url: Text) -> Result<PromiseRaw<'env, SessionStore>> {
-    promise(env, core::SessionStore::connect(&url.0), |core| {
-      SessionStore { core }
-    })
+  pub fn connect<'env>(
+    env: &'env Env,
+    url: Text,
+    opts: ConnectOptions,
+  ) -> Result<PromiseRaw<'env, SessionStore>> {
+    let mut options = core::postgres::ConnectOptions::default();
+    if let Some(ms) = opts.statement_timeout_ms {
+      options.statement_timeout = (ms > 0).then(|| std::time::Duration::from_millis(ms as u64));
+    }
+    promise(
+      env,
+      core::SessionStore::connect_with(&url.0, options),
+      |core| SessionStore { core },
+    )
   }
 
   /// A private in-memory store, gone once closed or garbage-collected.
@@ -290,6 +306,19 @@ pub struct OpenOptions {
 
 read_options!(OpenOptions, |env, opts| Ok(OpenOptions {
   durability: opts.get("durability", "'full' or 'normal'")?,
+}));
+
+/// The options of `SessionStore.connect`.
+#[napi(object, object_from_js = false, object_to_js = false)]
+pub struct ConnectOptions {
+  /// The longest one statement may run, in ms (default 30,000; 0: the
+  /// server's setting).
+  #[napi(ts_type = "number")]
+  pub statement_timeout_ms: Option<i64>,
+}
+
+read_options!(ConnectOptions, |env, opts| Ok(ConnectOptions {
+  statement_timeout_ms: opts.count("statementTimeoutMs")?,
 }));
 
 /// The options of `messages()`.

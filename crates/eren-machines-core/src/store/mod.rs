@@ -175,11 +175,16 @@ impl SessionStore {
   /// its own. A malformed URL is `InvalidArgument`, an unreachable server
   /// or a schema that is not ours `Armin` (`STORAGE_ERROR`).
   pub fn connect(url: &str) -> Pending<Self> {
+    Self::connect_with(url, postgres::ConnectOptions::default())
+  }
+
+  /// [`connect`](Self::connect) with options.
+  pub fn connect_with(url: &str, options: postgres::ConnectOptions) -> Pending<Self> {
     let url = url.to_owned();
     let (reply, pending) = reply_channel();
     let spawned = std::thread::Builder::new()
       .name("eren-pg-connect".into())
-      .spawn(move || drop(reply.send(Self::connect_blocking(&url))));
+      .spawn(move || drop(reply.send(Self::connect_blocking_with(&url, options))));
     match spawned {
       Ok(_) => pending,
       Err(e) => Pending::ready(Err(Error::storage(
@@ -191,8 +196,12 @@ impl SessionStore {
 
   /// [`connect`](Self::connect) on the calling thread.
   pub fn connect_blocking(url: &str) -> Result<Self> {
+    Self::connect_blocking_with(url, postgres::ConnectOptions::default())
+  }
+
+  fn connect_blocking_with(url: &str, options: postgres::ConnectOptions) -> Result<Self> {
     let closed = Arc::<AtomicBool>::default();
-    let started = postgres::start(url, closed.clone())?;
+    let started = postgres::start(url, &options, closed.clone())?;
     Ok(SessionStore {
       inner: Arc::new(Inner {
         location: Location::Postgres(postgres::redact(url)),

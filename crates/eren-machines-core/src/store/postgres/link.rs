@@ -29,8 +29,9 @@ pub fn is_url(location: &str) -> bool {
   location.starts_with("postgres://") || location.starts_with("postgresql://")
 }
 
-/// Parses a `postgres://` URL (or a `key=value` connection string).
-pub fn parse(url: &str) -> Result<Config> {
+/// Parses a `postgres://` URL (or a `key=value` connection string), with
+/// this package's defaults where it says nothing.
+pub fn parse(url: &str, options: &super::ConnectOptions) -> Result<Config> {
   if !is_url(url) {
     return Err(Error::InvalidArgument(format!(
       "a PostgreSQL URL starts with postgres:// or postgresql://, got '{}'",
@@ -44,7 +45,15 @@ pub fn parse(url: &str) -> Result<Config> {
     config.connect_timeout(CONNECT_TIMEOUT);
   }
   if config.get_application_name().is_none() {
-    config.application_name("eren-machines");
+    // Which host process a connection serves, in pg_stat_activity.
+    config.application_name(&format!("eren-machines pid {}", std::process::id()));
+  }
+  if let Some(timeout) = options.statement_timeout {
+    let given = config.get_options().unwrap_or_default().to_owned();
+    if !given.contains("statement_timeout") {
+      let setting = format!("-c statement_timeout={}", timeout.as_millis());
+      config.options(format!("{given} {setting}").trim());
+    }
   }
   if config.get_tcp_user_timeout().is_none() {
     config.tcp_user_timeout(TCP_USER_TIMEOUT);
@@ -248,6 +257,8 @@ mod tests {
       assert!(shown.contains("***"), "{shown}");
       assert!(shown.contains("db"), "{shown}");
     }
+    let defaults = super::super::ConnectOptions::default();
+    let parse = |url: &str| parse(url, &defaults);
     let refused = parse("mysql://me:secret@db/x").unwrap_err();
     assert_eq!(refused.code(), "INVALID_ARGUMENT");
     assert!(!refused.to_string().contains("secret"));
@@ -257,5 +268,13 @@ mod tests {
     );
     let config = parse("postgres://me@127.0.0.1:1/x").unwrap();
     assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+    assert_eq!(config.get_options(), Some("-c statement_timeout=30000"));
+    let with_path = parse("postgres://me@h/x?options=-c%20search_path%3Ds").unwrap();
+    assert_eq!(
+      with_path.get_options(),
+      Some("-c search_path=s -c statement_timeout=30000")
+    );
+    let own = parse("postgres://me@h/x?options=-c%20statement_timeout%3D5").unwrap();
+    assert_eq!(own.get_options(), Some("-c statement_timeout=5"));
   }
 }

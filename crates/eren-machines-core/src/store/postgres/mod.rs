@@ -35,11 +35,28 @@ pub struct Started {
   pub live: Arc<Live>,
 }
 
+/// How a store uses its server.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+  /// The longest any one statement may run (`statement_timeout`), so a
+  /// lock held elsewhere never holds a host forever. `None` leaves the
+  /// server's (or the URL's) setting.
+  pub statement_timeout: Option<std::time::Duration>,
+}
+
+impl Default for ConnectOptions {
+  fn default() -> Self {
+    ConnectOptions {
+      statement_timeout: Some(std::time::Duration::from_secs(30)),
+    }
+  }
+}
+
 /// Connects, creates or checks the schema, and starts the writer, reader
 /// and listener threads; the last two stop once `closed` is set. Blocks:
 /// call it off the JS thread.
-pub fn start(url: &str, closed: Arc<AtomicBool>) -> Result<Started> {
-  let config = link::parse(url)?;
+pub fn start(url: &str, options: &ConnectOptions, closed: Arc<AtomicBool>) -> Result<Started> {
+  let config = link::parse(url, options)?;
   let mut writer_link = Link::connect(config.clone())?;
   let names = schema::prepare(writer_link.client()?)?;
   let sessions = schema::last_sequences(writer_link.client()?)?;

@@ -284,3 +284,46 @@ fn subscribe_does_not_wait_for_a_server_that_holds_the_sessions_locked() {
   store.append("known", "after".into()).wait().unwrap();
   assert_eq!(seen.wait_for(1).len(), 1);
 }
+
+/// A lock held elsewhere fails a write after the statement timeout, with
+/// nothing stored, instead of holding the host; each connection names its
+/// host process in pg_stat_activity.
+#[test]
+fn a_statement_timeout_bounds_every_call_and_connections_name_their_host() {
+  let url = postgres_schema_url();
+  let options = super::ConnectOptions {
+    statement_timeout: Some(Duration::from_millis(300)),
+  };
+  let store = SessionStore::connect_with(&url, options).wait().unwrap();
+  store.create_session(Some("s")).wait().unwrap();
+  let mut locker = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+  let names: Vec<String> = locker
+    .query(
+      "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'eren-machines%'",
+      &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|row| row.get(0))
+    .collect();
+  assert!(names.contains(&format!("eren-machines pid {}", std::process::id())));
+  let mut lock = locker.transaction().unwrap();
+  lock
+    .batch_execute("LOCK TABLE eren_sessions IN ACCESS EXCLUSIVE MODE")
+    .unwrap();
+  let refused = store.append("s", "blocked".into()).wait().unwrap_err();
+  assert_eq!(refused.code(), "STORAGE_ERROR");
+  assert!(
+    refused.to_string().contains("statement timeout"),
+    "{refused}"
+  );
+  lock.rollback().unwrap();
+  assert_eq!(
+    store
+      .append("s", "after".into())
+      .wait()
+      .unwrap()
+      .sequence_number,
+    1
+  );
+}
