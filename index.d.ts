@@ -354,6 +354,15 @@ export declare class SessionStore {
   subscribe(sessionId: string, cb: (m: Message) => void, opts?: SubscribeOptions): () => void
   /** Closes a session: later appends reject with `SESSION_CLOSED`. */
   closeSession(sessionId: string): Promise<void>
+  /**
+   * Asks whichever host runs the session's run to stop it, as its own
+   * `registry.stop(sessionId)` would (grace, then the whole tree): this
+   * process, another process on the same SQLite file, or another host on
+   * the same PostgreSQL. Resolves once the run's end is stored, at once if
+   * no run is going. `SESSION_NOT_FOUND`; `STORAGE_ERROR` if no end is
+   * stored within 60 s (the running host died without a word).
+   */
+  requestStop(sessionId: string): Promise<void>
   /** Deletes a session and its messages; resolves `false` if it was unknown. */
   deleteSession(sessionId: string): Promise<boolean>
   /**

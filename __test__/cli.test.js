@@ -412,6 +412,25 @@ describe('eren-machines CLI', () => {
     expect(lines[1]).toMatch(/ {2}title {5}fresh {2}idle {2}echo hi$/)
   })
 
+  test('stop stops a run that another process runs, and returns once its end is stored', async () => {
+    const db = path.join(tmpDir(), 's.db')
+    const running = start(['run', '--session', 'busy', '--', 'sh', '-c', 'echo up; sleep 300'], { db })
+    await new Promise((resolve) => {
+      const check = () => running.stdout.includes('up') && resolve()
+      check()
+      running.child.stdout.on('data', check)
+    })
+    const stopped = await cli(['stop', 'busy'], { db })
+    expect(stopped).toMatchObject({ code: 0, stdout: 'stopped busy\n' })
+    const ended = await running.done
+    // The run was stopped through its registry: SIGTERM to its group.
+    expect(ended.code).toBe(143)
+    const log = JSON.parse(`[${(await cli(['log', 'busy', '--json'], { db })).stdout.trim().split('\n').join(',')}]`)
+    expect(JSON.parse(log.at(-1).content)).toMatchObject({ type: 'terminal_finished', stopped: true })
+    expect((await cli(['stop', 'ghost'], { db })).code).toBe(1)
+    expect((await cli(['stop'], { db })).code).toBe(2)
+  })
+
   test('sessions lists id, status, message count, created time and Claude session id', async () => {
     const db = path.join(tmpDir(), 's.db')
     await cli(['run', '--session', 'term', '--', 'echo', 'x'], { db })

@@ -351,6 +351,31 @@ describe.each(BACKENDS)('%s', (_backend, makeStore) => {
     expect(await codeOf(() => store.importClaudeSessions({ projectsDir: 3 }))).toBe('INVALID_ARGUMENT')
   })
 
+  test("requestStop stops the session's run and resolves once the end is stored", async () => {
+    const store = await newStore()
+    const id = await store.createSession()
+    // Nothing runs: at once.
+    await store.requestStop(id)
+    const run = await spawnTerminal({
+      store,
+      registry: new ProcessRegistry(),
+      sessionId: id,
+      command: 'sh',
+      args: ['-c', 'echo up; sleep 300'],
+    })
+    // (Another process's or host's store: the CLI's and the core's tests.)
+    const feed = changeFeed(store)
+    await store.requestStop(id)
+    // Resolved after the end was stored: nothing to wait for.
+    const last = (await store.messages(id)).at(-1)
+    expect((await run.exited).stopped).toBe(true)
+    expect(JSON.parse(last.content)).toMatchObject({ type: 'terminal_finished', stopped: true })
+    await feed.until((c) => c.kind === 'run')
+    feed.off()
+    expect(await codeOf(() => store.requestStop('ghost'))).toBe('SESSION_NOT_FOUND')
+    expect(await codeOf(() => store.requestStop(7))).toBe('INVALID_ARGUMENT')
+  })
+
   test("onSessionsChanged tells this store's changes in order, and nothing after unsubscribing", async () => {
     const store = await newStore()
     const feed = changeFeed(store)

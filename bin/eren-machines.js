@@ -53,6 +53,10 @@ Usage:
   eren-machines search <words...> [--db PATH|URL] [--session ID] [--limit N] [--json]
       Print the messages holding every word, best first: session#sequence and
       the text around the match. Exits 1 when nothing matches.
+  eren-machines stop <session> [--db PATH|URL]
+      Stop the session's run wherever it runs: this machine's other
+      processes on the database file, or any host on a PostgreSQL server.
+      Returns once its end is stored.
   eren-machines import-claude [--db PATH|URL] [--projects-dir DIR]
       Import the Claude CLI's own transcripts (~/.claude/projects) as
       sessions; a second import adds only what is new.
@@ -600,6 +604,20 @@ async function searchCommand(args) {
   return hits.length === 0 ? 1 : 0
 }
 
+async function stopCommand(args) {
+  const { values, positionals } = parse(args, { db: { type: 'string' } })
+  if (values.help) return help()
+  if (positionals.length !== 1) throw new UsageError('stop takes one session id')
+  const store = await openStore(values.db, { create: false })
+  try {
+    await store.requestStop(positionals[0])
+  } finally {
+    await store.close()
+  }
+  write(process.stdout, `stopped ${positionals[0]}`)
+  return 0
+}
+
 async function importCommand(args) {
   const { values } = parse(
     args,
@@ -658,6 +676,7 @@ const COMMANDS = {
   log: logCommand,
   sessions: sessionsCommand,
   search: searchCommand,
+  stop: stopCommand,
   'import-claude': importCommand,
   studio: studioCommand,
 }

@@ -261,6 +261,21 @@ impl SessionStore {
     promise(env, self.core.close_session(&session_id.0), |()| ())
   }
 
+  /// Asks whichever host runs the session's run to stop it, as its own
+  /// `registry.stop(sessionId)` would (grace, then the whole tree): this
+  /// process, another process on the same SQLite file, or another host on
+  /// the same PostgreSQL. Resolves once the run's end is stored, at once if
+  /// no run is going. `SESSION_NOT_FOUND`; `STORAGE_ERROR` if no end is
+  /// stored within 60 s (the running host died without a word).
+  #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+  pub fn request_stop<'env>(
+    &self,
+    env: &'env Env,
+    #[napi(ts_arg_type = "string")] session_id: SessionId,
+  ) -> Result<PromiseRaw<'env, ()>> {
+    promise(env, self.core.request_stop(&session_id.0), |()| ())
+  }
+
   /// Deletes a session and its messages; resolves `false` if it was unknown.
   #[napi(catch_unwind, ts_return_type = "Promise<boolean>")]
   pub fn delete_session<'env>(

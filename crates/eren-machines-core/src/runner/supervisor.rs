@@ -189,6 +189,10 @@ impl Supervisor {
     };
     let finished = self.handler.finished(&result);
     self.store_ops(finished).await;
+    // After everything the run stored: a stop request waits for this.
+    if let Some(session) = &self.session {
+      let _ = session.set_running(false).await;
+    }
     self
       .registry
       .remove_generation(&self.session_id, launched.subscription.generation);
@@ -284,6 +288,7 @@ impl Supervisor {
         self.handler.names_session(),
       ),
     );
+    drop(session.set_running(true));
     let handle = spawned.handle.clone();
     let control = RunControl::new(&session_id, &self.registry, generation, handle.clone());
     let watched =
@@ -297,6 +302,7 @@ impl Supervisor {
         sys::exited(handle.waited_pid()).await;
         handle.after_end(&sys::Stopping::default());
         let _ = spawned.child.wait();
+        drop(session.set_running(false));
         return Err(abandon(self, format!("cannot watch the run: {e}"), e));
       }
     };

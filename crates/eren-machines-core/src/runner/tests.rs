@@ -603,3 +603,58 @@ fn a_quiet_run_stops_when_another_host_deletes_or_closes_its_session_on_postgres
     assert!(registry.is_empty());
   }
 }
+
+#[test]
+fn a_stop_request_stops_the_run_wherever_it_is_asked_and_resolves_once_its_end_is_stored() {
+  let dir = crate::test_support::TempDir::new("stop-request");
+  let path = dir.path().join("shared.db");
+  let owner = SessionStore::open(&path).unwrap();
+  let registry = Arc::new(ProcessRegistry::new());
+  owner.create_session(Some("s")).wait().unwrap();
+  // Nothing runs yet: answered at once.
+  owner.request_stop("s").wait().unwrap();
+  let run = run(&owner, &registry, "s", sh("echo up; sleep 300"));
+  // Another store on the file (another process, say) asks.
+  let other = SessionStore::open(&path).unwrap();
+  other.request_stop("s").wait().unwrap();
+  let result = run.exited.wait().unwrap();
+  assert!(result.stopped, "{result:?}");
+  let ended = contents(&other, "s");
+  assert_eq!(ended.last().unwrap()["type"], "terminal_finished");
+  assert_eq!(
+    other.get_session("s").wait().unwrap().unwrap().run_host,
+    None
+  );
+  assert!(registry.is_empty());
+  // The same store that runs it.
+  let again = spawn_terminal(
+    &owner,
+    &registry,
+    "s",
+    sh("sleep 300"),
+    DEFAULT_KILL_GRACE,
+    None,
+  )
+  .wait()
+  .unwrap();
+  owner.request_stop("s").wait().unwrap();
+  assert!(again.exited.wait().unwrap().stopped);
+  assert_eq!(
+    owner.request_stop("ghost").wait().unwrap_err().code(),
+    "SESSION_NOT_FOUND"
+  );
+}
+
+#[test]
+fn a_stop_request_on_postgresql_reaches_the_host_that_runs_the_session() {
+  let url = crate::test_support::postgres_schema_url();
+  let owner = SessionStore::connect_blocking(&url).unwrap();
+  let registry = Arc::new(ProcessRegistry::new());
+  owner.create_session(Some("s")).wait().unwrap();
+  let run = run(&owner, &registry, "s", sh("sleep 300"));
+  let elsewhere = SessionStore::connect_blocking(&url).unwrap();
+  elsewhere.request_stop("s").wait().unwrap();
+  assert!(run.exited.wait().unwrap().stopped);
+  let session = elsewhere.get_session("s").wait().unwrap().unwrap();
+  assert_eq!((session.run_host, session.stop_requested), (None, false));
+}

@@ -70,6 +70,11 @@ pub trait Statements {
   /// `upto`: its messages (with new ids), Claude session id, working
   /// directory, command, title and tags, and the link back.
   fn copy_for_fork(&mut self, source: i64, fork: i64, upto: i64, parent: &str) -> Result<()>;
+  /// Sets (or clears) the host running the session's run; either way no
+  /// stop is asked of it any more.
+  fn set_run_host(&mut self, key: i64, host: Option<&str>) -> Result<()>;
+  /// Asks the session's run to stop, if one is going; whether one is.
+  fn request_stop(&mut self, key: i64) -> Result<bool>;
 }
 
 /// One batch inside its transaction.
@@ -347,6 +352,25 @@ impl<S: Statements> Transaction for Batch<'_, S> {
     };
     self.changed(key, session_id, kind);
     Ok(())
+  }
+
+  fn run_state(&mut self, target: &Target, running: bool) -> Result<()> {
+    let key = self.session(target)?.key;
+    let host = running.then(host::this_host);
+    self.statements.set_run_host(key, host)?;
+    self.changed(key, &target.session_id, Change::Run);
+    Ok(())
+  }
+
+  fn request_stop(&mut self, session_id: &str) -> Result<bool> {
+    let key = self.session(&Target::any(session_id.to_owned()))?.key;
+    let going = self.statements.request_stop(key)?;
+    if going {
+      self
+        .events
+        .push(Event::StopRequested(session_id.to_owned()));
+    }
+    Ok(going)
   }
 
   fn fork(&mut self, source: &str, at_sequence: i64, fork_id: &str) -> Result<()> {

@@ -16,12 +16,14 @@ pub enum Change {
   Usage,
   /// New messages: one per session per commit, however many.
   Messages,
+  /// A run of the session started or ended.
+  Run,
   Closed,
   Deleted,
 }
 
 impl Change {
-  pub const ALL: [Change; 9] = [
+  pub const ALL: [Change; 10] = [
     Change::Created,
     Change::Status,
     Change::Title,
@@ -29,6 +31,7 @@ impl Change {
     Change::Archived,
     Change::Usage,
     Change::Messages,
+    Change::Run,
     Change::Closed,
     Change::Deleted,
   ];
@@ -42,6 +45,7 @@ impl Change {
       Change::Archived => "archived",
       Change::Usage => "usage",
       Change::Messages => "messages",
+      Change::Run => "run",
       Change::Closed => "closed",
       Change::Deleted => "deleted",
     }

@@ -66,6 +66,18 @@ pub enum Command {
     change: MetaChange,
     reply: Reply<()>,
   },
+  /// A run of this session started (on this host) or ended.
+  RunState {
+    target: Target,
+    running: bool,
+    reply: Reply<()>,
+  },
+  /// Asks the host running the session's run to stop it; whether a run
+  /// was going.
+  RequestStop {
+    session_id: String,
+    reply: Reply<bool>,
+  },
   Fork {
     source: String,
     at_sequence: i64,
@@ -101,6 +113,7 @@ impl Command {
       Command::Create { session_id, .. }
       | Command::CloseSession { session_id, .. }
       | Command::ChangeMeta { session_id, .. }
+      | Command::RequestStop { session_id, .. }
       | Command::Delete { session_id, .. } => Some(session_id),
       // The fork is new, and the source only read.
       Command::Fork { fork_id, .. } => Some(fork_id),
@@ -108,7 +121,8 @@ impl Command {
       | Command::AppendMany { target, .. }
       | Command::SetClaudeSessionId { target, .. }
       | Command::SetStatus { target, .. }
-      | Command::SetRunInfo { target, .. } => Some(&target.session_id),
+      | Command::SetRunInfo { target, .. }
+      | Command::RunState { target, .. } => Some(&target.session_id),
       Command::Reconcile { .. } | Command::Shutdown { .. } | Command::Index { .. } => None,
     }
   }
@@ -125,6 +139,8 @@ impl Command {
       Command::Delete { reply, .. } => drop(reply.send(Err(error()))),
       Command::SetRunInfo { reply, .. } => drop(reply.send(Err(error()))),
       Command::ChangeMeta { reply, .. } => drop(reply.send(Err(error()))),
+      Command::RunState { reply, .. } => drop(reply.send(Err(error()))),
+      Command::RequestStop { reply, .. } => drop(reply.send(Err(error()))),
       Command::Fork { reply, .. } => drop(reply.send(Err(error()))),
       Command::Index { then } => then(Err(error())),
       Command::Reconcile { reply } => drop(reply.send(Err(error()))),
@@ -189,6 +205,8 @@ pub trait Transaction {
     names: bool,
   ) -> Result<()>;
   fn change_meta(&mut self, session_id: &str, change: MetaChange) -> Result<()>;
+  fn run_state(&mut self, target: &Target, running: bool) -> Result<()>;
+  fn request_stop(&mut self, session_id: &str) -> Result<bool>;
   fn fork(&mut self, source: &str, at_sequence: i64, fork_id: &str) -> Result<()>;
 }
 
@@ -297,6 +315,12 @@ fn apply(tx: &mut dyn Transaction, command: Command, index: usize) -> Answer {
       change,
       reply,
     } => Answer::Done(reply, tx.change_meta(&session_id, change)),
+    Command::RunState {
+      target,
+      running,
+      reply,
+    } => Answer::Done(reply, tx.run_state(&target, running)),
+    Command::RequestStop { session_id, reply } => Answer::Flag(reply, tx.request_stop(&session_id)),
     Command::Fork {
       source,
       at_sequence,

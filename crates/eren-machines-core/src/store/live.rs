@@ -103,6 +103,8 @@ pub enum Event {
   Deleted(String),
   /// Another change of a session, for the listeners of the session list.
   Changed(String, Change),
+  /// Someone asked the session's run to stop: its end watchers fire.
+  StopRequested(String),
 }
 
 /// The changes to the list of sessions in a commit's events, in order,
@@ -129,7 +131,7 @@ impl Event {
       Event::Closed(id) => Some((id.clone(), Change::Closed)),
       Event::Deleted(id) => Some((id.clone(), Change::Deleted)),
       Event::Changed(id, change) => Some((id.clone(), *change)),
-      Event::Appended(_) => None,
+      Event::Appended(_) | Event::StopRequested(_) => None,
     }
   }
 }
@@ -208,7 +210,7 @@ impl Live {
             }
           }
         }
-        Event::Closed(id) => {
+        Event::Closed(id) | Event::StopRequested(id) => {
           if let Some(session) = state.sessions.get_mut(id) {
             ended.extend(session.end_watchers.drain(..).map(|(_, watcher)| watcher));
           }

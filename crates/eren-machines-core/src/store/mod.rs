@@ -114,6 +114,9 @@ pub struct SessionStore {
 
 static MEMORY_STORES: AtomicU64 = AtomicU64::new(0);
 
+/// How long `request_stop` waits for the run's end to be stored.
+pub const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The longest `subscribe()` waits, on its caller's thread, for the
 /// database to say whether a session exists.
 const SUBSCRIBE_CHECK: std::time::Duration = std::time::Duration::from_millis(1000);
@@ -410,6 +413,53 @@ impl SessionStore {
     })
   }
 
+  /// Asks whichever host runs the session's run (this one, another process
+  /// on the file, another host on the server) to stop it, as its own
+  /// registry's stop would, and resolves once the run's end is stored: at
+  /// once when no run is going. `SESSION_NOT_FOUND` for an unknown session;
+  /// `STORAGE_ERROR` if no end is stored within [`STOP_WAIT`] (its host
+  /// may have died without a word).
+  pub fn request_stop(&self, session_id: &str) -> Pending<()> {
+    let asked = {
+      let session_id = session_id.to_owned();
+      self.write(|reply| Command::RequestStop { session_id, reply })
+    };
+    let store = self.clone();
+    let session_id = session_id.to_owned();
+    let (reply, pending) = reply_channel();
+    let spawned = std::thread::Builder::new()
+      .name("eren-stop-request".into())
+      .spawn(move || drop(reply.send(store.wait_for_run_end(asked, &session_id))));
+    match spawned {
+      Ok(_) => pending,
+      Err(e) => Pending::ready(Err(Error::storage(
+        format!("cannot start a thread to wait for the stop: {e}"),
+        e,
+      ))),
+    }
+  }
+
+  fn wait_for_run_end(&self, asked: Pending<bool>, session_id: &str) -> Result<()> {
+    if !asked.wait()? {
+      return Ok(());
+    }
+    let deadline = std::time::Instant::now() + STOP_WAIT;
+    loop {
+      match self.get_session(session_id).wait()? {
+        Some(session) if session.run_host.is_some() => {}
+        // Ended (or deleted, which ends the run too).
+        _ => return Ok(()),
+      }
+      if std::time::Instant::now() >= deadline {
+        return Err(Error::Armin(format!(
+          "the run of session '{session_id}' stored no end within {} s of the stop request",
+          STOP_WAIT.as_secs()
+        )));
+      }
+      std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+  }
+
   /// Calls `sink` with every change to the list of sessions: this store's
   /// after their commit, other processes' (SQLite) and hosts'
   /// (PostgreSQL) when they are seen.
@@ -620,6 +670,16 @@ impl PinnedSession {
     self
       .store
       .set_status_of(self.target(), status, error_message)
+  }
+
+  /// Marks a run of this session going on this host, or ended.
+  pub fn set_running(&self, running: bool) -> Pending<()> {
+    let target = self.target();
+    self.store.write(|reply| Command::RunState {
+      target,
+      running,
+      reply,
+    })
   }
 
   /// Records a run's working directory and command line; `names` lets the

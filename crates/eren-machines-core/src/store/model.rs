@@ -63,6 +63,10 @@ pub struct Session {
   pub parent_session_id: Option<String>,
   pub forked_at_sequence: Option<i64>,
   pub usage: Usage,
+  /// The host running a run of the session now, if any (any run, terminal
+  /// ones too), and whether someone asked it to stop.
+  pub run_host: Option<String>,
+  pub stop_requested: bool,
 }
 
 pub use super::usage::Usage;

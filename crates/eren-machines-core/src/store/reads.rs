@@ -202,8 +202,8 @@ pub fn catch_up(reads: &mut impl Reads, live: &Live) -> Result<()> {
 }
 
 /// Ends the runs (through their end watchers) whose session another
-/// process or host has closed or deleted, as this store's own close or
-/// delete does. A failed read is tried again at the next look.
+/// process or host has closed or deleted, or asked to stop, as this
+/// store's own close, delete or stop request does. A failed read is tried again at the next look.
 pub fn end_runs_ended_elsewhere(reads: &mut impl Reads, live: &Live) {
   let gone: Vec<String> = live
     .watched_ends()
@@ -211,7 +211,12 @@ pub fn end_runs_ended_elsewhere(reads: &mut impl Reads, live: &Live) {
     .filter(|id| {
       matches!(
         reads.get_session(id),
-        Ok(None) | Ok(Some(Session { closed: true, .. }))
+        Ok(None)
+          | Ok(Some(Session { closed: true, .. }))
+          | Ok(Some(Session {
+            stop_requested: true,
+            ..
+          }))
       )
     })
     .collect();

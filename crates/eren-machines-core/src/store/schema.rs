@@ -94,6 +94,8 @@ ALTER TABLE sessions ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
 ALTER TABLE sessions ADD COLUMN turns INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sessions ADD COLUMN duration_ms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sessions ADD COLUMN indexed_sequence INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN run_host TEXT;
+ALTER TABLE sessions ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0;
 UPDATE sessions SET updated_at = created_at;
 CREATE INDEX sessions_by_created ON sessions (created_at, key);
 CREATE INDEX sessions_by_updated ON sessions (updated_at, key);

@@ -437,6 +437,21 @@ impl Statements for SqliteStatements<'_> {
     )
   }
 
+  fn set_run_host(&mut self, key: i64, host: Option<&str>) -> Result<()> {
+    self.run(
+      "UPDATE sessions SET run_host = ?1, stop_requested = 0 WHERE key = ?2",
+      params![host, key],
+    )
+  }
+
+  fn request_stop(&mut self, key: i64) -> Result<bool> {
+    let asked = self.run_returning_rows(
+      "UPDATE sessions SET stop_requested = 1 WHERE key = ?1 AND run_host IS NOT NULL",
+      params![key],
+    )?;
+    Ok(asked > 0)
+  }
+
   fn copy_for_fork(&mut self, source: i64, fork: i64, upto: i64, parent: &str) -> Result<()> {
     // Ids are consecutive from the first taken: sequence n gets first + n - 1.
     let first = self
@@ -469,6 +484,10 @@ impl Statements for SqliteStatements<'_> {
 }
 
 impl SqliteStatements<'_> {
+  fn run_returning_rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+    Ok(self.tx.prepare_cached(sql)?.execute(params)?)
+  }
+
   fn run(&self, sql: &str, params: impl rusqlite::Params) -> Result<()> {
     self.tx.prepare_cached(sql)?.execute(params)?;
     Ok(())

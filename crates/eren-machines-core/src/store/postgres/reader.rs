@@ -72,7 +72,8 @@ const RANKED: i64 = 10_000;
 const SESSION_COLUMNS: &str = "session_id, claude_session_id, agent_status, error_message, \
   closed, created_at, last_sequence, key, coalesce(title, auto_title), cwd, command, tags, \
   archived, updated_at, parent_session_id, forked_at_sequence, input_tokens, output_tokens, \
-  cache_read_tokens, cache_creation_tokens, cost_usd, turns, duration_ms";
+  cache_read_tokens, cache_creation_tokens, cost_usd, turns, duration_ms, run_host, \
+  stop_requested";
 
 const USAGE_SUMS: &str = "coalesce(sum(input_tokens), 0)::int8, coalesce(sum(output_tokens), 0)::int8, \
   coalesce(sum(cache_read_tokens), 0)::int8, coalesce(sum(cache_creation_tokens), 0)::int8, \
@@ -112,6 +113,8 @@ fn session_from_row(row: &postgres::Row) -> Session {
     parent_session_id: row.get(14),
     forked_at_sequence: row.get(15),
     usage: usage_from_row(row, 16),
+    run_host: row.get(23),
+    stop_requested: row.get(24),
   }
 }
 

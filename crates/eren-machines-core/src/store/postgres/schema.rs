@@ -67,7 +67,9 @@ ALTER TABLE eren_sessions
   ADD COLUMN cost_usd double precision NOT NULL DEFAULT 0,
   ADD COLUMN turns bigint NOT NULL DEFAULT 0,
   ADD COLUMN duration_ms bigint NOT NULL DEFAULT 0,
-  ADD COLUMN indexed_sequence bigint NOT NULL DEFAULT 0;
+  ADD COLUMN indexed_sequence bigint NOT NULL DEFAULT 0,
+  ADD COLUMN run_host text,
+  ADD COLUMN stop_requested boolean NOT NULL DEFAULT false;
 UPDATE eren_sessions SET updated_at = created_at;
 CREATE INDEX eren_sessions_by_created ON eren_sessions (created_at, key);
 CREATE INDEX eren_sessions_by_updated ON eren_sessions (updated_at, key);

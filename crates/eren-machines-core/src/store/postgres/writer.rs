@@ -407,6 +407,21 @@ impl Statements for PgStatements<'_, '_> {
     )
   }
 
+  fn set_run_host(&mut self, key: i64, host: Option<&str>) -> Result<()> {
+    self.run(
+      "UPDATE eren_sessions SET run_host = $1, stop_requested = false WHERE key = $2",
+      &[&host, &key],
+    )
+  }
+
+  fn request_stop(&mut self, key: i64) -> Result<bool> {
+    let asked = self.tx.execute(
+      "UPDATE eren_sessions SET stop_requested = true WHERE key = $1 AND run_host IS NOT NULL",
+      &[&key],
+    )?;
+    Ok(asked > 0)
+  }
+
   fn copy_for_fork(&mut self, source: i64, fork: i64, upto: i64, parent: &str) -> Result<()> {
     // The source's messages of this batch are not inserted yet.
     let pending: Vec<&NewRow> = self
