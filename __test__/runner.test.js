@@ -1,9 +1,10 @@
 'use strict'
 const fs = require('node:fs')
+const os = require('node:os')
 const path = require('node:path')
-const { execFileSync, spawn } = require('node:child_process')
+const { execFile, execFileSync, spawn } = require('node:child_process')
 const { Worker } = require('node:worker_threads')
-const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
+const { ProcessRegistry, SessionStore, spawnTerminal, terminalBridge } = require('..')
 const {
   codeOf,
   deferred,
@@ -840,4 +841,30 @@ describe('spawnTerminal with a pseudo-terminal', () => {
     run.end()
     expect((await run.exited).exitCode).toBe(0)
   })
+})
+
+test('a run whose output fills the disk is stopped and exited rejects with STORAGE_ERROR; what was stored is intact', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'eren-disk-full-'))
+  const db = path.join(dir, 'full.db')
+  const host = path.join(__dirname, 'fixtures', 'disk-full-host.js')
+  // 1024 blocks: the files the host writes stop growing at 512 KB or 1 MB.
+  const result = await new Promise((resolve) => {
+    execFile('sh', ['-c', `ulimit -f 1024 && exec "${process.execPath}" "${host}" "${db}"`], (error, stdout, stderr) =>
+      resolve({ error, stdout, stderr }),
+    )
+  })
+  const outcome = JSON.parse(result.stdout)
+  expect(outcome.rejected).toBe('STORAGE_ERROR')
+  expect(outcome.message).toContain('could not be stored')
+  expect(outcome.registered).toEqual([])
+  // Space is back (no limit here): everything acknowledged is there, in order.
+  const store = SessionStore.open(db)
+  const messages = await store.messages('big')
+  expect(messages.length).toBeGreaterThan(0)
+  expect(messages.map((m) => m.sequenceNumber)).toEqual(messages.map((_, i) => i + 1))
+  expect(JSON.parse(messages[0].content).content).toBe('line 1 of output that fills the disk')
+  expect((await store.getSession('big')).lastSequence).toBe(messages.length)
+  await terminalBridge.storeStdout(store, 'big', 'after the space came back')
+  await store.close()
+  fs.rmSync(dir, { recursive: true, force: true })
 })

@@ -82,6 +82,9 @@ pub(super) struct Supervisor {
   generation: u64,
   /// The session or the store is gone: the run has been stopped.
   ended: bool,
+  /// A write the store refused for want of space or a broken database:
+  /// the run is stopped, and its `exited` rejects with this.
+  storage_failure: Option<String>,
 }
 
 impl Supervisor {
@@ -106,6 +109,7 @@ impl Supervisor {
       session: None,
       generation: 0,
       ended: false,
+      storage_failure: None,
     }
   }
 
@@ -196,7 +200,10 @@ impl Supervisor {
     self
       .registry
       .remove_generation(&self.session_id, launched.subscription.generation);
-    unfinished.finish(result);
+    match self.storage_failure.take() {
+      Some(failure) => unfinished.fail(Error::Armin(failure)),
+      None => unfinished.finish(result),
+    }
   }
 
   /// Stops the run once `timeout` has passed, as a stop of its registration
@@ -592,14 +599,23 @@ impl Supervisor {
   }
 
   /// A write that fails because the session (this incarnation of it) or the
-  /// store is gone stops the run: nothing it prints can be stored any more.
-  /// Another process's delete is learnt this way.
+  /// store is gone, or because the store cannot write (a full disk), stops
+  /// the run: nothing it prints can be stored any more. Another process's
+  /// delete is learnt this way.
   fn write_failed(&mut self, error: &Error) {
     let gone = matches!(
       error,
       Error::SessionNotFound(_) | Error::SessionClosed(_) | Error::StoreClosed
     );
-    if gone && !self.ended {
+    // A disk that is full (or a database that broke) would lose the rest
+    // silently: the run ends, and says why.
+    if error.is_storage() && self.storage_failure.is_none() {
+      self.storage_failure = Some(format!(
+        "the run of session '{}' was stopped because its output could not be stored: {error}",
+        self.session_id
+      ));
+    }
+    if (gone || error.is_storage()) && !self.ended {
       self.ended = true;
       self
         .registry
@@ -643,6 +659,14 @@ impl Unfinished {
     self.registration = None;
     if let Some(reply) = self.exited.take() {
       let _ = reply.send(Ok(result));
+    }
+  }
+
+  /// The run ended, and `exited` rejects with `error`.
+  fn fail(mut self, error: Error) {
+    self.registration = None;
+    if let Some(reply) = self.exited.take() {
+      let _ = reply.send(Err(error));
     }
   }
 }
