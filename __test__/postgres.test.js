@@ -120,6 +120,65 @@ describe('several hosts on one PostgreSQL database', () => {
     }
   })
 
+  test('a run across a server restart never loses a line silently: it goes on whole, or it is stopped and exited rejects with STORAGE_ERROR', async () => {
+    const ctl = process.env.EREN_TEST_POSTGRES_CTL
+    const url = await postgresSchemaUrl()
+    const store = await SessionStore.connect(url)
+    const id = await store.createSession()
+    const registry = new ProcessRegistry()
+    const flowing = deferred()
+    const flowedOn = deferred()
+    let seen = 0
+    let restartedAt = null
+    const run = await spawnTerminal({
+      store,
+      registry,
+      sessionId: id,
+      command: 'sh',
+      args: ['-c', 'i=0; while :; do i=$((i+1)); echo "line $i"; done'],
+      env: { EREN_TEST_CHILD: '1' },
+      onMessage: (m) => {
+        seen = m.sequenceNumber
+        if (seen === 200) flowing.resolve()
+        if (restartedAt !== null && seen >= restartedAt + 200) flowedOn.resolve()
+      },
+    })
+    await flowing.promise
+    execFileSync(ctl, ['restart'], { stdio: 'ignore' })
+    restartedAt = seen
+    const ended = run.exited.then(
+      (result) => ({ result }),
+      (error) => ({ error }),
+    )
+    // Either the restart caught a write (the run fails loudly), or the
+    // store connected again between writes and the run goes on.
+    let outcome = await Promise.race([ended, flowedOn.promise.then(() => null)])
+    if (outcome === null) {
+      registry.stop(id)
+      outcome = await ended
+    }
+    // Stopped by the test, or by the runner because a write failed.
+    if (outcome.error) {
+      expect(outcome.error.code).toBe('STORAGE_ERROR')
+      expect(outcome.error.message).toContain('could not be stored')
+    } else {
+      expect(outcome.result.stopped).toBe(true)
+    }
+    expect(registry.sessionIds()).toEqual([])
+    // Every stored line is the program's, in order. A run that went on lost
+    // none; one that failed may lack the lines of the writes that failed
+    // (read straight from the server).
+    const numbers = (await stored(url, id)).map((r) => Number(/^line (\d+)$/.exec(r.content)[1]))
+    expect(numbers.length).toBeGreaterThanOrEqual(200)
+    expect(numbers.slice(0, 200)).toEqual(range(200))
+    if (outcome.error) {
+      expect(numbers.every((n, i) => i === 0 || n > numbers[i - 1])).toBe(true)
+    } else {
+      expect(numbers).toEqual(range(numbers.length))
+    }
+    await store.close()
+  })
+
   test('after a server restart, the first read and the first write of a store that sat idle succeed', async () => {
     const ctl = process.env.EREN_TEST_POSTGRES_CTL
     expect(ctl).toBeTruthy()

@@ -469,6 +469,10 @@ impl Supervisor {
   }
 
   async fn store_ops(&mut self, ops: Vec<Op>) {
+    let ops = match &self.storage_failure {
+      Some(failure) => unstored(ops, failure),
+      None => ops,
+    };
     let submitted = self.submit(ops);
     self.complete(submitted).await;
   }
@@ -630,6 +634,25 @@ impl Supervisor {
       let _ = stdin.send((line.into_bytes(), None));
     }
   }
+}
+
+/// Once a write has failed, nothing more of the run is stored, so what is
+/// stored stays a whole prefix of it: the writes are dropped (an input's
+/// caller hears why), the rest still happens.
+fn unstored(ops: Vec<Op>, failure: &str) -> Vec<Op> {
+  ops
+    .into_iter()
+    .filter_map(|op| match op {
+      Op::Append(_) | Op::ClaudeSessionId(_) | Op::Status(..) => None,
+      Op::Input { reply, .. } => {
+        if let Some(reply) = reply {
+          let _ = reply.send(Err(Error::Armin(failure.to_owned())));
+        }
+        None
+      }
+      other => Some(other),
+    })
+    .collect()
 }
 
 /// What a run's task leaves to be done if it ends before the run does (a
