@@ -258,15 +258,7 @@ impl ClaudeOutput {
   }
 
   fn keep_stderr(&mut self, line: &str) {
-    self.stderr_tail.push_str(line);
-    self.stderr_tail.push('\n');
-    if self.stderr_tail.len() > STDERR_TAIL {
-      let mut cut = self.stderr_tail.len() - STDERR_TAIL;
-      while !self.stderr_tail.is_char_boundary(cut) {
-        cut += 1;
-      }
-      self.stderr_tail.drain(..cut);
-    }
+    keep_tail(&mut self.stderr_tail, line);
   }
 
   fn event(&mut self, line: String, ops: &mut Vec<Op>) {
@@ -517,21 +509,39 @@ impl OutputHandler for ClaudeOutput {
       if result.exit_code == Some(0) {
         self.set(AgentStatus::Idle, None, &mut ops);
       } else {
-        let how = match (&result.exit_code, &result.signal) {
-          (Some(code), _) => format!("claude exited with code {code}"),
-          (None, Some(signal)) => format!("claude was killed by {signal}"),
-          (None, None) => "claude exited abnormally".to_owned(),
-        };
-        let tail = self.stderr_tail.trim_end();
-        let message = if tail.is_empty() {
-          how
-        } else {
-          format!("{how}: {tail}")
-        };
+        let message = failed_exit(result, &self.stderr_tail);
         self.set(AgentStatus::Error, Some(message), &mut ops);
       }
     }
     ops
+  }
+}
+
+/// Appends a stderr line to `tail`, which keeps the last [`STDERR_TAIL`]
+/// bytes, cut at a character.
+fn keep_tail(tail: &mut String, line: &str) {
+  tail.push_str(line);
+  tail.push('\n');
+  if tail.len() > STDERR_TAIL {
+    let mut cut = tail.len() - STDERR_TAIL;
+    while !tail.is_char_boundary(cut) {
+      cut += 1;
+    }
+    tail.drain(..cut);
+  }
+}
+
+/// The session's error for a CLI that ended badly without a result: how,
+/// and the tail of its stderr.
+fn failed_exit(result: &RunResult, stderr_tail: &str) -> String {
+  let how = match (&result.exit_code, &result.signal) {
+    (Some(code), _) => format!("claude exited with code {code}"),
+    (None, Some(signal)) => format!("claude was killed by {signal}"),
+    (None, None) => "claude exited abnormally".to_owned(),
+  };
+  match stderr_tail.trim_end() {
+    "" => how,
+    tail => format!("{how}: {tail}"),
   }
 }
 

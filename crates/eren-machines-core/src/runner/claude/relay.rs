@@ -5,7 +5,7 @@
 //! itself. Nothing is answered here: control requests are the driver's.
 
 use super::protocol::{parse_event, ControlRequest};
-use super::{BYTE_ORDER_MARK, MAX_EVENT_LINE, STDERR_TAIL};
+use super::{failed_exit, keep_tail, BYTE_ORDER_MARK, MAX_EVENT_LINE};
 use crate::content;
 use crate::output::{RunResult, Stream};
 use crate::runner::handler::{HostInput, Op, OutputHandler};
@@ -66,18 +66,6 @@ impl ClaudeRelay {
       _ => {}
     }
   }
-
-  fn keep_stderr(&mut self, line: &str) {
-    self.stderr_tail.push_str(line);
-    self.stderr_tail.push('\n');
-    if self.stderr_tail.len() > STDERR_TAIL {
-      let mut cut = self.stderr_tail.len() - STDERR_TAIL;
-      while !self.stderr_tail.is_char_boundary(cut) {
-        cut += 1;
-      }
-      self.stderr_tail.drain(..cut);
-    }
-  }
 }
 
 impl OutputHandler for ClaudeRelay {
@@ -98,7 +86,7 @@ impl OutputHandler for ClaudeRelay {
         ops.push(Op::Append(content::claude_output_truncated(&head, bytes)));
       }
       (Stream::Stderr, Line::Text(text)) => {
-        self.keep_stderr(&text);
+        keep_tail(&mut self.stderr_tail, &text);
         ops.push(Op::Append(content::claude_stderr(&text)));
       }
       (_, Line::Text(text)) => self.printed(text, &mut ops),
@@ -148,16 +136,7 @@ impl OutputHandler for ClaudeRelay {
     if result.stopped {
       self.set(AgentStatus::NotAvailable, None, &mut ops);
     } else if result.exit_code != Some(0) {
-      let how = match (&result.exit_code, &result.signal) {
-        (Some(code), _) => format!("claude exited with code {code}"),
-        (None, Some(signal)) => format!("claude was killed by {signal}"),
-        (None, None) => "claude exited abnormally".to_owned(),
-      };
-      let tail = self.stderr_tail.trim_end();
-      let message = match tail.is_empty() {
-        true => how,
-        false => format!("{how}: {tail}"),
-      };
+      let message = failed_exit(result, &self.stderr_tail);
       self.set(AgentStatus::Error, Some(message), &mut ops);
     } else if self.turn_active {
       self.set(AgentStatus::Idle, None, &mut ops);
