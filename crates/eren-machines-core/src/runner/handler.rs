@@ -119,6 +119,13 @@ pub trait OutputHandler: Send + 'static {
   fn names_session(&self) -> bool {
     true
   }
+  /// Whether the host's input answers the output it saw (through a tap):
+  /// then output already read is handled before any input, so an answer is
+  /// never stored before what it answers. Otherwise input goes first, as
+  /// it was sent before whatever is read next.
+  fn inputs_follow_output(&self) -> bool {
+    false
+  }
   /// Called once the program runs, with the handle for its input.
   fn attach(&mut self, _input: RunInput) {}
   fn started(&mut self) -> Vec<Op> {

@@ -137,11 +137,13 @@ pub async fn read_pipes(
         splitter.finish(&mut |line| lines.push(line));
       }
     }
-    if let Some(raw) = raw.filter(|raw| !raw.is_empty()) {
-      control.deliver(streams[index], &raw).await;
-    }
+    // Queued for the supervisor before a tap sees the bytes: whatever the
+    // host answers to them comes after them (see `inputs_follow_output`).
     if !lines.is_empty() {
       events.send(Event::Lines(streams[index], lines)).await;
+    }
+    if let Some(raw) = raw.filter(|raw| !raw.is_empty()) {
+      control.deliver(streams[index], &raw).await;
     }
   }
   events.done().await;
@@ -193,12 +195,12 @@ pub async fn read_terminal(
     if !open {
       chunker.finish(&mut |chunk| out.push(chunk));
     }
-    if let Some(raw) = raw.filter(|raw| !raw.is_empty()) {
-      control.deliver(Stream::Pty, &raw).await;
-    }
     if !out.is_empty() {
       let chunks = out.into_iter().map(Line::Text).collect();
       events.send(Event::Lines(Stream::Pty, chunks)).await;
+    }
+    if let Some(raw) = raw.filter(|raw| !raw.is_empty()) {
+      control.deliver(Stream::Pty, &raw).await;
     }
     if !open {
       break;

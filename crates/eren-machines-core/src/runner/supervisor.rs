@@ -390,11 +390,17 @@ impl Supervisor {
     let mut exited_at = None;
     let mut deadline: Option<Instant> = None;
     let mut in_flight: Option<Vec<Submitted>> = None;
+    let output_first = self.handler.inputs_follow_output();
+    // Inputs taken while output may still be queued (`output_first` only).
+    let mut held = Vec::new();
     while !reader_done || status.is_none() {
       let mut ops = Vec::new();
-      // Host input first: it was sent before whatever is read next.
-      while let Ok(input) = inputs.try_recv() {
-        ops.extend(self.handler.input(input));
+      // Host input first, as it was sent before whatever is read next;
+      // unless it answers output, which is then handled first below.
+      if !output_first {
+        while let Ok(input) = inputs.try_recv() {
+          ops.extend(self.handler.input(input));
+        }
       }
       let mut received = events.try_recv();
       if matches!(received, Err(mpsc::error::TryRecvError::Empty)) && in_flight.is_some() {
@@ -423,7 +429,10 @@ impl Supervisor {
           tokio::select! {
             biased;
             Some(input) = inputs.recv() => {
-              ops.extend(self.handler.input(input));
+              match output_first {
+                true => held.push(input),
+                false => ops.extend(self.handler.input(input)),
+              }
               None
             }
             event = events.recv() => match event {
@@ -457,6 +466,15 @@ impl Supervisor {
           None
         };
       }
+      // Answers to output: once every line read before them is handled.
+      if output_first && events.is_empty() {
+        while let Ok(input) = inputs.try_recv() {
+          held.push(input);
+        }
+        for input in held.drain(..) {
+          ops.extend(self.handler.input(input));
+        }
+      }
       let submitted = self.submit(ops);
       if let Some(previous) = in_flight.replace(submitted) {
         self.complete(previous).await;
@@ -464,6 +482,9 @@ impl Supervisor {
     }
     if let Some(last) = in_flight {
       self.complete(last).await;
+    }
+    for input in held {
+      input.refuse(|| Error::NotRunning(self.session_id.clone()));
     }
     (status, reason, exited_at)
   }

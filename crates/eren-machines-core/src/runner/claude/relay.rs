@@ -73,6 +73,11 @@ impl OutputHandler for ClaudeRelay {
     false
   }
 
+  /// The driver reads the CLI's output through a tap and answers it.
+  fn inputs_follow_output(&self) -> bool {
+    true
+  }
+
   fn overlong(&self) -> Overlong {
     Overlong::Truncate {
       limit: MAX_EVENT_LINE,
