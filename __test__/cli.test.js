@@ -4,6 +4,7 @@ const os = require('node:os')
 const path = require('node:path')
 const { spawn } = require('node:child_process')
 const { version } = require('../package.json')
+const { MAX_LINE_BYTES } = require('..')
 const { screenWatcher, settleGone, tempDirs } = require('./helpers')
 
 const CLI = path.join(__dirname, '..', 'bin', 'eren-machines.js')
@@ -15,13 +16,14 @@ const tmpDir = tempDirs('eren-cli-')
  * Starts the CLI with its own database. Children it starts inherit
  * EREN_TEST_CHILD, which .ci/run checks for leftovers.
  */
-function start(args, { env = {}, db, input } = {}) {
+function start(args, { env = {}, db, input, encoding = 'utf8' } = {}) {
   const child = spawn(process.execPath, [CLI, ...args], {
     env: { ...process.env, EREN_TEST_CHILD: '1', EREN_MACHINES_DB: db || path.join(tmpDir(), 'sessions.db'), ...env },
     stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   })
   if (typeof input === 'string') child.stdin.end(input)
   const out = { stdout: '', stderr: '' }
+  child.stdout.setEncoding(encoding)
   child.stdout.on('data', (d) => (out.stdout += d))
   child.stderr.on('data', (d) => (out.stderr += d))
   out.done = new Promise((resolve) => child.on('close', (code, signal) => resolve({ ...out, code, signal })))
@@ -214,15 +216,26 @@ describe('eren-machines CLI', () => {
     expect(log.stdout).toBe(`${expected}[finished: exit code 0]\n`)
   })
 
+  test('run echoes a line just under 1 MiB with its newline, and bytes that are not UTF-8 as they came', async () => {
+    const db = path.join(tmpDir(), 'edge.db')
+    // Stored alone, a line this long cannot be told from a piece of a longer one.
+    const script = `process.stdout.write('x'.repeat(${MAX_LINE_BYTES - 2}) + '\\n'); process.stdout.write(Buffer.from([0xff, 0x41, 0x0a]))`
+    const result = await cli(['run', '--', process.execPath, '-e', script], { db, encoding: 'latin1' })
+    expect(result.code).toBe(0)
+    expect(result.stdout).toBe(`${'x'.repeat(MAX_LINE_BYTES - 2)}\n\xffA\n`)
+  })
+
   test('run --pty runs the command in a terminal sized like ours, forwards keys and resizes, restores the terminal; log replays the screen', async () => {
     // The CLI itself runs in a pseudo-terminal made by the package, the way a
     // user's terminal would hold it.
     const { ProcessRegistry, SessionStore, spawnTerminal } = require('..')
     const db = path.join(tmpDir(), 'pty.db')
     // A WINCH trap interrupts `read` in dash, so the resize comes last.
+    // With its own output processing off, the program's bare \n must reach
+    // our terminal as it was: the CLI's raw mode turns ONLCR off too.
     const inner =
-      'stty size; echo ready; read line; echo "got:$line"; trap \'stty size\' 28; echo waiting; read again; echo "tty:$(test -t 0 && echo yes)"'
-    const outer = `"${process.execPath}" '${CLI}' run --db '${db}' --pty -- sh -c '${inner.replaceAll("'", "'\\''")}'; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon`
+      'stty size; echo ready; read line; echo "got:$line"; stty -opost; printf "bare\\nfeed\\n"; stty opost; trap \'stty size\' 28; echo waiting; read again; echo "tty:$(test -t 0 && echo yes)"'
+    const outer = `"${process.execPath}" '${CLI}' run --db '${db}' --pty -- sh -c '${inner.replaceAll("'", "'\\''")}'; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e onlcr -e -onlcr`
     const store = SessionStore.inMemory()
     await store.createSession('outer')
     const screen = screenWatcher()
@@ -242,12 +255,16 @@ describe('eren-machines CLI', () => {
     await run.write('typed\r')
     await shows('waiting')
     expect(screen.text()).toContain('got:typed')
+    expect(screen.text()).toContain('bare\nfeed\n')
+    // Lines the program's terminal ended with \r\n come through unchanged.
+    expect(screen.text()).toContain('got:typed\r\n')
+    expect(screen.text()).not.toContain('\r\r\n')
     run.resize(120, 40)
     await shows('40 120')
     expect(await run.exited).toMatchObject({ exitCode: 0 })
     expect(screen.text()).toContain('tty:yes')
-    // Raw mode was turned off again on the way out.
-    expect(screen.text().trim().split('\r\n').pop()).toBe('icanon')
+    // Raw mode was turned off again on the way out, ONLCR back on.
+    expect(screen.text().trim().split('\r\n').slice(-3)).toEqual(['[finished: exit code 0]', 'onlcr', 'icanon'])
     // The stored session replays as the screen looked.
     const sessions = await cli(['sessions', '--json', '--db', db])
     const [session] = JSON.parse(sessions.stdout)

@@ -2,6 +2,7 @@
 'use strict'
 // The eren-machines command: run a command or Claude under supervision into
 // a session store, and read sessions back. Built on the addon's public API.
+const childProcess = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
@@ -9,7 +10,7 @@ const readline = require('node:readline')
 const { parseArgs } = require('node:util')
 const { MAX_LINE_BYTES, ProcessRegistry, SessionStore, redactDatabaseUrl, spawnTerminal, spawnClaude } = require('..')
 const { version } = require('../package.json')
-const { renderText } = require('../messages')
+const { parseContent, renderText } = require('../messages')
 
 class UsageError extends Error {}
 
@@ -175,6 +176,11 @@ function write(stream, text, continues = false) {
   if (!closed.has(stream)) stream.write(continues || text.endsWith('\n') ? text : `${text}\n`)
 }
 
+/** Writes a program's bytes as they came. */
+function writeBytes(stream, chunk) {
+  if (!closed.has(stream)) stream.write(chunk)
+}
+
 /** Writes a rendered message to its stream, or everything to `only`. */
 function echoTo(only) {
   return (message) => {
@@ -196,7 +202,13 @@ function attachTerminal(run) {
   const onData = (data) => run.write(data).catch(() => {})
   const onEnd = () => run.end()
   process.stdout.on('resize', onResize)
-  if (input.isTTY) input.setRawMode(true)
+  if (input.isTTY) {
+    input.setRawMode(true)
+    // libuv's raw mode keeps ONLCR, so a bare \n from a program that turned
+    // its own terminal's output processing off would come out as \r\n here.
+    // Leaving raw mode restores the terminal as it was, ONLCR included.
+    childProcess.spawnSync('stty', ['-onlcr'], { stdio: [input, 'ignore', 'ignore'] })
+  }
   input.on('data', onData)
   input.on('end', onEnd)
   return () => {
@@ -232,11 +244,23 @@ async function runCommand(args) {
     const start = async (onMessage) => {
       const pty = values.pty ? terminalSize() : undefined
       const run = await spawnTerminal({ store, registry, sessionId, command, args: commandArgs, pty, onMessage })
+      // The output is echoed as it is read, byte for byte: the stored lines
+      // cannot always say whether a line of about 1 MiB was a piece of a
+      // longer one, and the program's bytes need no rendering.
+      run.onData((chunk, stream) => writeBytes(stream === 'stderr' ? process.stderr : process.stdout, chunk))
       if (pty) detach = attachTerminal(run)
       return run
     }
+    // Only the run's end comes from the store; a terminal in raw mode
+    // (ONLCR off) needs the carriage return spelled out.
+    const echo = (message) => {
+      const content = parseContent(message.content)
+      if (content.type !== 'terminal_finished') return
+      const { text } = renderText(content)
+      write(process.stderr, process.stdin.isRaw ? `${text}\r\n` : text)
+    }
     try {
-      return await supervise(store, sessionId, registry, start, echoTo(null))
+      return await supervise(store, sessionId, registry, start, echo)
     } finally {
       detach()
     }
