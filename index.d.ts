@@ -328,6 +328,15 @@ export declare class SessionStore {
    * URL's), so a lock held elsewhere fails a call with `STORAGE_ERROR`
    * rather than holding the host; each connection's `application_name` is
    * `eren-machines pid <pid>` unless the URL sets one.
+   *
+   * Crash truth across machines: each host holds a lease, renewed every
+   * `heartbeatMs` (default 5,000) on a connection of its own and lasting
+   * `leaseMs` (default 15,000) from the server's clock. When a host's lease
+   * runs out (the host killed, its machine gone, its network cut), a live
+   * host ends that host's runs once: a session `running` or `waiting`
+   * becomes `not_available` with `errorMessage` "the host ended during the
+   * run", and gets a `run_interrupted` message. `heartbeatMs` must be less
+   * than `leaseMs`.
    */
   static connect(url: string, opts?: ConnectOptions): Promise<SessionStore>
   /** A private in-memory store, gone once closed or garbage-collected. */
@@ -459,6 +468,16 @@ export interface ConnectOptions {
    * server's setting).
    */
   statementTimeoutMs?: number
+  /**
+   * How long this host's lease lasts after each renewal, in ms (default
+   * 15,000): a host silent for longer has its runs ended by the others.
+   */
+  leaseMs?: number
+  /**
+   * How often the lease is renewed and other hosts' leases checked, in ms
+   * (default 5,000; less than `leaseMs`).
+   */
+  heartbeatMs?: number
 }
 
 /** The options of `forkSession`. */

@@ -6,7 +6,7 @@ const { spawn, execFileSync } = require('node:child_process')
 const path = require('node:path')
 const { Client } = require('pg')
 const { ProcessRegistry, SessionStore, spawnTerminal, terminalBridge } = require('..')
-const { codeOf, deferred, postgresSchemaUrl, runNode } = require('./helpers')
+const { codeOf, deferred, postgresSchemaUrl, runNode, withGuardian } = require('./helpers')
 
 const HOST = path.join(__dirname, 'fixtures', 'pg-host.js')
 const CLI = path.join(__dirname, '..', 'bin', 'eren-machines.js')
@@ -340,4 +340,113 @@ test('statementTimeoutMs fails a call that a lock held elsewhere would hold, sto
   expect(() => SessionStore.connect(url, { statementTimeoutMs: -1 })).toThrow(
     expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
   )
+})
+
+describe('crash truth across hosts: leases', () => {
+  const LEASE = { leaseMs: 1500, heartbeatMs: 200 }
+  const LEASE_HOST = path.join(__dirname, 'fixtures', 'lease-host.js')
+
+  /** Starts a lease host on `url` and waits until both its runs are in progress. */
+  async function startLeaseHost(url) {
+    const host = spawn(process.execPath, [LEASE_HOST, url, JSON.stringify(LEASE)], {
+      env: MARK,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    const gone = new Promise((resolve) => host.on('exit', resolve))
+    await new Promise((resolve, reject) => {
+      host.stdout.on('data', (d) => String(d).includes('working') && resolve())
+      gone.then(() => reject(new Error('the lease host ended early')))
+    })
+    return { host, gone }
+  }
+
+  /** Resolves with the first `run_interrupted` message stored in `sessionId`. */
+  function interrupted(store, sessionId) {
+    const seen = deferred()
+    const unsubscribe = store.subscribe(sessionId, (m) => {
+      if (JSON.parse(m.content).type === 'run_interrupted') seen.resolve(m)
+    })
+    return seen.promise.finally(unsubscribe)
+  }
+
+  /** What the live hosts stored for the dead host's two sessions. */
+  async function expectEndedOnce(stores) {
+    const [store] = stores
+    const claude = await store.getSession('c')
+    expect(claude.agentStatus).toBe('not_available')
+    expect(claude.errorMessage).toBe('the host ended during the run')
+    for (const id of ['c', 't']) {
+      const kinds = (await store.messages(id)).map((m) => JSON.parse(m.content).type)
+      // Two live hosts looked: the run was ended once.
+      expect(kinds.filter((k) => k === 'run_interrupted')).toHaveLength(1)
+      expect(kinds.at(-1)).toBe('run_interrupted')
+    }
+    // Later looks by every live host change nothing (no event says that
+    // nothing happened: three heartbeats are waited for).
+    const before = await Promise.all(['c', 't'].map((id) => store.getSession(id)))
+    await new Promise((resolve) => setTimeout(resolve, LEASE.heartbeatMs * 3))
+    const after = await Promise.all(['c', 't'].map((id) => store.getSession(id)))
+    expect(after.map((s) => s.lastSequence)).toEqual(before.map((s) => s.lastSequence))
+  }
+
+  withGuardian(
+    "a SIGKILLed host's runs are ended by the live hosts once its lease runs out, exactly once",
+    async () => {
+      const url = await postgresSchemaUrl()
+      const { host, gone } = await startLeaseHost(url)
+      const stores = [await SessionStore.connect(url, LEASE), await SessionStore.connect(url, LEASE)]
+      // Its lease holds while it lives: nothing is ended.
+      expect((await stores[0].getSession('c')).agentStatus).toBe('running')
+      const ended = Promise.all([interrupted(stores[0], 'c'), interrupted(stores[1], 't')])
+      host.kill('SIGKILL')
+      await gone
+      await ended
+      await expectEndedOnce(stores)
+      await Promise.all(stores.map((s) => s.close()))
+    },
+  )
+
+  withGuardian('a host whose network is cut is taken for dead once its lease runs out', async () => {
+    const net = require('node:net')
+    const url = await postgresSchemaUrl()
+    // The host reaches the server through a proxy that the test can cut:
+    // every connection dropped, new ones accepted and never answered.
+    const server = new URL(process.env.EREN_TEST_POSTGRES)
+    const sockets = new Set()
+    let cut = false
+    const proxy = net.createServer((client) => {
+      sockets.add(client)
+      client.on('error', () => {})
+      if (cut) return
+      const upstream = net.connect(Number(server.port || 5432), server.hostname)
+      sockets.add(upstream)
+      upstream.on('error', () => client.destroy())
+      client.on('error', () => upstream.destroy())
+      client.pipe(upstream).pipe(client)
+    })
+    await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+    const viaProxy = new URL(url)
+    viaProxy.hostname = '127.0.0.1'
+    viaProxy.port = String(proxy.address().port)
+    const { host, gone } = await startLeaseHost(viaProxy.toString())
+    const stores = [await SessionStore.connect(url, LEASE), await SessionStore.connect(url, LEASE)]
+    const ended = Promise.all([interrupted(stores[0], 'c'), interrupted(stores[1], 't')])
+    cut = true
+    for (const socket of sockets) socket.destroy()
+    await ended
+    await expectEndedOnce(stores)
+    host.kill('SIGKILL')
+    await gone
+    for (const socket of sockets) socket.destroy()
+    proxy.close()
+    await Promise.all(stores.map((s) => s.close()))
+  })
+
+  test('leaseMs and heartbeatMs are checked before connecting', () => {
+    for (const opts of [{ leaseMs: 1000, heartbeatMs: 1000 }, { heartbeatMs: 0 }, { leaseMs: -5 }, { leaseMs: 'x' }]) {
+      expect(() => SessionStore.connect('postgres://eren@127.0.0.1:1/none', opts)).toThrow(
+        expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+      )
+    }
+  })
 })

@@ -139,6 +139,15 @@ impl SessionStore {
   /// URL's), so a lock held elsewhere fails a call with `STORAGE_ERROR`
   /// rather than holding the host; each connection's `application_name` is
   /// `eren-machines pid <pid>` unless the URL sets one.
+  ///
+  /// Crash truth across machines: each host holds a lease, renewed every
+  /// `heartbeatMs` (default 5,000) on a connection of its own and lasting
+  /// `leaseMs` (default 15,000) from the server's clock. When a host's lease
+  /// runs out (the host killed, its machine gone, its network cut), a live
+  /// host ends that host's runs once: a session `running` or `waiting`
+  /// becomes `not_available` with `errorMessage` "the host ended during the
+  /// run", and gets a `run_interrupted` message. `heartbeatMs` must be less
+  /// than `leaseMs`.
   #[napi(
     catch_unwind,
     ts_args_type = "url: string, opts?: ConnectOptions",
@@ -153,6 +162,13 @@ impl SessionStore {
     if let Some(ms) = opts.statement_timeout_ms {
       options.statement_timeout = (ms > 0).then(|| std::time::Duration::from_millis(ms as u64));
     }
+    if let Some(ms) = opts.lease_ms {
+      options.lease = std::time::Duration::from_millis(ms as u64);
+    }
+    if let Some(ms) = opts.heartbeat_ms {
+      options.heartbeat = std::time::Duration::from_millis(ms as u64);
+    }
+    options.check()?;
     promise(
       env,
       core::SessionStore::connect_with(&url.0, options),
@@ -330,10 +346,20 @@ pub struct ConnectOptions {
   /// server's setting).
   #[napi(ts_type = "number")]
   pub statement_timeout_ms: Option<i64>,
+  /// How long this host's lease lasts after each renewal, in ms (default
+  /// 15,000): a host silent for longer has its runs ended by the others.
+  #[napi(ts_type = "number")]
+  pub lease_ms: Option<i64>,
+  /// How often the lease is renewed and other hosts' leases checked, in ms
+  /// (default 5,000; less than `leaseMs`).
+  #[napi(ts_type = "number")]
+  pub heartbeat_ms: Option<i64>,
 }
 
 read_options!(ConnectOptions, |env, opts| Ok(ConnectOptions {
   statement_timeout_ms: opts.count("statementTimeoutMs")?,
+  lease_ms: opts.count("leaseMs")?,
+  heartbeat_ms: opts.count("heartbeatMs")?,
 }));
 
 /// The options of `messages()`.

@@ -30,6 +30,15 @@ pub struct Cached {
 
 /// One backend's statements inside its open transaction. Each says what to
 /// store; none decides whether it may.
+/// See [`Statements::orphaned_run`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Orphaned {
+  /// The session is `running` or `waiting` for a host without a lease.
+  pub status: bool,
+  /// Its run lives on a host without a lease.
+  pub run: bool,
+}
+
 pub trait Statements {
   /// Refuses text the backend cannot store as it is.
   fn check_text(&self, _what: &str, _text: &str) -> Result<()> {
@@ -55,6 +64,12 @@ pub trait Statements {
   fn delete_session(&mut self, key: i64) -> Result<()>;
   /// The sessions `running` or `waiting`, each with the host that runs it.
   fn runs_in_progress(&mut self) -> Result<Vec<(String, String)>>;
+  /// Whose lease has run out, of the hosts the session names: the one of
+  /// its status, the one of its run. Only a backend shared across machines
+  /// holds leases.
+  fn orphaned_run(&mut self, _key: i64) -> Result<Orphaned> {
+    Ok(Orphaned::default())
+  }
   /// Sets the title taken from a prompt or command line, used until one
   /// is set.
   fn set_auto_title(&mut self, key: i64, title: &str) -> Result<()>;
@@ -403,6 +418,29 @@ impl<S: Statements> Transaction for Batch<'_, S> {
         .insert(fork_key, (fork_id.to_owned(), at_sequence));
     }
     Ok(())
+  }
+
+  fn end_orphaned_run(&mut self, session_id: String, index: usize) -> Result<Vec<Message>> {
+    let target = Target::any(session_id);
+    let key = self.session(&target)?.key;
+    let orphaned = self.statements.orphaned_run(key)?;
+    if !orphaned.status && !orphaned.run {
+      return Ok(Vec::new());
+    }
+    if orphaned.status {
+      self.set_status(
+        &target,
+        AgentStatus::NotAvailable,
+        Some(host::HOST_ENDED.to_owned()),
+      )?;
+    }
+    if orphaned.run {
+      self.run_state(&target, false)?;
+    }
+    match self.append(target, vec![content::run_interrupted()], index) {
+      Err(Error::SessionClosed(_)) => Ok(Vec::new()),
+      stored => stored,
+    }
   }
 
   /// Every session still `running` or `waiting` under a host that has

@@ -89,6 +89,13 @@ pub enum Command {
   Index {
     then: Box<dyn FnOnce(Result<()>) + Send>,
   },
+  /// Ends the session's run if its host's lease has run out (see
+  /// `postgres/lease.rs`): checked again under the session's lock, so it
+  /// happens once whichever hosts ask.
+  EndOrphanedRun {
+    session_id: String,
+    reply: Reply<Vec<Message>>,
+  },
   /// Marks runs whose host has ended (see [`super::host`]).
   Reconcile {
     reply: Reply<Vec<Message>>,
@@ -123,6 +130,7 @@ impl Command {
       | Command::SetStatus { target, .. }
       | Command::SetRunInfo { target, .. }
       | Command::RunState { target, .. } => Some(&target.session_id),
+      Command::EndOrphanedRun { session_id, .. } => Some(session_id),
       Command::Reconcile { .. } | Command::Shutdown { .. } | Command::Index { .. } => None,
     }
   }
@@ -143,7 +151,9 @@ impl Command {
       Command::RequestStop { reply, .. } => drop(reply.send(Err(error()))),
       Command::Fork { reply, .. } => drop(reply.send(Err(error()))),
       Command::Index { then } => then(Err(error())),
-      Command::Reconcile { reply } => drop(reply.send(Err(error()))),
+      Command::Reconcile { reply } | Command::EndOrphanedRun { reply, .. } => {
+        drop(reply.send(Err(error())))
+      }
       Command::Shutdown { reply } => drop(reply.send(Ok(()))),
     }
   }
@@ -197,6 +207,7 @@ pub trait Transaction {
   fn close_session(&mut self, session_id: String) -> Result<()>;
   fn delete(&mut self, session_id: String) -> Result<bool>;
   fn reconcile(&mut self, index: usize) -> Result<Vec<Message>>;
+  fn end_orphaned_run(&mut self, session_id: String, index: usize) -> Result<Vec<Message>>;
   fn set_run_info(
     &mut self,
     target: &Target,
@@ -300,6 +311,9 @@ fn apply(tx: &mut dyn Transaction, command: Command, index: usize) -> Answer {
     }
     Command::Delete { session_id, reply } => Answer::Flag(reply, tx.delete(session_id)),
     Command::Reconcile { reply } => Answer::Messages(reply, tx.reconcile(index)),
+    Command::EndOrphanedRun { session_id, reply } => {
+      Answer::Messages(reply, tx.end_orphaned_run(session_id, index))
+    }
     Command::SetRunInfo {
       target,
       cwd,

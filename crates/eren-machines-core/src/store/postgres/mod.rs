@@ -11,7 +11,10 @@
 //!   have not seen, so `subscribe()` sees every host's commits live.
 //! - A lost connection fails the batch in flight (nothing is acknowledged
 //!   that may not be committed) and the next request connects again.
+//! - Each host holds a [`lease`]; the runs of a host whose lease ran out are
+//!   ended by a live one.
 
+mod lease;
 mod link;
 mod listener;
 mod reader;
@@ -42,13 +45,35 @@ pub struct ConnectOptions {
   /// lock held elsewhere never holds a host forever. `None` leaves the
   /// server's (or the URL's) setting.
   pub statement_timeout: Option<std::time::Duration>,
+  /// How long this host's lease lasts after its last renewal: once it has
+  /// run out, another host ends this host's runs (see `lease.rs`).
+  pub lease: std::time::Duration,
+  /// How often the lease is renewed, and other hosts' leases looked at.
+  pub heartbeat: std::time::Duration,
 }
 
 impl Default for ConnectOptions {
   fn default() -> Self {
     ConnectOptions {
       statement_timeout: Some(std::time::Duration::from_secs(30)),
+      lease: std::time::Duration::from_secs(15),
+      heartbeat: std::time::Duration::from_secs(5),
     }
+  }
+}
+
+impl ConnectOptions {
+  /// A heartbeat must come well within the lease, or a live host would be
+  /// taken for a dead one.
+  pub fn check(&self) -> Result<()> {
+    if self.heartbeat.is_zero() || self.heartbeat >= self.lease {
+      return Err(crate::error::Error::InvalidArgument(format!(
+        "heartbeatMs must be positive and less than leaseMs, got heartbeatMs {} and leaseMs {}",
+        self.heartbeat.as_millis(),
+        self.lease.as_millis()
+      )));
+    }
+    Ok(())
   }
 }
 
@@ -56,15 +81,23 @@ impl Default for ConnectOptions {
 /// and listener threads; the last two stop once `closed` is set. Blocks:
 /// call it off the JS thread.
 pub fn start(url: &str, options: &ConnectOptions, closed: Arc<AtomicBool>) -> Result<Started> {
+  options.check()?;
   let config = link::parse(url, options)?;
   let mut writer_link = Link::connect(config.clone())?;
   let names = schema::prepare(writer_link.client()?)?;
+  lease::renew(writer_link.client()?, options.lease)?;
   let sessions = schema::last_sequences(writer_link.client()?)?;
   let reader_link = Link::connect(config.clone())?;
   let live = Arc::new(Live::new(sessions));
   let writer = writer::spawn(writer_link, names.clone(), live.clone())?;
   let reader = reader::spawn(reader_link, live.clone(), closed.clone())?;
-  listener::spawn(Link::lazy(config), names, live.clone(), closed)?;
+  listener::spawn(
+    Link::lazy(config.clone()),
+    names,
+    live.clone(),
+    closed.clone(),
+  )?;
+  lease::spawn(Link::lazy(config), writer.clone(), options, closed)?;
   Ok(Started {
     writer,
     reader,

@@ -6,7 +6,7 @@ use postgres::Client;
 use crate::error::{Error, Result};
 
 /// Bumped by every migration; stored in `eren_meta`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The first key of every advisory lock this store takes (`'eren'`), so its
 /// locks never meet another application's single-key ones.
@@ -86,6 +86,19 @@ CREATE INDEX eren_message_search_session ON eren_message_search (session);
 UPDATE eren_meta SET value = 2 WHERE name = 'schema_version';
 ";
 
+/// Version 3: host leases (see `lease.rs`). A host renews its row while it
+/// lives; the sessions whose run names a host without a live lease are
+/// ended by whichever live host finds them first.
+const SCHEMA_V3: &str = "
+CREATE TABLE eren_hosts (
+  host text PRIMARY KEY,
+  expires_at timestamptz NOT NULL
+);
+CREATE INDEX eren_sessions_by_host ON eren_sessions (host) WHERE host IS NOT NULL;
+CREATE INDEX eren_sessions_by_run_host ON eren_sessions (run_host) WHERE run_host IS NOT NULL;
+UPDATE eren_meta SET value = 3 WHERE name = 'schema_version';
+";
+
 /// Names that depend on where the tables live.
 #[derive(Clone)]
 pub struct Names {
@@ -138,6 +151,9 @@ pub fn prepare(client: &mut Client) -> Result<Names> {
         if version < 2 {
           tx.batch_execute(SCHEMA_V2)?;
         }
+        if version < 3 {
+          tx.batch_execute(SCHEMA_V3)?;
+        }
       }
     }
   } else if exists(&mut tx, "eren_sessions")? || exists(&mut tx, "eren_messages")? {
@@ -145,6 +161,7 @@ pub fn prepare(client: &mut Client) -> Result<Names> {
   } else {
     tx.batch_execute(SCHEMA_V1)?;
     tx.batch_execute(SCHEMA_V2)?;
+    tx.batch_execute(SCHEMA_V3)?;
   }
   tx.commit()?;
   Ok(Names {

@@ -293,6 +293,7 @@ fn a_statement_timeout_bounds_every_call_and_connections_name_their_host() {
   let url = postgres_schema_url();
   let options = super::ConnectOptions {
     statement_timeout: Some(Duration::from_millis(300)),
+    ..Default::default()
   };
   let store = SessionStore::connect_with(&url, options).wait().unwrap();
   store.create_session(Some("s")).wait().unwrap();
@@ -326,4 +327,63 @@ fn a_statement_timeout_bounds_every_call_and_connections_name_their_host() {
       .sequence_number,
     1
   );
+}
+
+/// A run recorded by a host that holds no lease (it died, or never renewed)
+/// is ended by the live hosts, once; a run of a live host is left alone.
+#[test]
+fn a_run_whose_host_holds_no_lease_is_ended_once_and_a_live_hosts_run_is_not() {
+  let url = postgres_schema_url();
+  let options = super::ConnectOptions {
+    lease: Duration::from_millis(600),
+    heartbeat: Duration::from_millis(100),
+    ..Default::default()
+  };
+  let first = SessionStore::connect_with(&url, options.clone())
+    .wait()
+    .unwrap();
+  let second = SessionStore::connect_with(&url, options).wait().unwrap();
+  for id in ["gone", "alive"] {
+    first.create_session(Some(id)).wait().unwrap();
+  }
+  let first_sub = collect(&first, "gone", None);
+  let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+  client
+    .execute(
+      "UPDATE eren_sessions SET agent_status = 'running', host = 'elsewhere:1:1', run_host = 'elsewhere:1:1'
+        WHERE session_id = 'gone'",
+      &[],
+    )
+    .unwrap();
+  client
+    .execute(
+      "UPDATE eren_sessions SET agent_status = 'running', host = $1, run_host = $1 WHERE session_id = 'alive'",
+      &[&crate::store::host::this_host()],
+    )
+    .unwrap();
+  let stored = first_sub.wait_for(1);
+  assert_eq!(stored.len(), 1, "the orphaned run was not ended");
+  assert_eq!(stored[0].content, r#"{"type":"run_interrupted"}"#);
+  let gone = first.get_session("gone").wait().unwrap().unwrap();
+  assert_eq!(gone.agent_status.as_str(), "not_available");
+  assert_eq!(
+    gone.error_message.as_deref(),
+    Some(crate::store::host::HOST_ENDED)
+  );
+  // Both hosts have looked several times since: still one end, and the
+  // live host's run untouched.
+  std::thread::sleep(Duration::from_millis(500));
+  assert_eq!(sequences(&second, "gone"), vec![1]);
+  assert!(sequences(&second, "alive").is_empty());
+  let run_host: Option<String> = client
+    .query_one(
+      "SELECT run_host FROM eren_sessions WHERE session_id = 'alive'",
+      &[],
+    )
+    .unwrap()
+    .get(0);
+  assert_eq!(run_host.as_deref(), Some(crate::store::host::this_host()));
+  for store in [first, second] {
+    store.close().wait().unwrap();
+  }
 }

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{mpsc, Arc};
 
-use super::super::batch::{Batch, Cached, Statements};
+use super::super::batch::{Batch, Cached, Orphaned, Statements};
 use super::super::command::{self, Backend, Body, Command};
 use super::super::live::{changes_of, Event, Live};
 use super::super::model::{now_ms, AgentStatus, Message, Usage};
@@ -344,6 +344,22 @@ impl Statements for PgStatements<'_, '_> {
   /// is alive cannot be told from here: nothing is reconciled.
   fn runs_in_progress(&mut self) -> Result<Vec<(String, String)>> {
     Ok(Vec::new())
+  }
+
+  fn orphaned_run(&mut self, key: i64) -> Result<Orphaned> {
+    let row = self.tx.query_one(
+      "SELECT
+         s.host IS NOT NULL AND s.agent_status IN ('running', 'waiting') AND NOT EXISTS
+           (SELECT 1 FROM eren_hosts h WHERE h.host = s.host AND h.expires_at >= now()),
+         s.run_host IS NOT NULL AND NOT EXISTS
+           (SELECT 1 FROM eren_hosts h WHERE h.host = s.run_host AND h.expires_at >= now())
+       FROM eren_sessions s WHERE s.key = $1",
+      &[&key],
+    )?;
+    Ok(Orphaned {
+      status: row.get(0),
+      run: row.get(1),
+    })
   }
 
   fn set_auto_title(&mut self, key: i64, title: &str) -> Result<()> {
