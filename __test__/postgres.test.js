@@ -400,7 +400,10 @@ describe('crash truth across hosts: leases', () => {
       const ended = Promise.all([interrupted(stores[0], 'c'), interrupted(stores[1], 't')])
       host.kill('SIGKILL')
       await gone
+      // A stop asked of the dead host is answered once its run is ended.
+      const stopped = stores[1].requestStop('t')
       await ended
+      await stopped
       await expectEndedOnce(stores)
       await Promise.all(stores.map((s) => s.close()))
     },
