@@ -453,3 +453,55 @@ describe('crash truth across hosts: leases', () => {
     }
   })
 })
+
+describe('TLS', () => {
+  test('sslmode as libpq reads it, on a cluster with TLS on and certificates made for it', async () => {
+    // A second, throwaway cluster with ssl on, started for this test.
+    const env = { ...process.env, EREN_TEST_POSTGRES_TLS: '1' }
+    delete env.EREN_TEST_POSTGRES
+    const ran = await runNode(
+      path.join(__dirname, 'with-postgres.js'),
+      [process.execPath, path.join(__dirname, 'fixtures', 'tls-checks.js')],
+      { env },
+    )
+    expect(ran.stderr).toBe('')
+    expect(ran.code).toBe(0)
+    const results = Object.fromEntries(
+      ran.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line))
+        .map(({ name, ...result }) => [name, result]),
+    )
+    // Encrypted where TLS was asked for or offered; plain only on `disable`.
+    for (const name of ['prefer', 'require', 'verify-full', 'verify-ca, any host name', 'client certificate']) {
+      expect([name, results[name]]).toEqual([name, { ok: true, ssl: true }])
+    }
+    expect(results.disable).toEqual({ ok: true, ssl: false })
+    const refused = (name, text) => {
+      expect([name, results[name].code]).toEqual([name, 'STORAGE_ERROR'])
+      expect(results[name].message).toContain(text)
+    }
+    refused('verify-full, wrong host name', 'TLS handshake: invalid peer certificate: certificate not valid for name')
+    refused('verify-ca, another CA', 'TLS handshake: invalid peer certificate: UnknownIssuer')
+    refused('require with a root checks the chain', 'UnknownIssuer')
+    refused('verify-full, public roots only', 'UnknownIssuer')
+    refused('no client certificate', 'requires a valid client certificate')
+  })
+
+  test('a plain server refuses require clearly; bad TLS parameters are INVALID_ARGUMENT or name the file', async () => {
+    const url = await postgresSchemaUrl()
+    const plain = await SessionStore.connect(`${url}&sslmode=require`).catch((e) => e)
+    expect(plain.code).toBe('STORAGE_ERROR')
+    expect(plain.message).toContain('server does not support TLS')
+    const disabled = await SessionStore.connect(`${url}&sslmode=disable`)
+    expect(await disabled.createSession('plain')).toBe('plain')
+    await disabled.close()
+    for (const bad of ['sslmode=sometimes', 'sslcert=%2Fc.pem', 'sslrootcert=%zz']) {
+      expect([bad, await codeOf(() => SessionStore.connect(`${url}&${bad}`))]).toEqual([bad, 'INVALID_ARGUMENT'])
+    }
+    const missing = await SessionStore.connect(`${url}&sslmode=verify-ca&sslrootcert=%2Fno%2Fsuch.pem`).catch((e) => e)
+    expect(missing.code).toBe('STORAGE_ERROR')
+    expect(missing.message).toContain('TLS: cannot read sslrootcert /no/such.pem')
+  })
+})

@@ -73,6 +73,67 @@ function packagedServer() {
   return native
 }
 
+/**
+ * With EREN_TEST_POSTGRES_TLS=1: a CA, a server certificate for `localhost`
+ * (not for 127.0.0.1, so a check of the name can fail), a client certificate
+ * for the role `certuser`, and a second CA that signed none of them, made
+ * with openssl in `<dir>/tls`. The server reads its key as the cluster's user.
+ */
+function makeCertificates(dir, asRoot) {
+  const tls = path.join(dir, 'tls')
+  fs.mkdirSync(tls)
+  const openssl = (...args) => check(spawnSync('openssl', args, { cwd: tls, encoding: 'utf8' }), `openssl ${args[0]}`)
+  const key = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
+  for (const ca of ['ca', 'other-ca']) {
+    openssl(
+      'req',
+      '-x509',
+      ...key,
+      '-keyout',
+      `${ca}.key`,
+      '-out',
+      `${ca}.crt`,
+      '-days',
+      '2',
+      '-subj',
+      `/CN=eren ${ca}`,
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    )
+  }
+  const signed = (name, subject, extensions) => {
+    fs.writeFileSync(path.join(tls, `${name}.ext`), extensions)
+    openssl('req', ...key, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject)
+    openssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '2',
+      '-extfile',
+      `${name}.ext`,
+    )
+  }
+  signed('server', '/CN=localhost', 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n')
+  signed('client', '/CN=certuser', 'extendedKeyUsage=clientAuth\n')
+  for (const file of fs.readdirSync(tls)) {
+    fs.chmodSync(path.join(tls, file), 0o600)
+    if (asRoot) fs.chownSync(path.join(tls, file), 65534, 65534)
+  }
+  if (asRoot) fs.chownSync(tls, 65534, 65534)
+  return tls
+}
+
 function freePort() {
   return new Promise((resolve, reject) => {
     const server = net.createServer()
@@ -118,7 +179,16 @@ async function main() {
   // fsync off: the tests stop and start the server, they never cut its power.
   // Benchmarks set EREN_TEST_POSTGRES_FSYNC=on to measure real commits.
   const fsync = process.env.EREN_TEST_POSTGRES_FSYNC === 'on' ? 'on' : 'off'
-  const options = `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=${fsync} -c max_connections=300`
+  let options = `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=${fsync} -c max_connections=300`
+  const extraEnv = {}
+  if (process.env.EREN_TEST_POSTGRES_TLS) {
+    const tls = makeCertificates(dir, asRoot)
+    options += ` -c ssl=on -c ssl_cert_file=${tls}/server.crt -c ssl_key_file=${tls}/server.key -c ssl_ca_file=${tls}/ca.crt`
+    // The role `certuser` (made by the tests) must show a client certificate.
+    const hba = path.join(data, 'pg_hba.conf')
+    fs.writeFileSync(hba, `hostssl all certuser 127.0.0.1/32 cert\n${fs.readFileSync(hba, 'utf8')}`)
+    extraEnv.EREN_TEST_POSTGRES_TLS_DIR = tls
+  }
   const ctl = path.join(dir, 'ctl.sh')
   const prefix = as.map((a) => `'${a}'`).join(' ')
   fs.writeFileSync(
@@ -133,7 +203,12 @@ async function main() {
   const url = `postgres://eren@127.0.0.1:${port}/postgres`
   let code = 1
   try {
-    code = await run(command, args, { ...process.env, EREN_TEST_POSTGRES: url, EREN_TEST_POSTGRES_CTL: ctl })
+    code = await run(command, args, {
+      ...process.env,
+      ...extraEnv,
+      EREN_TEST_POSTGRES: url,
+      EREN_TEST_POSTGRES_CTL: ctl,
+    })
   } finally {
     spawnSync(ctl, ['stop'], { encoding: 'utf8' })
     fs.rmSync(dir, { recursive: true, force: true })

@@ -134,6 +134,12 @@ impl SessionStore {
   /// `INVALID_ARGUMENT`; an unreachable server, or tables that are not
   /// ours, `STORAGE_ERROR`. Connecting runs off the JS thread.
   ///
+  /// TLS follows libpq's URL parameters: `sslmode` `disable`, `prefer` (the
+  /// default: TLS when the server offers it), `require`, `verify-ca` or
+  /// `verify-full`, with `sslrootcert` (a PEM file; without it the Mozilla
+  /// roots), and `sslcert` + `sslkey` for a client certificate. A failed
+  /// handshake or check is `STORAGE_ERROR` with a message that names TLS.
+  ///
   /// Every statement runs under a `statement_timeout` of
   /// `statementTimeoutMs` (default 30,000; 0 leaves the server's or the
   /// URL's), so a lock held elsewhere fails a call with `STORAGE_ERROR`

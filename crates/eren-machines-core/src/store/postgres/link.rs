@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{Error, Result};
 
@@ -29,18 +30,28 @@ pub fn is_url(location: &str) -> bool {
   location.starts_with("postgres://") || location.starts_with("postgresql://")
 }
 
-/// Parses a `postgres://` URL (or a `key=value` connection string), with
-/// this package's defaults where it says nothing.
-pub fn parse(url: &str, options: &super::ConnectOptions) -> Result<Config> {
+/// Where and how to connect: the client's settings and the TLS connector
+/// (`None`: plain).
+#[derive(Clone)]
+pub struct Endpoint {
+  pub config: Config,
+  tls: Option<MakeRustlsConnect>,
+}
+
+/// Parses a `postgres://` URL, with this package's defaults where it says
+/// nothing; its TLS parameters are read by [`super::tls`].
+pub fn parse(url: &str, options: &super::ConnectOptions) -> Result<Endpoint> {
   if !is_url(url) {
     return Err(Error::InvalidArgument(format!(
       "a PostgreSQL URL starts with postgres:// or postgresql://, got '{}'",
       redact(url)
     )));
   }
-  let mut config: Config = url.parse().map_err(|e| {
+  let (rest, tls) = super::tls::take_parameters(url)?;
+  let mut config: Config = rest.parse().map_err(|e| {
     Error::InvalidArgument(format!("not a PostgreSQL URL ('{}'): {e}", redact(url)))
   })?;
+  config.ssl_mode(tls.client_mode());
   if config.get_connect_timeout().is_none() {
     config.connect_timeout(CONNECT_TIMEOUT);
   }
@@ -61,7 +72,10 @@ pub fn parse(url: &str, options: &super::ConnectOptions) -> Result<Config> {
   if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
     config.keepalives_idle(KEEPALIVE_IDLE);
   }
-  Ok(config)
+  Ok(Endpoint {
+    config,
+    tls: tls.connector()?,
+  })
 }
 
 /// A PostgreSQL URL or connection string fit to print: every password in
@@ -111,7 +125,7 @@ const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Link {
-  config: Config,
+  endpoint: Endpoint,
   client: Option<Client>,
   /// An attempt that outlived its timeout, still going on its thread.
   attempt: Option<Attempt>,
@@ -121,16 +135,16 @@ pub struct Link {
 
 impl Link {
   /// Connects now: an unreachable server fails here.
-  pub fn connect(config: Config) -> Result<Self> {
-    let mut link = Link::lazy(config);
+  pub fn connect(endpoint: Endpoint) -> Result<Self> {
+    let mut link = Link::lazy(endpoint);
     link.client()?;
     Ok(link)
   }
 
   /// Connects on first use.
-  pub fn lazy(config: Config) -> Self {
+  pub fn lazy(endpoint: Endpoint) -> Self {
     Link {
-      config,
+      endpoint,
       client: None,
       attempt: None,
       used: Instant::now(),
@@ -164,15 +178,20 @@ impl Link {
       Some(attempt) => attempt,
       None => {
         let (sender, attempt) = mpsc::channel();
-        let config = self.config.clone();
+        let Endpoint { config, tls } = self.endpoint.clone();
+        let connect = move || match tls {
+          Some(tls) => config.connect(tls),
+          None => config.connect(NoTls),
+        };
         std::thread::Builder::new()
           .name("eren-pg-connect".into())
-          .spawn(move || drop(sender.send(config.connect(NoTls))))
+          .spawn(move || drop(sender.send(connect())))
           .map_err(|e| Error::storage(format!("cannot start a thread to connect: {e}"), e))?;
         attempt
       }
     };
     let timeout = self
+      .endpoint
       .config
       .get_connect_timeout()
       .copied()
@@ -259,22 +278,26 @@ mod tests {
     }
     let defaults = super::super::ConnectOptions::default();
     let parse = |url: &str| parse(url, &defaults);
-    let refused = parse("mysql://me:secret@db/x").unwrap_err();
+    let refused = parse("mysql://me:secret@db/x").err().unwrap();
     assert_eq!(refused.code(), "INVALID_ARGUMENT");
     assert!(!refused.to_string().contains("secret"));
     assert_eq!(
-      parse("postgres://db:notaport/x").unwrap_err().code(),
+      parse("postgres://db:notaport/x").err().unwrap().code(),
       "INVALID_ARGUMENT"
     );
-    let config = parse("postgres://me@127.0.0.1:1/x").unwrap();
+    let config = parse("postgres://me@127.0.0.1:1/x").unwrap().config;
     assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
     assert_eq!(config.get_options(), Some("-c statement_timeout=30000"));
-    let with_path = parse("postgres://me@h/x?options=-c%20search_path%3Ds").unwrap();
+    let with_path = parse("postgres://me@h/x?options=-c%20search_path%3Ds&sslmode=verify-full")
+      .unwrap()
+      .config;
     assert_eq!(
       with_path.get_options(),
       Some("-c search_path=s -c statement_timeout=30000")
     );
-    let own = parse("postgres://me@h/x?options=-c%20statement_timeout%3D5").unwrap();
+    let own = parse("postgres://me@h/x?options=-c%20statement_timeout%3D5")
+      .unwrap()
+      .config;
     assert_eq!(own.get_options(), Some("-c statement_timeout=5"));
   }
 }

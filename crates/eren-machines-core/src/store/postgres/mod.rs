@@ -19,6 +19,7 @@ mod link;
 mod listener;
 mod reader;
 mod schema;
+mod tls;
 mod writer;
 
 use std::sync::atomic::AtomicBool;
