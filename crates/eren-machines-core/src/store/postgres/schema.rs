@@ -86,9 +86,10 @@ CREATE INDEX eren_message_search_session ON eren_message_search (session);
 UPDATE eren_meta SET value = 2 WHERE name = 'schema_version';
 ";
 
-/// Version 3: host leases (see `lease.rs`). A host renews its row while it
-/// lives; the sessions whose run names a host without a live lease are
-/// ended by whichever live host finds them first.
+/// Version 3: host leases (see `lease.rs`): a host renews its row while it
+/// lives, and the sessions whose run names a host without a live lease are
+/// ended by whichever live host finds them first; and commit tokens, by
+/// which a batch whose connection was lost learns whether it committed.
 const SCHEMA_V3: &str = "
 CREATE TABLE eren_hosts (
   host text PRIMARY KEY,
@@ -96,6 +97,10 @@ CREATE TABLE eren_hosts (
 );
 CREATE INDEX eren_sessions_by_host ON eren_sessions (host) WHERE host IS NOT NULL;
 CREATE INDEX eren_sessions_by_run_host ON eren_sessions (run_host) WHERE run_host IS NOT NULL;
+CREATE TABLE eren_commits (
+  token bigint PRIMARY KEY,
+  committed_at timestamptz NOT NULL DEFAULT now()
+);
 UPDATE eren_meta SET value = 3 WHERE name = 'schema_version';
 ";
 

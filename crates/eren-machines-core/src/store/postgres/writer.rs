@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use super::super::batch::{Batch, Cached, Orphaned, Statements};
 use super::super::command::{self, Backend, Body, Command};
@@ -33,6 +34,7 @@ pub fn spawn(link: Link, names: Names, live: Arc<Live>) -> Result<mpsc::Sender<C
     names,
     live: live.clone(),
     ids: VecDeque::new(),
+    commits: 0,
   };
   command::start_writer("eren-pg-writer", writer, live)
 }
@@ -42,23 +44,100 @@ struct Writer {
   names: Names,
   live: Arc<Live>,
   ids: VecDeque<i64>,
+  /// Batches committed, to prune old commit tokens now and then.
+  commits: u64,
 }
 
+/// How long a batch whose connection was lost is tried again, on a new
+/// connection: a restarting server, or a standby being promoted.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+/// How often a new connection is tried meanwhile.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
+/// Commit tokens are kept this long: far longer than any retry.
+const TOKENS_KEPT: &str = "10 minutes";
+
 impl Backend for Writer {
+  /// Commits the batch. When the connection is lost on the way, the batch
+  /// is not failed: once a connection is back (to the same server, or, with
+  /// several hosts in the URL, to the one now primary), the batch's token
+  /// says whether its commit got through; if it did the answers stand, if
+  /// not the batch runs again from the start. So a retried batch never
+  /// stores a message twice, and nothing is answered that is not stored.
   fn transact(
     &mut self,
     sessions: &[&str],
     events: &mut Vec<Event>,
     body: &mut Body,
   ) -> Result<()> {
+    let token = (uuid::Uuid::new_v4().as_u128() >> 65) as i64;
+    let started = Instant::now();
+    loop {
+      events.clear();
+      let Err(error) = self.attempt(sessions, events, body, token) else {
+        return Ok(());
+      };
+      if self.link.is_connected() {
+        // The server answered: the error is the batch's own.
+        return Err(error);
+      }
+      // Ids taken from the lost server's sequence may not have reached a
+      // standby that takes over: take new ones from whichever server answers.
+      self.ids.clear();
+      loop {
+        if started.elapsed() >= RETRY_FOR {
+          return Err(error);
+        }
+        let committed = self.link.with(|client| {
+          let found = client.query_opt("SELECT 1 FROM eren_commits WHERE token = $1", &[&token])?;
+          Ok(found.is_some())
+        });
+        match committed {
+          Ok(true) => return Ok(()),
+          Ok(false) => break,
+          Err(_) => std::thread::sleep(RETRY_EVERY),
+        }
+      }
+    }
+  }
+
+  fn runs_bodies_again(&self) -> bool {
+    true
+  }
+
+  fn index(&mut self, budget: usize) -> Result<bool> {
+    self.index_step(budget)
+  }
+}
+
+impl Writer {
+  /// One run of a batch in one transaction, marked by `token`.
+  fn attempt(
+    &mut self,
+    sessions: &[&str],
+    events: &mut Vec<Event>,
+    body: &mut Body,
+    token: i64,
+  ) -> Result<()> {
     let Writer {
       link,
       names,
       live,
       ids,
+      commits,
     } = self;
+    *commits += 1;
+    let prune = *commits % 256 == 0;
     link.with(|client| {
       let mut tx = client.transaction()?;
+      tx.execute("INSERT INTO eren_commits (token) VALUES ($1)", &[&token])?;
+      if prune {
+        tx.execute(
+          &format!(
+            "DELETE FROM eren_commits WHERE committed_at < now() - interval '{TOKENS_KEPT}'"
+          ),
+          &[],
+        )?;
+      }
       let mut cache = lock_and_load(&mut tx, live, sessions)?;
       let statements = PgStatements {
         tx: &mut tx,
@@ -84,7 +163,7 @@ impl Backend for Writer {
     })
   }
 
-  fn index(&mut self, budget: usize) -> Result<bool> {
+  fn index_step(&mut self, budget: usize) -> Result<bool> {
     self.link.with(|client| {
       let mut tx = client.transaction()?;
       // Another host may index at the same time: each takes other sessions.
