@@ -199,6 +199,26 @@ describe('several hosts on one PostgreSQL database', () => {
     await store.close()
   })
 
+  test('connections killed under a store in use (pg_terminate_backend): the next read and write succeed at once, on new connections', async () => {
+    const store = await SessionStore.connect(await postgresSchemaUrl())
+    await store.createSession('cut')
+    await terminalBridge.storeStdout(store, 'cut', 'before')
+    expect((await store.getSession('cut')).lastSequence).toBe(1)
+    const admin = new Client({ connectionString: process.env.EREN_TEST_POSTGRES })
+    await admin.connect()
+    const { rows } = await admin.query(
+      `SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity
+        WHERE application_name = 'eren-machines pid ${process.pid}'`,
+    )
+    await admin.end()
+    expect(rows.length).toBeGreaterThan(0)
+    // Within the second after their last use: no idle check would catch it.
+    expect((await store.getSession('cut')).lastSequence).toBe(1)
+    expect((await terminalBridge.storeStdout(store, 'cut', 'after')).sequenceNumber).toBe(2)
+    expect((await store.messages('cut')).map((m) => JSON.parse(m.content).content)).toEqual(['before', 'after'])
+    await store.close()
+  })
+
   test("a subscriber on one host sees another host's appends live, in order, once", async () => {
     const url = await postgresSchemaUrl()
     const store = await SessionStore.connect(url)

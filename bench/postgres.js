@@ -5,8 +5,9 @@
 // the same run, on the same server. The baseline does less: it has no
 // per-session sequence to keep. Prints rows/s, p99 append latency and the
 // ratio. Figures to report, never assertions.
-// `npm run bench:postgres` starts a throwaway server; set EREN_TEST_POSTGRES
-// to use another.
+// `npm run bench:postgres` starts a throwaway server with TLS on, and also
+// measures the bridges over TLS (sslmode=require) against plain; set
+// EREN_TEST_POSTGRES to use another.
 const { spawn } = require('node:child_process')
 const path = require('node:path')
 const { Client } = require('pg')
@@ -67,10 +68,17 @@ async function main() {
   await admin.query(
     `CREATE TABLE base_${suffix}.bench_rows (id bigserial PRIMARY KEY, session text NOT NULL, content text NOT NULL, created_at bigint NOT NULL)`,
   )
-  const ours = inSchema(`ours_${suffix}`)
-  const setup = await SessionStore.connect(ours)
-  for (let s = 0; s < SESSIONS; s++) await setup.createSession(`s${s}`)
-  await setup.close()
+  // Plain unless the server offers TLS: then once plain and once over TLS.
+  const tls = Boolean(process.env.EREN_TEST_POSTGRES_TLS_DIR)
+  const sessionsIn = async (schema, mode) => {
+    await admin.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`)
+    const url = `${inSchema(schema)}&sslmode=${mode}`
+    const setup = await SessionStore.connect(url)
+    for (let s = 0; s < SESSIONS; s++) await setup.createSession(`s${s}`)
+    await setup.close()
+    return url
+  }
+  const ours = await sessionsIn(`ours_${suffix}`, 'disable')
 
   const fmt = (n) => Math.round(n).toLocaleString('en-US')
   const ms = (n) => `${n.toFixed(2)} ms`
@@ -82,6 +90,14 @@ async function main() {
   const result = await load('ours', ours)
   console.log(`eren-machines bridges:   ${fmt(result.perSecond)} rows/s  p50 ${ms(result.p50)}  p99 ${ms(result.p99)}`)
   console.log(`ratio: ${(result.perSecond / baseline.perSecond).toFixed(2)}x the rows/s`)
+  if (tls) {
+    const encrypted = await load('ours', await sessionsIn(`tls_${suffix}`, 'require'))
+    console.log(
+      `eren-machines over TLS:  ${fmt(encrypted.perSecond)} rows/s  p50 ${ms(encrypted.p50)}  p99 ${ms(encrypted.p99)}`,
+    )
+    console.log(`TLS / plain: ${(encrypted.perSecond / result.perSecond).toFixed(2)}x the rows/s`)
+    await admin.query(`DROP SCHEMA tls_${suffix} CASCADE`)
+  }
 
   const check = await SessionStore.connect(ours)
   for (let s = 0; s < SESSIONS; s++) {

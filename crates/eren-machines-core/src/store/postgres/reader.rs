@@ -41,17 +41,14 @@ fn run(mut link: Link, live: &Live, closed: &AtomicBool, receiver: mpsc::Receive
     {
       std::thread::sleep(RETRY_EVERY);
     }
-    let client = match link.client() {
-      Ok(client) => client,
-      Err(error) => {
-        if let Flow::Stop(reply) = job.refuse(error) {
-          let _ = reply.send(Ok(()));
-          return;
-        }
-        continue;
+    if let Err(error) = link.client() {
+      if let Flow::Stop(reply) = job.refuse(error) {
+        let _ = reply.send(Ok(()));
+        return;
       }
-    };
-    let mut reads = PgReads(client);
+      continue;
+    }
+    let mut reads = Retrying(&mut link);
     match job {
       // A failed read is tried again at the next notification.
       ReadJob::Watch => drop(reads::catch_up(&mut reads, live)),
@@ -63,6 +60,55 @@ fn run(mut link: Link, live: &Live, closed: &AtomicBool, receiver: mpsc::Receive
         }
       }
     }
+  }
+}
+
+/// The reads on the reader's link, each tried once more on a new
+/// connection when the first try lost the connection: a server restarted
+/// since the last read (even within the idle check's second) costs the
+/// caller nothing. Reads change nothing, so a second try is always safe.
+struct Retrying<'a>(&'a mut Link);
+
+impl Retrying<'_> {
+  fn read<T>(&mut self, read: impl Fn(&mut PgReads<postgres::Client>) -> Result<T>) -> Result<T> {
+    let first = self.0.with(|client| read(&mut PgReads(client)));
+    match first {
+      Err(_) if !self.0.is_connected() => self.0.with(|client| read(&mut PgReads(client))),
+      answered => answered,
+    }
+  }
+}
+
+impl Reads for Retrying<'_> {
+  fn get_session(&mut self, session_id: &str) -> Result<Option<Session>> {
+    self.read(|reads| reads.get_session(session_id))
+  }
+
+  fn list_sessions(&mut self, options: &ListOptions, paged: bool) -> Result<Vec<Session>> {
+    self.read(|reads| reads.list_sessions(options, paged))
+  }
+
+  fn usage_summary(&mut self, from: i64, to: i64) -> Result<Usage> {
+    self.read(|reads| reads.usage_summary(from, to))
+  }
+
+  fn search(&mut self, query: &SearchQuery) -> Result<Vec<SearchHit>> {
+    self.read(|reads| reads.search(query))
+  }
+
+  fn session_key(&mut self, session_id: &str) -> Result<Option<i64>> {
+    self.read(|reads| reads.session_key(session_id))
+  }
+
+  fn read_range(
+    &mut self,
+    key: i64,
+    session_id: &str,
+    after: i64,
+    upto: i64,
+    limit: i64,
+  ) -> Result<Vec<Message>> {
+    self.read(|reads| reads.read_range(key, session_id, after, upto, limit))
   }
 }
 

@@ -129,7 +129,6 @@ impl Writer {
     let prune = *commits % 256 == 0;
     link.with(|client| {
       let mut tx = client.transaction()?;
-      tx.execute("INSERT INTO eren_commits (token) VALUES ($1)", &[&token])?;
       if prune {
         tx.execute(
           &format!(
@@ -138,7 +137,7 @@ impl Writer {
           &[],
         )?;
       }
-      let mut cache = lock_and_load(&mut tx, live, sessions)?;
+      let mut cache = lock_and_load(&mut tx, live, sessions, token)?;
       let statements = PgStatements {
         tx: &mut tx,
         ids,
@@ -210,12 +209,14 @@ impl Writer {
   }
 }
 
-/// Locks the batch's sessions and reads them. What other hosts committed
-/// to them reaches this store's subscribers first, so they see no gap.
+/// Writes the batch's commit token, locks its sessions and reads them.
+/// What other hosts committed to them reaches this store's subscribers
+/// first, so they see no gap.
 fn lock_and_load(
   tx: &mut postgres::Transaction,
   live: &Live,
   sessions: &[&str],
+  token: i64,
 ) -> Result<HashMap<String, Cached>> {
   // An id with a NUL cannot be stored; its command fails on its own.
   let sessions: Vec<&str> = sessions
@@ -224,6 +225,7 @@ fn lock_and_load(
     .filter(|id| !id.contains('\0'))
     .collect();
   if sessions.is_empty() {
+    tx.execute("INSERT INTO eren_commits (token) VALUES ($1)", &[&token])?;
     return Ok(HashMap::new());
   }
   let mut keys: Vec<i32> = sessions
@@ -233,9 +235,11 @@ fn lock_and_load(
   keys.sort_unstable();
   keys.dedup();
   // unnest yields the sorted array in order, so the locks are taken in it.
+  // The token rides along: one round trip for both.
   tx.execute(
-    "SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k",
-    &[&LOCK_CLASS, &keys],
+    "WITH token AS (INSERT INTO eren_commits (token) VALUES ($3))
+     SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k",
+    &[&LOCK_CLASS, &keys, &token],
   )?;
   let rows = tx.query(
     "SELECT session_id, key, last_sequence, closed, title IS NOT NULL OR auto_title IS NOT NULL
