@@ -476,18 +476,28 @@ describe('crash truth across hosts: leases', () => {
   })
 })
 
+/**
+ * Runs `fixture` in a throwaway cluster of its own, started by
+ * with-postgres.js with the `feature` variable set (TLS, a standby), and
+ * returns its output once it has ended cleanly.
+ */
+async function inClusterOfItsOwn(feature, fixture) {
+  const env = { ...process.env, [feature]: '1' }
+  delete env.EREN_TEST_POSTGRES
+  const ran = await runNode(
+    path.join(__dirname, 'with-postgres.js'),
+    [process.execPath, path.join(__dirname, 'fixtures', fixture)],
+    { env },
+  )
+  expect(ran.stderr).toBe('')
+  expect(ran.code).toBe(0)
+  return ran
+}
+
 describe('TLS', () => {
   test('sslmode as libpq reads it, on a cluster with TLS on and certificates made for it', async () => {
     // A second, throwaway cluster with ssl on, started for this test.
-    const env = { ...process.env, EREN_TEST_POSTGRES_TLS: '1' }
-    delete env.EREN_TEST_POSTGRES
-    const ran = await runNode(
-      path.join(__dirname, 'with-postgres.js'),
-      [process.execPath, path.join(__dirname, 'fixtures', 'tls-checks.js')],
-      { env },
-    )
-    expect(ran.stderr).toBe('')
-    expect(ran.code).toBe(0)
+    const ran = await inClusterOfItsOwn('EREN_TEST_POSTGRES_TLS', 'tls-checks.js')
     const results = Object.fromEntries(
       ran.stdout
         .trim()
@@ -531,15 +541,7 @@ describe('TLS', () => {
 describe('failover', () => {
   test('the primary killed mid-ingest and a synchronous standby promoted: nothing rejected, every acknowledged append on the new primary once, no gap', async () => {
     // A primary and a streaming standby of their own, started for this test.
-    const env = { ...process.env, EREN_TEST_POSTGRES_STANDBY: '1' }
-    delete env.EREN_TEST_POSTGRES
-    const ran = await runNode(
-      path.join(__dirname, 'with-postgres.js'),
-      [process.execPath, path.join(__dirname, 'fixtures', 'failover.js')],
-      { env },
-    )
-    expect(ran.stderr).toBe('')
-    expect(ran.code).toBe(0)
+    const ran = await inClusterOfItsOwn('EREN_TEST_POSTGRES_STANDBY', 'failover.js')
     const result = JSON.parse(ran.stdout)
     expect(result).toMatchObject({
       code: 0,
