@@ -48,6 +48,9 @@ async function stored(url, sessionId) {
 
 const range = (n) => Array.from({ length: n }, (_, i) => i + 1)
 
+/** For tests that read /proc. */
+const onLinux = process.platform === 'linux' ? test : test.skip
+
 describe('several hosts on one PostgreSQL database', () => {
   test('4 host processes appending to the same sessions at once: contiguous sequences, unique ids, nothing lost', async () => {
     const url = await postgresSchemaUrl()
@@ -217,6 +220,26 @@ describe('several hosts on one PostgreSQL database', () => {
     expect((await terminalBridge.storeStdout(store, 'cut', 'after')).sequenceNumber).toBe(2)
     expect((await store.messages('cut')).map((m) => JSON.parse(m.content).content)).toEqual(['before', 'after'])
     await store.close()
+  })
+
+  onLinux("close() returns once the store's listener and lease threads have ended", async () => {
+    // In a process of its own, so no other store's threads are counted.
+    const script = `
+      const fs = require('node:fs')
+      const { SessionStore } = require(${JSON.stringify(path.join(__dirname, '..'))})
+      const ours = () => fs.readdirSync('/proc/self/task')
+        .map((t) => fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim())
+        .filter((name) => name.startsWith('eren-pg-listene') || name === 'eren-pg-lease')
+      SessionStore.connect(process.argv[1]).then(async (store) => {
+        const open = ours()
+        await store.close()
+        console.log(JSON.stringify({ open, afterClose: ours() }))
+      })`
+    const ran = await runNode('-e', [script, await postgresSchemaUrl()])
+    expect(ran.stderr).toBe('')
+    const { open, afterClose } = JSON.parse(ran.stdout)
+    expect(new Set(open)).toEqual(new Set(['eren-pg-listene', 'eren-pg-lease']))
+    expect(afterClose).toEqual([])
   })
 
   test("a subscriber on one host sees another host's appends live, in order, once", async () => {

@@ -97,6 +97,8 @@ struct Inner {
   writer: mpsc::Sender<Command>,
   reader: mpsc::Sender<ReadJob>,
   live: Arc<Live>,
+  /// Threads besides the writer and reader, joined by `close`.
+  helpers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
@@ -116,6 +118,10 @@ static MEMORY_STORES: AtomicU64 = AtomicU64::new(0);
 
 /// How long `request_stop` waits for the run's end to be stored.
 pub const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The longest `close` waits for a PostgreSQL store's listener and lease
+/// threads to end.
+const HELPERS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The longest `subscribe()` waits, on its caller's thread, for the
 /// database to say whether a session exists.
@@ -164,6 +170,7 @@ impl SessionStore {
         writer,
         reader,
         live,
+        helpers: Default::default(),
       }),
     };
     // Crash truth: a run left in progress by a host that died is not.
@@ -212,6 +219,7 @@ impl SessionStore {
         writer: started.writer,
         reader: started.reader,
         live: started.live,
+        helpers: std::sync::Mutex::new(started.helpers),
       }),
     })
   }
@@ -503,6 +511,8 @@ impl SessionStore {
       .reader
       .send(ReadJob::Shutdown { reply: reader_done })
       .is_ok();
+    let helpers =
+      std::mem::take(&mut *self.inner.helpers.lock().unwrap_or_else(|p| p.into_inner()));
     let (reply, pending) = reply_channel();
     std::thread::spawn(move || {
       let mut result = Ok(());
@@ -511,6 +521,18 @@ impl SessionStore {
       }
       if reader_sent {
         let _ = reader_receiver.blocking_recv();
+      }
+      // They watch `closed`, set above, and end within a wake of theirs,
+      // unless a connection attempt to a server that does not answer holds
+      // one: that one is left to end by itself.
+      let deadline = std::time::Instant::now() + HELPERS_WAIT;
+      for helper in helpers {
+        while !helper.is_finished() && std::time::Instant::now() < deadline {
+          std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if helper.is_finished() {
+          let _ = helper.join();
+        }
       }
       let _ = reply.send(result);
     });

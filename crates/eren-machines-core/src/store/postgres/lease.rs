@@ -39,13 +39,12 @@ pub fn spawn(
   writer: mpsc::Sender<Command>,
   options: &ConnectOptions,
   closed: Arc<AtomicBool>,
-) -> Result<()> {
+) -> Result<std::thread::JoinHandle<()>> {
   let (lease, heartbeat) = (options.lease, options.heartbeat);
   std::thread::Builder::new()
     .name("eren-pg-lease".into())
     .spawn(move || run(link, &writer, lease, heartbeat, &closed))
-    .map_err(|e| Error::storage(format!("cannot start the lease thread: {e}"), e))?;
-  Ok(())
+    .map_err(|e| Error::storage(format!("cannot start the lease thread: {e}"), e))
 }
 
 fn run(

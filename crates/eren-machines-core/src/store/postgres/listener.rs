@@ -50,12 +50,16 @@ fn parse(payload: &str) -> Option<(i64, &str)> {
   Some((last.parse().ok()?, session_id))
 }
 
-pub fn spawn(link: Link, names: Names, live: Arc<Live>, closed: Arc<AtomicBool>) -> Result<()> {
+pub fn spawn(
+  link: Link,
+  names: Names,
+  live: Arc<Live>,
+  closed: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
   std::thread::Builder::new()
     .name("eren-pg-listener".into())
     .spawn(move || run(link, &names, &live, &closed))
-    .map_err(|e| Error::storage(format!("cannot start the listener thread: {e}"), e))?;
-  Ok(())
+    .map_err(|e| Error::storage(format!("cannot start the listener thread: {e}"), e))
 }
 
 fn run(mut link: Link, names: &Names, live: &Live, closed: &AtomicBool) {

@@ -37,6 +37,9 @@ pub struct Started {
   pub writer: mpsc::Sender<Command>,
   pub reader: mpsc::Sender<ReadJob>,
   pub live: Arc<Live>,
+  /// The listener and lease threads: they end once the store is closed,
+  /// and `close` waits for them, so no connection outlives it.
+  pub helpers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// How a store uses its server.
@@ -92,17 +95,18 @@ pub fn start(url: &str, options: &ConnectOptions, closed: Arc<AtomicBool>) -> Re
   let live = Arc::new(Live::new(sessions));
   let writer = writer::spawn(writer_link, names.clone(), live.clone())?;
   let reader = reader::spawn(reader_link, live.clone(), closed.clone())?;
-  listener::spawn(
+  let listener = listener::spawn(
     Link::lazy(config.clone()),
     names,
     live.clone(),
     closed.clone(),
   )?;
-  lease::spawn(Link::lazy(config), writer.clone(), options, closed)?;
+  let lease = lease::spawn(Link::lazy(config), writer.clone(), options, closed)?;
   Ok(Started {
     writer,
     reader,
     live,
+    helpers: vec![listener, lease],
   })
 }
 
