@@ -22,7 +22,7 @@ use super::link::Link;
 use super::listener;
 use super::reader::PgReads;
 use super::schema::{fnv1a, Names, LOCK_CLASS};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Message ids taken from the sequence at a time; unused ones are kept for
 /// later batches (a sequence never hands out a number twice).
@@ -72,7 +72,6 @@ impl Backend for Writer {
     let token = (uuid::Uuid::new_v4().as_u128() >> 65) as i64;
     let started = Instant::now();
     loop {
-      events.clear();
       let Err(error) = self.attempt(sessions, events, body, token) else {
         return Ok(());
       };
@@ -110,7 +109,11 @@ impl Backend for Writer {
 }
 
 impl Writer {
-  /// One run of a batch in one transaction, marked by `token`.
+  /// One run of a batch in one transaction, marked by `token`. A run that
+  /// finds the token already stored does nothing: an earlier run whose
+  /// connection was lost during its commit got through after all (the
+  /// server finished it while this one waited for its locks), and that
+  /// run's answers and events stand.
   fn attempt(
     &mut self,
     sessions: &[&str],
@@ -137,7 +140,10 @@ impl Writer {
           &[],
         )?;
       }
-      let mut cache = lock_and_load(&mut tx, live, sessions, token)?;
+      let Some(mut cache) = lock_and_load(&mut tx, live, sessions, token)? else {
+        return Ok(());
+      };
+      events.clear();
       let statements = PgStatements {
         tx: &mut tx,
         ids,
@@ -217,7 +223,7 @@ fn lock_and_load(
   live: &Live,
   sessions: &[&str],
   token: i64,
-) -> Result<HashMap<String, Cached>> {
+) -> Result<Option<HashMap<String, Cached>>> {
   // An id with a NUL cannot be stored; its command fails on its own.
   let sessions: Vec<&str> = sessions
     .iter()
@@ -225,8 +231,11 @@ fn lock_and_load(
     .filter(|id| !id.contains('\0'))
     .collect();
   if sessions.is_empty() {
-    tx.execute("INSERT INTO eren_commits (token) VALUES ($1)", &[&token])?;
-    return Ok(HashMap::new());
+    let inserted = tx.execute("INSERT INTO eren_commits (token) VALUES ($1)", &[&token]);
+    return match inserted {
+      Err(e) if token_taken(&e) => Ok(None),
+      inserted => inserted.map(|_| Some(HashMap::new())).map_err(Error::from),
+    };
   }
   let mut keys: Vec<i32> = sessions
     .iter()
@@ -236,11 +245,15 @@ fn lock_and_load(
   keys.dedup();
   // unnest yields the sorted array in order, so the locks are taken in it.
   // The token rides along: one round trip for both.
-  tx.execute(
+  let locked = tx.execute(
     "WITH token AS (INSERT INTO eren_commits (token) VALUES ($3))
      SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k",
     &[&LOCK_CLASS, &keys, &token],
-  )?;
+  );
+  match locked {
+    Err(e) if token_taken(&e) => return Ok(None),
+    locked => drop(locked?),
+  }
   let rows = tx.query(
     "SELECT session_id, key, last_sequence, closed, title IS NOT NULL OR auto_title IS NOT NULL
        FROM eren_sessions WHERE session_id = ANY($1)",
@@ -263,7 +276,14 @@ fn lock_and_load(
     }
     cache.insert(session_id, cached);
   }
-  Ok(cache)
+  Ok(Some(cache))
+}
+
+/// Whether `error` says the batch's commit token is stored already.
+fn token_taken(error: &postgres::Error) -> bool {
+  error
+    .as_db_error()
+    .is_some_and(|db| db.constraint() == Some("eren_commits_pkey"))
 }
 
 /// A message to insert at the end of the batch.
@@ -567,5 +587,53 @@ impl PgStatements<'_, '_> {
   fn run(&mut self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<()> {
     self.tx.execute(sql, params)?;
     Ok(())
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::store::postgres::{link, schema, ConnectOptions};
+  use crate::test_support::postgres_schema_url;
+
+  /// A run of a batch that finds its token stored (an earlier run's commit
+  /// got through after its connection was lost) runs nothing, and the
+  /// earlier run's events stand.
+  #[test]
+  fn a_run_that_finds_its_token_stored_runs_nothing_and_keeps_the_events() {
+    let endpoint = link::parse(&postgres_schema_url(), &ConnectOptions::default()).unwrap();
+    let mut link = Link::connect(endpoint).unwrap();
+    let names = schema::prepare(link.client().unwrap()).unwrap();
+    let live = Arc::new(Live::new(Vec::new()));
+    let mut writer = Writer {
+      link,
+      names,
+      live,
+      ids: VecDeque::new(),
+      commits: 0,
+    };
+    let runs = std::cell::Cell::new(0);
+    let mut events = Vec::new();
+    let mut create = |tx: &mut dyn command::Transaction| {
+      runs.set(runs.get() + 1);
+      tx.create("s")
+    };
+    writer.attempt(&["s"], &mut events, &mut create, 7).unwrap();
+    assert_eq!(runs.get(), 1);
+    let seen = events.len();
+    assert!(seen > 0);
+    // The same token again: the body does not run a second time.
+    writer.attempt(&["s"], &mut events, &mut create, 7).unwrap();
+    writer.attempt(&[], &mut events, &mut create, 7).unwrap();
+    assert_eq!(runs.get(), 1);
+    assert_eq!(events.len(), seen);
+    let sessions: i64 = writer
+      .link
+      .client()
+      .unwrap()
+      .query_one("SELECT count(*) FROM eren_sessions", &[])
+      .unwrap()
+      .get(0);
+    assert_eq!(sessions, 1);
   }
 }
