@@ -28,8 +28,6 @@ pub struct Cached {
   pub titled: bool,
 }
 
-/// One backend's statements inside its open transaction. Each says what to
-/// store; none decides whether it may.
 /// See [`Statements::orphaned_run`].
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Orphaned {
@@ -39,6 +37,8 @@ pub struct Orphaned {
   pub run: bool,
 }
 
+/// One backend's statements inside its open transaction. Each says what to
+/// store; none decides whether it may.
 pub trait Statements {
   /// Refuses text the backend cannot store as it is.
   fn check_text(&self, _what: &str, _text: &str) -> Result<()> {

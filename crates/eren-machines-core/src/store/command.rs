@@ -157,9 +157,7 @@ impl Command {
       Command::Shutdown { reply } => drop(reply.send(Ok(()))),
     }
   }
-}
 
-impl Command {
   /// The same request with a reply nobody waits for, so a batch can be run
   /// again after its connection was lost; the answers then go back through
   /// the first run's replies (see [`Answer::adopt_reply`]). Index and

@@ -77,25 +77,25 @@ pub fn spawn(
   state: WriterState,
   live: Arc<Live>,
 ) -> Result<mpsc::Sender<Command>> {
-  let writer = Writer {
-    conn,
-    state,
-    live: live.clone(),
-    // `state` was read in a transaction of its own, and another process may
-    // have committed since: the first batch reloads it inside its own.
-    data_version: NOT_YET_SEEN,
-    told: 0,
-  };
-  command::start_writer("eren-store-writer", writer, live)
+  command::start_writer(
+    "eren-store-writer",
+    backend(conn, state, live.clone()),
+    live,
+  )
 }
 
-/// The SQLite backend without its thread, for tests that wrap it.
-#[cfg(test)]
-pub(super) fn backend(conn: Connection, state: WriterState, live: Arc<Live>) -> impl Backend {
+/// The SQLite backend without its thread (tests wrap it).
+pub(super) fn backend(
+  conn: Connection,
+  state: WriterState,
+  live: Arc<Live>,
+) -> impl Backend + Send + 'static {
   Writer {
     conn,
     state,
     live,
+    // `state` was read in a transaction of its own, and another process may
+    // have committed since: the first batch reloads it inside its own.
     data_version: NOT_YET_SEEN,
     told: 0,
   }

@@ -25,14 +25,16 @@ use crate::error::{Error, Result};
 /// How often the lease thread looks at whether its store has closed.
 const WAKE_EVERY: Duration = Duration::from_millis(100);
 
-/// The sessions with a run whose host holds no live lease. Runs of this
-/// host are never among them while its lease holds: it is renewed first.
-pub const ORPHANED_RUNS: &str = "
-SELECT session_id FROM eren_sessions s
- WHERE (s.host IS NOT NULL AND s.agent_status IN ('running', 'waiting')
-        AND NOT EXISTS (SELECT 1 FROM eren_hosts h WHERE h.host = s.host AND h.expires_at >= now()))
-    OR (s.run_host IS NOT NULL
-        AND NOT EXISTS (SELECT 1 FROM eren_hosts h WHERE h.host = s.run_host AND h.expires_at >= now()))";
+/// Of a session `s`: it is `running` or `waiting` for a host that holds no
+/// live lease. The one definition both the lease thread's search and the
+/// writer's check under the session's lock use.
+pub const STATUS_ORPHANED: &str =
+  "(s.host IS NOT NULL AND s.agent_status IN ('running', 'waiting') \
+  AND NOT EXISTS (SELECT 1 FROM eren_hosts h WHERE h.host = s.host AND h.expires_at >= now()))";
+
+/// Of a session `s`: its run lives on a host that holds no live lease.
+pub const RUN_ORPHANED: &str = "(s.run_host IS NOT NULL \
+  AND NOT EXISTS (SELECT 1 FROM eren_hosts h WHERE h.host = s.run_host AND h.expires_at >= now()))";
 
 pub fn spawn(
   link: Link,
@@ -102,7 +104,8 @@ pub fn renew(client: &mut postgres::Client, lease: Duration) -> Result<()> {
 }
 
 /// Renews this host's lease, forgets leases long gone that no run names,
-/// and returns the sessions whose run lost its host.
+/// and returns the sessions whose run lost its host. Runs of this host are
+/// never among them while its lease holds: it is renewed first.
 fn renew_and_look(client: &mut postgres::Client, lease: Duration) -> Result<Vec<String>> {
   renew(client, lease)?;
   client.execute(
@@ -112,7 +115,12 @@ fn renew_and_look(client: &mut postgres::Client, lease: Duration) -> Result<Vec<
   )?;
   Ok(
     client
-      .query(ORPHANED_RUNS, &[])?
+      .query(
+        &format!(
+          "SELECT session_id FROM eren_sessions s WHERE {STATUS_ORPHANED} OR {RUN_ORPHANED}"
+        ),
+        &[],
+      )?
       .iter()
       .map(|row| row.get(0))
       .collect(),

@@ -9,8 +9,10 @@
 //! - Each commit notifies `LISTEN`ers with the session and its last
 //!   sequence; the [`listener`] of every host reads what its subscribers
 //!   have not seen, so `subscribe()` sees every host's commits live.
-//! - A lost connection fails the batch in flight (nothing is acknowledged
-//!   that may not be committed) and the next request connects again.
+//! - A lost connection does not fail the batch in flight: the writer
+//!   connects again (to whichever of the URL's hosts is primary now), learns
+//!   from the batch's commit token whether it committed, and runs it again
+//!   if it did not. A read that lost its connection is tried once more.
 //! - Each host holds a [`lease`]; the runs of a host whose lease ran out are
 //!   ended by a live one.
 
@@ -81,9 +83,9 @@ impl ConnectOptions {
   }
 }
 
-/// Connects, creates or checks the schema, and starts the writer, reader
-/// and listener threads; the last two stop once `closed` is set. Blocks:
-/// call it off the JS thread.
+/// Connects, creates or checks the schema, takes this host's lease, and
+/// starts the writer, reader, listener and lease threads; the last three
+/// stop once `closed` is set. Blocks: call it off the JS thread.
 pub fn start(url: &str, options: &ConnectOptions, closed: Arc<AtomicBool>) -> Result<Started> {
   options.check()?;
   let config = link::parse(url, options)?;

@@ -18,11 +18,12 @@ use super::super::model::{now_ms, AgentStatus, Message, Usage};
 use super::super::reads::{self, Reads};
 use super::super::search;
 use super::check_text;
+use super::lease::{RUN_ORPHANED, STATUS_ORPHANED};
 use super::link::Link;
 use super::listener;
 use super::reader::PgReads;
 use super::schema::{fnv1a, Names, LOCK_CLASS};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Message ids taken from the sequence at a time; unused ones are kept for
 /// later batches (a sequence never hands out a number twice).
@@ -44,7 +45,7 @@ struct Writer {
   names: Names,
   live: Arc<Live>,
   ids: VecDeque<i64>,
-  /// Batches committed, to prune old commit tokens now and then.
+  /// Runs of batches, to prune old commit tokens now and then.
   commits: u64,
 }
 
@@ -230,13 +231,6 @@ fn lock_and_load(
     .copied()
     .filter(|id| !id.contains('\0'))
     .collect();
-  if sessions.is_empty() {
-    let inserted = tx.execute("INSERT INTO eren_commits (token) VALUES ($1)", &[&token]);
-    return match inserted {
-      Err(e) if token_taken(&e) => Ok(None),
-      inserted => inserted.map(|_| Some(HashMap::new())).map_err(Error::from),
-    };
-  }
   let mut keys: Vec<i32> = sessions
     .iter()
     .map(|id| fnv1a(id.as_bytes()) as i32)
@@ -244,7 +238,8 @@ fn lock_and_load(
   keys.sort_unstable();
   keys.dedup();
   // unnest yields the sorted array in order, so the locks are taken in it.
-  // The token rides along: one round trip for both.
+  // The token rides along: one round trip for both, and a data-modifying
+  // WITH runs even when there is no session to lock.
   let locked = tx.execute(
     "WITH token AS (INSERT INTO eren_commits (token) VALUES ($3))
      SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::int4[]) AS k",
@@ -451,12 +446,7 @@ impl Statements for PgStatements<'_, '_> {
 
   fn orphaned_run(&mut self, key: i64) -> Result<Orphaned> {
     let row = self.tx.query_one(
-      "SELECT
-         s.host IS NOT NULL AND s.agent_status IN ('running', 'waiting') AND NOT EXISTS
-           (SELECT 1 FROM eren_hosts h WHERE h.host = s.host AND h.expires_at >= now()),
-         s.run_host IS NOT NULL AND NOT EXISTS
-           (SELECT 1 FROM eren_hosts h WHERE h.host = s.run_host AND h.expires_at >= now())
-       FROM eren_sessions s WHERE s.key = $1",
+      &format!("SELECT {STATUS_ORPHANED}, {RUN_ORPHANED} FROM eren_sessions s WHERE s.key = $1"),
       &[&key],
     )?;
     Ok(Orphaned {
