@@ -234,6 +234,8 @@ describe('several hosts on one PostgreSQL database', () => {
         })
         .filter((name) => name.startsWith('eren-pg-listene') || name === 'eren-pg-lease')
       SessionStore.connect(process.argv[1]).then(async (store) => {
+        // A new thread names itself once it runs: wait for both names.
+        for (let i = 0; i < 500 && ours().length < 2; i++) await new Promise((r) => setTimeout(r, 10))
         const open = ours()
         await store.close()
         console.log(JSON.stringify({ open, afterClose: ours() }))
